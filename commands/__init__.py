@@ -1,0 +1,1 @@
+"""The write side: command handlers, each one use case, each run as one transaction."""

@@ -1,0 +1,208 @@
+"""Secret use cases: write, update metadata, soft delete, restore, destroy (one version or all), purge."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from commands.unit_of_work import UnitOfWork, UnitOfWorkRunner, utcnow
+from scaivault.audit.access_records import AccessRecord
+from scaivault.crypto.keyring import KeyRing
+from scaivault.crypto.secret_values import seal_value
+from scaivault.domain.errors import SecretNotFound
+from scaivault.domain.secrets import Secret, secret_stream_id, shredded_data_keys
+
+
+@dataclass(frozen=True)
+class SecretAddress:
+    """Where a secret lives: its owner (a tenant id, or a partner id for partner secrets) and its path."""
+
+    owner: str
+    partner_id: str
+    tenant_id: str | None
+    path: str
+
+    @property
+    def stream_id(self) -> Any:
+        return secret_stream_id(self.owner, self.path)
+
+
+@dataclass(frozen=True)
+class Actor:
+    identity_id: str
+    request_id: str | None
+
+
+@dataclass(frozen=True)
+class WriteSecret:
+    address: SecretAddress
+    data: dict[str, Any]
+    secret_type: str | None = None
+    metadata: dict[str, Any] | None = None
+    max_versions: int | None = None
+    expires_in: timedelta | None = None
+    rotation_policy_id: str | None = None
+    cas: int | None = None
+
+
+@dataclass(frozen=True)
+class UpdateSecretMetadata:
+    address: SecretAddress
+    metadata_patch: dict[str, Any] | None = None
+    secret_type: str | None = None
+    max_versions: int | None = None
+    expires_in: timedelta | None = None
+    clear_expiry: bool = False
+    rotation_policy_id: str | None = None
+    secret_policy_id: str | None = None
+
+
+class SecretCommands:
+    def __init__(
+        self,
+        runner: UnitOfWorkRunner,
+        keyring: KeyRing,
+        *,
+        delete_retention: timedelta,
+        default_max_versions: int,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self._runner = runner
+        self._keyring = keyring
+        self._retention = delete_retention
+        self._default_max_versions = default_max_versions
+        self._clock = clock
+
+    async def write(self, cmd: WriteSecret, actor: Actor, access: AccessRecord | None = None) -> tuple[Secret, bool]:
+        """Write a new version; returns the secret and whether this write created it."""
+
+        async def work(uow: UnitOfWork) -> tuple[Secret, bool]:
+            address = cmd.address
+            secret = await uow.get(address.stream_id)
+            if secret is None:
+                secret = Secret(
+                    owner=address.owner, path=address.path, partner_id=address.partner_id, tenant_id=address.tenant_id
+                )
+            created = not secret.live or secret.purge_if_retention_expired(
+                at=self._clock(), actor=actor.identity_id, request_id=actor.request_id
+            )
+            version = secret.next_version
+            data_key = await self._keyring.new_data_key(uow.conn, address.owner)
+            ciphertext = seal_value(data_key.key, cmd.data, owner=address.owner, path=address.path, version=version)
+            secret.write(
+                version=version,
+                ciphertext=ciphertext,
+                data_key_id=data_key.id,
+                at=self._clock(),
+                actor=actor.identity_id,
+                request_id=actor.request_id,
+                secret_type=cmd.secret_type,
+                metadata=cmd.metadata,
+                max_versions=cmd.max_versions,
+                default_max_versions=self._default_max_versions,
+                expires_in=cmd.expires_in,
+                rotation_policy_id=cmd.rotation_policy_id,
+                cas=cmd.cas,
+            )
+            if access is not None:
+                access.status = 201 if created else 200
+            await self._commit(uow, secret)
+            return secret, created
+
+        return await self._runner.run(work, access=access)
+
+    async def update_metadata(self, cmd: UpdateSecretMetadata, actor: Actor, access: AccessRecord | None = None) -> Secret:
+        async def work(uow: UnitOfWork) -> Secret:
+            secret = await self._existing(uow, cmd.address)
+            secret.update_metadata(
+                at=self._clock(),
+                actor=actor.identity_id,
+                request_id=actor.request_id,
+                metadata_patch=cmd.metadata_patch,
+                secret_type=cmd.secret_type,
+                max_versions=cmd.max_versions,
+                expires_in=cmd.expires_in,
+                clear_expiry=cmd.clear_expiry,
+                rotation_policy_id=cmd.rotation_policy_id,
+                secret_policy_id=cmd.secret_policy_id,
+            )
+            await self._commit(uow, secret)
+            return secret
+
+        return await self._runner.run(work, access=access)
+
+    async def delete(self, address: SecretAddress, actor: Actor, access: AccessRecord | None = None) -> Secret:
+        async def work(uow: UnitOfWork) -> Secret:
+            secret = await self._existing(uow, address)
+            secret.delete(at=self._clock(), retention=self._retention, actor=actor.identity_id, request_id=actor.request_id)
+            await self._commit(uow, secret)
+            return secret
+
+        return await self._runner.run(work, access=access)
+
+    async def restore(self, address: SecretAddress, actor: Actor, access: AccessRecord | None = None) -> Secret:
+        async def work(uow: UnitOfWork) -> Secret:
+            secret = await self._existing(uow, address)
+            secret.restore(at=self._clock(), actor=actor.identity_id, request_id=actor.request_id)
+            await self._commit(uow, secret)
+            return secret
+
+        return await self._runner.run(work, access=access)
+
+    async def destroy_version(
+        self, address: SecretAddress, version: int, actor: Actor, access: AccessRecord | None = None
+    ) -> Secret:
+        async def work(uow: UnitOfWork) -> Secret:
+            secret = await self._existing(uow, address)
+            secret.destroy_version(version, at=self._clock(), actor=actor.identity_id, request_id=actor.request_id)
+            await self._commit(uow, secret)
+            return secret
+
+        return await self._runner.run(work, access=access)
+
+    async def destroy(self, address: SecretAddress, actor: Actor, access: AccessRecord | None = None) -> list[int]:
+        """Permanently delete every version; returns the version numbers destroyed."""
+
+        async def work(uow: UnitOfWork) -> list[int]:
+            secret = await self._existing(uow, address)
+            versions = [entry["version"] for entry in secret.versions]
+            secret.destroy(at=self._clock(), actor=actor.identity_id, request_id=actor.request_id)
+            await self._commit(uow, secret)
+            return versions
+
+        return await self._runner.run(work, access=access)
+
+    async def purge_expired_deletions(self, *, limit: int = 500) -> int:
+        """Purge soft-deleted secrets whose retention has passed (a background job; safe to run anywhere)."""
+        rows = await self._runner.pool.fetch(
+            "SELECT stream_id FROM scaivault_secrets WHERE recoverable_until <= $1 ORDER BY recoverable_until LIMIT $2",
+            self._clock(),
+            limit,
+        )
+        purged = 0
+        for row in rows:
+
+            async def work(uow: UnitOfWork, stream_id: Any = row["stream_id"]) -> bool:
+                secret = await uow.get(stream_id)
+                if secret is None or not secret.purge_if_retention_expired(at=self._clock(), actor="system:retention"):
+                    return False
+                await self._commit(uow, secret)
+                return True
+
+            purged += await self._runner.run(work)
+        return purged
+
+    async def _existing(self, uow: UnitOfWork, address: SecretAddress) -> Secret:
+        secret = await uow.get(address.stream_id)
+        if secret is None:
+            raise SecretNotFound(path=address.path)
+        return secret
+
+    async def _commit(self, uow: UnitOfWork, secret: Secret) -> None:
+        """Stage the secret's new events, shredding in the same transaction the data keys they destroy."""
+        shredded = shredded_data_keys(list(secret.pending_events))
+        if shredded:
+            await self._keyring.destroy_data_keys(uow.conn, shredded)
+        uow.add(secret)

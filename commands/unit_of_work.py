@@ -1,0 +1,83 @@
+"""One command = one transaction.
+
+A command loads aggregates, calls their methods, and the unit of work then, in one PostgreSQL transaction:
+updates the inline read models from the new events, inserts the request's access record, and appends the events
+(last, because appending takes the event-store table lock: holding it briefly keeps writers flowing).
+A concurrent writer that took the same stream version first makes the append fail; the whole command then runs
+again on fresh state, a few times, before the caller sees ``version_conflict``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import datetime, timezone
+from typing import Any, TypeVar
+from uuid import UUID
+
+import asyncpg
+from eventsourcing.domain import Aggregate
+
+from scaivault.audit.access_records import AccessRecord, insert_access_records
+from scaivault.domain.errors import VersionConflict
+from scaivault.eventstore.recorder import EventStoreConflict
+from scaivault.eventstore.repository import Repository
+
+T = TypeVar("T")
+Projector = Callable[[asyncpg.Connection, Any], Awaitable[None]]
+MAX_ATTEMPTS = 8
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class UnitOfWork:
+    def __init__(self, conn: asyncpg.Connection, repository: Repository, projectors: Sequence[Projector]) -> None:
+        self.conn = conn
+        self._repository = repository
+        self._projectors = projectors
+        self._aggregates: list[Aggregate] = []
+        self.access: AccessRecord | None = None
+
+    async def get(self, stream_id: UUID) -> Any:
+        return await self._repository.get(self.conn, stream_id)
+
+    def add(self, *aggregates: Aggregate) -> None:
+        for aggregate in aggregates:
+            if all(aggregate is not known for known in self._aggregates):
+                self._aggregates.append(aggregate)
+
+    async def flush(self) -> list[Any]:
+        events = [e for aggregate in self._aggregates for e in aggregate.collect_events()]
+        for domain_event in events:
+            for project in self._projectors:
+                await project(self.conn, domain_event)
+        if self.access is not None:
+            await insert_access_records(self.conn, [self.access])
+        await self._repository.save(self.conn, events, self._aggregates)
+        return events
+
+
+class UnitOfWorkRunner:
+    def __init__(self, pool: asyncpg.Pool, repository: Repository, projectors: Sequence[Projector]) -> None:
+        self.pool = pool
+        self.repository = repository
+        self.projectors = projectors
+
+    async def run(self, work: Callable[[UnitOfWork], Awaitable[T]], *, access: AccessRecord | None = None) -> T:
+        """Run ``work`` in a transaction and commit what it did; retry it from scratch on a concurrent write."""
+        for attempt in range(MAX_ATTEMPTS):
+            try:
+                async with self.pool.acquire() as conn, conn.transaction():
+                    uow = UnitOfWork(conn, self.repository, self.projectors)
+                    uow.access = access
+                    result = await work(uow)
+                    await uow.flush()
+                if access is not None:
+                    access.persisted = True
+                return result
+            except EventStoreConflict:
+                await asyncio.sleep(random.uniform(0, 0.002 * (attempt + 1)))
+        raise VersionConflict("The secret kept changing concurrently; re-read it and retry")

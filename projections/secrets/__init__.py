@@ -1,0 +1,1 @@
+"""The secrets read model: current state of every secret and its retained versions."""

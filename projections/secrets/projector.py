@@ -1,0 +1,160 @@
+"""Builds the secrets read model from Secret events.
+
+Runs inline (in the transaction that appends the events, so a read after a write sees it) and is the same code a
+rebuild replays, so a rebuilt model equals the live one.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import asyncpg
+
+from scaivault.domain.secrets import Secret
+
+
+async def project_secret_event(conn: asyncpg.Connection, domain_event: Any) -> None:
+    handler = _HANDLERS.get(type(domain_event))
+    if handler is not None:
+        await handler(conn, domain_event)
+
+
+async def _created(conn: asyncpg.Connection, e: Any) -> None:
+    await conn.execute(
+        "INSERT INTO scaivault_secret_streams (stream_id, owner, path, partner_id, tenant_id)"
+        " VALUES ($1, $2, $3, $4, $5) ON CONFLICT (stream_id) DO NOTHING",
+        e.originator_id,
+        e.owner,
+        e.path,
+        e.partner_id,
+        e.tenant_id,
+    )
+
+
+async def _version_written(conn: asyncpg.Connection, e: Any) -> None:
+    if e.created:
+        await conn.execute(
+            """
+            INSERT INTO scaivault_secrets (owner, path, stream_id, partner_id, tenant_id, secret_type, current_version,
+                metadata, max_versions, expires_at, rotation_policy_id, secret_policy_id,
+                created_at, created_by, updated_at, updated_by)
+            SELECT owner, path, stream_id, partner_id, tenant_id, $2, $3, $4, $5, $6, $7, NULL, $8, $9, $8, $9
+            FROM scaivault_secret_streams WHERE stream_id = $1
+            """,
+            e.originator_id,
+            e.secret_type,
+            e.version,
+            e.metadata,
+            e.max_versions,
+            e.expires_at,
+            e.rotation_policy_id,
+            e.at,
+            e.actor,
+        )
+    else:
+        await conn.execute(
+            """
+            UPDATE scaivault_secrets SET secret_type = $2, current_version = $3, metadata = $4, max_versions = $5,
+                expires_at = $6, rotation_policy_id = $7, updated_at = $8, updated_by = $9
+            WHERE stream_id = $1
+            """,
+            e.originator_id,
+            e.secret_type,
+            e.version,
+            e.metadata,
+            e.max_versions,
+            e.expires_at,
+            e.rotation_policy_id,
+            e.at,
+            e.actor,
+        )
+    await conn.execute(
+        "INSERT INTO scaivault_secret_versions (stream_id, version, ciphertext, data_key_id, expires_at, created_at,"
+        " created_by) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        e.originator_id,
+        e.version,
+        e.ciphertext,
+        e.data_key_id,
+        e.expires_at,
+        e.at,
+        e.actor,
+    )
+
+
+async def _metadata_updated(conn: asyncpg.Connection, e: Any) -> None:
+    await conn.execute(
+        """
+        UPDATE scaivault_secrets SET metadata = $2, secret_type = $3, max_versions = $4, expires_at = $5,
+            rotation_policy_id = $6, secret_policy_id = $7, updated_at = $8, updated_by = $9
+        WHERE stream_id = $1
+        """,
+        e.originator_id,
+        e.metadata,
+        e.secret_type,
+        e.max_versions,
+        e.expires_at,
+        e.rotation_policy_id,
+        e.secret_policy_id,
+        e.at,
+        e.actor,
+    )
+
+
+async def _versions_destroyed(conn: asyncpg.Connection, e: Any) -> None:
+    if e.reason == "aged_out":
+        await conn.execute(
+            "DELETE FROM scaivault_secret_versions WHERE stream_id = $1 AND version = ANY($2::int[])",
+            e.originator_id,
+            e.versions,
+        )
+    else:
+        await conn.execute(
+            "UPDATE scaivault_secret_versions SET ciphertext = NULL, destroyed_at = $3"
+            " WHERE stream_id = $1 AND version = ANY($2::int[])",
+            e.originator_id,
+            e.versions,
+            e.at,
+        )
+    await conn.execute(
+        "UPDATE scaivault_secrets SET updated_at = $2, updated_by = $3 WHERE stream_id = $1",
+        e.originator_id,
+        e.at,
+        e.actor,
+    )
+
+
+async def _deleted(conn: asyncpg.Connection, e: Any) -> None:
+    await conn.execute(
+        "UPDATE scaivault_secrets SET deleted_at = $2, recoverable_until = $3, deleted_by = $4, updated_at = $2,"
+        " updated_by = $4 WHERE stream_id = $1",
+        e.originator_id,
+        e.at,
+        e.recoverable_until,
+        e.actor,
+    )
+
+
+async def _restored(conn: asyncpg.Connection, e: Any) -> None:
+    await conn.execute(
+        "UPDATE scaivault_secrets SET deleted_at = NULL, recoverable_until = NULL, deleted_by = NULL,"
+        " updated_at = $2, updated_by = $3 WHERE stream_id = $1",
+        e.originator_id,
+        e.at,
+        e.actor,
+    )
+
+
+async def _purged(conn: asyncpg.Connection, e: Any) -> None:
+    await conn.execute("DELETE FROM scaivault_secret_versions WHERE stream_id = $1", e.originator_id)
+    await conn.execute("DELETE FROM scaivault_secrets WHERE stream_id = $1", e.originator_id)
+
+
+_HANDLERS = {
+    Secret.Created: _created,
+    Secret.VersionWritten: _version_written,
+    Secret.MetadataUpdated: _metadata_updated,
+    Secret.VersionsDestroyed: _versions_destroyed,
+    Secret.Deleted: _deleted,
+    Secret.Restored: _restored,
+    Secret.Purged: _purged,
+}

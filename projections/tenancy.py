@@ -1,0 +1,37 @@
+"""Partners and tenants read model (inline: written in the transaction that appends the events)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import asyncpg
+
+from scaivault.domain.tenancy import Partner, Tenant
+
+
+async def project_tenancy(conn: asyncpg.Connection, domain_event: Any) -> None:
+    if isinstance(domain_event, Partner.Registered):
+        await conn.execute(
+            "INSERT INTO scaivault_partners (partner_id, name, created_at) VALUES ($1, $2, $3)"
+            " ON CONFLICT (partner_id) DO NOTHING",
+            domain_event.partner_id,
+            domain_event.name,
+            domain_event.at,
+        )
+    elif isinstance(domain_event, Tenant.Registered):
+        await conn.execute(
+            "INSERT INTO scaivault_tenants (tenant_id, partner_id, name, created_at) VALUES ($1, $2, $3, $4)"
+            " ON CONFLICT (tenant_id) DO NOTHING",
+            domain_event.tenant_id,
+            domain_event.partner_id,
+            domain_event.name,
+            domain_event.at,
+        )
+
+
+async def tenant_partner(conn: asyncpg.Connection | asyncpg.Pool, tenant_id: str) -> str | None:
+    return await conn.fetchval("SELECT partner_id FROM scaivault_tenants WHERE tenant_id = $1", tenant_id)
+
+
+async def partner_exists(conn: asyncpg.Connection | asyncpg.Pool, partner_id: str) -> bool:
+    return bool(await conn.fetchval("SELECT 1 FROM scaivault_partners WHERE partner_id = $1", partner_id))

@@ -1,0 +1,1 @@
+"""Access records: every request, allowed or denied, leaves one, durably, before its response."""

@@ -1,0 +1,161 @@
+"""Access records and the group-commit writer that makes them durable.
+
+A write command inserts its record in its own transaction (so the record and the change commit together); every
+other request hands its record to ``AccessRecorder``, which batches the records of concurrent requests into one
+transaction (group commit) and releases each request only once its record is durable. If that cannot happen within
+the audit timeout, the request fails with 503: auditing is fail-closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+
+from scaivault.domain.errors import ServiceUnavailable
+
+log = logging.getLogger(__name__)
+
+MAX_BATCH = 1000
+
+
+@dataclass
+class AccessRecord:
+    recorded_at: datetime
+    request_id: str
+    method: str
+    route: str
+    action: str
+    source_ip: str | None = None
+    user_agent: str | None = None
+    partner_id: str | None = None
+    tenant_id: str | None = None
+    identity_id: str | None = None
+    identity_type: str | None = None
+    secret_path: str | None = None
+    status: int = 0
+    error_code: str | None = None
+    duration_ms: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+    # Successful value reads of these secret streams refresh their last_accessed_at.
+    accessed_streams: list[UUID] = field(default_factory=list)
+    persisted: bool = False
+
+    @property
+    def success(self) -> bool:
+        return 200 <= self.status < 400
+
+    def row(self) -> tuple[Any, ...]:
+        return (
+            self.recorded_at,
+            self.request_id,
+            self.partner_id,
+            self.tenant_id,
+            self.identity_id,
+            self.identity_type,
+            self.action,
+            self.method,
+            self.route,
+            self.secret_path,
+            self.status,
+            self.success,
+            self.error_code,
+            self.source_ip,
+            (self.user_agent or "")[:512] or None,
+            self.duration_ms,
+            self.extra,
+        )
+
+
+_INSERT = """
+INSERT INTO scaivault_access_records (recorded_at, request_id, partner_id, tenant_id, identity_id, identity_type,
+    action, method, route, secret_path, status, success, error_code, source_ip, user_agent, duration_ms, extra)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)
+"""
+
+_TOUCH = """
+INSERT INTO scaivault_secret_last_access (stream_id, last_accessed_at)
+SELECT * FROM unnest($1::uuid[], $2::timestamptz[])
+ON CONFLICT (stream_id) DO UPDATE SET last_accessed_at = greatest(
+    scaivault_secret_last_access.last_accessed_at, excluded.last_accessed_at)
+"""
+
+
+async def insert_access_records(conn: asyncpg.Connection, records: list[AccessRecord]) -> None:
+    """Insert records and the last-access times they imply; the caller owns the transaction."""
+    await conn.executemany(_INSERT, [record.row() for record in records])
+    touched: dict[UUID, datetime] = {}
+    for record in records:
+        if record.success:
+            for stream_id in record.accessed_streams:
+                touched[stream_id] = max(record.recorded_at, touched.get(stream_id, record.recorded_at))
+    if touched:
+        streams = sorted(touched)  # a fixed order, so concurrent batches never deadlock on these rows
+        await conn.execute(_TOUCH, streams, [touched[s] for s in streams])
+
+
+class AccessRecorder:
+    """Group commit for access records: one transaction per batch of concurrent requests."""
+
+    def __init__(self, pool: asyncpg.Pool, *, timeout: float) -> None:
+        self._pool = pool
+        self._timeout = timeout
+        self._queue: list[tuple[AccessRecord, asyncio.Future[None]]] = []
+        self._wakeup = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._closing = False
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="access-recorder")
+
+    async def close(self) -> None:
+        """Flush what is queued, then stop."""
+        self._closing = True
+        self._wakeup.set()
+        if self._task is not None:
+            await self._task
+
+    async def record(self, record: AccessRecord) -> None:
+        """Return once ``record`` is durable; raise ServiceUnavailable if that does not happen in time."""
+        if self._closing:
+            raise ServiceUnavailable("The server is shutting down")
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        # A request that already timed out no longer awaits its future; retrieve the outcome so none goes unheard.
+        future.add_done_callback(lambda done: done.cancelled() or done.exception())
+        self._queue.append((record, future))
+        self._wakeup.set()
+        try:
+            await asyncio.wait_for(asyncio.shield(future), self._timeout)
+        except (asyncio.TimeoutError, OSError, asyncpg.PostgresError) as exc:
+            log.warning("access record not durable: %s", type(exc).__name__)
+            raise ServiceUnavailable("The access record could not be made durable; try again") from None
+
+    async def _run(self) -> None:
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            while self._queue:
+                batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
+                await self._flush(batch)
+            if self._closing and not self._queue:
+                return
+
+    async def _flush(self, batch: list[tuple[AccessRecord, asyncio.Future[None]]]) -> None:
+        try:
+            async with asyncio.timeout(self._timeout):
+                async with self._pool.acquire() as conn, conn.transaction():
+                    await insert_access_records(conn, [record for record, _ in batch])
+        except Exception as exc:  # the requests waiting on this batch fail closed; the next batch tries afresh
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(exc if isinstance(exc, (OSError, asyncpg.PostgresError)) else OSError(str(exc)))
+            return
+        for record, future in batch:
+            record.persisted = True
+            if not future.done():
+                future.set_result(None)

@@ -1,0 +1,159 @@
+"""The composition root: builds every collaborator from Settings, once, for the server and the CLI alike."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+import asyncpg
+
+from commands.secrets import SecretCommands
+from commands.tenancy import TenancyCommands
+from commands.unit_of_work import UnitOfWorkRunner
+from projections.secrets.projector import project_secret_event
+from projections.tenancy import project_tenancy
+from projections.tenant_directory import TenantDirectory
+from scaivault.audit.access_records import AccessRecorder
+from scaivault.auth.authenticator import TokenAuthenticator
+from scaivault.auth.issuer import BuiltinIssuer
+from scaivault.auth.jwks import JwksClient
+from scaivault.auth.revocation import RevocationCache
+from scaivault.config import Settings
+from scaivault.crypto.keyring import KeyRing
+from scaivault.crypto.root_keys import root_key_provider
+from scaivault.database import create_pool, embedded_postgres_url
+from scaivault.domain.durations import parse_duration
+from scaivault.eventstore.mapper import create_mapper
+from scaivault.eventstore.migrations import apply_migrations
+from scaivault.eventstore.recorder import PostgresEventStore
+from scaivault.eventstore.repository import Repository
+
+log = logging.getLogger(__name__)
+
+REVOCATION_POLL_SECONDS = 2.0
+
+
+@dataclass
+class Container:
+    settings: Settings
+    database_url: str
+    pool: asyncpg.Pool
+    store: PostgresEventStore
+    repository: Repository
+    keyring: KeyRing
+    issuer: BuiltinIssuer
+    revocations: RevocationCache
+    authenticator: TokenAuthenticator
+    access_recorder: AccessRecorder
+    runner: UnitOfWorkRunner
+    secret_commands: SecretCommands
+    tenancy_commands: TenancyCommands
+    tenants: TenantDirectory
+    http_session: aiohttp.ClientSession | None
+    started_at: float = field(default_factory=time.monotonic)
+    _tasks: list[asyncio.Task[Any]] = field(default_factory=list)
+
+    async def start_background(self) -> None:
+        """Jobs a serving process runs: access-record group commit, revocation sync, purge of expired deletions."""
+        await self.access_recorder.start()
+        self._tasks.append(asyncio.create_task(self._sync_revocations(), name="revocation-sync"))
+        self._tasks.append(asyncio.create_task(self._purge_expired_deletions(), name="retention-purge"))
+
+    async def _sync_revocations(self) -> None:
+        from scaivault.eventstore.recorder import EventStoreListener
+
+        async with EventStoreListener(self.database_url, channel="scaivault_revocations") as listener:
+            while True:
+                try:
+                    await self.revocations.refresh(self.pool)
+                except (OSError, asyncpg.PostgresError) as exc:
+                    log.warning("revocation refresh failed: %s", type(exc).__name__)
+                await listener.wait(REVOCATION_POLL_SECONDS)
+
+    async def _purge_expired_deletions(self) -> None:
+        while True:
+            try:
+                purged = await self.secret_commands.purge_expired_deletions()
+                if purged:
+                    log.info("purged secrets past their retention", extra={"count": purged})
+            except (OSError, asyncpg.PostgresError) as exc:
+                log.warning("retention purge failed: %s", type(exc).__name__)
+            await asyncio.sleep(60)
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self.access_recorder.close()
+        if self.http_session is not None:
+            await self.http_session.close()
+        await self.pool.close()
+
+
+def database_url(settings: Settings) -> str:
+    return settings.database_url or embedded_postgres_url(settings.data_dir)
+
+
+async def build_container(settings: Settings, *, migrate: bool = True) -> Container:
+    url = database_url(settings)
+    pool = await create_pool(url, max_size=settings.db_pool_size)
+    try:
+        if migrate:
+            async with pool.acquire() as conn:
+                await apply_migrations(conn)
+        store = PostgresEventStore()
+        repository = Repository(store, create_mapper(), snapshot_interval=settings.snapshot_interval)
+        keyring = KeyRing(root_key_provider(settings))
+        runner = UnitOfWorkRunner(pool, repository, [project_secret_event, project_tenancy])
+        async with pool.acquire() as conn:
+            issuer = await BuiltinIssuer.load(
+                conn, keyring.root, issuer=settings.builtin_issuer, audience=settings.token_audience
+            )
+        revocations = RevocationCache()
+        await revocations.refresh(pool)
+        http_session = None
+        jwks = None
+        if settings.scaikey_jwks_url or settings.scaikey_url:
+            http_session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5))
+            jwks_url = settings.scaikey_jwks_url or settings.scaikey_url.rstrip("/") + "/.well-known/jwks.json"
+            jwks = JwksClient(jwks_url, http_session)
+        authenticator = TokenAuthenticator(
+            pool,
+            issuer=issuer,
+            jwks=jwks,
+            scaikey_issuer=settings.scaikey_issuer or settings.scaikey_url,
+            audience=settings.token_audience,
+            revocations=revocations,
+        )
+        return Container(
+            settings=settings,
+            database_url=url,
+            pool=pool,
+            store=store,
+            repository=repository,
+            keyring=keyring,
+            issuer=issuer,
+            revocations=revocations,
+            authenticator=authenticator,
+            access_recorder=AccessRecorder(pool, timeout=settings.audit_timeout_seconds),
+            runner=runner,
+            secret_commands=SecretCommands(
+                runner,
+                keyring,
+                delete_retention=parse_duration(settings.delete_retention),
+                default_max_versions=settings.default_max_versions,
+            ),
+            tenancy_commands=TenancyCommands(runner, keyring),
+            tenants=TenantDirectory(pool),
+            http_session=http_session,
+        )
+    except BaseException:
+        await pool.close()
+        raise

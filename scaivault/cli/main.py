@@ -1,0 +1,238 @@
+"""``scaivault``: ``serve``, ``tenants create``, ``token issue|revoke``, ``keys rotate-root``, ``migrate``.
+
+Every command reads the same configuration as the server (DATABASE_URL, SCAIVAULT_DATA_DIR, ...), so tokens it
+issues are the ones the server accepts. Exit codes follow the spec's CLI page: 1 general, 2 authentication,
+3 authorization, 4 not found, 5 validation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+import sys
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+from typing import Any, TypeVar
+
+import click
+
+import scaivault
+from scaivault.bootstrap import Container, build_container
+from scaivault.config import ConfigurationError, Settings
+from scaivault.domain.durations import parse_duration
+from scaivault.domain.errors import ScaiVaultError
+from scaivault.logs import configure_logging
+
+T = TypeVar("T")
+
+EXIT_BY_STATUS_CLASS = {401: 2, 403: 3, 404: 4, 400: 5, 422: 5}
+
+DEMO_PARTNER = "ptn_demo"
+DEMO_TENANT = "tnt_demo"
+DEMO_SCOPES = (
+    "secrets:read secrets:write secrets:delete secrets:list secrets:rotate policies:read policies:write "
+    "audit:read audit:export admin"
+)
+
+
+def _settings() -> Settings:
+    try:
+        return Settings.from_env()
+    except ConfigurationError as exc:
+        click.echo(str(exc), err=True)
+        sys.exit(5)
+
+
+def _run(action: Callable[[Container], Awaitable[T]]) -> T:
+    """Run ``action`` with a container built from the environment; map our errors to the CLI's exit codes."""
+    settings = _settings()
+    configure_logging("warn", settings.log_format)
+
+    async def main() -> T:
+        container = await build_container(settings)
+        try:
+            return await action(container)
+        finally:
+            await container.close()
+
+    try:
+        return asyncio.run(main())
+    except ScaiVaultError as exc:
+        from scaivault.http.responses import STATUS_BY_CODE
+
+        click.echo(f"error: {exc.code}: {exc.message}", err=True)
+        sys.exit(EXIT_BY_STATUS_CLASS.get(STATUS_BY_CODE.get(exc.code, 500), 1))
+    except ConfigurationError as exc:
+        click.echo(str(exc), err=True)
+        sys.exit(5)
+
+
+@click.group()
+@click.version_option(scaivault.__version__, prog_name="scaivault")
+def main() -> None:
+    """ScaiVault server and operator commands."""
+
+
+@main.command()
+@click.option("--demo", is_flag=True, help="Register a demo partner and tenant and print an admin token.")
+def serve(demo: bool) -> None:
+    """Run the API server on BIND_ADDRESS."""
+    from aiohttp import web
+
+    from scaivault.http.app import create_app
+
+    settings = _settings()
+    configure_logging(settings.log_level, settings.log_format)
+
+    async def app_factory() -> web.Application:
+        container = await build_container(settings)
+        if demo:
+            await _print_demo_credentials(container)
+        app = create_app(settings, container=container)
+
+        async def close_container(_: web.Application) -> None:
+            await container.close()
+
+        app.on_cleanup.append(close_container)
+        return app
+
+    ssl_context = None
+    if settings.tls_cert_file and settings.tls_key_file:
+        ssl_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ssl_context.load_cert_chain(settings.tls_cert_file, settings.tls_key_file)
+    try:
+        web.run_app(
+            app_factory(),
+            host=settings.host,
+            port=settings.port,
+            ssl_context=ssl_context,
+            shutdown_timeout=settings.shutdown_timeout_seconds,
+            access_log=None,
+            print=lambda text: click.echo(f"ScaiVault listening on {settings.public_url}", err=True),
+        )
+    except ScaiVaultError as exc:
+        click.echo(f"error: {exc.code}: {exc.message}", err=True)
+        sys.exit(1)
+    except (ConfigurationError, OSError) as exc:
+        click.echo(f"cannot start: {exc}", err=True)
+        sys.exit(1)
+
+
+async def _print_demo_credentials(container: Container) -> None:
+    await container.tenancy_commands.register_tenant(DEMO_PARTNER, DEMO_TENANT, name="Demo tenant")
+    token = container.issuer.issue(
+        identity_id="user:admin@demo.example",
+        tenant_id=DEMO_TENANT,
+        partner_id=DEMO_PARTNER,
+        scopes=DEMO_SCOPES.split(),
+        roles=("tenant_admin", "partner_admin"),
+        ttl=timedelta(hours=12),
+    )
+    url = container.settings.public_url
+    # Deliberately printed to the operator's terminal (stdout), never logged.
+    click.echo(
+        f"\nScaiVault demo ready at {url}\n"
+        f"Partner {DEMO_PARTNER}, tenant {DEMO_TENANT}; an admin token valid for 12 hours:\n\n"
+        f"  export SCAIVAULT_URL={url}\n  export SCAIVAULT_TOKEN={token}\n\n"
+        f'  curl -s -H "Authorization: Bearer $SCAIVAULT_TOKEN" $SCAIVAULT_URL/v1/auth/whoami\n'
+    )
+
+
+@main.group()
+def tenants() -> None:
+    """Partners and tenants."""
+
+
+@tenants.command("create")
+@click.option("--partner", "partner_id", required=True, help="Partner id, ptn_...")
+@click.option("--tenant", "tenant_id", required=True, help="Tenant id, tnt_...")
+@click.option("--name", default=None, help="Display name of the tenant.")
+def tenants_create(partner_id: str, tenant_id: str, name: str | None) -> None:
+    """Register a tenant (and its partner, if new). Idempotent."""
+    created = _run(lambda c: c.tenancy_commands.register_tenant(partner_id, tenant_id, name=name))
+    click.echo(f"{'created' if created else 'exists'} {partner_id}/{tenant_id}")
+
+
+@main.group()
+def token() -> None:
+    """Tokens of the built-in issuer, and personal access tokens."""
+
+
+@token.command("issue")
+@click.option("--partner", "partner_id", required=True)
+@click.option("--tenant", "tenant_id", default=None, help="Omit for a partner-level token.")
+@click.option("--identity", "identity_id", required=True, help="user:<email>, sa:<name>")
+@click.option("--scopes", required=True, help='Space-separated, e.g. "secrets:read secrets:write"')
+@click.option("--roles", default="", help="Space- or comma-separated, e.g. tenant_admin")
+@click.option("--groups", default="", help="Space- or comma-separated, e.g. group:sre")
+@click.option("--ttl", default=None, help="Lifetime: 1h for a JWT (default), 90d for a PAT (default)")
+@click.option("--pat", is_flag=True, help="Issue an opaque personal access token (skt_...) instead of a JWT.")
+def token_issue(
+    partner_id: str,
+    tenant_id: str | None,
+    identity_id: str,
+    scopes: str,
+    roles: str,
+    groups: str,
+    ttl: str | None,
+    pat: bool,
+) -> None:
+    """Print a new token, and nothing else."""
+    from commands.tokens import IssueToken
+
+    command = IssueToken(
+        partner_id=partner_id,
+        tenant_id=tenant_id,
+        identity_id=identity_id,
+        scopes=tuple(scopes.replace(",", " ").split()),
+        roles=tuple(roles.replace(",", " ").split()),
+        groups=tuple(groups.replace(",", " ").split()),
+        ttl=parse_duration(ttl) if ttl else (timedelta(days=90) if pat else timedelta(hours=1)),
+        personal_access_token=pat,
+    )
+    from commands.tokens import issue_token
+
+    click.echo(_run(lambda c: issue_token(c, command)))
+
+
+@token.command("revoke")
+@click.argument("token_or_id")
+def token_revoke(token_or_id: str) -> None:
+    """Revoke a token: a PAT (skt_... or its pat_ id), a JWT, or a JWT's jti (tok_...)."""
+    from commands.tokens import revoke_token
+
+    revoked = _run(lambda c: revoke_token(c, token_or_id))
+    click.echo("revoked" if revoked else "not found")
+    if not revoked:
+        sys.exit(4)
+
+
+@main.group()
+def keys() -> None:
+    """The key hierarchy."""
+
+
+@keys.command("rotate-root")
+def keys_rotate_root() -> None:
+    """Make a new root key and re-wrap every partner key under it (secret ciphertext is not rewritten)."""
+
+    async def rotate(container: Container) -> int:
+        async with container.pool.acquire() as conn:
+            return await container.keyring.rotate_root_key(conn)
+
+    click.echo(f"re-wrapped {_run(rotate)} partner keys")
+
+
+@main.command()
+def migrate() -> None:
+    """Apply schema migrations (the server also does this at start-up)."""
+
+    async def nothing(container: Container) -> Any:
+        return None
+
+    _run(nothing)
+    click.echo("schema up to date")
+
+
+if __name__ == "__main__":
+    main()

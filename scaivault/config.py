@@ -1,0 +1,139 @@
+"""Configuration from environment variables (names from the spec's operations/deployment page).
+
+``Settings.from_env()`` is the only place that reads the environment; everything else receives a ``Settings``.
+An invalid value raises ``ConfigurationError`` whose message is one line naming the variable.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+
+class ConfigurationError(Exception):
+    """Raised for invalid configuration; str() is a single line fit for a start-up failure."""
+
+
+LogLevel = Literal["debug", "info", "warn", "error"]
+KmsProvider = Literal["local", "env", "aws", "gcp", "azure"]
+
+# Environment variable -> Settings field.
+ENVIRONMENT = {
+    "DATABASE_URL": "database_url",
+    "REDIS_URL": "redis_url",
+    "BIND_ADDRESS": "bind_address",
+    "BASE_URL": "base_url",
+    "LOG_LEVEL": "log_level",
+    "LOG_FORMAT": "log_format",
+    "SCAIKEY_URL": "scaikey_url",
+    "SCAIKEY_JWKS_URL": "scaikey_jwks_url",
+    "SCAIKEY_ISSUER": "scaikey_issuer",
+    "TOKEN_AUDIENCE": "token_audience",
+    "KMS_PROVIDER": "kms_provider",
+    "KMS_KEY_ID": "kms_key_id",
+    "KMS_KEY_NAME": "kms_key_name",
+    "KMS_KEY_URL": "kms_key_url",
+    "SCAIVAULT_ROOT_KEY": "root_key",
+    "SCAIVAULT_DATA_DIR": "data_dir",
+    "SCAIVAULT_DB_POOL_SIZE": "db_pool_size",
+    "SCAIVAULT_AUDIT_TIMEOUT": "audit_timeout_seconds",
+    "SCAIVAULT_DELETE_RETENTION": "delete_retention",
+    "SCAIVAULT_DEFAULT_MAX_VERSIONS": "default_max_versions",
+    "SCAIVAULT_SNAPSHOT_INTERVAL": "snapshot_interval",
+    "SCAIVAULT_SHUTDOWN_TIMEOUT": "shutdown_timeout_seconds",
+    "TLS_CERT_FILE": "tls_cert_file",
+    "TLS_KEY_FILE": "tls_key_file",
+}
+
+
+class Settings(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    database_url: str | None = None
+    redis_url: str | None = None
+    bind_address: str = "0.0.0.0:8443"
+    base_url: str | None = None
+    log_level: LogLevel = "info"
+    log_format: Literal["json", "text"] = "json"
+    scaikey_url: str | None = None
+    scaikey_jwks_url: str | None = None
+    scaikey_issuer: str | None = None
+    token_audience: str = "scaivault"
+    kms_provider: KmsProvider = "local"
+    kms_key_id: str | None = None
+    kms_key_name: str | None = None
+    kms_key_url: str | None = None
+    root_key: str | None = Field(default=None, repr=False)
+    data_dir: Path = Path(".scaivault")
+    db_pool_size: int = Field(default=20, ge=2, le=500)
+    audit_timeout_seconds: float = Field(default=5.0, gt=0, le=120)
+    delete_retention: str = "30d"
+    default_max_versions: int = Field(default=10, ge=1, le=1000)
+    snapshot_interval: int = Field(default=100, ge=2, le=100_000)
+    shutdown_timeout_seconds: float = Field(default=10.0, ge=0, le=600)
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _lower(cls, value: object) -> object:
+        return value.lower() if isinstance(value, str) else value
+
+    @field_validator("bind_address")
+    @classmethod
+    def _host_port(cls, value: str) -> str:
+        host, sep, port = value.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError("expected HOST:PORT, e.g. 0.0.0.0:8443")
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _postgres_dsn(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("postgres://", "postgresql://")):
+            raise ValueError("expected a postgresql:// DSN")
+        return value
+
+    @field_validator("delete_retention")
+    @classmethod
+    def _duration(cls, value: str) -> str:
+        from scaivault.domain.durations import parse_duration
+
+        parse_duration(value)
+        return value
+
+    @property
+    def host(self) -> str:
+        return self.bind_address.rpartition(":")[0]
+
+    @property
+    def port(self) -> int:
+        return int(self.bind_address.rpartition(":")[2])
+
+    @property
+    def public_url(self) -> str:
+        return self.base_url or f"http://{'127.0.0.1' if self.host == '0.0.0.0' else self.host}:{self.port}"
+
+    @property
+    def builtin_issuer(self) -> str:
+        """The `iss` of tokens minted by this server's own issuer."""
+        return self.public_url.rstrip("/") + "/issuer"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
+        environ = os.environ if environ is None else environ
+        values: dict[str, object] = {field: environ[var] for var, field in ENVIRONMENT.items() if environ.get(var)}
+        values.update(overrides)
+        try:
+            return cls(**values)
+        except ValidationError as exc:
+            error = exc.errors()[0]
+            field = str(error["loc"][0]) if error["loc"] else "?"
+            variable = next((var for var, name in ENVIRONMENT.items() if name == field), field)
+            raise ConfigurationError(f"invalid configuration: {variable}: {error['msg']}") from None
+        except ValueError as exc:  # raised by validators that call domain parsers
+            raise ConfigurationError(f"invalid configuration: {exc}") from None

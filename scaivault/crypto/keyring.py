@@ -1,0 +1,311 @@
+"""The key hierarchy kept in PostgreSQL: partner keys wrapped by the root key, tenant keys by their partner key,
+data keys (one per secret version) by their owner's key.
+
+Every wrapped key is bound by AAD to its place — partner key to the partner id (and, inside the root provider, the
+root key id), tenant key to (partner id, tenant id), data key to (owner, data key id) — so a row copied or swapped in
+the database fails to open (DecryptionFailed) rather than yielding another key.
+
+Unwrapped partner and tenant keys are cached in a bounded LRU, so a read usually costs one local AES-GCM open of the
+data key. Data keys are never cached: destroying one (crypto-shredding) takes effect at once.
+
+Cache safety: a cached owner key may come from a row that its transaction later rolled back. Reads tolerate that
+(AES-GCM refuses the wrong key, and a failed open with a cached key is retried from the database), and writes never
+trust a cache entry whose wrapped blob differs from the row they just read, so nothing is ever sealed under a key
+that is not the committed one.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import asyncpg
+
+from scaivault.crypto.aead import DecryptionFailed, context, generate_key, open_sealed, seal
+from scaivault.crypto.root_keys import RootKeyProvider
+from scaivault.domain.errors import ScaiVaultError, VersionNotFound
+
+PARTNER_PREFIX = "ptn_"
+TENANT_PREFIX = "tnt_"
+_CROCKFORD = "0123456789abcdefghjkmnpqrstvwxyz"
+
+
+class KeyDestroyed(VersionNotFound):
+    """The data key is gone (crypto-shredded, or its owner's key is gone): the ciphertext can never be read again."""
+
+    default_message = "The encryption key of that version was destroyed"
+
+
+class KeyNotFound(ScaiVaultError):
+    """A key that must exist before this call does not (e.g. a tenant key before ``ensure_tenant_key``)."""
+
+    code = "internal_error"
+    default_message = "A required encryption key does not exist"
+
+
+@dataclass(frozen=True, slots=True)
+class DataKey:
+    id: str
+    key: bytes = field(repr=False)
+
+
+def new_id(prefix: str) -> str:
+    """``prefix`` + 26 Crockford base32 chars: 48 bits of milliseconds then 80 random bits (ULID layout), so ids
+    sort roughly by creation time and index well."""
+    value = (int(time.time() * 1000) & (2**48 - 1)) << 80 | secrets.randbits(80)
+    chars = []
+    for _ in range(26):
+        chars.append(_CROCKFORD[value & 31])
+        value >>= 5
+    return prefix + "".join(reversed(chars))
+
+
+def partner_key_aad(partner_id: str) -> bytes:
+    return context("partner-key", partner_id)
+
+
+def tenant_key_aad(partner_id: str, tenant_id: str) -> bytes:
+    return context("tenant-key", partner_id, tenant_id)
+
+
+def data_key_aad(owner: str, data_key_id: str) -> bytes:
+    return context("data-key", owner, data_key_id)
+
+
+def issuer_key_aad(kid: str) -> bytes:
+    """AAD of the built-in token issuer's private key, wrapped directly by the root key."""
+    return context("issuer-key", kid)
+
+
+def _check_partner(partner_id: str) -> None:
+    if not isinstance(partner_id, str) or not partner_id.startswith(PARTNER_PREFIX) or len(partner_id) <= 4:
+        raise ValueError("a partner id starts with 'ptn_'")
+
+
+def _check_tenant(tenant_id: str) -> None:
+    if not isinstance(tenant_id, str) or not tenant_id.startswith(TENANT_PREFIX) or len(tenant_id) <= 4:
+        raise ValueError("a tenant id starts with 'tnt_'")
+
+
+def _check_owner(owner: str) -> None:
+    if not isinstance(owner, str) or not owner.startswith((PARTNER_PREFIX, TENANT_PREFIX)) or len(owner) <= 4:
+        raise ValueError("a key owner is a tenant id ('tnt_...') or a partner id ('ptn_...')")
+
+
+class _Lru:
+    """Bounded LRU of unwrapped keys: owner id -> (wrapped blob it came from, key)."""
+
+    def __init__(self, size: int) -> None:
+        self._size = max(1, size)
+        self._items: OrderedDict[str, tuple[bytes, bytes]] = OrderedDict()
+
+    def get(self, owner: str, wrapped: bytes | None = None) -> bytes | None:
+        item = self._items.get(owner)
+        if item is None or (wrapped is not None and item[0] != wrapped):
+            return None
+        self._items.move_to_end(owner)
+        return item[1]
+
+    def put(self, owner: str, wrapped: bytes, key: bytes) -> None:
+        self._items[owner] = (wrapped, key)
+        self._items.move_to_end(owner)
+        while len(self._items) > self._size:
+            self._items.popitem(last=False)
+
+    def pop(self, owner: str) -> None:
+        self._items.pop(owner, None)
+
+    def clear(self) -> None:
+        self._items.clear()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+# One query fetches an owner's wrapped key and its partner's, for a tenant or a partner owner.
+_OWNER_CHAIN = """
+    SELECT p.partner_id, p.root_key_id, p.wrapped AS partner_wrapped, t.wrapped AS tenant_wrapped
+    FROM (SELECT $1::text AS owner) o
+    LEFT JOIN scaivault_tenant_keys t ON t.tenant_id = o.owner
+    JOIN scaivault_partner_keys p ON p.partner_id = COALESCE(t.partner_id, o.owner)
+"""
+
+
+class KeyRing:
+    def __init__(self, root: RootKeyProvider, *, cache_size: int = 10_000) -> None:
+        self.root = root
+        self._partner_keys = _Lru(cache_size)
+        self._tenant_keys = _Lru(cache_size)
+
+    def __repr__(self) -> str:
+        return f"<KeyRing root={self.root.name} cached={len(self._partner_keys) + len(self._tenant_keys)}>"
+
+    def clear_cache(self) -> None:
+        self._partner_keys.clear()
+        self._tenant_keys.clear()
+
+    # --- provisioning -------------------------------------------------------------------------------------------
+
+    async def ensure_partner_key(self, conn: asyncpg.Connection, partner_id: str) -> None:
+        _check_partner(partner_id)
+        if await conn.fetchval("SELECT 1 FROM scaivault_partner_keys WHERE partner_id = $1", partner_id):
+            return
+        key = generate_key()
+        root_key_id, wrapped = await self.root.wrap(key, partner_key_aad(partner_id))
+        # A racing process may win; ours is then discarded. Not cached: the caller's transaction may still roll back.
+        await conn.execute(
+            """INSERT INTO scaivault_partner_keys (partner_id, root_key_id, root_provider, wrapped)
+               VALUES ($1, $2, $3, $4) ON CONFLICT (partner_id) DO NOTHING""",
+            partner_id,
+            root_key_id,
+            self.root.name,
+            wrapped,
+        )
+
+    async def ensure_tenant_key(self, conn: asyncpg.Connection, partner_id: str, tenant_id: str) -> None:
+        _check_partner(partner_id)
+        _check_tenant(tenant_id)
+        existing = await conn.fetchval("SELECT partner_id FROM scaivault_tenant_keys WHERE tenant_id = $1", tenant_id)
+        if existing is None:
+            partner_key = await self._owner_key(conn, partner_id)
+            await conn.execute(
+                """INSERT INTO scaivault_tenant_keys (tenant_id, partner_id, wrapped)
+                   VALUES ($1, $2, $3) ON CONFLICT (tenant_id) DO NOTHING""",
+                tenant_id,
+                partner_id,
+                seal(partner_key, generate_key(), tenant_key_aad(partner_id, tenant_id)),
+            )
+            existing = await conn.fetchval(
+                "SELECT partner_id FROM scaivault_tenant_keys WHERE tenant_id = $1", tenant_id
+            )
+        if existing != partner_id:
+            raise ValueError("that tenant's key belongs to another partner")
+
+    # --- data keys ----------------------------------------------------------------------------------------------
+
+    async def new_data_key(self, conn: asyncpg.Connection, owner: str) -> DataKey:
+        """A fresh data key for one secret version, its wrapped form inserted through ``conn`` (the caller's
+        transaction). The owner's key must exist (``ensure_partner_key`` / ``ensure_tenant_key``)."""
+        _check_owner(owner)
+        owner_key = await self._owner_key(conn, owner)
+        data_key = DataKey(new_id("dk_"), generate_key())
+        await conn.execute(
+            "INSERT INTO scaivault_data_keys (id, owner, wrapped) VALUES ($1, $2, $3)",
+            data_key.id,
+            owner,
+            seal(owner_key, data_key.key, data_key_aad(owner, data_key.id)),
+        )
+        return data_key
+
+    async def data_key(self, conn: asyncpg.Connection, data_key_id: str, owner: str) -> bytes:
+        _check_owner(owner)
+        wrapped = await conn.fetchval(
+            "SELECT wrapped FROM scaivault_data_keys WHERE id = $1 AND owner = $2", data_key_id, owner
+        )
+        if wrapped is None:
+            raise KeyDestroyed()
+        return await self.unwrap_data_key(owner, data_key_id, wrapped, conn=conn)
+
+    async def unwrap_data_key(
+        self, owner: str, data_key_id: str, wrapped: bytes, *, conn: asyncpg.Connection | None = None
+    ) -> bytes:
+        """Open a wrapped data key a reader fetched itself (e.g. joined with the secret version).
+
+        Uses the cached owner key; pass ``conn`` so a cold cache (or a stale entry) can be filled from the database.
+        Without ``conn`` and with nothing cached, raises KeyNotFound.
+        """
+        _check_owner(owner)
+        aad = data_key_aad(owner, data_key_id)
+        cache = self._tenant_keys if owner.startswith(TENANT_PREFIX) else self._partner_keys
+        cached = cache.get(owner)
+        if cached is not None:
+            try:
+                return open_sealed(cached, wrapped, aad)
+            except DecryptionFailed:
+                if conn is None:
+                    raise
+                cache.pop(owner)  # possibly stale (from a rolled-back row): retry from the database
+        if conn is None:
+            raise KeyNotFound("The owner's key is not cached; pass a connection")
+        return open_sealed(await self._owner_key(conn, owner), wrapped, aad)
+
+    async def destroy_data_keys(self, conn: asyncpg.Connection, ids: Sequence[str]) -> None:
+        """Crypto-shredding: delete the wrapped keys; their ciphertexts can never be opened again."""
+        if ids:
+            await conn.execute("DELETE FROM scaivault_data_keys WHERE id = ANY($1::text[])", list(ids))
+
+    # --- root key -----------------------------------------------------------------------------------------------
+
+    async def rotate_root_key(self, conn: asyncpg.Connection) -> int:
+        """Make a new root key and re-wrap every partner key (and the built-in issuer's signing keys) under it, in
+        one transaction. Tenant keys, data keys and secret ciphertext are not rewritten. Returns how many partner
+        keys were re-wrapped."""
+        await self.root.rotate()
+        async with conn.transaction():
+            partners = await conn.fetch(
+                "SELECT partner_id, root_key_id, wrapped FROM scaivault_partner_keys ORDER BY partner_id FOR UPDATE"
+            )
+            for row in partners:
+                aad = partner_key_aad(row["partner_id"])
+                key = await self.root.unwrap(row["root_key_id"], row["wrapped"], aad)
+                root_key_id, wrapped = await self.root.wrap(key, aad)
+                await conn.execute(
+                    """UPDATE scaivault_partner_keys SET root_key_id = $2, root_provider = $3, wrapped = $4,
+                       rewrapped_at = now() WHERE partner_id = $1""",
+                    row["partner_id"],
+                    root_key_id,
+                    self.root.name,
+                    wrapped,
+                )
+            issuer_keys = await conn.fetch(
+                "SELECT kid, root_key_id, wrapped_private_key FROM scaivault_issuer_keys ORDER BY kid FOR UPDATE"
+            )
+            for row in issuer_keys:
+                aad = issuer_key_aad(row["kid"])
+                key = await self.root.unwrap(row["root_key_id"], row["wrapped_private_key"], aad)
+                root_key_id, wrapped = await self.root.wrap(key, aad)
+                await conn.execute(
+                    "UPDATE scaivault_issuer_keys SET root_key_id = $2, wrapped_private_key = $3 WHERE kid = $1",
+                    row["kid"],
+                    root_key_id,
+                    wrapped,
+                )
+        return len(partners)
+
+    async def check(self, conn: asyncpg.Connection) -> None:
+        """Readiness: the root key provider answers a round trip (and the key tables are reachable)."""
+        await conn.fetchval("SELECT count(*) FROM scaivault_partner_keys WHERE false")
+        await self.root.check()
+
+    # --- internals ----------------------------------------------------------------------------------------------
+
+    async def _owner_key(self, conn: asyncpg.Connection, owner: str) -> bytes:
+        """The unwrapped key of a tenant or partner, as committed (or as written by ``conn``'s transaction)."""
+        row = await conn.fetchrow(_OWNER_CHAIN, owner)
+        if row is None or (owner.startswith(TENANT_PREFIX) and row["tenant_wrapped"] is None):
+            raise KeyNotFound(f"No encryption key for {owner[:64]}: provision it first")
+        partner_id = row["partner_id"]
+        partner_wrapped = bytes(row["partner_wrapped"])
+        partner_key = self._partner_keys.get(partner_id, partner_wrapped)
+        if partner_key is None:
+            partner_key = await self.root.unwrap(row["root_key_id"], partner_wrapped, partner_key_aad(partner_id))
+            self._partner_keys.put(partner_id, partner_wrapped, partner_key)
+        if owner.startswith(PARTNER_PREFIX):
+            return partner_key
+        tenant_wrapped = bytes(row["tenant_wrapped"])
+        tenant_key = self._tenant_keys.get(owner, tenant_wrapped)
+        if tenant_key is None:
+            tenant_key = open_sealed(partner_key, tenant_wrapped, tenant_key_aad(partner_id, owner))
+            self._tenant_keys.put(owner, tenant_wrapped, tenant_key)
+        return tenant_key
+
+
+__all__ = [
+    "DataKey",
+    "KeyDestroyed",
+    "KeyNotFound",
+    "KeyRing",
+]

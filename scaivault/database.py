@@ -1,0 +1,57 @@
+"""PostgreSQL connections: the asyncpg pool, and an embedded server for single-node use and tests."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import asyncpg
+import orjson
+
+log = logging.getLogger(__name__)
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    for type_name in ("json", "jsonb"):
+        await conn.set_type_codec(
+            type_name, encoder=lambda value: orjson.dumps(value).decode(), decoder=orjson.loads, schema="pg_catalog"
+        )
+
+
+async def create_pool(dsn: str, *, min_size: int = 2, max_size: int = 20) -> asyncpg.Pool:
+    return await asyncpg.create_pool(
+        dsn,
+        min_size=min(min_size, max_size),
+        max_size=max_size,
+        init=_init_connection,
+        # Every transaction is short; a session stuck inside one must not hold the event-store lock for ever.
+        server_settings={"idle_in_transaction_session_timeout": "10000", "application_name": "scaivault"},
+    )
+
+
+async def connect(dsn: str) -> asyncpg.Connection:
+    conn = await asyncpg.connect(dsn)
+    await _init_connection(conn)
+    return conn
+
+
+def embedded_postgres_url(data_dir: Path) -> str:
+    """Start (or reuse) a PostgreSQL kept in ``data_dir/postgres`` and return its DSN.
+
+    The server is the ``pgserver`` wheel's; it outlives this process so the CLI and the server share it, and it is
+    reused by the next start.
+    """
+    import pgserver  # imported lazily: only single-node set-ups need it
+
+    pgdata = (data_dir / "postgres").resolve()
+    pgdata.parent.mkdir(parents=True, exist_ok=True)
+    server = pgserver.get_server(pgdata, cleanup_mode=None)
+    if not _database_exists(server, "scaivault"):
+        server.psql("CREATE DATABASE scaivault;")
+    log.info("embedded PostgreSQL ready", extra={"pgdata": str(pgdata)})
+    return server.get_uri("scaivault")
+
+
+def _database_exists(server: object, name: str) -> bool:
+    output = server.psql(f"SELECT 1 FROM pg_database WHERE datname = '{name}';")  # type: ignore[attr-defined]
+    return "(1 row)" in output

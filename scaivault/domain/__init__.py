@@ -1,0 +1,1 @@
+"""The domain model: aggregates, events, value objects. No I/O happens here."""

@@ -1,0 +1,79 @@
+"""The stable error vocabulary (spec reference/error-codes). Every error the API returns is one of these.
+
+Each error carries its spec ``code``, a message that is safe to show and log (never a secret value, token or key),
+and optional ``details``. The HTTP status for each code lives with the HTTP front end.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+
+class ScaiVaultError(Exception):
+    code: ClassVar[str] = "internal_error"
+    default_message: ClassVar[str] = "An internal error occurred"
+
+    def __init__(self, message: str | None = None, **details: Any) -> None:
+        self.message = message or self.default_message
+        self.details = {key: value for key, value in details.items() if value is not None}
+        super().__init__(self.message)
+
+
+def _error(name: str, code: str, message: str) -> type[ScaiVaultError]:
+    return type(name, (ScaiVaultError,), {"code": code, "default_message": message})
+
+
+# Authentication (401)
+AuthenticationRequired = _error("AuthenticationRequired", "authentication_required", "Authentication is required")
+TokenExpired = _error("TokenExpired", "token_expired", "The token has expired")
+TokenInvalid = _error("TokenInvalid", "token_invalid", "The token could not be verified")
+TokenRevoked = _error("TokenRevoked", "token_revoked", "The token was revoked")
+TokenIssuerInvalid = _error("TokenIssuerInvalid", "token_issuer_invalid", "The token was issued by an untrusted issuer")
+TokenAlgorithmNotAllowed = _error(
+    "TokenAlgorithmNotAllowed", "token_algorithm_not_allowed", "The token's signing algorithm is not accepted"
+)
+TokenAudienceInvalid = _error("TokenAudienceInvalid", "token_audience_invalid", "The token is not meant for this service")
+
+# Authorization (403)
+AccessDenied = _error("AccessDenied", "access_denied", "Access denied")
+InsufficientScope = _error("InsufficientScope", "insufficient_scope", "The token's scopes do not cover this request")
+TenantAccessDenied = _error("TenantAccessDenied", "tenant_access_denied", "Access to this tenant is denied")
+Forbidden = _error("Forbidden", "forbidden", "Forbidden")
+
+# Validation (400 / 422)
+InvalidRequest = _error("InvalidRequest", "invalid_request", "The request is malformed")
+InvalidPath = _error("InvalidPath", "invalid_path", "The path breaks the path-format rules")
+InvalidSecretType = _error("InvalidSecretType", "invalid_secret_type", "Unknown secret_type")
+InvalidCursor = _error("InvalidCursor", "invalid_cursor", "The pagination cursor is malformed or expired")
+ValidationFailed = _error("ValidationFailed", "validation_error", "Field-level validation failed")
+
+
+class InvalidDuration(ScaiVaultError):
+    code = "invalid_duration"
+    default_message = "A duration string could not be parsed"
+
+    def __init__(self, value: str, field: str | None = None) -> None:
+        super().__init__(
+            f"Invalid duration {value!r}: use a positive whole number and a unit s, m, h, d or w (e.g. 90d)"[:200],
+            value=value[:64] if isinstance(value, str) else None,
+            field=field,
+        )
+
+
+# Not found (404)
+SecretNotFound = _error("SecretNotFound", "secret_not_found", "No secret at that path")
+VersionNotFound = _error("VersionNotFound", "version_not_found", "That version does not exist or is no longer kept")
+TenantNotFound = _error("TenantNotFound", "tenant_not_found", "Tenant not found")
+RouteNotFound = _error("RouteNotFound", "not_found", "No such endpoint")
+MethodNotAllowed = _error("MethodNotAllowed", "method_not_allowed", "Method not allowed on this endpoint")
+
+# Conflict (409)
+SecretExists = _error(
+    "SecretExists", "secret_exists", "The path is soft-deleted and still in its retention period; restore it first"
+)
+VersionConflict = _error("VersionConflict", "version_conflict", "The secret was changed concurrently")
+
+# Size / availability
+PayloadTooLarge = _error("PayloadTooLarge", "payload_too_large", "The request body is too large")
+ServiceUnavailable = _error("ServiceUnavailable", "service_unavailable", "The service is temporarily unavailable")
+InternalError = _error("InternalError", "internal_error", "An internal error occurred")

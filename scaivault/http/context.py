@@ -1,0 +1,99 @@
+"""Who is calling, and for which tenant: authentication and tenant resolution for one request.
+
+Tenant resolution (spec core-concepts/multi-tenancy): the ``/v1/t/{tenant_id}/`` prefix, else ``X-Tenant-ID``,
+else the token's ``tenant_id`` claim. The first two name a tenant other than the token's own only for partner
+admins, and only tenants of their own partner (any partner for ``super_admin``). A tenant outside the caller's
+partner gets ``tenant_access_denied`` whether or not it exists, so no answer reveals another partner's tenants.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from scaivault.auth.principal import Principal
+from scaivault.domain.errors import (
+    AccessDenied,
+    InsufficientScope,
+    InvalidRequest,
+    TenantAccessDenied,
+    TenantNotFound,
+)
+from scaivault.domain.tenancy import parse_tenant_id
+from scaivault.http.keys import ACCESS, CALLER, CONTAINER
+
+
+@dataclass(frozen=True)
+class Caller:
+    principal: Principal
+    tenant_id: str | None
+    partner_id: str | None
+
+    def require_scope(self, scope: str) -> None:
+        if not self.principal.has_scope(scope):
+            raise InsufficientScope(f"This request needs the scope {scope}", required_scope=scope)
+
+    def require_tenant(self) -> str:
+        if self.tenant_id is None:
+            raise InvalidRequest("No tenant: use /v1/t/{tenant_id}/... or the X-Tenant-ID header")
+        return self.tenant_id
+
+    def require_partner(self) -> str:
+        if self.partner_id is None:
+            raise AccessDenied("The token belongs to no partner")
+        return self.partner_id
+
+
+async def authenticated_principal(request: web.Request) -> Principal:
+    container = request.app[CONTAINER]
+    principal = await container.authenticator.authenticate(request.headers.get("Authorization"))
+    access = request.get(ACCESS)
+    if access is not None:
+        access.identity_id = principal.identity_id
+        access.identity_type = principal.identity_type
+        access.partner_id = principal.partner_id
+        access.tenant_id = principal.tenant_id
+    return principal
+
+
+async def caller(request: web.Request) -> Caller:
+    """Authenticate the request and resolve its tenant (once per request)."""
+    known = request.get(CALLER)
+    if known is not None:
+        return known
+    principal = await authenticated_principal(request)
+    requested = request.match_info.get("tenant_id") or request.headers.get("X-Tenant-ID") or None
+    tenant_id, partner_id = await _resolve_tenant(request, principal, requested)
+    resolved = Caller(principal=principal, tenant_id=tenant_id, partner_id=partner_id)
+    request[CALLER] = resolved
+    access = request.get(ACCESS)
+    if access is not None:
+        access.tenant_id, access.partner_id = tenant_id, partner_id
+    return resolved
+
+
+async def _resolve_tenant(
+    request: web.Request, principal: Principal, requested: str | None
+) -> tuple[str | None, str | None]:
+    directory = request.app[CONTAINER].tenants
+    if requested is None or requested == principal.tenant_id:
+        if principal.tenant_id is None:
+            return None, principal.partner_id
+        partner = await directory.partner_of(principal.tenant_id)
+        if partner is None:
+            raise TenantNotFound(tenant_id=principal.tenant_id)
+        if principal.partner_id is not None and partner != principal.partner_id:
+            raise TenantAccessDenied("The token's tenant does not belong to the token's partner")
+        return principal.tenant_id, partner
+    tenant_id = parse_tenant_id(requested)
+    if not principal.is_partner_admin:
+        raise TenantAccessDenied("Only partner admins may act in another tenant", tenant_id=tenant_id)
+    partner = await directory.partner_of(tenant_id)
+    if "super_admin" in principal.roles:
+        if partner is None:
+            raise TenantNotFound(tenant_id=tenant_id)
+        return tenant_id, partner
+    if partner is None or partner != principal.partner_id:
+        raise TenantAccessDenied("The tenant is not one of your partner's tenants", tenant_id=tenant_id)
+    return tenant_id, partner

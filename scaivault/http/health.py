@@ -1,0 +1,120 @@
+"""Liveness, readiness, detailed health and version (spec reference/system, operations/health-and-monitoring)."""
+
+from __future__ import annotations
+
+import asyncio
+import platform
+import time
+from datetime import datetime, timezone
+from typing import Any
+
+from aiohttp import web
+
+import scaivault
+from scaivault.http.context import authenticated_principal
+from scaivault.domain.errors import InsufficientScope
+from scaivault.http.keys import CONTAINER
+from scaivault.http.responses import json_response
+
+CHECK_TIMEOUT = 2.0
+
+
+async def health(request: web.Request) -> web.Response:
+    return json_response({"status": "healthy", "timestamp": datetime.now(timezone.utc)})
+
+
+async def _checks(request: web.Request) -> dict[str, tuple[bool, float, str | None]]:
+    """Each component: (ok, latency in ms, error message). Messages name the failure, never a credential."""
+    container = request.app[CONTAINER]
+
+    async def timed(check: Any) -> tuple[bool, float, str | None]:
+        started = time.perf_counter()
+        try:
+            await asyncio.wait_for(check(), CHECK_TIMEOUT)
+        except Exception as exc:  # a failed check is reported, not raised
+            return False, (time.perf_counter() - started) * 1000, type(exc).__name__ + _reason(exc)
+        return True, (time.perf_counter() - started) * 1000, None
+
+    async def database() -> None:
+        await container.pool.fetchval("SELECT 1")
+
+    async def encryption() -> None:
+        await container.keyring.root.check()
+
+    database_result, encryption_result = await asyncio.gather(timed(database), timed(encryption))
+    return {"database": database_result, "encryption": encryption_result}
+
+
+def _reason(exc: Exception) -> str:
+    text = str(exc).splitlines()[0][:200] if str(exc) else ""
+    return f": {text}" if text and isinstance(exc, (OSError, asyncio.TimeoutError)) else ""
+
+
+async def ready(request: web.Request) -> web.Response:
+    checks = await _checks(request)
+    body: dict[str, Any] = {
+        "status": "ready" if all(ok for ok, _, _ in checks.values()) else "not_ready",
+        "checks": {name: "ok" if ok else "error" for name, (ok, _, _) in checks.items()},
+    }
+    body["checks"]["redis"] = "not_configured"
+    errors = {name: error for name, (ok, _, error) in checks.items() if not ok}
+    if errors:
+        body["errors"] = errors
+    return json_response(body, status=200 if not errors else 503)
+
+
+async def detailed(request: web.Request) -> web.Response:
+    principal = await authenticated_principal(request)
+    if not principal.has_scope("admin"):
+        raise InsufficientScope("This request needs the scope admin", required_scope="admin")
+    container = request.app[CONTAINER]
+    checks = await _checks(request)
+    pool = container.pool
+    database_ok, database_ms, database_error = checks["database"]
+    encryption_ok, encryption_ms, encryption_error = checks["encryption"]
+    body = {
+        "status": "healthy" if database_ok and encryption_ok else "unhealthy",
+        "version": scaivault.__version__,
+        "uptime_seconds": int(time.monotonic() - container.started_at),
+        "checks": {
+            "database": {
+                "status": "ok" if database_ok else "error",
+                "latency_ms": round(database_ms, 2),
+                "pool_size": pool.get_size(),
+                "pool_available": pool.get_idle_size(),
+                **({"error": database_error} if database_error else {}),
+            },
+            "redis": {"status": "not_configured"},
+            "encryption": {
+                "status": "ok" if encryption_ok else "error",
+                "latency_ms": round(encryption_ms, 2),
+                "provider": container.keyring.root.name,
+                "key_status": "active" if encryption_ok else "unavailable",
+                **({"error": encryption_error} if encryption_error else {}),
+            },
+        },
+    }
+    return json_response(body)
+
+
+async def version(request: web.Request) -> web.Response:
+    return json_response(
+        {
+            "version": scaivault.__version__,
+            "api_version": "v1",
+            "python": platform.python_version(),
+            "event_store": "postgresql",
+        }
+    )
+
+
+for _handler in (health, ready, version):
+    _handler.audited = False  # type: ignore[attr-defined]
+detailed.audit_action = "health_detailed"  # type: ignore[attr-defined]
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/v1/health", health)
+    app.router.add_get("/v1/health/ready", ready)
+    app.router.add_get("/v1/health/detailed", detailed)
+    app.router.add_get("/v1/version", version)

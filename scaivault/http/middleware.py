@@ -1,0 +1,111 @@
+"""The front door every request passes: request id, error envelope, durable access record, access log line."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+from datetime import datetime, timezone
+
+from aiohttp import web
+
+from scaivault.audit.access_records import AccessRecord
+from scaivault.domain.errors import (
+    InternalError,
+    InvalidRequest,
+    MethodNotAllowed,
+    PayloadTooLarge,
+    RouteNotFound,
+    ScaiVaultError,
+)
+from scaivault.http.keys import ACCESS, CONTAINER, REQUEST_ID
+from scaivault.http.responses import error_response
+
+log = logging.getLogger("scaivault.http")
+access_log = logging.getLogger("scaivault.access")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+# A handler's ``audit_action`` names its audit action; handlers marked ``audited = False`` (liveness, readiness,
+# version, metrics: nothing about a tenant happens there) leave no access record.
+UNKNOWN_ACTION = "unknown"
+
+_CROCKFORD = "0123456789abcdefghjkmnpqrstvwxyz"
+
+
+def new_request_id() -> str:
+    """req_ + 26 characters: a millisecond timestamp then randomness, so ids sort by time like ULIDs."""
+    millis = int(time.time() * 1000)
+    stamp = "".join(_CROCKFORD[(millis >> shift) & 31] for shift in range(45, -1, -5))
+    return "req_" + stamp + "".join(secrets.choice(_CROCKFORD) for _ in range(16))
+
+
+def _as_api_error(exc: web.HTTPException) -> ScaiVaultError:
+    if exc.status == 404:
+        return RouteNotFound()
+    if exc.status == 405:
+        return MethodNotAllowed()
+    if exc.status == 413:
+        return PayloadTooLarge()
+    return InvalidRequest(exc.reason)
+
+
+@web.middleware
+async def front_door(request: web.Request, handler: Handler) -> web.StreamResponse:
+    request_id = new_request_id()
+    request[REQUEST_ID] = request_id
+    started = time.perf_counter()
+    route = request.match_info.route
+    handler_function = request.match_info.handler
+    access: AccessRecord | None = None
+    if getattr(handler_function, "audited", True):
+        resource = route.resource
+        access = AccessRecord(
+            recorded_at=datetime.now(timezone.utc),
+            request_id=request_id,
+            method=request.method,
+            route=resource.canonical if resource is not None else "unmatched",
+            action=getattr(handler_function, "audit_action", UNKNOWN_ACTION),
+            source_ip=request.remote,
+            user_agent=request.headers.get("User-Agent"),
+            secret_path=request.match_info.get("path"),
+        )
+        request[ACCESS] = access
+
+    error: ScaiVaultError | None = None
+    try:
+        response = await handler(request)
+    except ScaiVaultError as exc:
+        error = exc
+    except web.HTTPException as exc:
+        error = _as_api_error(exc)
+    except Exception:  # the client gets a plain 500; the traceback stays in our logs
+        log.exception("unhandled error", extra={"request_id": request_id})
+        error = InternalError()
+    if error is not None:
+        response = error_response(error, request_id)
+
+    if access is not None and not access.persisted:
+        access.status = response.status
+        access.error_code = error.code if error is not None else None
+        access.duration_ms = int((time.perf_counter() - started) * 1000)
+        try:
+            await request.app[CONTAINER].access_recorder.record(access)
+        except ScaiVaultError as exc:  # fail closed: no durable record, no answer
+            error = exc
+            response = error_response(exc, request_id)
+
+    response.headers["X-Request-ID"] = request_id
+    access_log.info(
+        "request",
+        extra={
+            "request_id": request_id,
+            "method": request.method,
+            "route": route.resource.canonical if route.resource is not None else "unmatched",
+            "status": response.status,
+            "error_code": error.code if error is not None else None,
+            "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+        },
+    )
+    return response

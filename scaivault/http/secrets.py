@@ -1,0 +1,446 @@
+"""/v1/secrets and /v1/partner/secrets: the Secrets API (spec api-guides/secrets, core-concepts/secrets,
+api-guides/batch-operations, and the spec README's decisions)."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from commands.secrets import Actor, SecretAddress, UpdateSecretMetadata, WriteSecret
+from projections.secrets import queries
+from scaivault.crypto.keyring import KeyDestroyed
+from scaivault.crypto.secret_values import open_value
+from scaivault.domain.durations import parse_duration
+from scaivault.domain.errors import (
+    AccessDenied,
+    InvalidCursor,
+    InvalidDuration,
+    InvalidRequest,
+    ScaiVaultError,
+    SecretNotFound,
+    VersionNotFound,
+)
+from scaivault.domain.globs import expand_pattern
+from scaivault.domain.paths import parse_path, parse_prefix
+from scaivault.domain.secrets import check_secret_type
+from scaivault.http.context import Caller, caller
+from scaivault.http.keys import ACCESS, CONTAINER, REQUEST_ID
+from scaivault.http.responses import json_response, read_json_object
+from scaivault.http.schemas import (
+    BatchReadIn,
+    MetadataPatchIn,
+    WriteSecretIn,
+    parse_body,
+)
+
+DEFAULT_LIST_LIMIT = 100
+MAX_LIST_LIMIT = 1000
+
+
+# ---- where a request points --------------------------------------------------------------------------------------
+
+
+def _partner_scoped(request: web.Request) -> bool:
+    return request.match_info.route.resource is not None and "/partner/" in request.match_info.route.resource.canonical
+
+
+async def _address(request: web.Request, scope: str, path: str | None = None) -> tuple[Caller, SecretAddress]:
+    who = await caller(request)
+    who.require_scope(scope)
+    path = parse_path(path if path is not None else request.match_info["path"])
+    if _partner_scoped(request):
+        partner_id = who.require_partner()
+        return who, SecretAddress(owner=partner_id, partner_id=partner_id, tenant_id=None, path=path)
+    tenant_id = who.require_tenant()
+    return who, SecretAddress(owner=tenant_id, partner_id=who.partner_id or "", tenant_id=tenant_id, path=path)
+
+
+def _require_partner_writer(request: web.Request, who: Caller) -> None:
+    """Partner secrets are readable by every tenant of the partner and writable only by its partner admins."""
+    if _partner_scoped(request) and not who.principal.is_partner_admin:
+        raise AccessDenied("Only partner admins may change partner secrets")
+
+
+def _actor(request: web.Request, who: Caller) -> Actor:
+    return Actor(identity_id=who.principal.identity_id, request_id=request[REQUEST_ID])
+
+
+def _owner(request: web.Request, who: Caller) -> str:
+    return who.require_partner() if _partner_scoped(request) else who.require_tenant()
+
+
+def _int_query(request: web.Request, name: str, *, minimum: int = 1, maximum: int | None = None) -> int | None:
+    raw = request.query.get(name)
+    if raw is None:
+        return None
+    if not raw.isdigit() or int(raw) < minimum or (maximum is not None and int(raw) > maximum):
+        bound = f" and at most {maximum}" if maximum is not None else ""
+        raise InvalidRequest(f"'{name}' must be a whole number of at least {minimum}{bound}", parameter=name)
+    return int(raw)
+
+
+def _bool_query(request: web.Request, name: str) -> bool:
+    raw = request.query.get(name, "false").lower()
+    if raw not in ("true", "false", "1", "0"):
+        raise InvalidRequest(f"'{name}' must be true or false", parameter=name)
+    return raw in ("true", "1")
+
+
+# ---- reads -------------------------------------------------------------------------------------------------------
+
+
+async def _decrypt(request: web.Request, row: Any) -> dict[str, Any]:
+    keyring = request.app[CONTAINER].keyring
+    try:
+        key = await keyring.unwrap_data_key(row["owner"], row["data_key_id"], row["wrapped_data_key"])
+    except KeyDestroyed:
+        raise VersionNotFound("That version was destroyed", path=row["path"], version=row["version"]) from None
+    return open_value(key, row["ciphertext"], owner=row["owner"], path=row["path"], version=row["version"])
+
+
+def _missing_version(row: Any, requested: int | None) -> ScaiVaultError | None:
+    if row["version"] is None:
+        return VersionNotFound(path=row["path"], version=requested or row["current_version"])
+    if row["ciphertext"] is None or row["wrapped_data_key"] is None:
+        return VersionNotFound("That version was destroyed", path=row["path"], version=row["version"], destroyed=True)
+    return None
+
+
+def _not_found_or_deleted(path: str, row: Any) -> ScaiVaultError | None:
+    if row is None:
+        return SecretNotFound(path=path)
+    if row["deleted_at"] is not None:
+        return SecretNotFound(
+            "The secret is deleted; it can be restored", path=path, deleted=True, recoverable_until=row["recoverable_until"]
+        )
+    return None
+
+
+def _secret_document(row: Any, data: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "path": row["path"],
+        "secret_type": row["secret_type"],
+        "version": row["version"],
+        "current_version": row["current_version"],
+        "data": data,
+        "metadata": row["metadata"],
+        "created_at": row["created_at"],
+        "updated_at": row["updated_at"],
+        "expires_at": row["version_expires_at"],
+        "last_accessed_at": row["last_accessed_at"],
+        "rotation_policy_id": row["rotation_policy_id"],
+        "secret_policy_id": row["secret_policy_id"],
+        "version_created_at": row["version_created_at"],
+        "version_created_by": row["version_created_by"],
+    }
+
+
+async def read_secret(request: web.Request) -> web.Response:
+    who, address = await _address(request, "secrets:read")
+    version = _int_query(request, "version")
+    row = await queries.secret_value_row(request.app[CONTAINER].pool, address.owner, address.path, version)
+    problem = _not_found_or_deleted(address.path, row) or _missing_version(row, version)
+    if problem is not None:
+        raise problem
+    data = await _decrypt(request, row)
+    request[ACCESS].accessed_streams.append(row["stream_id"])
+    request[ACCESS].extra["version"] = row["version"]
+    return json_response(_secret_document(row, data))
+
+
+async def read_metadata(request: web.Request) -> web.Response:
+    who, address = await _address(request, "secrets:list")
+    row = await queries.secret_metadata_row(request.app[CONTAINER].pool, address.owner, address.path)
+    if row is None:
+        raise SecretNotFound(path=address.path)
+    return json_response(queries.metadata_document(row))
+
+
+async def list_versions(request: web.Request) -> web.Response:
+    who, address = await _address(request, "secrets:list")
+    pool = request.app[CONTAINER].pool
+    row = await queries.secret_metadata_row(pool, address.owner, address.path)
+    if row is None:
+        raise SecretNotFound(path=address.path)
+    versions = [
+        {
+            "version": v["version"],
+            "created_at": v["created_at"],
+            "created_by": v["created_by"],
+            "expires_at": v["expires_at"],
+            "destroyed": v["destroyed_at"] is not None,
+            "destroyed_at": v["destroyed_at"],
+            "current": v["version"] == row["current_version"],
+        }
+        for v in await queries.version_rows(pool, row["stream_id"])
+    ]
+    return json_response(
+        {
+            "path": address.path,
+            "current_version": row["current_version"],
+            "versions": versions,
+            "cursor": None,
+            "has_more": False,
+        }
+    )
+
+
+def _encode_cursor(prefix: str, after: str) -> str:
+    return base64.urlsafe_b64encode(orjson.dumps({"v": 1, "prefix": prefix, "after": after})).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str, prefix: str) -> str:
+    """The last path of the previous page; the cursor must come from a listing of this same prefix."""
+    try:
+        state = orjson.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        after = state["after"]
+        valid = state.get("v") == 1 and state.get("prefix") == prefix and isinstance(after, str)
+        if valid:
+            parse_path(after)
+    except (binascii.Error, ValueError, TypeError, KeyError, AttributeError, orjson.JSONDecodeError, ScaiVaultError):
+        valid = False
+    if not valid or not after.startswith(prefix):
+        raise InvalidCursor(details_hint="Start again without a cursor") from None
+    return after
+
+
+async def list_secrets(request: web.Request) -> web.Response:
+    who = await caller(request)
+    who.require_scope("secrets:list")
+    owner = _owner(request, who)
+    prefix = parse_prefix(request.query.get("prefix"))
+    limit = _int_query(request, "limit", maximum=MAX_LIST_LIMIT) or DEFAULT_LIST_LIMIT
+    cursor = request.query.get("cursor")
+    after = _decode_cursor(cursor, prefix) if cursor else None
+    rows = await queries.list_secret_rows(
+        request.app[CONTAINER].pool,
+        owner,
+        prefix=prefix,
+        after=after,
+        limit=limit + 1,
+        include_deleted=_bool_query(request, "include_deleted"),
+    )
+    has_more = len(rows) > limit
+    rows = rows[:limit]
+    return json_response(
+        {
+            "secrets": [queries.metadata_document(row) for row in rows],
+            "cursor": _encode_cursor(prefix, rows[-1]["path"]) if has_more else None,
+            "has_more": has_more,
+        }
+    )
+
+
+async def batch_read(request: web.Request) -> web.Response:
+    who = await caller(request)
+    who.require_scope("secrets:read")
+    body = parse_body(BatchReadIn, await read_json_object(request))
+    owner = _owner(request, who)
+    options = body.options
+    secrets_out: dict[str, Any] = {}
+    errors: dict[str, Any] = {}
+    valid_paths: list[str] = []
+    for raw in dict.fromkeys(body.paths):  # de-duplicated, order kept
+        try:
+            valid_paths.append(parse_path(raw))
+        except ScaiVaultError as exc:
+            if options.fail_fast:
+                raise
+            errors[str(raw)[:512]] = {"code": exc.code, "message": exc.message}
+    pool = request.app[CONTAINER].pool
+    rows = {row["path"]: row for row in await queries.secret_value_rows(pool, owner, valid_paths, options.version)}
+    access = request[ACCESS]
+    for path in valid_paths:
+        row = rows.get(path)
+        try:
+            problem = _not_found_or_deleted(path, row) or _missing_version(row, options.version)
+            if problem is not None:
+                raise problem
+            data = await _decrypt(request, row)
+        except ScaiVaultError as exc:
+            if options.fail_fast:
+                raise
+            errors[path] = {"code": exc.code, "message": exc.message}
+            continue
+        item: dict[str, Any] = {"data": data, "version": row["version"], "secret_type": row["secret_type"]}
+        if options.include_metadata:
+            item["metadata"] = row["metadata"]
+            item["created_at"] = row["created_at"]
+            item["updated_at"] = row["updated_at"]
+            item["expires_at"] = row["version_expires_at"]
+        secrets_out[path] = item
+        access.accessed_streams.append(row["stream_id"])
+    access.extra.update({"paths": list(secrets_out), "errors": len(errors)})
+    return json_response({"secrets": secrets_out, "errors": errors})
+
+
+async def batch_metadata(request: web.Request) -> web.Response:
+    """Metadata of many secrets (no values); ``secrets:list`` suffices. With ``expand_wildcards``, each entry may be
+    a glob (``*`` one segment, ``**`` any number) that expands to the matching paths."""
+    who = await caller(request)
+    who.require_scope("secrets:list")
+    body = parse_body(BatchReadIn, await read_json_object(request))
+    owner = _owner(request, who)
+    pool = request.app[CONTAINER].pool
+    found: dict[str, Any] = {}
+    errors: dict[str, Any] = {}
+    for raw in dict.fromkeys(body.paths):
+        try:
+            if body.options.expand_wildcards and "*" in raw:
+                prefix, matches = expand_pattern(raw)
+                rows = await queries.list_secret_rows(
+                    pool, owner, prefix=prefix, after=None, limit=MAX_LIST_LIMIT, include_deleted=False
+                )
+                for row in rows:
+                    if matches(row["path"]):
+                        found[row["path"]] = queries.metadata_document(row)
+                continue
+            path = parse_path(raw)
+            row = await queries.secret_metadata_row(pool, owner, path)
+            problem = _not_found_or_deleted(path, row)
+            if problem is not None:
+                raise problem
+            found[path] = queries.metadata_document(row)
+        except ScaiVaultError as exc:
+            if body.options.fail_fast:
+                raise
+            errors[str(raw)[:512]] = {"code": exc.code, "message": exc.message}
+    return json_response({"secrets": found, "errors": errors})
+
+
+# ---- writes ------------------------------------------------------------------------------------------------------
+
+
+def _duration(value: str | None, field: str) -> Any:
+    if value is None:
+        return None
+    try:
+        return parse_duration(value)
+    except InvalidDuration as exc:
+        raise InvalidDuration(value, field=field) from exc
+
+
+async def write_secret(request: web.Request) -> web.Response:
+    who, address = await _address(request, "secrets:write")
+    _require_partner_writer(request, who)
+    body = parse_body(WriteSecretIn, await read_json_object(request))
+    options = body.options
+    command = WriteSecret(
+        address=address,
+        data=body.data,
+        secret_type=check_secret_type(body.secret_type) if body.secret_type is not None else None,
+        metadata=body.metadata.document() if body.metadata is not None else None,
+        max_versions=options.max_versions if options else None,
+        expires_in=_duration(options.expires_in if options else None, "options.expires_in"),
+        rotation_policy_id=options.rotation_policy_id if options else None,
+        cas=options.cas if options else None,
+    )
+    secret, created = await request.app[CONTAINER].secret_commands.write(command, _actor(request, who), request[ACCESS])
+    return json_response(_state_document(secret), status=201 if created else 200)
+
+
+async def update_metadata(request: web.Request) -> web.Response:
+    who, address = await _address(request, "secrets:write")
+    _require_partner_writer(request, who)
+    body = parse_body(MetadataPatchIn, await read_json_object(request))
+    command = UpdateSecretMetadata(
+        address=address,
+        metadata_patch=body.metadata,
+        secret_type=check_secret_type(body.secret_type) if body.secret_type is not None else None,
+        max_versions=body.max_versions,
+        expires_in=_duration(body.expires_in, "expires_in"),
+        clear_expiry="expires_at" in body.model_fields_set,
+        rotation_policy_id=body.rotation_policy_id,
+        secret_policy_id=body.secret_policy_id,
+    )
+    secret = await request.app[CONTAINER].secret_commands.update_metadata(command, _actor(request, who), request[ACCESS])
+    return json_response(_state_document(secret))
+
+
+async def delete_secret(request: web.Request) -> web.Response:
+    who, address = await _address(request, "secrets:delete")
+    _require_partner_writer(request, who)
+    permanent = _bool_query(request, "permanent")
+    version = _int_query(request, "version")
+    commands = request.app[CONTAINER].secret_commands
+    actor, access = _actor(request, who), request[ACCESS]
+    if version is not None:
+        if not permanent:
+            raise InvalidRequest("Deleting one version destroys it: add permanent=true", parameter="permanent")
+        secret = await commands.destroy_version(address, version, actor, access)
+        return json_response({"path": address.path, "permanent": True, "destroyed_versions": [version]})
+    if permanent:
+        destroyed = await commands.destroy(address, actor, access)
+        return json_response({"path": address.path, "permanent": True, "destroyed_versions": destroyed})
+    secret = await commands.delete(address, actor, access)
+    return json_response(
+        {
+            "path": address.path,
+            "permanent": False,
+            "deleted_at": secret.deleted_at,
+            "recoverable_until": secret.recoverable_until,
+        }
+    )
+
+
+async def restore_secret(request: web.Request) -> web.Response:
+    who, address = await _address(request, "secrets:delete")
+    _require_partner_writer(request, who)
+    secret = await request.app[CONTAINER].secret_commands.restore(address, _actor(request, who), request[ACCESS])
+    return json_response(_state_document(secret))
+
+
+def _state_document(secret: Any) -> dict[str, Any]:
+    """A write's answer: the secret's metadata and its new version, never the value."""
+    return {
+        "path": secret.path,
+        "secret_type": secret.secret_type,
+        "version": secret.current_version,
+        "current_version": secret.current_version,
+        "version_count": len(secret.versions),
+        "max_versions": secret.max_versions,
+        "metadata": secret.metadata,
+        "created_at": secret.created_at,
+        "updated_at": secret.updated_at,
+        "expires_at": secret.expires_at,
+        "rotation_policy_id": secret.rotation_policy_id,
+        "secret_policy_id": secret.secret_policy_id,
+        "deleted": secret.deleted_at is not None,
+    }
+
+
+def add_routes(app: web.Application) -> None:
+    """The Secrets API for the token's tenant, under /v1/t/{tenant_id}/ for partner admins, and for partner
+    secrets under /v1/partner/secrets. Sub-resources are registered before the catch-all secret path."""
+    for base in ("/v1/secrets", "/v1/t/{tenant_id}/secrets", "/v1/partner/secrets"):
+        router = app.router
+        router.add_route("POST", base + "/batch", batch_read)
+        router.add_route("POST", base + "/batch/metadata", batch_metadata)
+        router.add_route("GET", base, list_secrets)
+        router.add_route("GET", base + "/{path:.+}/versions", list_versions)
+        router.add_route("GET", base + "/{path:.+}/metadata", read_metadata)
+        router.add_route("PATCH", base + "/{path:.+}/metadata", update_metadata)
+        router.add_route("POST", base + "/{path:.+}/restore", restore_secret)
+        router.add_route("GET", base + "/{path:.+}", read_secret)
+        router.add_route("PUT", base + "/{path:.+}", write_secret)
+        router.add_route("DELETE", base + "/{path:.+}", delete_secret)
+
+
+# Audit action of each handler (spec reference/audit lists the actions).
+for _handler, _action in (
+    (read_secret, "read"),
+    (batch_read, "read"),
+    (write_secret, "write"),
+    (update_metadata, "write"),
+    (restore_secret, "write"),
+    (delete_secret, "delete"),
+    (read_metadata, "list"),
+    (list_versions, "list"),
+    (list_secrets, "list"),
+    (batch_metadata, "list"),
+):
+    _handler.audit_action = _action  # type: ignore[attr-defined]

@@ -1,0 +1,81 @@
+"""Shared fixtures: a real PostgreSQL (SCAIVAULT_TEST_DATABASE_URL, else an embedded one), migrated once per run and
+emptied before every test that asks for it."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import tempfile
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from scaivault.database import connect, create_pool, embedded_postgres_url
+from scaivault.eventstore.migrations import apply_migrations
+
+
+def _embedded_database_for_this_run() -> tuple[str, str]:
+    """A database of its own on the shared embedded server, so concurrent runs never truncate each other's tables."""
+    server_url = embedded_postgres_url(Path(tempfile.gettempdir()) / "scaivault-test-pg")
+    name = f"scaivault_test_{os.getpid()}"
+
+    async def create() -> None:
+        conn = await asyncpg.connect(server_url)
+        try:
+            await conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+            await conn.execute(f"CREATE DATABASE {name}")
+        finally:
+            await conn.close()
+
+    asyncio.run(create())
+    return server_url, server_url.replace("/scaivault?", f"/{name}?")
+
+
+@pytest.fixture(scope="session")
+def database_url() -> Iterator[str]:
+    url = os.environ.get("SCAIVAULT_TEST_DATABASE_URL")
+    server_url = None
+    if not url:
+        server_url, url = _embedded_database_for_this_run()
+
+    async def migrate() -> None:
+        conn = await connect(url)
+        try:
+            await apply_migrations(conn)
+        finally:
+            await conn.close()
+
+    asyncio.run(migrate())
+    yield url
+    if server_url is not None:
+
+        async def drop() -> None:
+            conn = await asyncpg.connect(server_url)
+            try:
+                await conn.execute(f"DROP DATABASE IF EXISTS scaivault_test_{os.getpid()} WITH (FORCE)")
+            finally:
+                await conn.close()
+
+        asyncio.run(drop())
+
+
+async def truncate_all(conn: asyncpg.Connection) -> None:
+    tables = await conn.fetch(
+        """SELECT quote_ident(tablename) AS name FROM pg_tables
+           WHERE schemaname = current_schema() AND tablename <> 'scaivault_schema_migrations'"""
+    )
+    if tables:
+        await conn.execute(f"TRUNCATE {', '.join(t['name'] for t in tables)} RESTART IDENTITY CASCADE")
+
+
+@pytest.fixture
+async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
+    pool = await create_pool(database_url, min_size=1, max_size=10)
+    async with pool.acquire() as conn:
+        await truncate_all(conn)
+    try:
+        yield pool
+    finally:
+        await pool.close()
