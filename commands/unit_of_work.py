@@ -3,7 +3,8 @@
 A command loads aggregates, calls their methods, and the unit of work then, in one PostgreSQL transaction:
 updates the inline read models from the new events, inserts the request's access record, and appends the events
 (last, because appending takes the event-store table lock: holding it briefly keeps writers flowing).
-A concurrent writer that took the same stream version first makes the append fail; the whole command then runs
+Commands on the same stream queue on an advisory lock taken when the aggregate is loaded. Should a writer still
+take the same stream version first, the append (or an inline read model key) fails; the whole command then runs
 again on fresh state, a few times, before the caller sees ``version_conflict``.
 """
 
@@ -27,6 +28,10 @@ from scaivault.eventstore.repository import Repository
 T = TypeVar("T")
 Projector = Callable[[asyncpg.Connection, Any], Awaitable[None]]
 MAX_ATTEMPTS = 8
+READ_MODEL_KEYS = frozenset(
+    {"scaivault_secret_versions_pkey", "scaivault_secrets_pkey", "scaivault_secrets_stream_id_key",
+     "scaivault_secret_streams_pkey", "scaivault_partners_pkey", "scaivault_tenants_pkey"}
+)
 
 
 def utcnow() -> datetime:
@@ -42,6 +47,9 @@ class UnitOfWork:
         self.access: AccessRecord | None = None
 
     async def get(self, stream_id: UUID) -> Any:
+        """Load an aggregate, first queueing behind any other command on the same stream (until commit), so
+        concurrent writers to one secret take turns instead of failing on each other."""
+        await self.conn.execute("SELECT pg_advisory_xact_lock(hashtextextended($1::text, 0))", str(stream_id))
         return await self._repository.get(self.conn, stream_id)
 
     def add(self, *aggregates: Aggregate) -> None:
@@ -78,6 +86,9 @@ class UnitOfWorkRunner:
                 if access is not None:
                     access.persisted = True
                 return result
-            except EventStoreConflict:
+            except (EventStoreConflict, asyncpg.UniqueViolationError) as exc:
+                # An inline read model can notice the concurrent writer first (same version row): same conflict.
+                if isinstance(exc, asyncpg.UniqueViolationError) and exc.constraint_name not in READ_MODEL_KEYS:
+                    raise
                 await asyncio.sleep(random.uniform(0, 0.002 * (attempt + 1)))
         raise VersionConflict("The secret kept changing concurrently; re-read it and retry")

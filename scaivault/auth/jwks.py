@@ -27,8 +27,8 @@ MAX_JWKS_BYTES = 512 * 1024
 _CURVES = {"EC": {"P-256": "ES256"}, "OKP": {"Ed25519": "EdDSA"}}
 
 
-class _Unavailable(ServiceUnavailable):
-    default_message = "The identity provider's signing keys cannot be fetched"
+def _unavailable() -> ServiceUnavailable:
+    return ServiceUnavailable("The identity provider's signing keys cannot be fetched")
 
 
 def parse_jwks(document: Any) -> dict[str, jwt.PyJWK]:
@@ -100,7 +100,7 @@ class JwksClient:
             return await self._refresh_stale(kid, key)
         if self._fetched_at is None:
             if self._since_attempt() < self._failure_backoff and not self._lock.locked():
-                raise _Unavailable()
+                raise _unavailable()
             await self._fetch_once()
         elif self._clock() - self._unknown_refetch_at >= self._refetch_interval:
             # One refetch for an unknown kid per interval, whichever kid asked: made-up kids cannot flood ScaiKey.
@@ -109,7 +109,7 @@ class JwksClient:
         elif self._lock.locked():
             await self._fetch_once()  # a fetch is under way: wait for it and use its result
         elif not self._last_ok:
-            raise _Unavailable()  # the last fetch failed: the kid may be new, we cannot tell
+            raise _unavailable()  # the last fetch failed: the kid may be new, we cannot tell
         key = self._keys.get(kid)
         if key is None:
             raise TokenInvalid("The token's signing key is unknown")
@@ -128,7 +128,7 @@ class JwksClient:
             return fresh
         if self._since_success() < self._max_stale:
             return key  # the JWKS is down: keep serving what we had
-        raise _Unavailable()
+        raise _unavailable()
 
     def _since_attempt(self) -> float:
         return float("inf") if self._attempted_at is None else self._clock() - self._attempted_at
@@ -142,7 +142,7 @@ class JwksClient:
         async with self._lock:
             if self._generation != generation:  # another caller fetched while we waited
                 if not self._last_ok:
-                    raise _Unavailable()
+                    raise _unavailable()
                 return
             self._attempted_at = self._clock()
             self.fetches += 1
@@ -151,7 +151,7 @@ class JwksClient:
             except Exception as exc:
                 self._last_ok = False
                 log.warning("JWKS fetch failed", extra={"jwks_url": self.url, "error": type(exc).__name__})
-                raise _Unavailable() from None
+                raise _unavailable() from None
             else:
                 self._keys, self._fetched_at, self._last_ok = keys, self._clock(), True
             finally:

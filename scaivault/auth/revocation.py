@@ -17,6 +17,7 @@ REVOCATION_CHANNEL = "scaivault_token_revocations"
 KINDS = frozenset({"jti", "pat"})
 GAP_RECHECK_SECONDS = 120.0
 MAX_GAPS = 10_000
+MAX_GAP_SPAN = 1_000
 
 
 async def revoke(conn: asyncpg.Connection, kind: str, value: str, expires_at: datetime | None) -> None:
@@ -78,9 +79,11 @@ class RevocationCache:
         for row in rows:
             self._gaps.pop(row["id"], None)
             if row["id"] > self._last_seen:
-                for missing in range(self._last_seen + 1, row["id"]):
-                    if len(self._gaps) < MAX_GAPS:
-                        self._gaps[missing] = now
+                # Only recent ids can belong to transactions still in flight; older gaps are rollbacks or purges.
+                for missing in range(max(self._last_seen + 1, row["id"] - MAX_GAP_SPAN), row["id"]):
+                    if len(self._gaps) >= MAX_GAPS:
+                        break
+                    self._gaps[missing] = now
                 self._last_seen = row["id"]
             key = (row["kind"], row["value"])
             if key not in self._revoked:

@@ -6,12 +6,14 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
+from scaivault.audit.access_records import AccessRecord
+
 if TYPE_CHECKING:
     from scaivault.bootstrap import Container
+    from scaivault.http.context import Caller
 
 CONTAINER: web.AppKey[Container] = web.AppKey("container")
 
-# Request-scoped values (aiohttp requests are str-keyed mappings).
-REQUEST_ID = "scaivault.request_id"
-ACCESS = "scaivault.access_record"
-CALLER = "scaivault.caller"
+REQUEST_ID: web.RequestKey[str] = web.RequestKey("request_id", str)
+ACCESS: web.RequestKey[AccessRecord] = web.RequestKey("access_record", AccessRecord)
+CALLER: web.RequestKey[Caller] = web.RequestKey("caller")

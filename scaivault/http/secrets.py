@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import logging
 from typing import Any
 
 import orjson
@@ -12,11 +13,13 @@ from aiohttp import web
 
 from commands.secrets import Actor, SecretAddress, UpdateSecretMetadata, WriteSecret
 from projections.secrets import queries
+from scaivault.crypto.aead import DecryptionFailed
 from scaivault.crypto.keyring import KeyDestroyed
 from scaivault.crypto.secret_values import open_value
 from scaivault.domain.durations import parse_duration
 from scaivault.domain.errors import (
     AccessDenied,
+    InternalError,
     InvalidCursor,
     InvalidDuration,
     InvalidRequest,
@@ -36,6 +39,8 @@ from scaivault.http.schemas import (
     WriteSecretIn,
     parse_body,
 )
+
+log = logging.getLogger(__name__)
 
 DEFAULT_LIST_LIMIT = 100
 MAX_LIST_LIMIT = 1000
@@ -99,7 +104,12 @@ async def _decrypt(request: web.Request, row: Any) -> dict[str, Any]:
         key = await keyring.unwrap_data_key(row["owner"], row["data_key_id"], row["wrapped_data_key"])
     except KeyDestroyed:
         raise VersionNotFound("That version was destroyed", path=row["path"], version=row["version"]) from None
-    return open_value(key, row["ciphertext"], owner=row["owner"], path=row["path"], version=row["version"])
+    try:
+        return open_value(key, row["ciphertext"], owner=row["owner"], path=row["path"], version=row["version"])
+    except DecryptionFailed:
+        # Stored data no longer matches its place: a tampered or swapped row. Never answer with it.
+        log.error("integrity: a secret version failed authentication", extra={"path": row["path"], "version": row["version"]})
+        raise InternalError() from None
 
 
 def _missing_version(row: Any, requested: int | None) -> ScaiVaultError | None:

@@ -1,0 +1,130 @@
+"""Every malformed body, path, token, cursor or duration gets the error envelope with the right code and status:
+never a 500, never a stack trace; and a failed request changes nothing."""
+
+from __future__ import annotations
+
+import time
+from datetime import timedelta
+
+import jwt
+
+import pytest
+from aiohttp.test_utils import TestClient
+
+from scaivault.bootstrap import Container
+from tests.e2e.conftest import TokenFactory, bearer
+
+
+async def assert_error(response, status: int, code: str) -> dict:  # type: ignore[no-untyped-def]
+    assert response.status == status, await response.text()
+    body = await response.json()
+    assert set(body) == {"error"}
+    error = body["error"]
+    assert error["code"] == code
+    assert error["request_id"] == response.headers["X-Request-ID"] and error["request_id"].startswith("req_")
+    assert "Traceback" not in error["message"]
+    return error
+
+
+def expired_token(container: Container) -> str:
+    """Signed by the server's own issuer key, expired well beyond the leeway."""
+    claims = jwt.decode(container.issuer.issue(identity_id="user:a@x.example", tenant_id="tnt_acme_prod",
+                                               partner_id="ptn_acme", scopes="secrets:read", ttl=timedelta(hours=1)),
+                        options={"verify_signature": False})
+    claims["exp"] = int(time.time()) - 600
+    return jwt.encode(claims, container.issuer._private_key, algorithm="EdDSA", headers={"kid": container.issuer.kid})
+
+
+async def test_authentication_errors(client: TestClient, token: TokenFactory, container: Container) -> None:
+    await assert_error(await client.get("/v1/secrets/a"), 401, "authentication_required")
+    await assert_error(await client.get("/v1/secrets/a", headers={"Authorization": "Basic abc"}), 401, "authentication_required")
+    await assert_error(await client.get("/v1/secrets/a", headers=bearer("not.a.jwt")), 401, "token_invalid")
+    expired = expired_token(container)
+    await assert_error(await client.get("/v1/secrets/a", headers=bearer(expired)), 401, "token_expired")
+    good = token()
+    header, payload, signature = good.split(".")
+    tampered = f"{header}.{payload}.{signature[:-6]}AAAAAA"
+    await assert_error(await client.get("/v1/secrets/a", headers=bearer(tampered)), 401, "token_invalid")
+
+
+@pytest.mark.parametrize(
+    ("path", "reason"),
+    [
+        ("App/Db", "a-z"),
+        ("app/db.password", "a-z"),
+        ("app//db", "empty segment"),
+        ("app/db/versions", "reserved"),
+        ("/".join("a" * 11), "deeper"),
+        ("a" * 513, "longer"),
+    ],
+)
+async def test_invalid_paths(client: TestClient, token: TokenFactory, path: str, reason: str) -> None:
+    error = await assert_error(
+        await client.put(f"/v1/secrets/{path}", json={"data": {"k": "v"}}, headers=bearer(token())), 400, "invalid_path"
+    )
+    assert reason in error["message"]
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "code"),
+    [
+        (b"{not json", 400, "invalid_request"),
+        (b"[1, 2]", 400, "invalid_request"),
+        (b"", 400, "invalid_request"),
+        (b'{"data": "not an object"}', 422, "validation_error"),
+        (b'{"nodata": {}}', 422, "validation_error"),
+        (b'{"data": {}, "option": {"cas": 1}}', 422, "validation_error"),
+        (b'{"data": {}, "options": {"max_versions": 0}}', 422, "validation_error"),
+        (b'{"data": {}, "secret_type": "password"}', 400, "invalid_secret_type"),
+        (b'{"data": {}, "options": {"expires_in": "90 days"}}', 400, "invalid_duration"),
+        (b'{"data": {}, "options": {"expires_in": "0d"}}', 400, "invalid_duration"),
+    ],
+)
+async def test_malformed_write_bodies_change_nothing(
+    client: TestClient, token: TokenFactory, body: bytes, status: int, code: str
+) -> None:
+    t = token()
+    response = await client.put(
+        "/v1/secrets/app/body", data=body, headers={**bearer(t), "Content-Type": "application/json"}
+    )
+    error = await assert_error(response, status, code)
+    if code == "validation_error":
+        assert error["details"]["fields"]
+    await assert_error(await client.get("/v1/secrets/app/body", headers=bearer(t)), 404, "secret_not_found")
+
+
+async def test_oversized_body(client: TestClient, token: TokenFactory) -> None:
+    huge = b'{"data": {"k": "' + b"x" * (600 * 1024) + b'"}}'
+    response = await client.put("/v1/secrets/app/big", data=huge, headers={**bearer(token()), "Content-Type": "application/json"})
+    await assert_error(response, 413, "payload_too_large")
+    big_value = {"data": {"k": "x" * (70 * 1024)}}
+    await assert_error(await client.put("/v1/secrets/app/big", json=big_value, headers=bearer(token())), 422, "validation_error")
+
+
+async def test_unknown_routes_and_methods(client: TestClient, token: TokenFactory) -> None:
+    await assert_error(await client.get("/v1/nothing-here", headers=bearer(token())), 404, "not_found")
+    await assert_error(await client.post("/v1/auth/whoami", headers=bearer(token())), 405, "method_not_allowed")
+
+
+async def test_bad_query_parameters(client: TestClient, token: TokenFactory) -> None:
+    t = bearer(token())
+    await client.put("/v1/secrets/app/q", json={"data": {"k": "v"}}, headers=t)
+    await assert_error(await client.get("/v1/secrets/app/q?version=abc", headers=t), 400, "invalid_request")
+    await assert_error(await client.get("/v1/secrets/app/q?version=0", headers=t), 400, "invalid_request")
+    await assert_error(await client.delete("/v1/secrets/app/q?permanent=maybe", headers=t), 400, "invalid_request")
+    await assert_error(await client.get("/v1/secrets?prefix=UP", headers=t), 400, "invalid_path")
+    await assert_error(await client.get("/v1/secrets?cursor=%%%", headers=t), 400, "invalid_cursor")
+    assert (await client.get("/v1/secrets/app/q", headers=t)).status == 200
+
+
+async def test_operations_on_missing_secrets(client: TestClient, token: TokenFactory) -> None:
+    t = bearer(token())
+    for call in (
+        client.get("/v1/secrets/app/none", headers=t),
+        client.get("/v1/secrets/app/none/metadata", headers=t),
+        client.get("/v1/secrets/app/none/versions", headers=t),
+        client.patch("/v1/secrets/app/none/metadata", json={"metadata": {}}, headers=t),
+        client.delete("/v1/secrets/app/none", headers=t),
+        client.post("/v1/secrets/app/none/restore", headers=t),
+    ):
+        await assert_error(await call, 404, "secret_not_found")

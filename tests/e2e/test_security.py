@@ -1,0 +1,162 @@
+"""Security lessons (shared/design/security-lessons.md), each an attack tried and refused."""
+
+from __future__ import annotations
+
+import base64
+import logging
+
+import asyncpg
+import pytest
+from aiohttp.test_utils import TestClient
+
+from commands.tokens import IssueToken, issue_token, revoke_token
+from scaivault.bootstrap import Container
+from tests.e2e.conftest import PARTNER, TENANT, TokenFactory, bearer
+
+KNOWN_VALUES = ["plaintext-canary-7f3a9c", "another-canary-b81e02"]
+
+
+async def all_text_of_every_table(conn: asyncpg.Connection) -> str:
+    """Every row of every table, as text, with bytea also decoded as latin-1 (raw bytes) to catch raw plaintext."""
+    tables = await conn.fetch("SELECT tablename FROM pg_tables WHERE schemaname = current_schema()")
+    dump = []
+    for table in tables:
+        for row in await conn.fetch(f'SELECT * FROM "{table["tablename"]}"'):
+            for value in row.values():
+                if isinstance(value, (bytes, bytearray, memoryview)):
+                    dump.append(bytes(value).decode("latin-1"))
+                else:
+                    dump.append(str(value))
+    return "\n".join(dump)
+
+
+async def test_no_plaintext_value_anywhere_in_postgresql(client: TestClient, token: TokenFactory, pool: asyncpg.Pool) -> None:
+    t = bearer(token())
+    for n, value in enumerate(KNOWN_VALUES):
+        await client.put(f"/v1/secrets/canary/{n}", json={"data": {"password": value}}, headers=t)
+        await client.put(f"/v1/secrets/canary/{n}", json={"data": {"password": value, "v": "2"}}, headers=t)
+        await client.get(f"/v1/secrets/canary/{n}", headers=t)
+    await client.post("/v1/secrets/batch", json={"paths": ["canary/0", "canary/1"]}, headers=t)
+    async with pool.acquire() as conn:
+        dump = await all_text_of_every_table(conn)
+    assert "canary/0" in dump  # the scan does see the tables
+    for value in KNOWN_VALUES:
+        for form in (value, base64.b64encode(value.encode()).decode(), value.encode().hex()):
+            assert form not in dump
+
+
+async def test_a_ciphertext_moved_to_another_row_fails_to_open(
+    client: TestClient, token: TokenFactory, pool: asyncpg.Pool
+) -> None:
+    t = bearer(token())
+    await client.put("/v1/secrets/app/victim", json={"data": {"pw": "victim"}}, headers=t)
+    await client.put("/v1/secrets/app/attacker", json={"data": {"pw": "attacker"}}, headers=t)
+    async with pool.acquire() as conn:
+        # Swap the ciphertexts and data keys of the two rows, as someone with database write access could.
+        await conn.execute(
+            """
+            WITH a AS (SELECT v.stream_id, v.ciphertext, v.data_key_id FROM scaivault_secret_versions v
+                       JOIN scaivault_secrets s USING (stream_id) WHERE s.path = 'app/victim'),
+                 b AS (SELECT v.stream_id, v.ciphertext, v.data_key_id FROM scaivault_secret_versions v
+                       JOIN scaivault_secrets s USING (stream_id) WHERE s.path = 'app/attacker')
+            UPDATE scaivault_secret_versions v SET ciphertext = CASE WHEN v.stream_id = a.stream_id THEN b.ciphertext
+                                                                      ELSE a.ciphertext END,
+                                                   data_key_id = CASE WHEN v.stream_id = a.stream_id THEN b.data_key_id
+                                                                      ELSE a.data_key_id END
+            FROM a, b WHERE v.stream_id IN (a.stream_id, b.stream_id)
+            """
+        )
+    for path in ("app/victim", "app/attacker"):
+        response = await client.get(f"/v1/secrets/{path}", headers=t)
+        body = await response.text()
+        assert response.status == 500 and "victim" not in body.replace("app/victim", "") and '"pw"' not in body
+
+
+async def test_every_request_allowed_or_denied_leaves_an_access_record(
+    client: TestClient, token: TokenFactory, pool: asyncpg.Pool
+) -> None:
+    t = token()
+    responses = [
+        await client.put("/v1/secrets/app/rec", json={"data": {"k": "v"}}, headers=bearer(t)),
+        await client.get("/v1/secrets/app/rec", headers=bearer(t)),
+        await client.get("/v1/secrets/app/rec", headers=bearer(token("secrets:list"))),
+        await client.get("/v1/secrets/app/rec"),
+        await client.get("/v1/secrets/app/none", headers=bearer(t)),
+    ]
+    rows = await pool.fetch("SELECT * FROM scaivault_access_records ORDER BY id")
+    by_request = {row["request_id"]: row for row in rows}
+    for response in responses:
+        row = by_request[response.headers["X-Request-ID"]]
+        assert row["status"] == response.status
+        assert row["success"] == (response.status < 400)
+    write, read, denied, anonymous, missing = (by_request[r.headers["X-Request-ID"]] for r in responses)
+    assert (write["action"], write["identity_id"], write["tenant_id"], write["secret_path"]) == (
+        "write", "user:alice@acme.example", TENANT, "app/rec")
+    assert read["action"] == "read" and denied["error_code"] == "insufficient_scope"
+    assert anonymous["identity_id"] is None and anonymous["error_code"] == "authentication_required"
+    assert missing["error_code"] == "secret_not_found"
+    # Liveness and readiness are not audited.
+    await client.get("/v1/health")
+    assert await pool.fetchval("SELECT count(*) FROM scaivault_access_records") == len(rows)
+
+
+async def test_audit_is_fail_closed_and_recovers(client: TestClient, token: TokenFactory, pool: asyncpg.Pool) -> None:
+    t = bearer(token())
+    await client.put("/v1/secrets/app/audited", json={"data": {"v": "1"}}, headers=t)
+    await pool.execute(
+        "ALTER TABLE scaivault_access_records ADD CONSTRAINT refuse_all CHECK (false) NOT VALID"
+    )
+    try:
+        read = await client.get("/v1/secrets/app/audited", headers=t)
+        assert read.status == 503 and (await read.json())["error"]["code"] == "service_unavailable"
+        assert "v" not in (await read.json())["error"].get("details", {})
+        write = await client.put("/v1/secrets/app/audited", json={"data": {"v": "2"}}, headers=t)
+        assert write.status == 503
+    finally:
+        await pool.execute("ALTER TABLE scaivault_access_records DROP CONSTRAINT refuse_all")
+    read = await client.get("/v1/secrets/app/audited", headers=t)
+    assert read.status == 200
+    assert (await read.json())["data"] == {"v": "1"}  # the refused write changed nothing
+
+
+async def test_revoked_and_unknown_personal_access_tokens(client: TestClient, container: Container) -> None:
+    pat = await issue_token(
+        container,
+        IssueToken(partner_id=PARTNER, tenant_id=TENANT, identity_id="user:bob@acme.example",
+                   scopes=("secrets:read",), personal_access_token=True),
+    )
+    assert pat.startswith("skt_")
+    assert (await client.get("/v1/auth/whoami", headers=bearer(pat))).status == 200
+    assert await revoke_token(container, pat)
+    await container.revocations.refresh(container.pool)
+    revoked = await client.get("/v1/auth/whoami", headers=bearer(pat))
+    assert revoked.status == 401 and (await revoked.json())["error"]["code"] == "token_revoked"
+    unknown = await client.get("/v1/auth/whoami", headers=bearer("skt_" + "A" * 43))
+    assert unknown.status == 401 and (await unknown.json())["error"]["code"] == "token_invalid"
+
+
+async def test_revoked_jwt(client: TestClient, token: TokenFactory, container: Container) -> None:
+    t = token()
+    assert (await client.get("/v1/auth/whoami", headers=bearer(t))).status == 200
+    assert await revoke_token(container, t)
+    await container.revocations.refresh(container.pool)
+    response = await client.get("/v1/auth/whoami", headers=bearer(t))
+    assert (await response.json())["error"]["code"] == "token_revoked"
+
+
+async def test_no_value_or_token_reaches_a_log_line_or_an_error(
+    client: TestClient, token: TokenFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    t = token()
+    value = "log-canary-4d1e"
+    await client.put("/v1/secrets/app/logged", json={"data": {"pw": value}}, headers=bearer(t))
+    await client.get("/v1/secrets/app/logged", headers=bearer(t))
+    bad = await client.put("/v1/secrets/app/logged", json={"data": {"pw": value}, "bogus": value}, headers=bearer(t))
+    tampered = await client.get("/v1/secrets/app/logged", headers=bearer(t[:-3] + "abc"))
+    for response in (bad, tampered):
+        text = await response.text()
+        assert value not in text and t[:40] not in text
+    logged = "\n".join(f"{r.getMessage()} {vars(r)}" for r in caplog.records)
+    assert "request" in logged  # the access log did record these requests
+    assert value not in logged and t.split(".")[1] not in logged and t.split(".")[2] not in logged
