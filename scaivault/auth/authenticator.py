@@ -210,7 +210,7 @@ class TokenAuthenticator:
             try:
                 async with self._pool.acquire() as conn:
                     await self._revocations.refresh(conn)
-            except (OSError, asyncpg.PostgresError, asyncio.TimeoutError) as exc:
+            except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
                 log.error("token revocation list unavailable", extra={"error": type(exc).__name__})
                 raise ServiceUnavailable("The token revocation list is unavailable") from None
 

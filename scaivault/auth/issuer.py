@@ -68,7 +68,9 @@ class BuiltinIssuer:
         return f"<BuiltinIssuer iss={self.issuer!r} kid={self.kid!r}>"
 
     @classmethod
-    async def load(cls, conn: asyncpg.Connection, root: RootKeyProvider, *, issuer: str, audience: str) -> BuiltinIssuer:
+    async def load(
+        cls, conn: asyncpg.Connection, root: RootKeyProvider, *, issuer: str, audience: str
+    ) -> BuiltinIssuer:
         """Load the signing key, creating it on first use (exactly once, even with processes racing)."""
         async with conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock($1)", ISSUER_LOCK_ID)

@@ -9,6 +9,7 @@ not cached is a 503 ``service_unavailable`` rather than a 401.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -117,10 +118,8 @@ class JwksClient:
 
     async def _refresh_stale(self, kid: str, key: jwt.PyJWK) -> jwt.PyJWK:
         if self._since_attempt() >= self._failure_backoff or self._lock.locked():
-            try:
+            with contextlib.suppress(ServiceUnavailable):
                 await self._fetch_once()
-            except ServiceUnavailable:
-                pass
         if self._since_success() < self._cache_ttl:
             fresh = self._keys.get(kid)
             if fresh is None:

@@ -226,7 +226,9 @@ class EnvRootKeyProvider(RootKeyProvider):
         except (binascii.Error, ValueError):
             key = b""
         if len(key) != KEY_SIZE:
-            raise ConfigurationError("invalid configuration: SCAIVAULT_ROOT_KEY: expected the base64 of 32 random bytes")
+            raise ConfigurationError(
+                "invalid configuration: SCAIVAULT_ROOT_KEY: expected the base64 of 32 random bytes"
+            )
         self._key = key
         self.key_id = _key_id("env", key)
 
@@ -339,9 +341,7 @@ class GcpKmsRootKeyProvider(KmsRootKeyProvider):
 
     async def rotate(self) -> str:
         def rotate() -> str:
-            version = self._client.create_crypto_key_version(
-                request={"parent": self.key_ref, "crypto_key_version": {}}
-            )
+            version = self._client.create_crypto_key_version(request={"parent": self.key_ref, "crypto_key_version": {}})
             self._client.update_crypto_key_primary_version(
                 request={"name": self.key_ref, "crypto_key_version_id": version.name.rsplit("/", 1)[-1]}
             )

@@ -68,8 +68,9 @@ async def test_hierarchy_round_trip(pool: asyncpg.Pool, keyring: KeyRing, data_d
         await fresh.check(conn)
 
 
-async def test_unwrap_without_connection_needs_a_cached_owner_key(pool: asyncpg.Pool, keyring: KeyRing,
-                                                                 data_dir: Path) -> None:
+async def test_unwrap_without_connection_needs_a_cached_owner_key(
+    pool: asyncpg.Pool, keyring: KeyRing, data_dir: Path
+) -> None:
     async with pool.acquire() as conn:
         await provision(conn, keyring, TENANT)
         dk = await keyring.new_data_key(conn, TENANT)
@@ -118,8 +119,7 @@ async def test_concurrent_provisioning_agrees_on_one_key(pool: asyncpg.Pool, dat
         assert await conn.fetchval("SELECT count(*) FROM scaivault_tenant_keys") == 1
 
 
-async def test_rolled_back_key_is_never_used_for_writes(pool: asyncpg.Pool, keyring: KeyRing,
-                                                        data_dir: Path) -> None:
+async def test_rolled_back_key_is_never_used_for_writes(pool: asyncpg.Pool, keyring: KeyRing, data_dir: Path) -> None:
     async with pool.acquire() as conn:
         tx = conn.transaction()
         await tx.start()
@@ -148,8 +148,7 @@ async def test_swapped_tenant_keys_fail_to_unwrap(pool: asyncpg.Pool, keyring: K
             await KeyRing(LocalRootKeyProvider(data_dir)).data_key(conn, dk.id, TENANT)
 
 
-async def test_swapped_or_moved_data_keys_fail_to_unwrap(pool: asyncpg.Pool, keyring: KeyRing,
-                                                         data_dir: Path) -> None:
+async def test_swapped_or_moved_data_keys_fail_to_unwrap(pool: asyncpg.Pool, keyring: KeyRing, data_dir: Path) -> None:
     async with pool.acquire() as conn:
         await provision(conn, keyring, TENANT, OTHER_TENANT)
         a = await keyring.new_data_key(conn, TENANT)
@@ -197,8 +196,7 @@ async def test_destroyed_data_key(pool: asyncpg.Pool, keyring: KeyRing) -> None:
         assert await keyring.data_key(conn, kept.id, TENANT) == kept.key
 
 
-async def test_root_rotation_rewraps_partner_keys_only(pool: asyncpg.Pool, keyring: KeyRing,
-                                                       data_dir: Path) -> None:
+async def test_root_rotation_rewraps_partner_keys_only(pool: asyncpg.Pool, keyring: KeyRing, data_dir: Path) -> None:
     async with pool.acquire() as conn:
         await provision(conn, keyring, TENANT)
         await provision(conn, keyring, "tnt_globex_prod", partner="ptn_globex")
@@ -218,8 +216,10 @@ async def test_root_rotation_rewraps_partner_keys_only(pool: asyncpg.Pool, keyri
         assert len({row["root_key_id"] for row in after.values()}) == 1
         file = json.loads((data_dir / "root-keys.json").read_text())
         assert file["active"] == next(iter(after.values()))["root_key_id"] and len(file["keys"]) == 2
-        assert await conn.fetch("SELECT tenant_id, wrapped FROM scaivault_tenant_keys ORDER BY tenant_id") == \
-            tenants_before
+        assert (
+            await conn.fetch("SELECT tenant_id, wrapped FROM scaivault_tenant_keys ORDER BY tenant_id")
+            == tenants_before
+        )
         assert await conn.fetch("SELECT id, wrapped FROM scaivault_data_keys ORDER BY id") == data_before
 
         fresh = KeyRing(LocalRootKeyProvider(data_dir))  # no cache: walks the chain from the new root key
@@ -241,16 +241,27 @@ async def test_no_key_material_in_any_table(pool: asyncpg.Pool, keyring: KeyRing
         secrets_: list[bytes] = [dk.key for dk in data_keys]
         secrets_.append(keyring._partner_keys._items[PARTNER][1])  # noqa: SLF001 - the unwrapped keys under test
         secrets_ += [keyring._tenant_keys._items[t][1] for t in (TENANT, OTHER_TENANT)]  # noqa: SLF001
-        secrets_ += [base64.b64decode(v) for v in json.loads((data_dir / "root-keys.json").read_text())["keys"].values()]
+        root_file = json.loads((data_dir / "root-keys.json").read_text())
+        secrets_ += [base64.b64decode(value) for value in root_file["keys"].values()]
         from cryptography.hazmat.primitives import serialization
 
-        secrets_.append(issuer._private_key.private_bytes(  # noqa: SLF001
-            serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption()))
+        secrets_.append(
+            issuer._private_key.private_bytes(  # noqa: SLF001
+                serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption()
+            )
+        )
         assert len(secrets_) == 3 + 1 + 2 + 2 + 1 and all(len(s) == 32 for s in secrets_)
 
         needles_bytes = secrets_
-        needles_text = [form for s in secrets_ for form in (
-            s.hex(), base64.b64encode(s).decode().rstrip("="), base64.urlsafe_b64encode(s).decode().rstrip("="))]
+        needles_text = [
+            form
+            for s in secrets_
+            for form in (
+                s.hex(),
+                base64.b64encode(s).decode().rstrip("="),
+                base64.urlsafe_b64encode(s).decode().rstrip("="),
+            )
+        ]
         columns = await conn.fetch(
             """SELECT table_name, column_name, data_type FROM information_schema.columns
                WHERE table_schema = current_schema() AND data_type IN ('bytea', 'text', 'jsonb', 'json', 'ARRAY',

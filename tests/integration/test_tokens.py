@@ -73,8 +73,11 @@ class Clock:
 class FakeScaiKey:
     """A JWKS endpoint on 127.0.0.1 with keys we can rotate, and a signer for ScaiKey-style tokens."""
 
-    ALGORITHMS = {"RS256": jwt.algorithms.RSAAlgorithm, "ES256": jwt.algorithms.ECAlgorithm,
-                  "EdDSA": jwt.algorithms.OKPAlgorithm}
+    ALGORITHMS = {
+        "RS256": jwt.algorithms.RSAAlgorithm,
+        "ES256": jwt.algorithms.ECAlgorithm,
+        "EdDSA": jwt.algorithms.OKPAlgorithm,
+    }
 
     def __init__(self) -> None:
         self.keys: dict[str, tuple[str, Any]] = {}
@@ -113,9 +116,17 @@ class FakeScaiKey:
     def claims(self, **overrides: Any) -> dict[str, Any]:
         now = int(time.time())
         claims = {
-            "iss": SCAIKEY, "aud": AUDIENCE, "sub": "sa:reporting-service", "scope": "secrets:read secrets:list",
-            "tenant_id": "tnt_acme_prod", "partner_id": "ptn_acme", "roles": ["tenant_admin"], "groups": [],
-            "iat": now, "exp": now + 3600, "jti": "tok_" + secrets.token_hex(8),
+            "iss": SCAIKEY,
+            "aud": AUDIENCE,
+            "sub": "sa:reporting-service",
+            "scope": "secrets:read secrets:list",
+            "tenant_id": "tnt_acme_prod",
+            "partner_id": "ptn_acme",
+            "roles": ["tenant_admin"],
+            "groups": [],
+            "iat": now,
+            "exp": now + 3600,
+            "jti": "tok_" + secrets.token_hex(8),
         }
         claims.update(overrides)
         return {k: v for k, v in claims.items() if v is not None}
@@ -172,16 +183,26 @@ def revocations() -> RevocationCache:
 
 
 @pytest.fixture
-def auth(pool: asyncpg.Pool, issuer: BuiltinIssuer, jwks: JwksClient, revocations: RevocationCache) -> TokenAuthenticator:
-    return TokenAuthenticator(pool, issuer=issuer, jwks=jwks, scaikey_issuer=SCAIKEY, audience=AUDIENCE,
-                              revocations=revocations)
+def auth(
+    pool: asyncpg.Pool, issuer: BuiltinIssuer, jwks: JwksClient, revocations: RevocationCache
+) -> TokenAuthenticator:
+    return TokenAuthenticator(
+        pool, issuer=issuer, jwks=jwks, scaikey_issuer=SCAIKEY, audience=AUDIENCE, revocations=revocations
+    )
 
 
 def builtin_token(issuer: BuiltinIssuer, **overrides: Any) -> str:
     """A token signed with the built-in key but with chosen claims (for expiry, audience... cases)."""
     now = int(time.time())
-    claims = {"iss": ISSUER, "aud": AUDIENCE, "sub": "user:alice@acme.example", "scopes": ["secrets:read"],
-              "iat": now, "exp": now + 600, "jti": "tok_" + secrets.token_hex(8)}
+    claims = {
+        "iss": ISSUER,
+        "aud": AUDIENCE,
+        "sub": "user:alice@acme.example",
+        "scopes": ["secrets:read"],
+        "iat": now,
+        "exp": now + 600,
+        "jti": "tok_" + secrets.token_hex(8),
+    }
     claims.update(overrides)
     claims = {k: v for k, v in claims.items() if v is not None}
     return jwt.encode(claims, issuer._private_key, algorithm="EdDSA", headers={"kid": issuer.kid})  # noqa: SLF001
@@ -210,9 +231,17 @@ async def refused(auth: TokenAuthenticator, header: str | None, error: type[Scai
 
 async def test_builtin_token_round_trip(auth: TokenAuthenticator, issuer: BuiltinIssuer) -> None:
     mfa = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
-    token = issuer.issue(identity_id="user:alice@acme.example", tenant_id="tnt_acme_prod", partner_id="ptn_acme",
-                         scopes=["secrets:read", "secrets:write"], roles=["tenant_admin"], groups=["group:sre"],
-                         ttl=timedelta(hours=1), mfa_verified_at=mfa, display_name="Alice")
+    token = issuer.issue(
+        identity_id="user:alice@acme.example",
+        tenant_id="tnt_acme_prod",
+        partner_id="ptn_acme",
+        scopes=["secrets:read", "secrets:write"],
+        roles=["tenant_admin"],
+        groups=["group:sre"],
+        ttl=timedelta(hours=1),
+        mfa_verified_at=mfa,
+        display_name="Alice",
+    )
     assert jwt.get_unverified_header(token)["alg"] == "EdDSA"
     claims = jwt.decode(token, options={"verify_signature": False})
     assert claims["scope"] == "secrets:read secrets:write" and claims["scopes"] == ["secrets:read", "secrets:write"]
@@ -221,11 +250,19 @@ async def test_builtin_token_round_trip(auth: TokenAuthenticator, issuer: Builti
 
     principal = await auth.authenticate(f"Bearer {token}")
     assert principal == Principal(
-        identity_id="user:alice@acme.example", identity_type="user", display_name="Alice",
-        tenant_id="tnt_acme_prod", partner_id="ptn_acme", scopes=frozenset({"secrets:read", "secrets:write"}),
-        roles=frozenset({"tenant_admin"}), groups=("group:sre",), mfa_verified_at=mfa,
-        expires_at=datetime.fromtimestamp(claims["exp"], UTC), issued_at=datetime.fromtimestamp(claims["iat"], UTC),
-        token_kind="jwt", token_id=claims["jti"],
+        identity_id="user:alice@acme.example",
+        identity_type="user",
+        display_name="Alice",
+        tenant_id="tnt_acme_prod",
+        partner_id="ptn_acme",
+        scopes=frozenset({"secrets:read", "secrets:write"}),
+        roles=frozenset({"tenant_admin"}),
+        groups=("group:sre",),
+        mfa_verified_at=mfa,
+        expires_at=datetime.fromtimestamp(claims["exp"], UTC),
+        issued_at=datetime.fromtimestamp(claims["iat"], UTC),
+        token_kind="jwt",
+        token_id=claims["jti"],
     )
     assert principal.has_scope("secrets:write") and not principal.has_scope("admin")
     assert principal.is_tenant_admin and not principal.is_partner_admin
@@ -236,15 +273,15 @@ async def test_builtin_token_round_trip(auth: TokenAuthenticator, issuer: Builti
 
 async def test_identity_type_from_prefix(auth: TokenAuthenticator, issuer: BuiltinIssuer) -> None:
     for identity, kind in (("sa:ci", "service_account"), ("group:sre", "group"), ("user:bob", "user")):
-        token = issuer.issue(identity_id=identity, tenant_id=None, partner_id=None, scopes="secrets:read",
-                             ttl=timedelta(minutes=5))
+        token = issuer.issue(
+            identity_id=identity, tenant_id=None, partner_id=None, scopes="secrets:read", ttl=timedelta(minutes=5)
+        )
         principal = await auth.authenticate(f"Bearer {token}")
         assert principal.identity_type == kind and principal.scopes == {"secrets:read"}
         assert principal.tenant_id is None
 
 
-async def test_builtin_key_created_once_under_concurrent_loads(pool: asyncpg.Pool,
-                                                               root: LocalRootKeyProvider) -> None:
+async def test_builtin_key_created_once_under_concurrent_loads(pool: asyncpg.Pool, root: LocalRootKeyProvider) -> None:
     async def load() -> BuiltinIssuer:
         async with pool.acquire() as conn:
             return await BuiltinIssuer.load(conn, root, issuer=ISSUER, audience=AUDIENCE)
@@ -254,8 +291,9 @@ async def test_builtin_key_created_once_under_concurrent_loads(pool: asyncpg.Poo
     async with pool.acquire() as conn:
         assert await conn.fetchval("SELECT count(*) FROM scaivault_issuer_keys") == 1
     token = issuers[0].issue(identity_id="sa:x", tenant_id=None, partner_id=None, scopes=(), ttl=timedelta(minutes=1))
-    auth = TokenAuthenticator(pool, issuer=issuers[3], jwks=None, scaikey_issuer=None, audience=AUDIENCE,
-                              revocations=RevocationCache())
+    auth = TokenAuthenticator(
+        pool, issuer=issuers[3], jwks=None, scaikey_issuer=None, audience=AUDIENCE, revocations=RevocationCache()
+    )
     assert (await auth.authenticate(f"Bearer {token}")).identity_id == "sa:x"
 
 
@@ -278,8 +316,15 @@ async def test_expired(auth: TokenAuthenticator, issuer: BuiltinIssuer, scaikey:
 
 
 async def test_expired_while_cached(pool: asyncpg.Pool, issuer: BuiltinIssuer) -> None:
-    auth = TokenAuthenticator(pool, issuer=issuer, jwks=None, scaikey_issuer=None, audience=AUDIENCE,
-                              revocations=RevocationCache(), leeway=timedelta(0))
+    auth = TokenAuthenticator(
+        pool,
+        issuer=issuer,
+        jwks=None,
+        scaikey_issuer=None,
+        audience=AUDIENCE,
+        revocations=RevocationCache(),
+        leeway=timedelta(0),
+    )
     token = builtin_token(issuer, exp=int(time.time()) + 1)
     await auth.authenticate(f"Bearer {token}")
     await asyncio.sleep(2.1)
@@ -304,22 +349,27 @@ async def test_tampered(auth: TokenAuthenticator, issuer: BuiltinIssuer, scaikey
 async def test_wrong_key_for_issuer(auth: TokenAuthenticator, issuer: BuiltinIssuer, scaikey: FakeScaiKey) -> None:
     # ScaiKey's key claiming to be the built-in issuer, and an unknown built-in kid: both unverifiable.
     await refused(auth, f"Bearer {scaikey.sign(scaikey.claims(iss=ISSUER), 'k1')}", TokenInvalid)
-    await refused(auth, f"Bearer {scaikey.sign(scaikey.claims(iss=ISSUER), 'k1', header_kid=issuer.kid)}",
-                  TokenInvalid)
+    await refused(auth, f"Bearer {scaikey.sign(scaikey.claims(iss=ISSUER), 'k1', header_kid=issuer.kid)}", TokenInvalid)
     scaikey.add_key("ed", "EdDSA")
-    await refused(auth, f"Bearer {scaikey.sign(scaikey.claims(iss=ISSUER), 'ed', header_kid=issuer.kid)}",
-                  TokenInvalid)
+    await refused(auth, f"Bearer {scaikey.sign(scaikey.claims(iss=ISSUER), 'ed', header_kid=issuer.kid)}", TokenInvalid)
 
 
 async def test_wrong_issuer(auth: TokenAuthenticator, issuer: BuiltinIssuer, scaikey: FakeScaiKey) -> None:
-    exc = await refused(auth, f"Bearer {scaikey.sign(scaikey.claims(iss='https://evil.example'), 'k1')}",
-                        TokenIssuerInvalid)
+    exc = await refused(
+        auth, f"Bearer {scaikey.sign(scaikey.claims(iss='https://evil.example'), 'k1')}", TokenIssuerInvalid
+    )
     assert exc.code == "token_issuer_invalid"
     await refused(auth, f"Bearer {builtin_token(issuer, iss=ISSUER + '/')}", TokenIssuerInvalid)
     await refused(auth, f"Bearer {builtin_token(issuer, iss=None)}", TokenIssuerInvalid)
     # No ScaiKey configured: ScaiKey's tokens are from an untrusted issuer.
-    local_only = TokenAuthenticator(auth._pool, issuer=issuer, jwks=None, scaikey_issuer=None,  # noqa: SLF001
-                                    audience=AUDIENCE, revocations=RevocationCache())
+    local_only = TokenAuthenticator(
+        auth._pool,
+        issuer=issuer,
+        jwks=None,
+        scaikey_issuer=None,  # noqa: SLF001
+        audience=AUDIENCE,
+        revocations=RevocationCache(),
+    )
     await refused(local_only, f"Bearer {scaikey.sign(scaikey.claims(), 'k1')}", TokenIssuerInvalid)
 
 
@@ -332,30 +382,43 @@ async def test_alg_none(auth: TokenAuthenticator, issuer: BuiltinIssuer) -> None
     await refused(auth, f"Bearer {forged({'typ': 'JWT'}, claims)}", TokenAlgorithmNotAllowed)
 
 
-async def test_hs256_with_the_public_key_as_secret(auth: TokenAuthenticator, issuer: BuiltinIssuer,
-                                                   scaikey: FakeScaiKey) -> None:
+async def test_hs256_with_the_public_key_as_secret(
+    auth: TokenAuthenticator, issuer: BuiltinIssuer, scaikey: FakeScaiKey
+) -> None:
     builtin_public = issuer.public_key(issuer.kid)
     assert builtin_public is not None
     rsa_public = scaikey.keys["k1"][1].public_key()
     secrets_to_try = [
-        (ISSUER, issuer.kid, builtin_public.public_bytes(serialization.Encoding.PEM,
-                                                         serialization.PublicFormat.SubjectPublicKeyInfo)),
+        (
+            ISSUER,
+            issuer.kid,
+            builtin_public.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo),
+        ),
         (ISSUER, issuer.kid, issuer.jwks()["keys"][0]["x"].encode()),
-        (SCAIKEY, "k1", rsa_public.public_bytes(serialization.Encoding.PEM,
-                                                serialization.PublicFormat.SubjectPublicKeyInfo)),
+        (
+            SCAIKEY,
+            "k1",
+            rsa_public.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo),
+        ),
         (SCAIKEY, "k1", json.dumps(scaikey.jwks()["keys"][0]).encode()),
     ]
     for iss, kid, secret in secrets_to_try:
         for alg, digest in (("HS256", hashlib.sha256), ("HS512", hashlib.sha512)):
             claims = scaikey.claims(iss=iss)
-            token = forged({"alg": alg, "typ": "JWT", "kid": kid}, claims,
-                           lambda data, s=secret, d=digest: hmac.new(s, data, d).digest())
+            token = forged(
+                {"alg": alg, "typ": "JWT", "kid": kid},
+                claims,
+                lambda data, s=secret, d=digest: hmac.new(s, data, d).digest(),
+            )
             await refused(auth, f"Bearer {token}", TokenAlgorithmNotAllowed)
     # An `oct` key slipped into the JWKS is ignored, so even a matching kid is no way in.
     scaikey.extra_jwks = [{"kty": "oct", "kid": "sym", "k": b64url(b"secret"), "alg": "HS256"}]
     assert "sym" not in parse_jwks(scaikey.jwks())
-    token = forged({"alg": "HS256", "kid": "sym"}, scaikey.claims(),
-                   lambda data: hmac.new(b"secret", data, hashlib.sha256).digest())
+    token = forged(
+        {"alg": "HS256", "kid": "sym"},
+        scaikey.claims(),
+        lambda data: hmac.new(b"secret", data, hashlib.sha256).digest(),
+    )
     await refused(auth, f"Bearer {token}", TokenAlgorithmNotAllowed)
 
 
@@ -372,17 +435,29 @@ async def test_wrong_audience(auth: TokenAuthenticator, issuer: BuiltinIssuer, s
     assert exc.code == "token_audience_invalid"
     await refused(auth, f"Bearer {builtin_token(issuer, aud=None)}", TokenAudienceInvalid)
     await refused(auth, f"Bearer {scaikey.sign(scaikey.claims(aud=['x', 'y']), 'k1')}", TokenAudienceInvalid)
-    assert (await auth.authenticate(f"Bearer {scaikey.sign(scaikey.claims(aud=['x', AUDIENCE]), 'k1')}"))
+    assert await auth.authenticate(f"Bearer {scaikey.sign(scaikey.claims(aud=['x', AUDIENCE]), 'k1')}")
 
 
 async def test_missing_claims_and_bad_claim_types(auth: TokenAuthenticator, issuer: BuiltinIssuer) -> None:
-    for overrides in ({"jti": None}, {"sub": None}, {"exp": None}, {"iat": None}, {"scopes": "secrets:read"},
-                      {"roles": [1]}, {"nbf": int(time.time()) + 600}):
+    for overrides in (
+        {"jti": None},
+        {"sub": None},
+        {"exp": None},
+        {"iat": None},
+        {"scopes": "secrets:read"},
+        {"roles": [1]},
+        {"nbf": int(time.time()) + 600},
+    ):
         await refused(auth, f"Bearer {builtin_token(issuer, **overrides)}", TokenInvalid)
 
 
-async def test_revoked_jti(pool: asyncpg.Pool, auth: TokenAuthenticator, issuer: BuiltinIssuer,
-                           revocations: RevocationCache, scaikey: FakeScaiKey) -> None:
+async def test_revoked_jti(
+    pool: asyncpg.Pool,
+    auth: TokenAuthenticator,
+    issuer: BuiltinIssuer,
+    revocations: RevocationCache,
+    scaikey: FakeScaiKey,
+) -> None:
     token = issuer.issue(identity_id="user:alice", tenant_id=None, partner_id=None, scopes=(), ttl=timedelta(hours=1))
     other = scaikey.sign(scaikey.claims(), "k1")
     principal = await auth.authenticate(f"Bearer {token}")  # now cached
@@ -393,8 +468,9 @@ async def test_revoked_jti(pool: asyncpg.Pool, auth: TokenAuthenticator, issuer:
         assert await revocations.refresh(conn) == 1
     exc = await refused(auth, f"Bearer {token}", TokenRevoked)
     assert exc.code == "token_revoked"
-    fresh = TokenAuthenticator(pool, issuer=issuer, jwks=None, scaikey_issuer=None, audience=AUDIENCE,
-                               revocations=RevocationCache())  # refreshes its revocation list on first use
+    fresh = TokenAuthenticator(
+        pool, issuer=issuer, jwks=None, scaikey_issuer=None, audience=AUDIENCE, revocations=RevocationCache()
+    )  # refreshes its revocation list on first use
     await refused(fresh, f"Bearer {token}", TokenRevoked)
     await auth.authenticate(f"Bearer {other}")
 
@@ -414,14 +490,16 @@ async def test_revocation_refresh_is_incremental_and_catches_late_commits(pool: 
         assert await cache.refresh(b) == 0
         await b.execute("UPDATE scaivault_token_revocations SET expires_at = now() - interval '2 days'")
         assert await purge_expired(b) == 2
-        assert await cache.refresh(b) == 0 and cache.is_revoked("jti", "tok_late")  # None-expiry entries stay
+        # Purging the table leaves memory alone.
+        assert await cache.refresh(b) == 0 and cache.is_revoked("jti", "tok_late")
     with pytest.raises(ValueError):
         async with pool.acquire() as conn:
             await revoke(conn, "password", "x", None)
 
 
-async def test_signature_check_skipped_on_the_hot_path(auth: TokenAuthenticator, issuer: BuiltinIssuer,
-                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_signature_check_skipped_on_the_hot_path(
+    auth: TokenAuthenticator, issuer: BuiltinIssuer, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import scaivault.auth.authenticator as module
 
     calls = 0
@@ -442,12 +520,20 @@ async def test_signature_check_skipped_on_the_hot_path(auth: TokenAuthenticator,
 # --- personal access tokens ---------------------------------------------------------------------------------------
 
 
-async def test_pat_lifecycle(pool: asyncpg.Pool, auth: TokenAuthenticator, issuer: BuiltinIssuer,
-                             revocations: RevocationCache) -> None:
+async def test_pat_lifecycle(
+    pool: asyncpg.Pool, auth: TokenAuthenticator, issuer: BuiltinIssuer, revocations: RevocationCache
+) -> None:
     async with pool.acquire() as conn:
-        token, pat_id = await issue_pat(conn, identity_id="user:alice@acme.example", tenant_id="tnt_acme_prod",
-                                        partner_id="ptn_acme", scopes=["secrets:read"], roles=["tenant_admin"],
-                                        groups=["group:sre"], display_name="Alice's laptop")
+        token, pat_id = await issue_pat(
+            conn,
+            identity_id="user:alice@acme.example",
+            tenant_id="tnt_acme_prod",
+            partner_id="ptn_acme",
+            scopes=["secrets:read"],
+            roles=["tenant_admin"],
+            groups=["group:sre"],
+            display_name="Alice's laptop",
+        )
     assert token.startswith("skt_") and len(token) == 47 and pat_id.startswith("pat_")
     principal = await auth.authenticate(f"Bearer {token}")
     assert principal.token_kind == "pat" and principal.token_id == pat_id
@@ -464,8 +550,9 @@ async def test_pat_lifecycle(pool: asyncpg.Pool, auth: TokenAuthenticator, issue
         assert not await revoke_pat(conn, pat_id)  # already revoked
         await revocations.refresh(conn)
     await refused(auth, f"Bearer {token}", TokenRevoked)  # the cached verification is dropped
-    fresh = TokenAuthenticator(pool, issuer=issuer, jwks=None, scaikey_issuer=None, audience=AUDIENCE,
-                               revocations=RevocationCache())
+    fresh = TokenAuthenticator(
+        pool, issuer=issuer, jwks=None, scaikey_issuer=None, audience=AUDIENCE, revocations=RevocationCache()
+    )
     await refused(fresh, f"Bearer {token}", TokenRevoked)
 
 
@@ -484,25 +571,32 @@ async def test_revoke_pat_by_id(pool: asyncpg.Pool, auth: TokenAuthenticator, re
 async def test_unknown_and_malformed_pats(pool: asyncpg.Pool, auth: TokenAuthenticator) -> None:
     async with pool.acquire() as conn:
         token, _ = await issue_pat(conn, identity_id="user:a", tenant_id=None, partner_id=None, scopes=[])
-    for candidate in ("skt_" + secrets.token_urlsafe(32), "skt_", "skt_short", token[:-1], token[:-1] + "A"
-                      if token[-1] != "A" else token[:-1] + "B"):
+    for candidate in (
+        "skt_" + secrets.token_urlsafe(32),
+        "skt_",
+        "skt_short",
+        token[:-1],
+        token[:-1] + "A" if token[-1] != "A" else token[:-1] + "B",
+    ):
         exc = await refused(auth, f"Bearer {candidate}", TokenInvalid)
         assert exc.code == "token_invalid"
 
 
 async def test_expired_pat(pool: asyncpg.Pool, auth: TokenAuthenticator) -> None:
     async with pool.acquire() as conn:
-        token, pat_id = await issue_pat(conn, identity_id="user:a", tenant_id=None, partner_id=None, scopes=[],
-                                        ttl=timedelta(days=1))
-        await conn.execute("UPDATE scaivault_personal_access_tokens SET expires_at = now() - interval '1 second' "
-                           "WHERE id = $1", pat_id)
+        token, pat_id = await issue_pat(
+            conn, identity_id="user:a", tenant_id=None, partner_id=None, scopes=[], ttl=timedelta(days=1)
+        )
+        await conn.execute(
+            "UPDATE scaivault_personal_access_tokens SET expires_at = now() - interval '1 second' WHERE id = $1", pat_id
+        )
     exc = await refused(auth, f"Bearer {token}", TokenExpired)
     assert exc.code == "token_expired"
 
 
 async def test_pat_is_stored_only_as_a_hash(pool: asyncpg.Pool, auth: TokenAuthenticator) -> None:
     async with pool.acquire() as conn:
-        token, pat_id = await issue_pat(conn, identity_id="user:a", tenant_id=None, partner_id=None, scopes=[])
+        token, _ = await issue_pat(conn, identity_id="user:a", tenant_id=None, partner_id=None, scopes=[])
         await auth.authenticate(f"Bearer {token}")
         await revoke_pat(conn, token)
         body = token.removeprefix("skt_")
@@ -527,13 +621,22 @@ async def test_pat_is_stored_only_as_a_hash(pool: asyncpg.Pool, auth: TokenAuthe
         assert hits > 5
 
 
-async def test_no_token_in_logs(caplog: pytest.LogCaptureFixture, pool: asyncpg.Pool, auth: TokenAuthenticator,
-                                issuer: BuiltinIssuer, scaikey: FakeScaiKey, clock: Clock) -> None:
+async def test_no_token_in_logs(
+    caplog: pytest.LogCaptureFixture,
+    pool: asyncpg.Pool,
+    auth: TokenAuthenticator,
+    issuer: BuiltinIssuer,
+    scaikey: FakeScaiKey,
+    clock: Clock,
+) -> None:
     caplog.set_level(logging.DEBUG)
     async with pool.acquire() as conn:
         pat, _ = await issue_pat(conn, identity_id="user:a", tenant_id=None, partner_id=None, scopes=[])
-    tokens = [pat, issuer.issue(identity_id="user:a", tenant_id=None, partner_id=None, scopes=(),
-                                ttl=timedelta(minutes=1)), scaikey.sign(scaikey.claims(), "k1")]
+    tokens = [
+        pat,
+        issuer.issue(identity_id="user:a", tenant_id=None, partner_id=None, scopes=(), ttl=timedelta(minutes=1)),
+        scaikey.sign(scaikey.claims(), "k1"),
+    ]
     for token in tokens:
         await auth.authenticate(f"Bearer {token}")
         for bad in (token + "x", token[:-3]):
@@ -555,14 +658,16 @@ async def test_scaikey_token_accepted(auth: TokenAuthenticator, scaikey: FakeSca
     scaikey.add_key("key-" + alg, alg)
     mfa = int(time.time()) - 60
     principal = await auth.authenticate(
-        f"Bearer {scaikey.sign(scaikey.claims(mfa_verified_at=mfa, name='Reporting'), 'key-' + alg)}")
+        f"Bearer {scaikey.sign(scaikey.claims(mfa_verified_at=mfa, name='Reporting'), 'key-' + alg)}"
+    )
     assert principal.identity_type == "service_account" and principal.partner_id == "ptn_acme"
     assert principal.scopes == {"secrets:read", "secrets:list"} and principal.display_name == "Reporting"
     assert principal.mfa_verified_at == datetime.fromtimestamp(mfa, UTC)
 
 
-async def test_jwks_key_rotation_and_refetch_limits(auth: TokenAuthenticator, jwks: JwksClient,
-                                                    scaikey: FakeScaiKey, clock: Clock) -> None:
+async def test_jwks_key_rotation_and_refetch_limits(
+    auth: TokenAuthenticator, jwks: JwksClient, scaikey: FakeScaiKey, clock: Clock
+) -> None:
     await auth.authenticate(f"Bearer {scaikey.sign(scaikey.claims(), 'k1')}")
     assert scaikey.hits == 1
 
@@ -577,16 +682,16 @@ async def test_jwks_key_rotation_and_refetch_limits(auth: TokenAuthenticator, jw
     for i in range(30):
         clock.now += 0.5
         await refused(auth, f"Bearer {scaikey.sign(scaikey.claims(), 'k1', header_kid=f'bogus-{i}')}", TokenInvalid)
-    flood = [auth.authenticate(f"Bearer {scaikey.sign(scaikey.claims(), 'k1', header_kid=f'x{i}')}")
-             for i in range(50)]
+    flood = [auth.authenticate(f"Bearer {scaikey.sign(scaikey.claims(), 'k1', header_kid=f'x{i}')}") for i in range(50)]
     results = await asyncio.gather(*flood, return_exceptions=True)
     assert all(isinstance(r, TokenInvalid) for r in results)
     assert scaikey.hits == 2
 
     clock.now += 31  # the interval has passed: at most one more refetch, however many unknown kids arrive
-    results = await asyncio.gather(*(auth.authenticate(
-        f"Bearer {scaikey.sign(scaikey.claims(), 'k1', header_kid=f'y{i}')}") for i in range(50)),
-        return_exceptions=True)
+    results = await asyncio.gather(
+        *(auth.authenticate(f"Bearer {scaikey.sign(scaikey.claims(), 'k1', header_kid=f'y{i}')}") for i in range(50)),
+        return_exceptions=True,
+    )
     assert all(isinstance(r, TokenInvalid) for r in results)
     assert scaikey.hits == 3
 
@@ -597,11 +702,12 @@ async def test_jwks_key_rotation_and_refetch_limits(auth: TokenAuthenticator, jw
     assert jwks.fetches == 4
 
 
-async def test_jwks_removed_key_is_refused_after_refresh(pool: asyncpg.Pool, issuer: BuiltinIssuer,
-                                                         jwks: JwksClient, scaikey: FakeScaiKey,
-                                                         clock: Clock) -> None:
-    auth = TokenAuthenticator(pool, issuer=issuer, jwks=jwks, scaikey_issuer=SCAIKEY, audience=AUDIENCE,
-                              revocations=RevocationCache())
+async def test_jwks_removed_key_is_refused_after_refresh(
+    pool: asyncpg.Pool, issuer: BuiltinIssuer, jwks: JwksClient, scaikey: FakeScaiKey, clock: Clock
+) -> None:
+    auth = TokenAuthenticator(
+        pool, issuer=issuer, jwks=jwks, scaikey_issuer=SCAIKEY, audience=AUDIENCE, revocations=RevocationCache()
+    )
     first = scaikey.sign(scaikey.claims(), "k1")
     await auth.authenticate(f"Bearer {first}")
     scaikey.add_key("k2")
@@ -611,12 +717,13 @@ async def test_jwks_removed_key_is_refused_after_refresh(pool: asyncpg.Pool, iss
     await refused(auth, f"Bearer {first}", TokenInvalid)
 
 
-async def test_jwks_outage_fails_closed_only_for_uncached_keys(pool: asyncpg.Pool, issuer: BuiltinIssuer,
-                                                               session: aiohttp.ClientSession,
-                                                               scaikey: FakeScaiKey, clock: Clock) -> None:
+async def test_jwks_outage_fails_closed_only_for_uncached_keys(
+    pool: asyncpg.Pool, issuer: BuiltinIssuer, session: aiohttp.ClientSession, scaikey: FakeScaiKey, clock: Clock
+) -> None:
     jwks = JwksClient(scaikey.url, session, clock=clock)
-    auth = TokenAuthenticator(pool, issuer=issuer, jwks=jwks, scaikey_issuer=SCAIKEY, audience=AUDIENCE,
-                              revocations=RevocationCache())
+    auth = TokenAuthenticator(
+        pool, issuer=issuer, jwks=jwks, scaikey_issuer=SCAIKEY, audience=AUDIENCE, revocations=RevocationCache()
+    )
     await auth.authenticate(f"Bearer {scaikey.sign(scaikey.claims(), 'k1')}")
     scaikey.status = 503
     clock.now += 400  # past cache_ttl: the refresh fails, the cached key keeps working
@@ -627,8 +734,9 @@ async def test_jwks_outage_fails_closed_only_for_uncached_keys(pool: asyncpg.Poo
     assert exc.code == "service_unavailable"
 
     cold = JwksClient(scaikey.url, session, clock=clock)  # nothing cached at all
-    cold_auth = TokenAuthenticator(pool, issuer=issuer, jwks=cold, scaikey_issuer=SCAIKEY, audience=AUDIENCE,
-                                   revocations=RevocationCache())
+    cold_auth = TokenAuthenticator(
+        pool, issuer=issuer, jwks=cold, scaikey_issuer=SCAIKEY, audience=AUDIENCE, revocations=RevocationCache()
+    )
     await refused(cold_auth, f"Bearer {scaikey.sign(scaikey.claims(), 'k1')}", ServiceUnavailable)
     hits = scaikey.hits
     await refused(cold_auth, f"Bearer {scaikey.sign(scaikey.claims(), 'k1')}", ServiceUnavailable)
@@ -638,10 +746,11 @@ async def test_jwks_outage_fails_closed_only_for_uncached_keys(pool: asyncpg.Poo
     await cold_auth.authenticate(f"Bearer {scaikey.sign(scaikey.claims(), 'k2')}")
 
 
-async def test_unreachable_jwks_is_service_unavailable(pool: asyncpg.Pool, issuer: BuiltinIssuer,
-                                                       session: aiohttp.ClientSession,
-                                                       scaikey: FakeScaiKey) -> None:
+async def test_unreachable_jwks_is_service_unavailable(
+    pool: asyncpg.Pool, issuer: BuiltinIssuer, session: aiohttp.ClientSession, scaikey: FakeScaiKey
+) -> None:
     jwks = JwksClient("http://127.0.0.1:9/jwks.json", session, timeout=2)
-    auth = TokenAuthenticator(pool, issuer=issuer, jwks=jwks, scaikey_issuer=SCAIKEY, audience=AUDIENCE,
-                              revocations=RevocationCache())
+    auth = TokenAuthenticator(
+        pool, issuer=issuer, jwks=jwks, scaikey_issuer=SCAIKEY, audience=AUDIENCE, revocations=RevocationCache()
+    )
     await refused(auth, f"Bearer {scaikey.sign(scaikey.claims(), 'k1')}", ServiceUnavailable)

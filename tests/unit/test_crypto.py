@@ -193,8 +193,12 @@ def test_provider_selection(tmp_path: Path) -> None:
     assert isinstance(root_key_provider(Settings(data_dir=tmp_path)), LocalRootKeyProvider)
     env = root_key_provider(Settings(kms_provider="env", root_key=base64.b64encode(os.urandom(32)).decode()))
     assert isinstance(env, EnvRootKeyProvider)
-    for provider, variable in (("env", "SCAIVAULT_ROOT_KEY"), ("aws", "KMS_KEY_ID"), ("gcp", "KMS_KEY_NAME"),
-                               ("azure", "KMS_KEY_URL")):
+    for provider, variable in (
+        ("env", "SCAIVAULT_ROOT_KEY"),
+        ("aws", "KMS_KEY_ID"),
+        ("gcp", "KMS_KEY_NAME"),
+        ("azure", "KMS_KEY_URL"),
+    ):
         with pytest.raises(ConfigurationError) as info:
             root_key_provider(Settings(kms_provider=provider))
         assert variable in str(info.value) and "\n" not in str(info.value)

@@ -1,0 +1,1 @@
+"""Benchmarks for ScaiVault (not tests): run with `make bench` or `python -m bench.run`."""

@@ -1,0 +1,109 @@
+"""The operator commands as operators run them: real processes, the same configuration as the server."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from scaivault.bootstrap import build_container
+from scaivault.config import Settings
+
+SCAIVAULT = [sys.executable, "-m", "scaivault.cli.main"]
+
+
+def run_cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*SCAIVAULT, *args], env=env, capture_output=True, text=True, timeout=60)
+
+
+@pytest.fixture
+def cli_env(database_url: str, tmp_path: Path, pool: object) -> dict[str, str]:
+    return {**os.environ, "DATABASE_URL": database_url, "SCAIVAULT_DATA_DIR": str(tmp_path / "data")}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def test_tenants_create_is_idempotent_and_token_issue_prints_only_a_token(cli_env: dict[str, str]) -> None:
+    first = run_cli(cli_env, "tenants", "create", "--partner", "ptn_x", "--tenant", "tnt_x")
+    second = run_cli(cli_env, "tenants", "create", "--partner", "ptn_x", "--tenant", "tnt_x")
+    assert (first.returncode, second.returncode) == (0, 0), first.stderr + second.stderr
+    assert first.stdout.startswith("created") and second.stdout.startswith("exists")
+
+    issued = run_cli(
+        cli_env, "token", "issue", "--partner", "ptn_x", "--tenant", "tnt_x", "--identity", "user:alice@x.example",
+        "--scopes", "secrets:read secrets:write", "--roles", "tenant_admin", "--ttl", "1h",
+    )
+    assert issued.returncode == 0, issued.stderr
+    jwt_token = issued.stdout.strip()
+    assert issued.stdout.count("\n") == 1 and jwt_token.count(".") == 2
+    pat = run_cli(
+        cli_env, "token", "issue", "--partner", "ptn_x", "--tenant", "tnt_x", "--identity", "sa:ci",
+        "--scopes", "secrets:read", "--pat",
+    ).stdout.strip()
+    assert pat.startswith("skt_")
+
+    # The server, built from the same configuration, accepts both.
+    settings = Settings.from_env(cli_env)
+    container = await build_container(settings)
+    try:
+        for token, identity in ((jwt_token, "user:alice@x.example"), (pat, "sa:ci")):
+            principal = await container.authenticator.authenticate(f"Bearer {token}")
+            assert principal.identity_id == identity and principal.tenant_id == "tnt_x"
+    finally:
+        await container.close()
+
+    unknown = run_cli(cli_env, "token", "issue", "--partner", "ptn_x", "--tenant", "tnt_nope", "--identity", "sa:a",
+                      "--scopes", "secrets:read")
+    assert unknown.returncode == 4 and unknown.stdout == ""
+    revoked = run_cli(cli_env, "token", "revoke", pat)
+    assert revoked.returncode == 0 and "revoked" in revoked.stdout
+
+
+def test_invalid_configuration_stops_with_one_clear_line(cli_env: dict[str, str]) -> None:
+    result = run_cli({**cli_env, "BIND_ADDRESS": "nonsense"}, "serve")
+    assert result.returncode != 0
+    assert result.stderr.strip().count("\n") == 0 and "BIND_ADDRESS" in result.stderr
+    result = run_cli({**cli_env, "KMS_PROVIDER": "aws"}, "migrate")
+    assert result.returncode != 0 and result.stderr.strip().count("\n") == 0 and "KMS" in result.stderr
+
+
+async def test_serve_answers_and_shuts_down_gracefully(cli_env: dict[str, str]) -> None:
+    port = free_port()
+    env = {**cli_env, "BIND_ADDRESS": f"127.0.0.1:{port}", "LOG_LEVEL": "error"}
+    server = subprocess.Popen([*SCAIVAULT, "serve", "--demo"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        async with aiohttp.ClientSession() as session:
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    async with session.get(f"{base}/v1/health") as response:
+                        if response.status == 200:
+                            break
+                except aiohttp.ClientError:
+                    pass
+                assert time.monotonic() < deadline, "server did not start"
+                time.sleep(0.2)
+            async with session.get(f"{base}/v1/health/ready") as response:
+                assert response.status == 200 and (await response.json())["status"] == "ready"
+            async with session.get(f"{base}/v1/version") as response:
+                assert (await response.json())["version"]
+        server.send_signal(signal.SIGTERM)
+        out, _ = server.communicate(timeout=30)
+        assert server.returncode == 0
+        token = next(line.split("=", 1)[1] for line in out.splitlines() if "SCAIVAULT_TOKEN=" in line)
+        assert token.count(".") == 2
+    finally:
+        if server.poll() is None:
+            server.kill()
