@@ -54,6 +54,17 @@ def _process_cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime + stime
 
 
+def _postgres_cpu() -> float:
+    """All PostgreSQL processes (of every database: other users of the machine's server count too)."""
+    total = 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            text = stat.read_text()
+            if "(postgres)" in text:
+                total += _process_cpu(int(stat.parent.name))
+    return total
+
+
 def _machine_cpu() -> float:
     jiffies = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
     return (sum(jiffies) - jiffies[3] - jiffies[4]) / CLK_TCK  # all but idle and iowait
@@ -64,15 +75,19 @@ class CpuMeter:
         self.pid = server_pid
         self._start = self._read()
 
-    def _read(self) -> tuple[float, float, float, float]:
+    def _read(self) -> tuple[float, ...]:
         server = _process_cpu(self.pid) if self.pid else 0.0
-        return time.perf_counter(), server, time.process_time(), _machine_cpu()
+        return time.perf_counter(), server, time.process_time(), _postgres_cpu(), _machine_cpu()
 
     def cores(self) -> dict[str, float]:
+        """Average busy cores: the server, this process, PostgreSQL, the machine, and the rest (other work)."""
         end = self._read()
         wall = end[0] - self._start[0]
-        busy = [(e - s) / wall for s, e in zip(self._start[1:], end[1:], strict=True)]
-        return {"server": round(busy[0], 2), "loadgen": round(busy[1], 2), "machine": round(busy[2], 2)}
+        server, loadgen, postgres, machine = ((e - s) / wall for s, e in zip(self._start[1:], end[1:], strict=True))
+        other = max(0.0, machine - server - loadgen - postgres)
+        return {name: round(value, 2) for name, value in
+                [("server", server), ("loadgen", loadgen), ("postgres", postgres), ("other", other),
+                 ("machine", machine)]}
 
 
 # ---- the closed-loop driver ---------------------------------------------------------------------------------------
@@ -106,6 +121,7 @@ class Phase:
             "p50_ms": round(self.percentile_ms(0.50), 2),
             "p99_ms": round(self.percentile_ms(0.99), 2),
             "cpu_cores": self.cpu,
+            "server_cpu_us_per_op": round(1e6 * self.cpu["server"] * self.seconds / self.ops, 1) if self.ops else None,
         }
 
 
@@ -297,11 +313,12 @@ def report(phases: list[Phase], meta: dict[str, object]) -> dict[str, object]:
         "reads_p99_ms": ratios["reads_p99_ms"] < TARGETS["reads_p99_ms"],
         "writes_pct_of_inserts": ratios["writes_pct_of_inserts"] >= TARGETS["writes_pct_of_inserts"],
     }
-    print(f"\n{'phase':<17}{'rate':>10}  {'unit':<7}{'p50 ms':>8}{'p99 ms':>8}{'errors':>8}"
-          f"   cpu cores: server loadgen machine")
+    cpu_columns = ("server", "loadgen", "postgres", "other", "machine")
+    print(f"\n{'phase':<17}{'rate':>10}  {'unit':<7}{'p50 ms':>8}{'p99 ms':>8}{'errors':>7}  cpu cores:"
+          + "".join(f"{c:>9}" for c in cpu_columns))
     for p in phases:
         print(f"{p.name:<17}{p.rate:>10.1f}  {p.unit:<7}{p.percentile_ms(.5):>8.2f}{p.percentile_ms(.99):>8.2f}"
-              f"{p.errors:>8}   {p.cpu['server']:>17.2f}{p.cpu['loadgen']:>8.2f}{p.cpu['machine']:>8.2f}")
+              f"{p.errors:>7}  {'':10}" + "".join(f"{p.cpu[c]:>9.2f}" for c in cpu_columns))
     print(f"\nreads  = {ratios['reads_pct_of_bare']:5.1f}% of bare handler   (target >= 40%)   "
           f"{'met' if met['reads_pct_of_bare'] else 'MISSED'}")
     print(f"reads  p99 = {ratios['reads_p99_ms']:.2f} ms              (target < 10 ms)  "

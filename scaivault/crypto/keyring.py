@@ -135,8 +135,10 @@ _OWNER_CHAIN = """
 
 
 class KeyRing:
-    def __init__(self, root: RootKeyProvider, *, cache_size: int = 10_000) -> None:
+    def __init__(self, root: RootKeyProvider, *, cache_size: int = 10_000, pool: asyncpg.Pool | None = None) -> None:
+        """``pool`` (optional) lets :meth:`unwrap_data_key` fill a cold cache when its caller passes no connection."""
         self.root = root
+        self.pool = pool
         self._partner_keys = _Lru(cache_size)
         self._tenant_keys = _Lru(cache_size)
 
@@ -214,23 +216,29 @@ class KeyRing:
     ) -> bytes:
         """Open a wrapped data key a reader fetched itself (e.g. joined with the secret version).
 
-        Uses the cached owner key; pass ``conn`` so a cold cache (or a stale entry) can be filled from the database.
-        Without ``conn`` and with nothing cached, raises KeyNotFound.
+        Uses the cached owner key. On a cold cache (or a stale entry) the owner's key is read through ``conn`` or,
+        without one, through the KeyRing's ``pool``; with neither, raises KeyNotFound. An owner whose key is gone
+        raises KeyDestroyed.
         """
         _check_owner(owner)
         aad = data_key_aad(owner, data_key_id)
+        source = conn if conn is not None else self.pool
         cache = self._tenant_keys if owner.startswith(TENANT_PREFIX) else self._partner_keys
         cached = cache.get(owner)
         if cached is not None:
             try:
                 return open_sealed(cached, wrapped, aad)
             except DecryptionFailed:
-                if conn is None:
+                if source is None:
                     raise
                 cache.pop(owner)  # possibly stale (from a rolled-back row): retry from the database
-        if conn is None:
-            raise KeyNotFound("The owner's key is not cached; pass a connection")
-        return open_sealed(await self._owner_key(conn, owner), wrapped, aad)
+        if source is None:
+            raise KeyNotFound("The owner's key is not cached: pass a connection, or give the KeyRing a pool")
+        try:
+            owner_key = await self._owner_key(source, owner)  # one query: works on a pool as on a connection
+        except KeyNotFound:
+            raise KeyDestroyed() from None
+        return open_sealed(owner_key, wrapped, aad)
 
     async def destroy_data_keys(self, conn: asyncpg.Connection, ids: Sequence[str]) -> None:
         """Crypto-shredding: delete the wrapped keys; their ciphertexts can never be opened again."""
@@ -282,7 +290,7 @@ class KeyRing:
 
     # --- internals ----------------------------------------------------------------------------------------------
 
-    async def _owner_key(self, conn: asyncpg.Connection, owner: str) -> bytes:
+    async def _owner_key(self, conn: asyncpg.Connection | asyncpg.Pool, owner: str) -> bytes:
         """The unwrapped key of a tenant or partner, as committed (or as written by ``conn``'s transaction)."""
         row = await conn.fetchrow(_OWNER_CHAIN, owner)
         if row is None or (owner.startswith(TENANT_PREFIX) and row["tenant_wrapped"] is None):

@@ -99,16 +99,16 @@ def _bool_query(request: web.Request, name: str) -> bool:
 
 
 async def _decrypt(request: web.Request, row: Any) -> dict[str, Any]:
-    keyring = request.app[CONTAINER].keyring
+    container = request.app[CONTAINER]
+    owner, path, version = row["owner"], row["path"], row["version"]
     try:
-        key = await keyring.unwrap_data_key(row["owner"], row["data_key_id"], row["wrapped_data_key"])
+        key = await container.keyring.unwrap_data_key(owner, row["data_key_id"], row["wrapped_data_key"], conn=container.pool)
+        return open_value(key, row["ciphertext"], owner=owner, path=path, version=version)
     except KeyDestroyed:
-        raise VersionNotFound("That version was destroyed", path=row["path"], version=row["version"]) from None
-    try:
-        return open_value(key, row["ciphertext"], owner=row["owner"], path=row["path"], version=row["version"])
+        raise VersionNotFound("That version was destroyed", path=path, version=version) from None
     except DecryptionFailed:
         # Stored data no longer matches its place: a tampered or swapped row. Never answer with it.
-        log.error("integrity: a secret version failed authentication", extra={"path": row["path"], "version": row["version"]})
+        log.error("integrity: a secret version failed authentication", extra={"path": path, "version": version})
         raise InternalError() from None
 
 

@@ -68,9 +68,7 @@ async def test_hierarchy_round_trip(pool: asyncpg.Pool, keyring: KeyRing, data_d
         await fresh.check(conn)
 
 
-async def test_unwrap_without_connection_needs_a_cached_owner_key(
-    pool: asyncpg.Pool, keyring: KeyRing, data_dir: Path
-) -> None:
+async def test_unwrap_without_connection(pool: asyncpg.Pool, keyring: KeyRing, data_dir: Path) -> None:
     async with pool.acquire() as conn:
         await provision(conn, keyring, TENANT)
         dk = await keyring.new_data_key(conn, TENANT)
@@ -79,6 +77,10 @@ async def test_unwrap_without_connection_needs_a_cached_owner_key(
     with pytest.raises(KeyNotFound):
         await cold.unwrap_data_key(TENANT, dk.id, wrapped)
     assert await keyring.unwrap_data_key(TENANT, dk.id, wrapped) == dk.key
+    with_pool = KeyRing(LocalRootKeyProvider(data_dir), pool=pool)  # a cold cache filled through the pool
+    assert await with_pool.unwrap_data_key(TENANT, dk.id, wrapped) == dk.key
+    with pytest.raises(KeyDestroyed):
+        await with_pool.unwrap_data_key("tnt_gone", dk.id, wrapped)  # the owner's key no longer exists
 
 
 async def test_local_key_file_is_private(pool: asyncpg.Pool, keyring: KeyRing, data_dir: Path) -> None:

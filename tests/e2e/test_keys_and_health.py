@@ -1,0 +1,74 @@
+"""Crypto-shredding and root-key rotation through the real commands, and readiness that tells the truth."""
+
+from __future__ import annotations
+
+from aiohttp.test_utils import TestClient, TestServer
+
+from scaivault.bootstrap import Container, build_container
+from scaivault.config import Settings
+from scaivault.http.app import create_app
+from tests.e2e.conftest import TokenFactory, bearer
+
+
+async def data_key_ids(container: Container, path: str) -> list[str]:
+    return [
+        row["data_key_id"]
+        for row in await container.pool.fetch(
+            "SELECT v.data_key_id FROM scaivault_secret_versions v JOIN scaivault_secrets s USING (stream_id)"
+            " WHERE s.path = $1 ORDER BY v.version",
+            path,
+        )
+    ]
+
+
+async def test_destroying_a_version_destroys_its_data_key(client: TestClient, token: TokenFactory, container: Container) -> None:
+    t = bearer(token())
+    for n in (1, 2):
+        await client.put("/v1/secrets/app/shred", json={"data": {"v": str(n)}}, headers=t)
+    first, second = await data_key_ids(container, "app/shred")
+    await client.delete("/v1/secrets/app/shred?version=1&permanent=true", headers=t)
+    stored = {r["id"] for r in await container.pool.fetch("SELECT id FROM scaivault_data_keys")}
+    assert first not in stored and second in stored
+    # The history of what happened stays in the event log.
+    topics = [r["topic"] for r in await container.pool.fetch("SELECT topic FROM scaivault_events ORDER BY notification_id")]
+    assert topics[-1].endswith("Secret.VersionsDestroyed")
+    await client.delete("/v1/secrets/app/shred?permanent=true", headers=t)
+    assert second not in {r["id"] for r in await container.pool.fetch("SELECT id FROM scaivault_data_keys")}
+
+
+async def test_root_key_rotation_keeps_every_secret_readable(
+    client: TestClient, token: TokenFactory, container: Container, settings: Settings
+) -> None:
+    t = token()
+    await client.put("/v1/secrets/app/rotated", json={"data": {"v": "before"}}, headers=bearer(t))
+    versions_before = await container.pool.fetch("SELECT ciphertext FROM scaivault_secret_versions")
+    partner_keys_before = await container.pool.fetch("SELECT * FROM scaivault_partner_keys ORDER BY 1")
+    async with container.pool.acquire() as conn:
+        assert await container.keyring.rotate_root_key(conn) == len(partner_keys_before)
+    assert await container.pool.fetch("SELECT * FROM scaivault_partner_keys ORDER BY 1") != partner_keys_before
+    assert await container.pool.fetch("SELECT ciphertext FROM scaivault_secret_versions") == versions_before
+
+    fresh = await build_container(settings)  # no cached keys: the whole chain is unwrapped again
+    try:
+        async with TestClient(TestServer(create_app(container=fresh))) as other:
+            read = await other.get("/v1/secrets/app/rotated", headers=bearer(t))
+            body = await read.json()
+            assert body.get("data") == {"v": "before"}, body
+    finally:
+        await fresh.close()
+
+
+async def test_readiness_reports_a_broken_encryption_chain(client: TestClient, container: Container) -> None:
+    ready = await client.get("/v1/health/ready")
+    assert ready.status == 200
+    assert (await ready.json())["checks"] == {"database": "ok", "encryption": "ok", "redis": "not_configured"}
+
+    async def broken() -> None:
+        raise OSError("KMS unreachable")
+
+    container.keyring.root.check = broken  # type: ignore[method-assign]
+    not_ready = await client.get("/v1/health/ready")
+    body = await not_ready.json()
+    assert not_ready.status == 503 and body["status"] == "not_ready"
+    assert body["checks"]["encryption"] == "error" and "KMS unreachable" in body["errors"]["encryption"]
+    assert (await client.get("/v1/health")).status == 200  # liveness does not depend on it
