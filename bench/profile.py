@@ -84,7 +84,7 @@ class Profiler:
         else:
             self._spy = await asyncio.create_subprocess_exec(
                 py_spy, "record", "--pid", str(self.pid), "--duration", str(max(1, round(self.seconds))),
-                "--rate", str(SAMPLE_HZ), "--function", "--nonblocking", "--format", "raw",
+                "--rate", str(SAMPLE_HZ), "--function", "--gil", "--nonblocking", "--format", "raw",
                 "--output", str(self.out.with_suffix(".txt")),
                 stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
             )
@@ -98,7 +98,7 @@ class Profiler:
             for _ in range(int(self.seconds / WAIT_SAMPLE_SECONDS)):
                 rows = await conn.fetch(
                     "SELECT state, wait_event_type, wait_event FROM pg_stat_activity"
-                    " WHERE application_name = 'scaivault' AND pid <> pg_backend_pid()"
+                    " WHERE application_name = 'scaivault' AND datname = current_database()"
                 )
                 for row in rows:
                     wait = f"{row['wait_event_type']}:{row['wait_event']}" if row["wait_event"] else "on CPU"

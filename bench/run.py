@@ -54,14 +54,13 @@ def _process_cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime + stime
 
 
-def _postgres_cpu() -> float:
-    """All PostgreSQL processes (of every database: other users of the machine's server count too)."""
+def _postgres_cpu(database: str) -> float:
+    """The PostgreSQL backends serving ``database`` (their title names it); other databases' count as "other"."""
     total = 0.0
-    for stat in Path("/proc").glob("[0-9]*/stat"):
+    for proc in Path("/proc").glob("[0-9]*"):
         with contextlib.suppress(OSError, IndexError, ValueError):
-            text = stat.read_text()
-            if "(postgres)" in text:
-                total += _process_cpu(int(stat.parent.name))
+            if f" {database} ".encode() in (proc / "cmdline").read_bytes():
+                total += _process_cpu(int(proc.name))
     return total
 
 
@@ -71,16 +70,17 @@ def _machine_cpu() -> float:
 
 
 class CpuMeter:
-    def __init__(self, server_pid: int | None) -> None:
-        self.pid = server_pid
+    def __init__(self, server_pid: int | None, database: str) -> None:
+        self.pid, self.database = server_pid, database
         self._start = self._read()
 
     def _read(self) -> tuple[float, ...]:
         server = _process_cpu(self.pid) if self.pid else 0.0
-        return time.perf_counter(), server, time.process_time(), _postgres_cpu(), _machine_cpu()
+        return time.perf_counter(), server, time.process_time(), _postgres_cpu(self.database), _machine_cpu()
 
     def cores(self) -> dict[str, float]:
-        """Average busy cores: the server, this process, PostgreSQL, the machine, and the rest (other work)."""
+        """Average busy cores: the server, this process, our PostgreSQL backends, the machine, and the rest of the
+        machine (other work, PostgreSQL's own background processes)."""
         end = self._read()
         wall = end[0] - self._start[0]
         server, loadgen, postgres, machine = ((e - s) / wall for s, e in zip(self._start[1:], end[1:], strict=True))
@@ -161,7 +161,7 @@ async def measure(name: str, unit: str, op: Op, args: argparse.Namespace, server
     if args.warmup > 0:
         await closed_loop(op, seconds=args.warmup, clients=args.clients)
     async with profile() if profile else contextlib.nullcontext():
-        meter = CpuMeter(server_pid)
+        meter = CpuMeter(server_pid, args.database)
         ok, errors, latencies, elapsed = await closed_loop(op, seconds=args.seconds, clients=args.clients)
         cpu = meter.cores()
     phase = Phase(name, unit, ok, errors, elapsed, latencies, cpu)
@@ -333,7 +333,7 @@ def report(phases: list[Phase], meta: dict[str, object]) -> dict[str, object]:
 
 
 async def main_async(args: argparse.Namespace) -> dict[str, object]:
-    database = f"scaivault_bench_{os.getpid()}"
+    database = args.database = f"scaivault_bench_{os.getpid()}"
     args.db_url = ADMIN_URL.rsplit("/", 1)[0] + "/" + database
     await admin(f'CREATE DATABASE "{database}"')
     try:

@@ -17,8 +17,6 @@ from scaivault.domain.tenancy import parse_partner_id, parse_tenant_id
 if TYPE_CHECKING:
     from scaivault.bootstrap import Container
 
-REVOCATION_CHANNEL = "scaivault_revocations"
-
 
 @dataclass(frozen=True)
 class IssueToken:
@@ -88,5 +86,4 @@ async def revoke_token(container: Container, token_or_id: str) -> bool:
                 raise InvalidRequest("That token has no jti to revoke")
             await revoke(conn, "jti", jti, expires_at)
             revoked = True
-        await conn.execute(f"NOTIFY {REVOCATION_CHANNEL}")
         return revoked

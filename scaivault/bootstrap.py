@@ -22,7 +22,7 @@ from scaivault.audit.access_records import AccessRecorder
 from scaivault.auth.authenticator import TokenAuthenticator
 from scaivault.auth.issuer import BuiltinIssuer
 from scaivault.auth.jwks import JwksClient
-from scaivault.auth.revocation import RevocationCache
+from scaivault.auth.revocation import REVOCATION_CHANNEL, RevocationCache
 from scaivault.config import Settings
 from scaivault.crypto.keyring import KeyRing
 from scaivault.crypto.root_keys import root_key_provider
@@ -30,7 +30,7 @@ from scaivault.database import create_pool, embedded_postgres_url
 from scaivault.domain.durations import parse_duration
 from scaivault.eventstore.mapper import create_mapper
 from scaivault.eventstore.migrations import apply_migrations
-from scaivault.eventstore.recorder import PostgresEventStore
+from scaivault.eventstore.recorder import EventStoreListener, PostgresEventStore
 from scaivault.eventstore.repository import Repository
 
 log = logging.getLogger(__name__)
@@ -65,9 +65,7 @@ class Container:
         self._tasks.append(asyncio.create_task(self._purge_expired_deletions(), name="retention-purge"))
 
     async def _sync_revocations(self) -> None:
-        from scaivault.eventstore.recorder import EventStoreListener
-
-        async with EventStoreListener(self.database_url, channel="scaivault_revocations") as listener:
+        async with EventStoreListener(self.database_url, channel=REVOCATION_CHANNEL) as listener:
             while True:
                 try:
                     await self.revocations.refresh(self.pool)

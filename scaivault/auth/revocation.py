@@ -66,8 +66,8 @@ class RevocationCache:
     def is_revoked(self, kind: str, value: str) -> bool:
         return (kind, value) in self._revoked
 
-    async def refresh(self, conn: asyncpg.Connection) -> int:
-        """Read revocations not seen yet; return how many were added."""
+    async def refresh(self, conn: asyncpg.Connection | asyncpg.Pool) -> int:
+        """Read revocations not seen yet (one query: a connection or a pool will do); return how many were added."""
         rows = await conn.fetch(
             """SELECT id, kind, value, expires_at FROM scaivault_token_revocations
                WHERE id > $1 OR id = ANY($2::bigint[]) ORDER BY id""",
