@@ -1,4 +1,7 @@
-"""Issuing and revoking tokens of the built-in issuer and personal access tokens (the CLI's use cases)."""
+"""Issuing and revoking tokens: built-in issuer JWTs and personal access tokens (the CLI's use cases).
+
+Issuing a PAT and revoking any token are state changes, so each is an event appended in the same transaction that
+stores the PAT's hash or the revocation; minting a JWT changes no state (it is verified by signature alone)."""
 
 from __future__ import annotations
 
@@ -8,14 +11,18 @@ from typing import TYPE_CHECKING
 
 import jwt
 
+from commands.unit_of_work import UnitOfWork, utcnow
 from projections.tenancy import partner_exists, tenant_partner
-from scaivault.auth.pats import issue_pat, revoke_pat
+from scaivault.auth.pats import PAT_PREFIX, find_pat, issue_pat, revoke_pat
 from scaivault.auth.revocation import revoke
 from scaivault.domain.errors import InvalidRequest, TenantNotFound
 from scaivault.domain.tenancy import parse_partner_id, parse_tenant_id
+from scaivault.domain.tokens import JwtRevocation, PersonalAccessToken
 
 if TYPE_CHECKING:
     from scaivault.bootstrap import Container
+
+IDENTITY_PREFIXES = ("user:", "sa:")
 
 
 @dataclass(frozen=True)
@@ -28,62 +35,103 @@ class IssueToken:
     groups: tuple[str, ...] = ()
     ttl: timedelta = timedelta(hours=1)
     personal_access_token: bool = False
-
-
-IDENTITY_PREFIXES = ("user:", "sa:")
+    actor: str = "system:cli"
 
 
 async def issue_token(container: Container, cmd: IssueToken) -> str:
     partner_id = parse_partner_id(cmd.partner_id)
+    tenant_id = parse_tenant_id(cmd.tenant_id) if cmd.tenant_id is not None else None
     if not cmd.identity_id.startswith(IDENTITY_PREFIXES) or len(cmd.identity_id) > 320:
         raise InvalidRequest("The identity is user:<email> or sa:<name>")
     if not cmd.scopes:
         raise InvalidRequest("A token needs at least one scope")
-    async with container.pool.acquire() as conn:
-        if cmd.tenant_id is not None:
-            tenant_id = parse_tenant_id(cmd.tenant_id)
-            if await tenant_partner(conn, tenant_id) != partner_id:
+
+    async def work(uow: UnitOfWork) -> str:
+        if tenant_id is not None:
+            if await tenant_partner(uow.conn, tenant_id) != partner_id:
                 raise TenantNotFound(
                     "No such tenant under that partner: run `scaivault tenants create` first", tenant_id=tenant_id
                 )
-        elif not await partner_exists(conn, partner_id):
+        elif not await partner_exists(uow.conn, partner_id):
             raise TenantNotFound("No such partner: run `scaivault tenants create` first", partner_id=partner_id)
-        if cmd.personal_access_token:
-            token, _ = await issue_pat(
-                conn,
+        if not cmd.personal_access_token:
+            return container.issuer.issue(
                 identity_id=cmd.identity_id,
-                tenant_id=cmd.tenant_id,
+                tenant_id=tenant_id,
+                partner_id=partner_id,
+                scopes=cmd.scopes,
+                roles=cmd.roles,
+                groups=cmd.groups,
+                ttl=cmd.ttl,
+            )
+        token, pat_id = await issue_pat(
+            uow.conn,
+            identity_id=cmd.identity_id,
+            tenant_id=tenant_id,
+            partner_id=partner_id,
+            scopes=list(cmd.scopes),
+            roles=list(cmd.roles),
+            groups=list(cmd.groups),
+            ttl=cmd.ttl,
+        )
+        now = utcnow()
+        uow.add(
+            PersonalAccessToken(
+                pat_id=pat_id,
+                identity_id=cmd.identity_id,
+                tenant_id=tenant_id,
                 partner_id=partner_id,
                 scopes=list(cmd.scopes),
                 roles=list(cmd.roles),
                 groups=list(cmd.groups),
-                ttl=cmd.ttl,
+                expires_at=now + cmd.ttl,
+                at=now,
+                actor=cmd.actor,
             )
-            return token
-    return container.issuer.issue(
-        identity_id=cmd.identity_id,
-        tenant_id=cmd.tenant_id,
-        partner_id=partner_id,
-        scopes=cmd.scopes,
-        roles=cmd.roles,
-        groups=cmd.groups,
-        ttl=cmd.ttl,
-    )
+        )
+        return token
+
+    return await container.runner.run(work)
 
 
-async def revoke_token(container: Container, token_or_id: str) -> bool:
-    """Revoke a PAT (its text or pat_ id) or a JWT (its text or jti); servers drop it on the next NOTIFY or poll."""
-    async with container.pool.acquire() as conn, conn.transaction():
+async def revoke_token(container: Container, token_or_id: str, *, actor: str = "system:cli") -> bool:
+    """Revoke a PAT (its text or pat_ id) or a JWT (its text or jti); servers drop it on the NOTIFY or next poll.
+    False when there is nothing (more) to revoke."""
+
+    async def work(uow: UnitOfWork) -> bool:
         if token_or_id.startswith(("skt_", "pat_")):
-            revoked = await revoke_pat(conn, token_or_id)
-        else:
-            jti, expires_at = token_or_id, datetime.now(timezone.utc) + timedelta(days=1)
-            if token_or_id.count(".") == 2:  # a JWT: revoke its jti until it would have expired anyway
-                claims = jwt.decode(token_or_id, options={"verify_signature": False})
-                jti = str(claims.get("jti", ""))
-                expires_at = datetime.fromtimestamp(int(claims.get("exp", 0)), timezone.utc)
-            if not jti:
-                raise InvalidRequest("That token has no jti to revoke")
-            await revoke(conn, "jti", jti, expires_at)
-            revoked = True
-        return revoked
+            pat_id = token_or_id
+            if token_or_id.startswith(PAT_PREFIX):
+                row = await find_pat(uow.conn, token_or_id)
+                if row is None:
+                    return False
+                pat_id = row["id"]
+            pat = await uow.get(PersonalAccessToken.create_id(pat_id))
+            if pat is None or not await revoke_pat(uow.conn, pat_id):
+                return False
+            pat.revoke(at=utcnow(), actor=actor)
+            uow.add(pat)
+            return True
+        jti, expires_at = _jti_and_expiry(token_or_id)
+        if await uow.get(JwtRevocation.create_id(jti)) is not None:
+            return False
+        await revoke(uow.conn, "jti", jti, expires_at)
+        uow.add(JwtRevocation(jti=jti, expires_at=expires_at, at=utcnow(), actor=actor))
+        return True
+
+    return await container.runner.run(work)
+
+
+def _jti_and_expiry(token_or_jti: str) -> tuple[str, datetime | None]:
+    """A JWT is revoked by its jti until it would have expired anyway; a bare jti is kept for ever."""
+    if token_or_jti.count(".") != 2:
+        return token_or_jti, None
+    try:
+        claims = jwt.decode(token_or_jti, options={"verify_signature": False})
+    except jwt.InvalidTokenError:
+        raise InvalidRequest("That is not a JWT") from None
+    jti = claims.get("jti")
+    if not isinstance(jti, str) or not jti:
+        raise InvalidRequest("That token has no jti to revoke")
+    exp = claims.get("exp")
+    return jti, datetime.fromtimestamp(int(exp), timezone.utc) if isinstance(exp, (int, float)) else None

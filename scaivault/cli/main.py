@@ -202,7 +202,7 @@ def token_revoke(token_or_id: str) -> None:
     from commands.tokens import revoke_token
 
     revoked = _run(lambda c: revoke_token(c, token_or_id))
-    click.echo("revoked" if revoked else "not found")
+    click.echo("revoked" if revoked else "unknown or already revoked")
     if not revoked:
         sys.exit(4)
 

@@ -132,6 +132,10 @@ async def test_revoked_and_unknown_personal_access_tokens(client: TestClient, co
     await container.revocations.refresh(container.pool)
     revoked = await client.get("/v1/auth/whoami", headers=bearer(pat))
     assert revoked.status == 401 and (await revoked.json())["error"]["code"] == "token_revoked"
+    assert not await revoke_token(container, pat)  # nothing more to revoke
+    topics = [r["topic"] for r in await container.pool.fetch("SELECT topic FROM scaivault_events ORDER BY notification_id")]
+    assert topics[-2:] == ["scaivault.domain.tokens:PersonalAccessToken.Issued",
+                           "scaivault.domain.tokens:PersonalAccessToken.Revoked"]
     unknown = await client.get("/v1/auth/whoami", headers=bearer("skt_" + "A" * 43))
     assert unknown.status == 401 and (await unknown.json())["error"]["code"] == "token_invalid"
 
@@ -140,6 +144,9 @@ async def test_revoked_jwt(client: TestClient, token: TokenFactory, container: C
     t = token()
     assert (await client.get("/v1/auth/whoami", headers=bearer(t))).status == 200
     assert await revoke_token(container, t)
+    assert not await revoke_token(container, t)
+    assert await container.pool.fetchval(
+        "SELECT count(*) FROM scaivault_events WHERE topic = 'scaivault.domain.tokens:JwtRevocation.Recorded'") == 1
     # No manual refresh: the server's own sync (NOTIFY wake-up, 2 s polling) must pick the revocation up.
     for _ in range(50):
         response = await client.get("/v1/auth/whoami", headers=bearer(t))
