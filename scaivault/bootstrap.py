@@ -32,6 +32,7 @@ from scaivault.eventstore.mapper import create_mapper
 from scaivault.eventstore.migrations import apply_migrations
 from scaivault.eventstore.recorder import EventStoreListener, PostgresEventStore
 from scaivault.eventstore.repository import Repository
+from scaivault.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +56,7 @@ class Container:
     tenancy_commands: TenancyCommands
     tenants: TenantDirectory
     http_session: aiohttp.ClientSession | None
+    metrics: Metrics
     started_at: float = field(default_factory=time.monotonic)
     _tasks: list[asyncio.Task[Any]] = field(default_factory=list)
 
@@ -130,6 +132,8 @@ async def build_container(settings: Settings, *, migrate: bool = True) -> Contai
             audience=settings.token_audience,
             revocations=revocations,
         )
+        metrics = Metrics()
+        metrics.watch_pool(pool.get_size, pool.get_idle_size)
         return Container(
             settings=settings,
             database_url=url,
@@ -140,7 +144,7 @@ async def build_container(settings: Settings, *, migrate: bool = True) -> Contai
             issuer=issuer,
             revocations=revocations,
             authenticator=authenticator,
-            access_recorder=AccessRecorder(pool, timeout=settings.audit_timeout_seconds),
+            access_recorder=AccessRecorder(pool, timeout=settings.audit_timeout_seconds, metrics=metrics),
             runner=runner,
             secret_commands=SecretCommands(
                 runner,
@@ -151,6 +155,7 @@ async def build_container(settings: Settings, *, migrate: bool = True) -> Contai
             tenancy_commands=TenancyCommands(runner, keyring),
             tenants=TenantDirectory(pool),
             http_session=http_session,
+            metrics=metrics,
         )
     except BaseException:
         await pool.close()

@@ -45,6 +45,7 @@ ENVIRONMENT = {
     "SCAIVAULT_DEFAULT_MAX_VERSIONS": "default_max_versions",
     "SCAIVAULT_SNAPSHOT_INTERVAL": "snapshot_interval",
     "SCAIVAULT_SHUTDOWN_TIMEOUT": "shutdown_timeout_seconds",
+    "METRICS_BIND_ADDRESS": "metrics_bind_address",
     "TLS_CERT_FILE": "tls_cert_file",
     "TLS_KEY_FILE": "tls_key_file",
 }
@@ -75,6 +76,8 @@ class Settings(BaseModel):
     default_max_versions: int = Field(default=10, ge=1, le=1000)
     snapshot_interval: int = Field(default=100, ge=2, le=100_000)
     shutdown_timeout_seconds: float = Field(default=10.0, ge=0, le=600)
+    # Unauthenticated metrics on an internal-only address ("off" disables); /v1/metrics on the API needs `admin`.
+    metrics_bind_address: str = "127.0.0.1:9464"
     tls_cert_file: Path | None = None
     tls_key_file: Path | None = None
 
@@ -83,9 +86,11 @@ class Settings(BaseModel):
     def _lower(cls, value: object) -> object:
         return value.lower() if isinstance(value, str) else value
 
-    @field_validator("bind_address")
+    @field_validator("bind_address", "metrics_bind_address")
     @classmethod
     def _host_port(cls, value: str) -> str:
+        if value == "off":
+            return value
         host, sep, port = value.rpartition(":")
         if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
             raise ValueError("expected HOST:PORT, e.g. 0.0.0.0:8443")

@@ -18,6 +18,7 @@ from uuid import UUID
 import asyncpg
 
 from scaivault.domain.errors import ServiceUnavailable
+from scaivault.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -102,8 +103,9 @@ async def insert_access_records(conn: asyncpg.Connection, records: list[AccessRe
 class AccessRecorder:
     """Group commit for access records: one transaction per batch of concurrent requests."""
 
-    def __init__(self, pool: asyncpg.Pool, *, timeout: float) -> None:
+    def __init__(self, pool: asyncpg.Pool, *, timeout: float, metrics: Metrics | None = None) -> None:
         self._pool = pool
+        self._metrics = metrics
         self._timeout = timeout
         self._queue: list[tuple[AccessRecord, asyncio.Future[None]]] = []
         self._wakeup = asyncio.Event()
@@ -132,6 +134,8 @@ class AccessRecorder:
         try:
             await asyncio.wait_for(asyncio.shield(future), self._timeout)
         except (asyncio.TimeoutError, OSError, asyncpg.PostgresError) as exc:
+            if self._metrics is not None:
+                self._metrics.access_record_failures.inc()
             log.warning("access record not durable: %s", type(exc).__name__)
             raise ServiceUnavailable("The access record could not be made durable; try again") from None
 
@@ -155,6 +159,8 @@ class AccessRecorder:
                 if not future.done():
                     future.set_exception(exc if isinstance(exc, (OSError, asyncpg.PostgresError)) else OSError(str(exc)))
             return
+        if self._metrics is not None:
+            self._metrics.access_record_batches.observe(len(batch))
         for record, future in batch:
             record.persisted = True
             if not future.done():

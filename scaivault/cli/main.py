@@ -80,6 +80,7 @@ def serve(demo: bool) -> None:
     from aiohttp import web
 
     from scaivault.http.app import create_app
+    from scaivault.http.metrics import start_internal_metrics
 
     settings = _settings()
     configure_logging(settings.log_level, settings.log_format)
@@ -89,11 +90,17 @@ def serve(demo: bool) -> None:
         if demo:
             await _print_demo_credentials(container)
         app = create_app(settings, container=container)
+        metrics_runner = None
+        if settings.metrics_bind_address != "off":
+            host, _, port = settings.metrics_bind_address.rpartition(":")
+            metrics_runner = await start_internal_metrics(container, host, int(port))
 
-        async def close_container(_: web.Application) -> None:
+        async def close(_: web.Application) -> None:
+            if metrics_runner is not None:
+                await metrics_runner.cleanup()
             await container.close()
 
-        app.on_cleanup.append(close_container)
+        app.on_cleanup.append(close)
         return app
 
     ssl_context = None

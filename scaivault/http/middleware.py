@@ -21,6 +21,7 @@ from scaivault.domain.errors import (
 )
 from scaivault.http.keys import ACCESS, CONTAINER, REQUEST_ID
 from scaivault.http.responses import error_response
+from scaivault.metrics import path_category
 
 log = logging.getLogger("scaivault.http")
 access_log = logging.getLogger("scaivault.access")
@@ -51,31 +52,26 @@ def _as_api_error(exc: web.HTTPException) -> ScaiVaultError:
     return InvalidRequest(exc.reason)
 
 
-@web.middleware
-async def front_door(request: web.Request, handler: Handler) -> web.StreamResponse:
-    request_id = new_request_id()
-    request[REQUEST_ID] = request_id
-    started = time.perf_counter()
-    route = request.match_info.route
+def _access_record(request: web.Request, request_id: str, canonical: str) -> AccessRecord | None:
     handler_function = request.match_info.handler
-    access: AccessRecord | None = None
-    if getattr(handler_function, "audited", True):
-        resource = route.resource
-        access = AccessRecord(
-            recorded_at=datetime.now(timezone.utc),
-            request_id=request_id,
-            method=request.method,
-            route=resource.canonical if resource is not None else "unmatched",
-            action=getattr(handler_function, "audit_action", UNKNOWN_ACTION),
-            source_ip=request.remote,
-            user_agent=request.headers.get("User-Agent"),
-            secret_path=request.match_info.get("path"),
-        )
-        request[ACCESS] = access
+    if not getattr(handler_function, "audited", True):
+        return None
+    return AccessRecord(
+        recorded_at=datetime.now(timezone.utc),
+        request_id=request_id,
+        method=request.method,
+        route=canonical,
+        action=getattr(handler_function, "audit_action", UNKNOWN_ACTION),
+        source_ip=request.remote,
+        user_agent=request.headers.get("User-Agent"),
+        secret_path=request.match_info.get("path"),
+    )
 
-    error: ScaiVaultError | None = None
+
+async def _answer(request: web.Request, handler: Handler, request_id: str) -> tuple[web.StreamResponse, ScaiVaultError | None]:
+    """The handler's response, or the error envelope for whatever it raised."""
     try:
-        response = await handler(request)
+        return await handler(request), None
     except ScaiVaultError as exc:
         error = exc
     except web.HTTPException as exc:
@@ -83,29 +79,49 @@ async def front_door(request: web.Request, handler: Handler) -> web.StreamRespon
     except Exception:  # the client gets a plain 500; the traceback stays in our logs
         log.exception("unhandled error", extra={"request_id": request_id})
         error = InternalError()
-    if error is not None:
-        response = error_response(error, request_id)
+    return error_response(error, request_id), error
 
-    if access is not None and not access.persisted:
-        access.status = response.status
-        access.error_code = error.code if error is not None else None
-        access.duration_ms = int((time.perf_counter() - started) * 1000)
-        try:
-            await request.app[CONTAINER].access_recorder.record(access)
-        except ScaiVaultError as exc:  # fail closed: no durable record, no answer
-            error = exc
-            response = error_response(exc, request_id)
 
+@web.middleware
+async def front_door(request: web.Request, handler: Handler) -> web.StreamResponse:
+    request_id = new_request_id()
+    request[REQUEST_ID] = request_id
+    started = time.perf_counter()
+    resource = request.match_info.route.resource
+    canonical = resource.canonical if resource is not None else "unmatched"
+    access = _access_record(request, request_id, canonical)
+    if access is not None:
+        request[ACCESS] = access
+    container = request.app[CONTAINER]
+    category = path_category(canonical)
+    active = container.metrics.active_requests.labels(category)
+    active.inc()
+    try:
+        response, error = await _answer(request, handler, request_id)
+        if access is not None and not access.persisted:
+            access.status = response.status
+            access.error_code = error.code if error is not None else None
+            access.duration_ms = int((time.perf_counter() - started) * 1000)
+            try:
+                await container.access_recorder.record(access)
+            except ScaiVaultError as exc:  # fail closed: no durable record, no answer
+                error = exc
+                response = error_response(exc, request_id)
+    finally:
+        active.dec()
+    elapsed = time.perf_counter() - started
+    container.metrics.requests.labels(request.method, category, str(response.status)).inc()
+    container.metrics.request_duration.labels(request.method, category).observe(elapsed)
     response.headers["X-Request-ID"] = request_id
     access_log.info(
         "request",
         extra={
             "request_id": request_id,
             "method": request.method,
-            "route": route.resource.canonical if route.resource is not None else "unmatched",
+            "route": canonical,
             "status": response.status,
             "error_code": error.code if error is not None else None,
-            "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+            "duration_ms": round(elapsed * 1000, 2),
         },
     )
     return response

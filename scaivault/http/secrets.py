@@ -157,6 +157,7 @@ async def read_secret(request: web.Request) -> web.Response:
     if problem is not None:
         raise problem
     data = await _decrypt(request, row)
+    request.app[CONTAINER].metrics.secret_reads.labels(address.owner, row["secret_type"]).inc()
     request[ACCESS].accessed_streams.append(row["stream_id"])
     request[ACCESS].extra["version"] = row["version"]
     return json_response(_secret_document(row, data))
@@ -284,6 +285,7 @@ async def batch_read(request: web.Request) -> web.Response:
             item["expires_at"] = row["version_expires_at"]
         secrets_out[path] = item
         access.accessed_streams.append(row["stream_id"])
+        request.app[CONTAINER].metrics.secret_reads.labels(owner, row["secret_type"]).inc()
     access.extra.update({"paths": list(secrets_out), "errors": len(errors)})
     return json_response({"secrets": secrets_out, "errors": errors})
 
@@ -350,6 +352,7 @@ async def write_secret(request: web.Request) -> web.Response:
         cas=options.cas if options else None,
     )
     secret, created = await request.app[CONTAINER].secret_commands.write(command, _actor(request, who), request[ACCESS])
+    request.app[CONTAINER].metrics.secret_writes.labels(address.owner).inc()
     return json_response(_state_document(secret), status=201 if created else 200)
 
 

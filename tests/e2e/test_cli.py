@@ -79,8 +79,9 @@ def test_invalid_configuration_stops_with_one_clear_line(cli_env: dict[str, str]
 
 
 async def test_serve_answers_and_shuts_down_gracefully(cli_env: dict[str, str]) -> None:
-    port = free_port()
-    env = {**cli_env, "BIND_ADDRESS": f"127.0.0.1:{port}", "LOG_LEVEL": "error"}
+    port, metrics_port = free_port(), free_port()
+    env = {**cli_env, "BIND_ADDRESS": f"127.0.0.1:{port}", "METRICS_BIND_ADDRESS": f"127.0.0.1:{metrics_port}",
+           "LOG_LEVEL": "error"}
     server = subprocess.Popen([*SCAIVAULT, "serve", "--demo"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         base = f"http://127.0.0.1:{port}"
@@ -99,6 +100,10 @@ async def test_serve_answers_and_shuts_down_gracefully(cli_env: dict[str, str]) 
                 assert response.status == 200 and (await response.json())["status"] == "ready"
             async with session.get(f"{base}/v1/version") as response:
                 assert (await response.json())["version"]
+            async with session.get(f"http://127.0.0.1:{metrics_port}/metrics") as response:
+                assert response.status == 200 and "scaivault_requests_total" in await response.text()
+            async with session.get(f"{base}/v1/metrics") as response:
+                assert response.status == 401
         server.send_signal(signal.SIGTERM)
         out, _ = server.communicate(timeout=30)
         assert server.returncode == 0

@@ -72,3 +72,16 @@ async def test_readiness_reports_a_broken_encryption_chain(client: TestClient, c
     assert not_ready.status == 503 and body["status"] == "not_ready"
     assert body["checks"]["encryption"] == "error" and "KMS unreachable" in body["errors"]["encryption"]
     assert (await client.get("/v1/health")).status == 200  # liveness does not depend on it
+
+
+async def test_metrics_need_admin_on_the_api_and_name_no_secret(client: TestClient, token: TokenFactory) -> None:
+    t = bearer(token())
+    await client.put("/v1/secrets/app/metered", json={"data": {"pw": "metric-canary"}}, headers=t)
+    await client.get("/v1/secrets/app/metered", headers=t)
+    denied = await client.get("/v1/metrics", headers=t)
+    assert denied.status == 403
+    exposition = await (await client.get("/v1/metrics", headers=bearer(token("admin")))).text()
+    assert 'scaivault_secret_reads_total{secret_type="kv",tenant="tnt_acme_prod"} 1.0' in exposition
+    assert 'scaivault_requests_total{method="PUT",path_category="secrets",status="201"} 1.0' in exposition
+    assert "scaivault_access_record_batch_size_count" in exposition
+    assert "app/metered" not in exposition and "metric-canary" not in exposition
