@@ -1,8 +1,9 @@
 """`python -m bench.run --profile`: where the server's time goes during a measured phase.
 
 Two samplers run for the length of the phase:
-  * py-spy (sampling, non-blocking) on the server process: where its CPU goes, by package and by function.
-    Idle samples (the event loop waiting in epoll) are left out, so percentages are of the server's busy time.
+  * py-spy on the server process, sampling only while it holds the GIL (`--gil`): where its Python time goes, by
+    package and by function. Waiting in epoll or in a socket write (no GIL) is left out, and so is time spent
+    runnable but without a CPU (which a plain sample of a busy 2-core machine would pin on those calls).
   * pg_stat_activity, 10 times a second: what the server's PostgreSQL connections are doing. `idle / ClientRead`
     means the connection waits for Python; `Lock:*`, `IO:WALSync`, `LWLock:WAL*` mean Python waits for PostgreSQL.
 
@@ -24,6 +25,7 @@ import asyncpg
 BIN = Path(sys.executable).parent
 SAMPLE_HZ = 200
 WAIT_SAMPLE_SECONDS = 0.1
+SCAFFOLDING = {"click", "asyncio", "scaivault.cli"}  # frames under which everything runs: left out of "inclusive"
 _FRAME = re.compile(r"^(?P<function>.*) \((?P<file>[^()]*)\)$")
 
 
@@ -56,7 +58,8 @@ def summarize(collapsed: str, top: int = 25) -> str:
         own[frames[-1]] += count
         by_package[package_of(frames[-1])] += count
         for frame in set(frames):
-            inclusive[frame] += count
+            if package_of(frame) not in SCAFFOLDING and not frame.startswith("<module>"):
+                inclusive[frame] += count
     if not total:
         return "no samples (is py-spy allowed to ptrace the server?)\n"
 
@@ -84,7 +87,7 @@ class Profiler:
         else:
             self._spy = await asyncio.create_subprocess_exec(
                 py_spy, "record", "--pid", str(self.pid), "--duration", str(max(1, round(self.seconds))),
-                "--rate", str(SAMPLE_HZ), "--function", "--gil", "--nonblocking", "--format", "raw",
+                "--rate", str(SAMPLE_HZ), "--function", "--gil", "--format", "raw",
                 "--output", str(self.out.with_suffix(".txt")),
                 stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
             )

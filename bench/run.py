@@ -5,10 +5,12 @@
     B  raw asyncpg single-row INSERTs, autocommit      rows/s
     W  authenticated secret writes, PUT ~100 paths     requests/s, p50/p99  -> % of B   (target >= 50%)
 
-Servers run as subprocesses; this process is the load generator (32 keep-alive clients by default). Load goes to
-127.0.0.1 only; every loop stops at its deadline or its count bound. Method and figures: docs/performance.md.
+Servers run as subprocesses; this process is the load generator (32 keep-alive clients by default). Each pair (A
+with R, B with W) is measured in alternating slices (A R R A A R ...), so both sides of a ratio see the same
+background noise. Load goes to 127.0.0.1 only; every loop stops at its deadline or its count bound.
+Method and figures: docs/performance.md.
 
-    python -m bench.run [--seconds 10] [--warmup 2] [--clients 32] [--profile]
+    python -m bench.run [--seconds 10] [--rounds 5] [--warmup 2] [--clients 32] [--profile]
 """
 
 from __future__ import annotations
@@ -26,8 +28,9 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -40,18 +43,21 @@ BIN = Path(sys.executable).parent
 HOST = "127.0.0.1"  # the only address load is ever sent to
 ADMIN_URL = os.environ.get("BENCH_ADMIN_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 N_PATHS = 100
-MAX_OPS_PER_PHASE = 2_000_000  # count bound of every load loop, besides its deadline
+MAX_OPS_PER_SLICE = 1_000_000  # count bound of every load loop, besides its deadline
 REQUEST_TIMEOUT = 30.0
 TARGETS = {"reads_pct_of_bare": 40.0, "reads_p99_ms": 10.0, "writes_pct_of_inserts": 50.0}
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+CPU_COLUMNS = ("server", "loadgen", "postgres", "other", "machine")
+
+Op = Callable[[int], Awaitable[bool]]
 
 
-# ---- CPU accounting: who was busy during a phase (in cores; the machine has os.cpu_count()) ------------------------
+# ---- CPU accounting: who was busy during a slice, in CPU seconds ---------------------------------------------------
 
 
 def _process_cpu(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime + stime
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime + stime, all threads
 
 
 def _postgres_cpu(database: str) -> float:
@@ -69,47 +75,46 @@ def _machine_cpu() -> float:
     return (sum(jiffies) - jiffies[3] - jiffies[4]) / CLK_TCK  # all but idle and iowait
 
 
-class CpuMeter:
-    def __init__(self, server_pid: int | None, database: str) -> None:
-        self.pid, self.database = server_pid, database
-        self._start = self._read()
-
-    def _read(self) -> tuple[float, ...]:
-        server = _process_cpu(self.pid) if self.pid else 0.0
-        return time.perf_counter(), server, time.process_time(), _postgres_cpu(self.database), _machine_cpu()
-
-    def cores(self) -> dict[str, float]:
-        """Average busy cores: the server, this process, our PostgreSQL backends, the machine, and the rest of the
-        machine (other work, PostgreSQL's own background processes)."""
-        end = self._read()
-        wall = end[0] - self._start[0]
-        server, loadgen, postgres, machine = ((e - s) / wall for s, e in zip(self._start[1:], end[1:], strict=True))
-        other = max(0.0, machine - server - loadgen - postgres)
-        return {name: round(value, 2) for name, value in
-                [("server", server), ("loadgen", loadgen), ("postgres", postgres), ("other", other),
-                 ("machine", machine)]}
+def cpu_snapshot(server_pid: int | None, database: str) -> Counter[str]:
+    return Counter({
+        "server": _process_cpu(server_pid) if server_pid else 0.0,
+        "loadgen": time.process_time(),
+        "postgres": _postgres_cpu(database),
+        "machine": _machine_cpu(),
+    })
 
 
 # ---- the closed-loop driver ---------------------------------------------------------------------------------------
 
 
 @dataclass
-class Phase:
+class Load:
+    """One measured thing: ``op(client)`` does one request (or insert) and says whether it succeeded."""
+
     name: str
     unit: str
-    ops: int
-    errors: int
-    seconds: float
-    latencies: list[float]
-    cpu: dict[str, float]
+    op: Op
+    server_pid: int | None
+    ops: int = 0
+    errors: int = 0
+    seconds: float = 0.0
+    latencies: list[float] = field(default_factory=list)
+    cpu_seconds: Counter[str] = field(default_factory=Counter)
 
     @property
     def rate(self) -> float:
-        return self.ops / self.seconds
+        return self.ops / self.seconds if self.seconds else 0.0
 
     def percentile_ms(self, q: float) -> float:
         ordered = sorted(self.latencies)
         return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000 if ordered else float("nan")
+
+    def cores(self) -> dict[str, float]:
+        """Average busy cores: the server, this process, our PostgreSQL backends, and the rest of the machine
+        (other people's work, PostgreSQL's background writers, the kernel's share of loopback TCP)."""
+        busy = {k: self.cpu_seconds[k] / self.seconds for k in ("server", "loadgen", "postgres", "machine")}
+        busy["other"] = max(0.0, busy["machine"] - busy["server"] - busy["loadgen"] - busy["postgres"])
+        return {k: round(busy[k], 2) for k in CPU_COLUMNS}
 
     def summary(self) -> dict[str, object]:
         return {
@@ -120,12 +125,11 @@ class Phase:
             "seconds": round(self.seconds, 2),
             "p50_ms": round(self.percentile_ms(0.50), 2),
             "p99_ms": round(self.percentile_ms(0.99), 2),
-            "cpu_cores": self.cpu,
-            "server_cpu_us_per_op": round(1e6 * self.cpu["server"] * self.seconds / self.ops, 1) if self.ops else None,
+            "cpu_cores": self.cores(),
+            "server_cpu_us_per_op": (
+                round(1e6 * self.cpu_seconds["server"] / self.ops, 1) if self.ops and self.server_pid else None
+            ),
         }
-
-
-Op = Callable[[int], Awaitable[bool]]
 
 
 async def closed_loop(op: Op, *, seconds: float, clients: int) -> tuple[int, int, list[float], float]:
@@ -137,7 +141,7 @@ async def closed_loop(op: Op, *, seconds: float, clients: int) -> tuple[int, int
 
     async def worker(i: int) -> None:
         nonlocal errors
-        for _ in range(MAX_OPS_PER_PHASE // clients):
+        for _ in range(MAX_OPS_PER_SLICE // clients):
             started = time.perf_counter()
             if started >= deadline:
                 return
@@ -156,28 +160,28 @@ async def closed_loop(op: Op, *, seconds: float, clients: int) -> tuple[int, int
     return len(latencies), errors, latencies, time.perf_counter() - started
 
 
-async def measure(name: str, unit: str, op: Op, args: argparse.Namespace, server_pid: int | None,
-                  profile: Callable[[], contextlib.AbstractAsyncContextManager[object]] | None = None) -> Phase:
-    if args.warmup > 0:
-        await closed_loop(op, seconds=args.warmup, clients=args.clients)
-    async with profile() if profile else contextlib.nullcontext():
-        meter = CpuMeter(server_pid, args.database)
-        ok, errors, latencies, elapsed = await closed_loop(op, seconds=args.seconds, clients=args.clients)
-        cpu = meter.cores()
-    phase = Phase(name, unit, ok, errors, elapsed, latencies, cpu)
-    print(f"  {name:<16} {phase.rate:9.1f} {unit}  p50 {phase.percentile_ms(.5):7.2f} ms"
-          f"  p99 {phase.percentile_ms(.99):7.2f} ms  errors {errors}", file=sys.stderr)
-    return phase
+async def run_slice(load: Load, seconds: float, args: argparse.Namespace) -> None:
+    before = cpu_snapshot(load.server_pid, args.database)
+    ok, errors, latencies, elapsed = await closed_loop(load.op, seconds=seconds, clients=args.clients)
+    load.cpu_seconds.update(cpu_snapshot(load.server_pid, args.database) - before)
+    load.ops, load.errors, load.seconds = load.ops + ok, load.errors + errors, load.seconds + elapsed
+    load.latencies += latencies
 
 
-def http_session(clients: int) -> aiohttp.ClientSession:
-    return aiohttp.ClientSession(
-        connector=aiohttp.TCPConnector(limit=clients),  # keep-alive is aiohttp's default
-        timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT),
-    )
+async def interleaved(baseline: Load, subject: Load, args: argparse.Namespace) -> None:
+    """Warm both up, then measure them in ``rounds`` alternating slices (ABBA order) of ``seconds / rounds``."""
+    for load in (baseline, subject):
+        if args.warmup > 0:
+            await closed_loop(load.op, seconds=args.warmup, clients=args.clients)
+    for r in range(args.rounds):
+        for load in (baseline, subject) if r % 2 == 0 else (subject, baseline):
+            await run_slice(load, args.seconds / args.rounds, args)
+    for load in (baseline, subject):
+        print(f"  {load.name:<16} {load.rate:9.1f} {load.unit:<6}  p50 {load.percentile_ms(.5):7.2f} ms"
+              f"  p99 {load.percentile_ms(.99):7.2f} ms  errors {load.errors}", file=sys.stderr)
 
 
-# ---- subprocess servers and the database --------------------------------------------------------------------------
+# ---- subprocess servers, the database, the operations -------------------------------------------------------------
 
 
 def free_port() -> int:
@@ -231,45 +235,45 @@ async def admin(sql: str) -> None:
         await conn.close()
 
 
-# ---- the four phases ----------------------------------------------------------------------------------------------
+def http_session(clients: int) -> aiohttp.ClientSession:
+    return aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=clients),  # keep-alive is aiohttp's default
+        timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT),
+    )
 
 
-async def bare_handler(args: argparse.Namespace, env: dict[str, str], tmp: Path) -> Phase:
-    port = free_port()
-    argv = [sys.executable, "-m", "bench.bare_app", f"{HOST}:{port}"]
-    with serve(argv, env, port, tmp / "bare_app.log") as pid:
-        async with http_session(args.clients) as session:
-            url = f"http://{HOST}:{port}/v1/health"
+def bare_get(session: aiohttp.ClientSession, url: str) -> Op:
+    async def get(_: int) -> bool:
+        async with session.get(url) as response:
+            await response.read()
+            return response.status == 200
 
-            async def get(_: int) -> bool:
-                async with session.get(url) as response:
-                    await response.read()
-                    return response.status == 200
-
-            return await measure("A bare handler", "req/s", get, args, pid)
+    return get
 
 
-async def raw_inserts(args: argparse.Namespace, db_url: str) -> Phase:
-    pool = await asyncpg.create_pool(db_url, min_size=args.clients, max_size=args.clients)
+@contextlib.asynccontextmanager
+async def raw_insert(db_url: str, clients: int) -> AsyncIterator[Op]:
+    """Baseline B: client ``i`` owns connection ``i`` of a pool and INSERTs one 200-byte row per call (autocommit)."""
+    pool = await asyncpg.create_pool(db_url, min_size=clients, max_size=clients)
     try:
         await pool.execute("CREATE TABLE bench_scratch (id bigserial PRIMARY KEY, payload text NOT NULL)")
-        conns = [await pool.acquire() for _ in range(args.clients)]  # each client task owns one connection
+        conns = [await pool.acquire() for _ in range(clients)]
         payload = "x" * 200
 
         async def insert(i: int) -> bool:
             await conns[i].execute("INSERT INTO bench_scratch (payload) VALUES ($1)", payload, timeout=REQUEST_TIMEOUT)
             return True
 
-        phase = await measure("B raw inserts", "rows/s", insert, args, None)
+        yield insert
         for conn in conns:
             await pool.release(conn)
-        return phase
     finally:
         await pool.close()
 
 
 async def secret_ops(session: aiohttp.ClientSession, base: str, token: str) -> tuple[Op, Op]:
-    """Write version 1 of ~100 read paths and ~100 write paths; return the read (GET) and write (PUT) operations."""
+    """Write version 1 of ~100 read paths and ~100 write paths; return the read (GET) and write (PUT) operations,
+    each going round robin over its paths."""
     headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
     read_urls = [f"{base}/v1/secrets/bench/read/s{n:03d}" for n in range(N_PATHS)]
     write_urls = [f"{base}/v1/secrets/bench/write/s{n:03d}" for n in range(N_PATHS)]
@@ -297,12 +301,43 @@ async def secret_ops(session: aiohttp.ClientSession, base: str, token: str) -> t
     return get, put
 
 
-# ---- report -------------------------------------------------------------------------------------------------------
+# ---- the run ------------------------------------------------------------------------------------------------------
 
 
-def report(phases: list[Phase], meta: dict[str, object]) -> dict[str, object]:
-    by = {p.name[0]: p for p in phases}
-    a, r, b, w = by["A"], by["R"], by["B"], by["W"]
+async def benchmark(args: argparse.Namespace, tmp: Path) -> list[Load]:
+    port, bare_port = free_port(), free_port()
+    env = {**os.environ, "DATABASE_URL": args.db_url, "SCAIVAULT_DATA_DIR": str(tmp / "data"),
+           "BIND_ADDRESS": f"{HOST}:{port}", "LOG_LEVEL": "error"}
+    bare_argv = [sys.executable, "-m", "bench.bare_app", f"{HOST}:{bare_port}"]
+    with serve([str(BIN / "scaivault"), "serve"], env, port, tmp / "scaivault.log") as pid, \
+            serve(bare_argv, env, bare_port, tmp / "bare_app.log") as bare_pid:
+        cli(env, "tenants", "create", "--partner", "ptn_bench", "--tenant", "tnt_bench")
+        token = cli(env, "token", "issue", "--partner", "ptn_bench", "--tenant", "tnt_bench", "--identity",
+                    "sa:bench", "--scopes", "secrets:read secrets:write secrets:list", "--ttl", "1h")
+        async with http_session(args.clients) as bare_session, http_session(args.clients) as session, \
+                raw_insert(args.db_url, args.clients) as insert:
+            get, put = await secret_ops(session, f"http://{HOST}:{port}", token)
+            loads = [
+                Load("A bare handler", "req/s", bare_get(bare_session, f"http://{HOST}:{bare_port}/v1/health"),
+                     bare_pid),
+                Load("R secret reads", "req/s", get, pid),
+                Load("B raw inserts", "rows/s", insert, None),
+                Load("W secret writes", "req/s", put, pid),
+            ]
+            await interleaved(loads[0], loads[1], args)
+            await interleaved(loads[2], loads[3], args)
+            if args.profile:  # separate, unmeasured phases: a profiler slows what it watches
+                from bench.profile import Profiler
+
+                for name, op in (("reads", get), ("writes", put)):
+                    print(f"  profiling {name} for {args.seconds:g} s", file=sys.stderr)
+                    async with Profiler(pid, args.db_url, RESULTS / f"profile-{name}", args.seconds):
+                        await closed_loop(op, seconds=args.seconds, clients=args.clients)
+    return loads
+
+
+def report(loads: list[Load], meta: dict[str, object]) -> dict[str, object]:
+    a, r, b, w = loads
     ratios = {
         "reads_pct_of_bare": round(100 * r.rate / a.rate, 1),
         "reads_p99_ms": round(r.percentile_ms(0.99), 2),
@@ -313,97 +348,74 @@ def report(phases: list[Phase], meta: dict[str, object]) -> dict[str, object]:
         "reads_p99_ms": ratios["reads_p99_ms"] < TARGETS["reads_p99_ms"],
         "writes_pct_of_inserts": ratios["writes_pct_of_inserts"] >= TARGETS["writes_pct_of_inserts"],
     }
-    cpu_columns = ("server", "loadgen", "postgres", "other", "machine")
-    print(f"\n{'phase':<17}{'rate':>10}  {'unit':<7}{'p50 ms':>8}{'p99 ms':>8}{'errors':>7}  cpu cores:"
-          + "".join(f"{c:>9}" for c in cpu_columns))
-    for p in phases:
-        print(f"{p.name:<17}{p.rate:>10.1f}  {p.unit:<7}{p.percentile_ms(.5):>8.2f}{p.percentile_ms(.99):>8.2f}"
-              f"{p.errors:>7}  {'':10}" + "".join(f"{p.cpu[c]:>9.2f}" for c in cpu_columns))
+    print(f"\n{'phase':<17}{'rate':>10}  {'unit':<7}{'p50 ms':>8}{'p99 ms':>8}{'errors':>7}{'server us/op':>13}"
+          "  cpu cores:" + "".join(f"{c:>9}" for c in CPU_COLUMNS))
+    for load in loads:
+        cores, per_op = load.cores(), load.summary()["server_cpu_us_per_op"]
+        print(f"{load.name:<17}{load.rate:>10.1f}  {load.unit:<7}{load.percentile_ms(.5):>8.2f}"
+              f"{load.percentile_ms(.99):>8.2f}{load.errors:>7}{per_op if load.server_pid else '-':>13}  {'':10}"
+              + "".join(f"{cores[c]:>9.2f}" for c in CPU_COLUMNS))
+    verdict = {True: "met", False: "MISSED"}
     print(f"\nreads  = {ratios['reads_pct_of_bare']:5.1f}% of bare handler   (target >= 40%)   "
-          f"{'met' if met['reads_pct_of_bare'] else 'MISSED'}")
-    print(f"reads  p99 = {ratios['reads_p99_ms']:.2f} ms              (target < 10 ms)  "
-          f"{'met' if met['reads_p99_ms'] else 'MISSED'}")
+          f"{verdict[met['reads_pct_of_bare']]}")
+    print(f"reads  p99 = {ratios['reads_p99_ms']:.2f} ms          (target < 10 ms)  {verdict[met['reads_p99_ms']]}")
     print(f"writes = {ratios['writes_pct_of_inserts']:5.1f}% of raw inserts    (target >= 50%)   "
-          f"{'met' if met['writes_pct_of_inserts'] else 'MISSED'}")
-    errors = sum(p.errors for p in phases)
-    if errors:
-        print(f"\nWARNING: {errors} failed operations; the figures above are suspect.")
-    return {"meta": meta, "phases": {p.name: p.summary() for p in phases}, "ratios": ratios, "targets": TARGETS,
-            "targets_met": met}
+          f"{verdict[met['writes_pct_of_inserts']]}")
+    if any(load.errors for load in loads):
+        print("\nWARNING: some operations failed; the figures above are suspect.")
+    return {"meta": meta, "phases": {load.name: load.summary() for load in loads}, "ratios": ratios,
+            "targets": TARGETS, "targets_met": met}
 
 
 async def main_async(args: argparse.Namespace) -> dict[str, object]:
-    database = args.database = f"scaivault_bench_{os.getpid()}"
-    args.db_url = ADMIN_URL.rsplit("/", 1)[0] + "/" + database
-    await admin(f'CREATE DATABASE "{database}"')
+    args.database = f"scaivault_bench_{os.getpid()}"
+    args.db_url = ADMIN_URL.rsplit("/", 1)[0] + "/" + args.database
+    print(f"database {args.database}, {args.clients} clients, {args.seconds:g} s per figure in {args.rounds} "
+          f"slices (+{args.warmup:g} s warm-up)", file=sys.stderr)
+    await admin(f'CREATE DATABASE "{args.database}"')
     try:
-        with tempfile.TemporaryDirectory(prefix="scaivault-bench-") as tmp_name:
-            tmp = Path(tmp_name)
-            port = free_port()
-            env = {**os.environ, "DATABASE_URL": args.db_url, "SCAIVAULT_DATA_DIR": str(tmp / "data"),
-                   "BIND_ADDRESS": f"{HOST}:{port}", "LOG_LEVEL": "error"}
-            print(f"database {database}, {args.clients} clients, {args.seconds:g} s per phase "
-                  f"(+{args.warmup:g} s warm-up)", file=sys.stderr)
-            with serve([str(BIN / "scaivault"), "serve"], env, port, tmp / "scaivault.log") as pid:
-                cli(env, "tenants", "create", "--partner", "ptn_bench", "--tenant", "tnt_bench")
-                token = cli(env, "token", "issue", "--partner", "ptn_bench", "--tenant", "tnt_bench",
-                            "--identity", "sa:bench", "--scopes", "secrets:read secrets:write secrets:list",
-                            "--ttl", "1h")
-
-                def profiler(name: str) -> Callable[[], contextlib.AbstractAsyncContextManager[object]] | None:
-                    if not args.profile:
-                        return None
-                    from bench.profile import Profiler
-
-                    return lambda: Profiler(pid, args.db_url, RESULTS / f"profile-{name}", args.seconds)
-
-                # Each server figure is measured right after its own baseline: A then R, B then W.
-                bare = await bare_handler(args, env, tmp)
-                async with http_session(args.clients) as session:
-                    get, put = await secret_ops(session, f"http://{HOST}:{port}", token)
-                    reads = await measure("R secret reads", "req/s", get, args, pid, profiler("reads"))
-                    raw = await raw_inserts(args, args.db_url)
-                    writes = await measure("W secret writes", "req/s", put, args, pid, profiler("writes"))
-            conn = await asyncpg.connect(args.db_url)
-            try:
-                pg = {name: await conn.fetchval(f"SHOW {name}") for name in
-                      ("server_version", "synchronous_commit", "fsync", "shared_buffers")}
-            finally:
-                await conn.close()
+        with tempfile.TemporaryDirectory(prefix="scaivault-bench-") as tmp:
+            loads = await benchmark(args, Path(tmp))
+        conn = await asyncpg.connect(args.db_url)
+        try:
+            postgres = {name: await conn.fetchval(f"SHOW {name}")
+                        for name in ("server_version", "synchronous_commit", "fsync", "shared_buffers")}
+            # A write replays its secret's events since the last snapshot, so its cost grows with these.
+            event_store = {"events": await conn.fetchval("SELECT count(*) FROM scaivault_events"),
+                           "snapshots": await conn.fetchval("SELECT count(*) FROM scaivault_snapshots")}
+        finally:
+            await conn.close()
     finally:
-        await admin(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+        await admin(f'DROP DATABASE IF EXISTS "{args.database}" WITH (FORCE)')
     meta = {
         "at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "seconds": args.seconds,
-        "warmup": args.warmup,
-        "clients": args.clients,
-        "profiled": args.profile,
-        "cpus": os.cpu_count(),
-        "python": platform.python_version(),
-        "aiohttp": aiohttp.__version__,
-        "asyncpg": asyncpg.__version__,
-        "postgres": pg,
+        "seconds": args.seconds, "rounds": args.rounds, "warmup": args.warmup, "clients": args.clients,
+        "cpus": os.cpu_count(), "python": platform.python_version(), "aiohttp": aiohttp.__version__,
+        "asyncpg": asyncpg.__version__, "postgres": postgres,
+        "event_store_at_end": event_store,
     }
-    return report([bare, reads, raw, writes], meta)
+    return report(loads, meta)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seconds", type=float, default=10.0, help="measured duration of each phase (default 10)")
-    parser.add_argument("--warmup", type=float, default=2.0, help="unmeasured warm-up before each phase (default 2)")
+    parser.add_argument("--seconds", type=float, default=10.0, help="measured time of each figure (default 10)")
+    parser.add_argument("--rounds", type=int, default=5, help="alternating slices the time is cut into (default 5)")
+    parser.add_argument("--warmup", type=float, default=2.0, help="unmeasured warm-up of each load (default 2)")
     parser.add_argument("--clients", type=int, default=32, help="concurrent clients (default 32)")
     parser.add_argument("--profile", action="store_true",
-                        help="sample the server with py-spy and PostgreSQL wait events during R and W "
-                             "(needs `pip install py-spy`; the figures of a profiled run are not comparable)")
+                        help="afterwards, run reads and writes once more under py-spy and a PostgreSQL wait-event "
+                             "sampler (needs `.venv/bin/pip install py-spy`); writes bench/results/profile-*")
     args = parser.parse_args()
-    if not (0 < args.seconds <= 600 and 0 <= args.warmup <= 60 and 1 <= args.clients <= 256):
-        parser.error("--seconds in (0, 600], --warmup in [0, 60], --clients in [1, 256]")
+    if not (0 < args.seconds <= 600 and 1 <= args.rounds <= 50 and 0 <= args.warmup <= 60
+            and 1 <= args.clients <= 256):
+        parser.error("--seconds in (0, 600], --rounds in [1, 50], --warmup in [0, 60], --clients in [1, 256]")
     results = asyncio.run(main_async(args))
     RESULTS.mkdir(parents=True, exist_ok=True)
     text = json.dumps(results, indent=2) + "\n"
     (RESULTS / "latest.json").write_text(text)
     stamp = str(results["meta"]["at"]).replace(":", "").replace("+0000", "Z")  # type: ignore[index]
-    (RESULTS / f"run-{stamp}{'-profiled' if args.profile else ''}.json").write_text(text)
+    (RESULTS / f"run-{stamp}.json").write_text(text)
     print(f"\nwrote {RESULTS / 'latest.json'}")
 
 

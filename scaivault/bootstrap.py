@@ -23,6 +23,7 @@ from scaivault.auth.authenticator import TokenAuthenticator
 from scaivault.auth.issuer import BuiltinIssuer
 from scaivault.auth.jwks import JwksClient
 from scaivault.auth.revocation import REVOCATION_CHANNEL, RevocationCache
+from scaivault.auth.revocation import purge_expired as purge_expired_revocations
 from scaivault.config import Settings
 from scaivault.crypto.keyring import KeyRing
 from scaivault.crypto.root_keys import root_key_provider
@@ -37,6 +38,7 @@ from scaivault.metrics import Metrics
 log = logging.getLogger(__name__)
 
 REVOCATION_POLL_SECONDS = 2.0
+HOUSEKEEPING_SECONDS = 60.0
 
 
 @dataclass
@@ -61,10 +63,10 @@ class Container:
     _tasks: list[asyncio.Task[Any]] = field(default_factory=list)
 
     async def start_background(self) -> None:
-        """Jobs a serving process runs: access-record group commit, revocation sync, purge of expired deletions."""
+        """Jobs a serving process runs: access-record group commit, revocation sync, housekeeping."""
         await self.access_recorder.start()
         self._tasks.append(asyncio.create_task(self._sync_revocations(), name="revocation-sync"))
-        self._tasks.append(asyncio.create_task(self._purge_expired_deletions(), name="retention-purge"))
+        self._tasks.append(asyncio.create_task(self._housekeeping(), name="housekeeping"))
 
     async def _sync_revocations(self) -> None:
         async with EventStoreListener(self.database_url, channel=REVOCATION_CHANNEL) as listener:
@@ -75,15 +77,19 @@ class Container:
                     log.warning("revocation refresh failed: %s", type(exc).__name__)
                 await listener.wait(REVOCATION_POLL_SECONDS)
 
-    async def _purge_expired_deletions(self) -> None:
+    async def _housekeeping(self) -> None:
+        """Purge soft-deleted secrets past retention and revocations of tokens long expired. Idempotent, so every
+        server may run it."""
         while True:
             try:
                 purged = await self.secret_commands.purge_expired_deletions()
                 if purged:
                     log.info("purged secrets past their retention", extra={"count": purged})
+                async with self.pool.acquire() as conn:
+                    await purge_expired_revocations(conn)
             except (OSError, asyncpg.PostgresError) as exc:
-                log.warning("retention purge failed: %s", type(exc).__name__)
-            await asyncio.sleep(60)
+                log.warning("housekeeping failed: %s", type(exc).__name__)
+            await asyncio.sleep(HOUSEKEEPING_SECONDS)
 
     async def close(self) -> None:
         for task in self._tasks:

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 
 class ConfigurationError(Exception):
@@ -51,6 +51,13 @@ ENVIRONMENT = {
 }
 
 
+def _check_host_port(value: str) -> str:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError("expected HOST:PORT, e.g. 0.0.0.0:8443")
+    return value
+
+
 class Settings(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -86,15 +93,15 @@ class Settings(BaseModel):
     def _lower(cls, value: object) -> object:
         return value.lower() if isinstance(value, str) else value
 
-    @field_validator("bind_address", "metrics_bind_address")
+    @field_validator("bind_address")
     @classmethod
     def _host_port(cls, value: str) -> str:
-        if value == "off":
-            return value
-        host, sep, port = value.rpartition(":")
-        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-            raise ValueError("expected HOST:PORT, e.g. 0.0.0.0:8443")
-        return value
+        return _check_host_port(value)
+
+    @field_validator("metrics_bind_address")
+    @classmethod
+    def _host_port_or_off(cls, value: str) -> str:
+        return value if value == "off" else _check_host_port(value)
 
     @field_validator("database_url")
     @classmethod
@@ -107,9 +114,23 @@ class Settings(BaseModel):
     @classmethod
     def _duration(cls, value: str) -> str:
         from scaivault.domain.durations import parse_duration
+        from scaivault.domain.errors import InvalidDuration
 
-        parse_duration(value)
+        try:
+            parse_duration(value)
+        except InvalidDuration:
+            raise ValueError("expected a duration such as 30d") from None
         return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Settings:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("TLS_CERT_FILE and TLS_KEY_FILE go together: set both or neither")
+        if (self.scaikey_jwks_url or self.scaikey_issuer) and not (self.scaikey_url or self.scaikey_issuer):
+            raise ValueError("SCAIKEY_JWKS_URL needs SCAIKEY_URL or SCAIKEY_ISSUER (the issuer its tokens carry)")
+        if self.scaikey_issuer and not (self.scaikey_url or self.scaikey_jwks_url):
+            raise ValueError("SCAIKEY_ISSUER needs SCAIKEY_URL or SCAIKEY_JWKS_URL (where its keys are)")
+        return self
 
     @property
     def host(self) -> str:
@@ -121,7 +142,8 @@ class Settings(BaseModel):
 
     @property
     def public_url(self) -> str:
-        return self.base_url or f"http://{'127.0.0.1' if self.host == '0.0.0.0' else self.host}:{self.port}"
+        scheme = "https" if self.tls_cert_file else "http"
+        return self.base_url or f"{scheme}://{'127.0.0.1' if self.host == '0.0.0.0' else self.host}:{self.port}"
 
     @property
     def builtin_issuer(self) -> str:
@@ -137,7 +159,9 @@ class Settings(BaseModel):
             return cls(**values)
         except ValidationError as exc:
             error = exc.errors()[0]
-            field = str(error["loc"][0]) if error["loc"] else "?"
+            if not error["loc"]:  # a rule across several variables: its message names them
+                raise ConfigurationError(f"invalid configuration: {error['msg'].removeprefix('Value error, ')}") from None
+            field = str(error["loc"][0])
             variable = next((var for var, name in ENVIRONMENT.items() if name == field), field)
             raise ConfigurationError(f"invalid configuration: {variable}: {error['msg']}") from None
         except ValueError as exc:  # raised by validators that call domain parsers

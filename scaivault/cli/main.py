@@ -8,11 +8,12 @@ issues are the ones the server accepts. Exit codes follow the spec's CLI page: 1
 from __future__ import annotations
 
 import asyncio
+import logging
 import ssl
 import sys
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import click
 
@@ -93,7 +94,12 @@ def serve(demo: bool) -> None:
         metrics_runner = None
         if settings.metrics_bind_address != "off":
             host, _, port = settings.metrics_bind_address.rpartition(":")
-            metrics_runner = await start_internal_metrics(container, host, int(port))
+            try:
+                metrics_runner = await start_internal_metrics(container, host, int(port))
+            except OSError as exc:  # losing the metrics listener must not take the secrets API down with it
+                logging.getLogger("scaivault").error(
+                    "internal metrics not served", extra={"address": settings.metrics_bind_address, "error": str(exc)}
+                )
 
         async def close(_: web.Application) -> None:
             if metrics_runner is not None:
@@ -106,7 +112,11 @@ def serve(demo: bool) -> None:
     ssl_context = None
     if settings.tls_cert_file and settings.tls_key_file:
         ssl_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        ssl_context.load_cert_chain(settings.tls_cert_file, settings.tls_key_file)
+        try:
+            ssl_context.load_cert_chain(settings.tls_cert_file, settings.tls_key_file)
+        except (OSError, ssl.SSLError) as exc:
+            click.echo(f"invalid configuration: TLS_CERT_FILE/TLS_KEY_FILE: {exc.strerror or exc}", err=True)
+            sys.exit(5)
     try:
         web.run_app(
             app_factory(),
@@ -120,7 +130,10 @@ def serve(demo: bool) -> None:
     except ScaiVaultError as exc:
         click.echo(f"error: {exc.code}: {exc.message}", err=True)
         sys.exit(1)
-    except (ConfigurationError, OSError) as exc:
+    except ConfigurationError as exc:
+        click.echo(str(exc), err=True)
+        sys.exit(5)
+    except OSError as exc:
         click.echo(f"cannot start: {exc}", err=True)
         sys.exit(1)
 
@@ -232,13 +245,22 @@ def keys_rotate_root() -> None:
 
 @main.command()
 def migrate() -> None:
-    """Apply schema migrations (the server also does this at start-up)."""
+    """Apply schema migrations (the server also does this at start-up). Needs only the database."""
+    from scaivault.bootstrap import database_url
+    from scaivault.database import connect
+    from scaivault.eventstore.migrations import apply_migrations
 
-    async def nothing(container: Container) -> Any:
-        return None
+    settings = _settings()
 
-    _run(nothing)
-    click.echo("schema up to date")
+    async def apply() -> list[str]:
+        conn = await connect(database_url(settings))
+        try:
+            return await apply_migrations(conn)
+        finally:
+            await conn.close()
+
+    applied = asyncio.run(apply())
+    click.echo(f"applied {', '.join(applied)}" if applied else "schema up to date")
 
 
 if __name__ == "__main__":

@@ -74,7 +74,7 @@ def test_invalid_configuration_stops_with_one_clear_line(cli_env: dict[str, str]
     result = run_cli({**cli_env, "BIND_ADDRESS": "nonsense"}, "serve")
     assert result.returncode != 0
     assert result.stderr.strip().count("\n") == 0 and "BIND_ADDRESS" in result.stderr
-    result = run_cli({**cli_env, "KMS_PROVIDER": "aws"}, "migrate")
+    result = run_cli({**cli_env, "KMS_PROVIDER": "aws"}, "tenants", "create", "--partner", "ptn_x", "--tenant", "tnt_x")
     assert result.returncode != 0 and result.stderr.strip().count("\n") == 0 and "KMS" in result.stderr
 
 

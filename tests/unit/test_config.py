@@ -1,0 +1,44 @@
+"""Configuration: every variable read once; every invalid value stops start-up with one line naming it."""
+
+import pytest
+
+from scaivault.config import ConfigurationError, Settings
+
+
+def test_defaults() -> None:
+    settings = Settings.from_env({})
+    assert settings.bind_address == "0.0.0.0:8443" and settings.kms_provider == "local"
+    assert settings.public_url == "http://127.0.0.1:8443"
+    assert settings.builtin_issuer == "http://127.0.0.1:8443/issuer"
+
+
+@pytest.mark.parametrize(
+    ("environ", "named"),
+    [
+        ({"BIND_ADDRESS": "nonsense"}, "BIND_ADDRESS"),
+        ({"BIND_ADDRESS": "off"}, "BIND_ADDRESS"),
+        ({"METRICS_BIND_ADDRESS": "host:99999"}, "METRICS_BIND_ADDRESS"),
+        ({"DATABASE_URL": "mysql://x"}, "DATABASE_URL"),
+        ({"LOG_LEVEL": "loud"}, "LOG_LEVEL"),
+        ({"KMS_PROVIDER": "hsm"}, "KMS_PROVIDER"),
+        ({"SCAIVAULT_DELETE_RETENTION": "thirty days"}, "SCAIVAULT_DELETE_RETENTION"),
+        ({"SCAIVAULT_DB_POOL_SIZE": "1"}, "SCAIVAULT_DB_POOL_SIZE"),
+        ({"TLS_CERT_FILE": "/x.pem"}, "TLS_KEY_FILE"),
+        ({"SCAIKEY_JWKS_URL": "https://k.example/jwks"}, "SCAIKEY_URL"),
+        ({"SCAIKEY_ISSUER": "https://k.example"}, "SCAIKEY_JWKS_URL"),
+    ],
+)
+def test_invalid_values_fail_with_one_line_naming_the_variable(environ: dict[str, str], named: str) -> None:
+    with pytest.raises(ConfigurationError) as raised:
+        Settings.from_env(environ)
+    message = str(raised.value)
+    assert named in message and "\n" not in message
+
+
+def test_tls_makes_the_public_url_https_and_base_url_wins() -> None:
+    assert Settings.from_env({"TLS_CERT_FILE": "/c", "TLS_KEY_FILE": "/k"}).public_url.startswith("https://")
+    assert Settings.from_env({"BASE_URL": "https://vault.example"}).builtin_issuer == "https://vault.example/issuer"
+
+
+def test_the_root_key_is_not_in_the_repr() -> None:
+    assert "c2VjcmV0" not in repr(Settings.from_env({"SCAIVAULT_ROOT_KEY": "c2VjcmV0", "KMS_PROVIDER": "env"}))
