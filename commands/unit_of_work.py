@@ -43,7 +43,7 @@ class UnitOfWork:
         self.conn = conn
         self._repository = repository
         self._projectors = projectors
-        self._aggregates: list[Aggregate] = []
+        self.aggregates: list[Aggregate] = []
         self.access: AccessRecord | None = None
 
     async def get(self, stream_id: UUID) -> Any:
@@ -54,17 +54,17 @@ class UnitOfWork:
 
     def add(self, *aggregates: Aggregate) -> None:
         for aggregate in aggregates:
-            if all(aggregate is not known for known in self._aggregates):
-                self._aggregates.append(aggregate)
+            if all(aggregate is not known for known in self.aggregates):
+                self.aggregates.append(aggregate)
 
     async def flush(self) -> list[Any]:
-        events = [e for aggregate in self._aggregates for e in aggregate.collect_events()]
+        events = [e for aggregate in self.aggregates for e in aggregate.collect_events()]
         for domain_event in events:
             for project in self._projectors:
                 await project(self.conn, domain_event)
         if self.access is not None:
             await insert_access_records(self.conn, [self.access])
-        await self._repository.save(self.conn, events, self._aggregates)
+        await self._repository.save(self.conn, events, self.aggregates)
         return events
 
 
@@ -83,6 +83,7 @@ class UnitOfWorkRunner:
                     uow.access = access
                     result = await work(uow)
                     await uow.flush()
+                self.repository.committed(uow.aggregates)
                 if access is not None:
                     access.persisted = True
                 return result

@@ -127,12 +127,11 @@ class AccessRecorder:
         if self._closing:
             raise ServiceUnavailable("The server is shutting down")
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        # A request that already timed out no longer awaits its future; retrieve the outcome so none goes unheard.
-        future.add_done_callback(lambda done: done.cancelled() or done.exception())
         self._queue.append((record, future))
         self._wakeup.set()
         try:
-            await asyncio.wait_for(asyncio.shield(future), self._timeout)
+            async with asyncio.timeout(self._timeout):  # a timed-out request cancels only its own future
+                await future
         except (asyncio.TimeoutError, OSError, asyncpg.PostgresError) as exc:
             if self._metrics is not None:
                 self._metrics.access_record_failures.inc()

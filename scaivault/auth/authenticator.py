@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import re
 import time
 from collections import OrderedDict
 from datetime import UTC, datetime, timedelta
@@ -45,6 +46,7 @@ from scaivault.domain.errors import (
 log = logging.getLogger(__name__)
 
 MAX_TOKEN_LENGTH = 16 * 1024
+_VISIBLE_ASCII = re.compile(r"[!-~]+")  # printable ASCII, no white space or control characters
 _KEY_TYPES = {"EdDSA": Ed25519PublicKey, "RS256": RSAPublicKey, "ES256": EllipticCurvePublicKey}
 _REQUIRED_CLAIMS = ["exp", "iat", "iss", "sub", "jti"]
 
@@ -222,7 +224,7 @@ def _bearer_token(header: str | None) -> str:
     token = token.strip()
     if scheme.lower() != "bearer" or not token:
         raise AuthenticationRequired()
-    if len(token) > MAX_TOKEN_LENGTH or any(c.isspace() for c in token) or not token.isascii():
+    if len(token) > MAX_TOKEN_LENGTH or not _VISIBLE_ASCII.fullmatch(token):
         raise TokenInvalid()
     return token
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-import secrets
+import os
 import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timezone
@@ -36,10 +36,10 @@ _CROCKFORD = "0123456789abcdefghjkmnpqrstvwxyz"
 
 
 def new_request_id() -> str:
-    """req_ + 26 characters: a millisecond timestamp then randomness, so ids sort by time like ULIDs."""
-    millis = int(time.time() * 1000)
-    stamp = "".join(_CROCKFORD[(millis >> shift) & 31] for shift in range(45, -1, -5))
-    return "req_" + stamp + "".join(secrets.choice(_CROCKFORD) for _ in range(16))
+    """req_ + 26 characters: a 48-bit millisecond timestamp then 80 random bits, Crockford base32, so ids sort by
+    time like ULIDs."""
+    value = (int(time.time() * 1000) << 80) | int.from_bytes(os.urandom(10), "big")
+    return "req_" + "".join(_CROCKFORD[(value >> shift) & 31] for shift in range(125, -1, -5))
 
 
 def _as_api_error(exc: web.HTTPException) -> ScaiVaultError:

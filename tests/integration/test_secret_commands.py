@@ -53,13 +53,21 @@ async def test_a_secret_with_10000_versions_loads_from_a_snapshot(pool: asyncpg.
                 )
             async with pool.acquire() as conn, conn.transaction():
                 await container.repository.save(conn, secret.collect_events(), [secret])
-        assert secret.last_version == 10_000
+        for _ in range(3):  # a few more writes, each its own save, after the last snapshot
+            secret.write(
+                version=secret.next_version, ciphertext=b"x", data_key_id="dk_unused", at=datetime.now(timezone.utc),
+                actor="user:a", request_id=None, secret_type=None, metadata=None, max_versions=None,
+                default_max_versions=10, expires_in=None, rotation_policy_id=None, cas=None,
+            )
+            async with pool.acquire() as conn, conn.transaction():
+                await container.repository.save(conn, secret.collect_events(), [secret])
+        assert secret.last_version == 10_003
 
-        container.repository._store = CountingStore()  # noqa: SLF001
+        container.repository.store = CountingStore()
         CountingStore.read = 0
         loaded = await container.repository.get(pool, ADDRESS.stream_id)
-        assert loaded.last_version == 10_000 and len(loaded.versions) == 10
-        assert CountingStore.read < 200  # 10,000 versions and their aging-out events: > 19,000 events in all
+        assert loaded.last_version == 10_003 and len(loaded.versions) == 10
+        assert 0 < CountingStore.read < 200  # 10,000 versions and their aging-out events: > 19,000 events in all
     finally:
         await container.close()
 
