@@ -31,53 +31,45 @@ async def _created(conn: asyncpg.Connection, e: Any) -> None:
     )
 
 
+# Each event is one statement (data-modifying CTEs), so projecting costs one round trip per event.
+_INSERT_VERSION = """
+    INSERT INTO scaivault_secret_versions (stream_id, version, ciphertext, data_key_id, expires_at, created_at,
+        created_by) VALUES ($1, $3, $10, $11, $6, $8, $9)
+"""
+_CREATE_SECRET_WITH_VERSION = f"""
+    WITH secret AS (
+        INSERT INTO scaivault_secrets (owner, path, stream_id, partner_id, tenant_id, secret_type, current_version,
+            metadata, max_versions, expires_at, rotation_policy_id, secret_policy_id,
+            created_at, created_by, updated_at, updated_by)
+        SELECT owner, path, stream_id, partner_id, tenant_id, $2, $3, $4, $5, $6, $7, NULL, $8, $9, $8, $9
+        FROM scaivault_secret_streams WHERE stream_id = $1
+    )
+    {_INSERT_VERSION}
+"""
+_ADD_VERSION = f"""
+    WITH secret AS (
+        UPDATE scaivault_secrets SET secret_type = $2, current_version = $3, metadata = $4, max_versions = $5,
+            expires_at = $6, rotation_policy_id = $7, updated_at = $8, updated_by = $9
+        WHERE stream_id = $1
+    )
+    {_INSERT_VERSION}
+"""
+
+
 async def _version_written(conn: asyncpg.Connection, e: Any) -> None:
-    if e.created:
-        await conn.execute(
-            """
-            INSERT INTO scaivault_secrets (owner, path, stream_id, partner_id, tenant_id, secret_type, current_version,
-                metadata, max_versions, expires_at, rotation_policy_id, secret_policy_id,
-                created_at, created_by, updated_at, updated_by)
-            SELECT owner, path, stream_id, partner_id, tenant_id, $2, $3, $4, $5, $6, $7, NULL, $8, $9, $8, $9
-            FROM scaivault_secret_streams WHERE stream_id = $1
-            """,
-            e.originator_id,
-            e.secret_type,
-            e.version,
-            e.metadata,
-            e.max_versions,
-            e.expires_at,
-            e.rotation_policy_id,
-            e.at,
-            e.actor,
-        )
-    else:
-        await conn.execute(
-            """
-            UPDATE scaivault_secrets SET secret_type = $2, current_version = $3, metadata = $4, max_versions = $5,
-                expires_at = $6, rotation_policy_id = $7, updated_at = $8, updated_by = $9
-            WHERE stream_id = $1
-            """,
-            e.originator_id,
-            e.secret_type,
-            e.version,
-            e.metadata,
-            e.max_versions,
-            e.expires_at,
-            e.rotation_policy_id,
-            e.at,
-            e.actor,
-        )
     await conn.execute(
-        "INSERT INTO scaivault_secret_versions (stream_id, version, ciphertext, data_key_id, expires_at, created_at,"
-        " created_by) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        _CREATE_SECRET_WITH_VERSION if e.created else _ADD_VERSION,
         e.originator_id,
+        e.secret_type,
         e.version,
-        e.ciphertext,
-        e.data_key_id,
+        e.metadata,
+        e.max_versions,
         e.expires_at,
+        e.rotation_policy_id,
         e.at,
         e.actor,
+        e.ciphertext,
+        e.data_key_id,
     )
 
 
@@ -100,26 +92,23 @@ async def _metadata_updated(conn: asyncpg.Connection, e: Any) -> None:
     )
 
 
+_TOUCH_SECRET = "UPDATE scaivault_secrets SET updated_at = $3, updated_by = $4 WHERE stream_id = $1"
+_AGE_OUT_VERSIONS = f"""
+    WITH gone AS (DELETE FROM scaivault_secret_versions WHERE stream_id = $1 AND version = ANY($2::int[]))
+    {_TOUCH_SECRET}
+"""
+_DESTROY_VERSIONS = f"""
+    WITH gone AS (
+        UPDATE scaivault_secret_versions SET ciphertext = NULL, destroyed_at = $3
+        WHERE stream_id = $1 AND version = ANY($2::int[])
+    )
+    {_TOUCH_SECRET}
+"""
+
+
 async def _versions_destroyed(conn: asyncpg.Connection, e: Any) -> None:
-    if e.reason == "aged_out":
-        await conn.execute(
-            "DELETE FROM scaivault_secret_versions WHERE stream_id = $1 AND version = ANY($2::int[])",
-            e.originator_id,
-            e.versions,
-        )
-    else:
-        await conn.execute(
-            "UPDATE scaivault_secret_versions SET ciphertext = NULL, destroyed_at = $3"
-            " WHERE stream_id = $1 AND version = ANY($2::int[])",
-            e.originator_id,
-            e.versions,
-            e.at,
-        )
     await conn.execute(
-        "UPDATE scaivault_secrets SET updated_at = $2, updated_by = $3 WHERE stream_id = $1",
-        e.originator_id,
-        e.at,
-        e.actor,
+        _AGE_OUT_VERSIONS if e.reason == "aged_out" else _DESTROY_VERSIONS, e.originator_id, e.versions, e.at, e.actor
     )
 
 
@@ -145,8 +134,11 @@ async def _restored(conn: asyncpg.Connection, e: Any) -> None:
 
 
 async def _purged(conn: asyncpg.Connection, e: Any) -> None:
-    await conn.execute("DELETE FROM scaivault_secret_versions WHERE stream_id = $1", e.originator_id)
-    await conn.execute("DELETE FROM scaivault_secrets WHERE stream_id = $1", e.originator_id)
+    await conn.execute(
+        "WITH versions AS (DELETE FROM scaivault_secret_versions WHERE stream_id = $1)"
+        " DELETE FROM scaivault_secrets WHERE stream_id = $1",
+        e.originator_id,
+    )
 
 
 _HANDLERS = {

@@ -115,6 +115,10 @@ class _Lru:
         while len(self._items) > self._size:
             self._items.popitem(last=False)
 
+    def entry(self, owner: str) -> tuple[bytes, bytes] | None:
+        """(wrapped blob, key) as cached, without checking it against the database."""
+        return self._items.get(owner)
+
     def pop(self, owner: str) -> None:
         self._items.pop(owner, None)
 
@@ -131,6 +135,17 @@ _OWNER_CHAIN = """
     FROM (SELECT $1::text AS owner) o
     LEFT JOIN scaivault_tenant_keys t ON t.tenant_id = o.owner
     JOIN scaivault_partner_keys p ON p.partner_id = COALESCE(t.partner_id, o.owner)
+"""
+
+_INSERT_DATA_KEY_IF_OWNER_KEY_IS = """
+    INSERT INTO scaivault_data_keys (id, owner, wrapped)
+    SELECT $1, $2, $3 WHERE EXISTS (SELECT 1 FROM scaivault_tenant_keys WHERE tenant_id = $2 AND wrapped = $4)
+    RETURNING true
+"""
+_INSERT_DATA_KEY_IF_PARTNER_KEY_IS = """
+    INSERT INTO scaivault_data_keys (id, owner, wrapped)
+    SELECT $1, $2, $3 WHERE EXISTS (SELECT 1 FROM scaivault_partner_keys WHERE partner_id = $2 AND wrapped = $4)
+    RETURNING true
 """
 
 
@@ -192,13 +207,28 @@ class KeyRing:
         """A fresh data key for one secret version, its wrapped form inserted through ``conn`` (the caller's
         transaction). The owner's key must exist (``ensure_partner_key`` / ``ensure_tenant_key``)."""
         _check_owner(owner)
-        owner_key = await self._owner_key(conn, owner)
         data_key = DataKey(new_id("dk_"), generate_key())
+        aad = data_key_aad(owner, data_key.id)
+        tenant_owned = owner.startswith(TENANT_PREFIX)
+        cached = (self._tenant_keys if tenant_owned else self._partner_keys).entry(owner)
+        if cached is not None:
+            # One round trip: insert only if the cached key is still the stored one (it always is, unless it came
+            # from a transaction that rolled back); the database compares, so a stale cache never seals a value.
+            inserted = await conn.fetchval(
+                _INSERT_DATA_KEY_IF_OWNER_KEY_IS if tenant_owned else _INSERT_DATA_KEY_IF_PARTNER_KEY_IS,
+                data_key.id,
+                owner,
+                seal(cached[1], data_key.key, aad),
+                cached[0],
+            )
+            if inserted:
+                return data_key
+        owner_key = await self._owner_key(conn, owner)
         await conn.execute(
             "INSERT INTO scaivault_data_keys (id, owner, wrapped) VALUES ($1, $2, $3)",
             data_key.id,
             owner,
-            seal(owner_key, data_key.key, data_key_aad(owner, data_key.id)),
+            seal(owner_key, data_key.key, aad),
         )
         return data_key
 

@@ -10,6 +10,7 @@ Every mutator takes the time ``at`` from the caller, so the domain reads no cloc
 
 from __future__ import annotations
 
+import copy
 from datetime import datetime, timedelta
 from typing import Any
 from uuid import NAMESPACE_URL, UUID, uuid5
@@ -67,6 +68,14 @@ class Secret(Aggregate):
         self.updated_at: datetime | None = None
         self.deleted_at: datetime | None = None
         self.recoverable_until: datetime | None = None
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Secret:
+        """Copies what mutators change in place (the version entries) and shares what they only ever replace
+        (metadata and the other values): a generic deep copy cost more than the rest of a write."""
+        clone = copy.copy(self)
+        clone.__dict__["_pending_events"] = []
+        clone.versions = [dict(entry) for entry in self.versions]
+        return clone
 
     # ---- queries on state -------------------------------------------------------------------------------------
 

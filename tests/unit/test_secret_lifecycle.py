@@ -164,3 +164,26 @@ class SecretMachine(RuleBasedStateMachine):
 
 SecretMachine.TestCase.settings = settings(max_examples=150, stateful_step_count=30, deadline=None)
 test_secret_lifecycle = SecretMachine.TestCase
+
+
+def test_a_copy_is_independent_of_its_original() -> None:
+    """Repositories hand out copies of cached aggregates; a command failing half-way must not touch the cache."""
+    import copy
+
+    secret = Secret(owner="tnt_a", path="app/db", partner_id="ptn_a", tenant_id="tnt_a")
+    for version in (1, 2):
+        secret.write(
+            version=version, ciphertext=b"c", data_key_id=f"dk_{version}", at=START, actor="user:a", request_id=None,
+            secret_type=None, metadata={"tags": ["a"]}, max_versions=None, default_max_versions=10, expires_in=None,
+            rotation_policy_id=None, cas=None,
+        )
+    secret.collect_events()
+    clone = copy.deepcopy(secret)
+    clone.destroy_version(1, at=START, actor="user:a", request_id=None)
+    clone.update_metadata(at=START, actor="user:a", request_id=None, metadata_patch={"tags": None, "x": "1"},
+                          secret_type="json", max_versions=None, expires_in=None, clear_expiry=False,
+                          rotation_policy_id=None, secret_policy_id=None)
+    assert [e["destroyed"] for e in secret.versions] == [False, False]
+    assert secret.metadata == {"tags": ["a"]} and secret.secret_type == "kv"
+    assert secret.pending_events == [] and len(clone.pending_events) == 2
+    assert clone.version == secret.version + 2
