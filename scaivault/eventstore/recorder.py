@@ -61,17 +61,11 @@ class PostgresEventStore:
         snapshots = _identifier(snapshots_table)
         self.channel = channel
         columns = "originator_id, originator_version, topic, state"
-        # One simple-query round trip; the lock timeout bounds how long a stuck writer can stall all others.
-        self._lock_sql = (
-            f"SET LOCAL lock_timeout = '{round(lock_timeout_seconds * 1000)}ms'; "
-            f"LOCK TABLE {events} IN EXCLUSIVE MODE; "
-            f"NOTIFY {_identifier(channel)}"
-        )
-        self._insert_sql = (
-            f"INSERT INTO {events} ({columns}) "
-            f"SELECT * FROM unnest($1::uuid[], $2::bigint[], $3::text[], $4::bytea[]) "
-            f"RETURNING notification_id"
-        )
+        # One round trip (see migrations/0004): lock, wake-up, insert. The lock timeout bounds how long a stuck
+        # writer can stall all others.
+        self._events_table = events
+        self._lock_timeout = f"{round(lock_timeout_seconds * 1000)}ms"
+        self._append_sql = "SELECT * FROM scaivault_append_events($1::regclass, $2, $3, $4, $5, $6, $7)"
         self._select_events_sql = f"SELECT {columns} FROM {events} WHERE originator_id = $1"
         self._select_notifications_sql = f"SELECT notification_id, {columns} FROM {events} WHERE notification_id "
         self._max_notification_id_sql = f"SELECT COALESCE(MAX(notification_id), 0) FROM {events}"
@@ -89,10 +83,12 @@ class PostgresEventStore:
         if not stored_events:
             return []
         assert conn.is_in_transaction(), "append() must run inside the caller's transaction"
-        await conn.execute(self._lock_sql)
         try:
             rows = await conn.fetch(
-                self._insert_sql,
+                self._append_sql,
+                self._events_table,
+                self.channel,
+                self._lock_timeout,
                 [e.originator_id for e in stored_events],
                 [e.originator_version for e in stored_events],
                 [e.topic for e in stored_events],
