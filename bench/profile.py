@@ -6,6 +6,7 @@ Two samplers run for the length of the phase:
     runnable but without a CPU (which a plain sample of a busy 2-core machine would pin on those calls).
   * pg_stat_activity, 10 times a second: what the server's PostgreSQL connections are doing. `idle / ClientRead`
     means the connection waits for Python; `Lock:*`, `IO:WALSync`, `LWLock:WAL*` mean Python waits for PostgreSQL.
+    Also: what the connection holding the event store's table lock (writers queue on it) is doing meanwhile.
 
 Writes <out>.txt (py-spy's collapsed stacks) and <out>-summary.txt, and prints the summary's head.
 """
@@ -94,33 +95,44 @@ class Profiler:
         self._waits = asyncio.create_task(self._sample_waits())
         return self
 
-    async def _sample_waits(self) -> Counter[str]:
+    async def _sample_waits(self) -> tuple[int, Counter[str], Counter[str]]:
+        """(samples, states of the server's connections, state of the one holding the event-store table lock)."""
         waits: Counter[str] = Counter()
+        holder: Counter[str] = Counter()
+        samples = 0
         conn = await asyncpg.connect(self.db_url)
         try:
             for _ in range(int(self.seconds / WAIT_SAMPLE_SECONDS)):
                 rows = await conn.fetch(
-                    "SELECT state, wait_event_type, wait_event FROM pg_stat_activity"
-                    " WHERE application_name = 'scaivault' AND datname = current_database()"
+                    "SELECT a.state, a.wait_event_type, a.wait_event, l.pid IS NOT NULL AS holds_event_lock"
+                    " FROM pg_stat_activity a LEFT JOIN pg_locks l ON l.pid = a.pid AND l.granted"
+                    "  AND l.mode = 'ExclusiveLock' AND l.relation = to_regclass('scaivault_events')"
+                    " WHERE a.application_name = 'scaivault' AND a.datname = current_database()"
                 )
+                samples += 1
                 for row in rows:
                     wait = f"{row['wait_event_type']}:{row['wait_event']}" if row["wait_event"] else "on CPU"
                     waits[f"{row['state']:<20} {wait}"] += 1
+                    if row["holds_event_lock"]:
+                        holder[f"{row['state']:<20} {wait}"] += 1
+                holder["(nobody)"] += not any(row["holds_event_lock"] for row in rows)
                 await asyncio.sleep(WAIT_SAMPLE_SECONDS)
         finally:
             await conn.close()
-        return waits
+        return samples, waits, holder
 
     async def __aexit__(self, *exc: object | TracebackType) -> None:
         assert self._waits is not None
-        waits = await asyncio.wait_for(self._waits, self.seconds + 30)
-        samples = max(1, int(self.seconds / WAIT_SAMPLE_SECONDS))
+        samples, waits, holder = await asyncio.wait_for(self._waits, self.seconds + 30)
+        samples = max(1, samples)
         lines = ["server's PostgreSQL connections, average number in each state", ""]
         lines += [f"  {n / samples:6.2f}  {what}" for what, n in waits.most_common(12)] + [""]
+        lines += ["holder of the event-store table lock (LOCK TABLE scaivault_events), share of samples", ""]
+        lines += [f"  {100 * n / samples:5.1f}%  {what}" for what, n in holder.most_common(8)] + [""]
         if self._spy is not None:
             await asyncio.wait_for(self._spy.wait(), self.seconds + 60)
             collapsed = self.out.with_suffix(".txt")
             lines.append(summarize(collapsed.read_text()) if collapsed.exists() else "py-spy wrote nothing\n")
         summary = "\n".join(lines)
         self.out.with_name(self.out.name + "-summary.txt").write_text(summary)
-        print("\n".join("    " + line for line in summary.splitlines()[:40]), file=sys.stderr)
+        print("\n".join("    " + line for line in summary.splitlines()[:32]), file=sys.stderr)

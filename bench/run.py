@@ -49,7 +49,17 @@ TARGETS = {"reads_pct_of_bare": 40.0, "reads_p99_ms": 10.0, "writes_pct_of_inser
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 CPU_COLUMNS = ("server", "loadgen", "postgres", "other", "machine")
 
-Op = Callable[[int], Awaitable[bool]]
+Op = Callable[[int], Awaitable[None]]  # op(client): one request (or insert); raises if it failed
+
+
+class UnexpectedStatus(Exception):
+    pass
+
+
+async def expect(response: aiohttp.ClientResponse, status: int) -> None:
+    body = await response.read()
+    if response.status != status:
+        raise UnexpectedStatus(f"HTTP {response.status}", body[:300].decode(errors="replace"))
 
 
 # ---- CPU accounting: who was busy during a slice, in CPU seconds ---------------------------------------------------
@@ -89,14 +99,15 @@ def cpu_snapshot(server_pid: int | None, database: str) -> Counter[str]:
 
 @dataclass
 class Load:
-    """One measured thing: ``op(client)`` does one request (or insert) and says whether it succeeded."""
+    """One measured thing and what was measured of it."""
 
     name: str
     unit: str
     op: Op
     server_pid: int | None
     ops: int = 0
-    errors: int = 0
+    errors: Counter[str] = field(default_factory=Counter)  # by kind, e.g. "HTTP 503"
+    error_example: dict[str, str] = field(default_factory=dict)
     seconds: float = 0.0
     latencies: list[float] = field(default_factory=list)
     cpu_seconds: Counter[str] = field(default_factory=Counter)
@@ -121,7 +132,9 @@ class Load:
             "unit": self.unit,
             "rate": round(self.rate, 1),
             "ops": self.ops,
-            "errors": self.errors,
+            "errors": sum(self.errors.values()),
+            "error_kinds": dict(self.errors),
+            "error_examples": self.error_example,
             "seconds": round(self.seconds, 2),
             "p50_ms": round(self.percentile_ms(0.50), 2),
             "p99_ms": round(self.percentile_ms(0.99), 2),
@@ -132,40 +145,46 @@ class Load:
         }
 
 
-async def closed_loop(op: Op, *, seconds: float, clients: int) -> tuple[int, int, list[float], float]:
-    """``clients`` workers each call ``op(worker)`` back to back until the deadline; returns (ok, errors,
-    latencies of the ok calls, elapsed). Calls in flight at the deadline finish and count."""
+Outcome = tuple[list[float], Counter[str], dict[str, str], float]
+
+
+async def closed_loop(op: Op, *, seconds: float, clients: int) -> Outcome:
+    """``clients`` workers each call ``op(worker)`` back to back until the deadline; returns (latencies of the
+    calls that succeeded, failures by kind, an example of each kind, elapsed). Calls in flight at the deadline
+    finish and count."""
     deadline = time.perf_counter() + seconds
     latencies: list[float] = []
-    errors = 0
+    errors: Counter[str] = Counter()
+    examples: dict[str, str] = {}
 
     async def worker(i: int) -> None:
-        nonlocal errors
         for _ in range(MAX_OPS_PER_SLICE // clients):
             started = time.perf_counter()
             if started >= deadline:
                 return
             try:
-                ok = await op(i)
-            except (aiohttp.ClientError, asyncpg.PostgresError, OSError, asyncio.TimeoutError):
-                ok = False
-            if ok:
-                latencies.append(time.perf_counter() - started)
-            else:
-                errors += 1
+                await op(i)
+            except (UnexpectedStatus, aiohttp.ClientError, asyncpg.PostgresError, OSError, TimeoutError) as exc:
+                kind, example = exc.args if isinstance(exc, UnexpectedStatus) else (type(exc).__name__, str(exc))
+                errors[kind] += 1
+                examples.setdefault(kind, example)
                 await asyncio.sleep(0.01)  # a failing target must not turn this into a busy loop
+            else:
+                latencies.append(time.perf_counter() - started)
 
     started = time.perf_counter()
     await asyncio.wait_for(asyncio.gather(*(worker(i) for i in range(clients))), seconds + 2 * REQUEST_TIMEOUT)
-    return len(latencies), errors, latencies, time.perf_counter() - started
+    return latencies, errors, examples, time.perf_counter() - started
 
 
 async def run_slice(load: Load, seconds: float, args: argparse.Namespace) -> None:
     before = cpu_snapshot(load.server_pid, args.database)
-    ok, errors, latencies, elapsed = await closed_loop(load.op, seconds=seconds, clients=args.clients)
+    latencies, errors, examples, elapsed = await closed_loop(load.op, seconds=seconds, clients=args.clients)
     load.cpu_seconds.update(cpu_snapshot(load.server_pid, args.database) - before)
-    load.ops, load.errors, load.seconds = load.ops + ok, load.errors + errors, load.seconds + elapsed
+    load.ops, load.seconds = load.ops + len(latencies), load.seconds + elapsed
     load.latencies += latencies
+    load.errors.update(errors)
+    load.error_example = {**examples, **load.error_example}
 
 
 async def interleaved(baseline: Load, subject: Load, args: argparse.Namespace) -> None:
@@ -178,7 +197,7 @@ async def interleaved(baseline: Load, subject: Load, args: argparse.Namespace) -
             await run_slice(load, args.seconds / args.rounds, args)
     for load in (baseline, subject):
         print(f"  {load.name:<16} {load.rate:9.1f} {load.unit:<6}  p50 {load.percentile_ms(.5):7.2f} ms"
-              f"  p99 {load.percentile_ms(.99):7.2f} ms  errors {load.errors}", file=sys.stderr)
+              f"  p99 {load.percentile_ms(.99):7.2f} ms  errors {dict(load.errors) or 0}", file=sys.stderr)
 
 
 # ---- subprocess servers, the database, the operations -------------------------------------------------------------
@@ -190,9 +209,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+_DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never via an HTTP(S)_PROXY
+
+
 def _healthy(url: str) -> bool:
     try:
-        with urllib.request.urlopen(url, timeout=2) as response:
+        with _DIRECT.open(url, timeout=2) as response:
             return response.status == 200
     except OSError:
         return False
@@ -243,10 +265,9 @@ def http_session(clients: int) -> aiohttp.ClientSession:
 
 
 def bare_get(session: aiohttp.ClientSession, url: str) -> Op:
-    async def get(_: int) -> bool:
+    async def get(_: int) -> None:
         async with session.get(url) as response:
-            await response.read()
-            return response.status == 200
+            await expect(response, 200)
 
     return get
 
@@ -260,9 +281,8 @@ async def raw_insert(db_url: str, clients: int) -> AsyncIterator[Op]:
         conns = [await pool.acquire() for _ in range(clients)]
         payload = "x" * 200
 
-        async def insert(i: int) -> bool:
+        async def insert(i: int) -> None:
             await conns[i].execute("INSERT INTO bench_scratch (payload) VALUES ($1)", payload, timeout=REQUEST_TIMEOUT)
-            return True
 
         yield insert
         for conn in conns:
@@ -284,19 +304,16 @@ async def secret_ops(session: aiohttp.ClientSession, base: str, token: str) -> t
 
     for url in read_urls + write_urls:  # so that every measured write adds a version to an existing secret
         async with session.put(url, data=body(next(counter)), headers=headers) as response:
-            if response.status != 201:
-                raise RuntimeError(f"setup PUT {url}: {response.status} {await response.text()}")
+            await expect(response, 201)
 
-    async def get(_: int) -> bool:
+    async def get(_: int) -> None:
         async with session.get(read_urls[next(counter) % N_PATHS], headers=headers) as response:
-            await response.read()
-            return response.status == 200
+            await expect(response, 200)
 
-    async def put(_: int) -> bool:
+    async def put(_: int) -> None:
         n = next(counter)
         async with session.put(write_urls[n % N_PATHS], data=body(n), headers=headers) as response:
-            await response.read()
-            return response.status == 200
+            await expect(response, 200)
 
     return get, put
 
@@ -332,7 +349,10 @@ async def benchmark(args: argparse.Namespace, tmp: Path) -> list[Load]:
                 for name, op in (("reads", get), ("writes", put)):
                     print(f"  profiling {name} for {args.seconds:g} s", file=sys.stderr)
                     async with Profiler(pid, args.db_url, RESULTS / f"profile-{name}", args.seconds):
-                        await closed_loop(op, seconds=args.seconds, clients=args.clients)
+                        latencies, errors, _, elapsed = await closed_loop(op, seconds=args.seconds,
+                                                                          clients=args.clients)
+                    print(f"  (under the profiler: {len(latencies) / elapsed:.1f} req/s, errors {dict(errors) or 0})",
+                          file=sys.stderr)
     return loads
 
 
@@ -351,9 +371,9 @@ def report(loads: list[Load], meta: dict[str, object]) -> dict[str, object]:
     print(f"\n{'phase':<17}{'rate':>10}  {'unit':<7}{'p50 ms':>8}{'p99 ms':>8}{'errors':>7}{'server us/op':>13}"
           "  cpu cores:" + "".join(f"{c:>9}" for c in CPU_COLUMNS))
     for load in loads:
-        cores, per_op = load.cores(), load.summary()["server_cpu_us_per_op"]
+        cores, per_op, errors = load.cores(), load.summary()["server_cpu_us_per_op"], sum(load.errors.values())
         print(f"{load.name:<17}{load.rate:>10.1f}  {load.unit:<7}{load.percentile_ms(.5):>8.2f}"
-              f"{load.percentile_ms(.99):>8.2f}{load.errors:>7}{per_op if load.server_pid else '-':>13}  {'':10}"
+              f"{load.percentile_ms(.99):>8.2f}{errors:>7}{per_op if load.server_pid else '-':>13}  {'':10}"
               + "".join(f"{cores[c]:>9.2f}" for c in CPU_COLUMNS))
     verdict = {True: "met", False: "MISSED"}
     print(f"\nreads  = {ratios['reads_pct_of_bare']:5.1f}% of bare handler   (target >= 40%)   "
@@ -361,8 +381,9 @@ def report(loads: list[Load], meta: dict[str, object]) -> dict[str, object]:
     print(f"reads  p99 = {ratios['reads_p99_ms']:.2f} ms          (target < 10 ms)  {verdict[met['reads_p99_ms']]}")
     print(f"writes = {ratios['writes_pct_of_inserts']:5.1f}% of raw inserts    (target >= 50%)   "
           f"{verdict[met['writes_pct_of_inserts']]}")
-    if any(load.errors for load in loads):
-        print("\nWARNING: some operations failed; the figures above are suspect.")
+    for load in loads:
+        for kind, count in load.errors.items():
+            print(f"\nWARNING: {load.name}: {count} x {kind}, e.g. {load.error_example[kind][:200]}")
     return {"meta": meta, "phases": {load.name: load.summary() for load in loads}, "ratios": ratios,
             "targets": TARGETS, "targets_met": met}
 
@@ -392,9 +413,20 @@ async def main_async(args: argparse.Namespace) -> dict[str, object]:
         "seconds": args.seconds, "rounds": args.rounds, "warmup": args.warmup, "clients": args.clients,
         "cpus": os.cpu_count(), "python": platform.python_version(), "aiohttp": aiohttp.__version__,
         "asyncpg": asyncpg.__version__, "postgres": postgres,
-        "event_store_at_end": event_store,
+        "event_store_at_end": event_store, "source": source_version(),
     }
     return report(loads, meta)
+
+
+def source_version() -> dict[str, object]:
+    """Which tree was measured (read-only git queries); the server runs from this working tree."""
+    def git(*args: str) -> str:
+        with contextlib.suppress(OSError, subprocess.SubprocessError):
+            return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=10).stdout.strip()
+        return ""
+
+    return {"commit": git("rev-parse", "--short", "HEAD") or None,
+            "uncommitted_changes": bool(git("status", "--porcelain", "--untracked-files=no"))}
 
 
 def main() -> None:
