@@ -54,41 +54,19 @@ async def issue_token(container: Container, cmd: IssueToken) -> str:
                 )
         elif not await partner_exists(uow.conn, partner_id):
             raise TenantNotFound("No such partner: run `scaivault tenants create` first", partner_id=partner_id)
+        rights = {
+            "identity_id": cmd.identity_id,
+            "tenant_id": tenant_id,
+            "partner_id": partner_id,
+            "scopes": list(cmd.scopes),
+            "roles": list(cmd.roles),
+            "groups": list(cmd.groups),
+        }
         if not cmd.personal_access_token:
-            return container.issuer.issue(
-                identity_id=cmd.identity_id,
-                tenant_id=tenant_id,
-                partner_id=partner_id,
-                scopes=cmd.scopes,
-                roles=cmd.roles,
-                groups=cmd.groups,
-                ttl=cmd.ttl,
-            )
-        token, pat_id = await issue_pat(
-            uow.conn,
-            identity_id=cmd.identity_id,
-            tenant_id=tenant_id,
-            partner_id=partner_id,
-            scopes=list(cmd.scopes),
-            roles=list(cmd.roles),
-            groups=list(cmd.groups),
-            ttl=cmd.ttl,
-        )
+            return container.issuer.issue(**rights, ttl=cmd.ttl)
+        token, pat_id = await issue_pat(uow.conn, **rights, ttl=cmd.ttl)
         now = utcnow()
-        uow.add(
-            PersonalAccessToken(
-                pat_id=pat_id,
-                identity_id=cmd.identity_id,
-                tenant_id=tenant_id,
-                partner_id=partner_id,
-                scopes=list(cmd.scopes),
-                roles=list(cmd.roles),
-                groups=list(cmd.groups),
-                expires_at=now + cmd.ttl,
-                at=now,
-                actor=cmd.actor,
-            )
-        )
+        uow.add(PersonalAccessToken(pat_id=pat_id, **rights, expires_at=now + cmd.ttl, at=now, actor=cmd.actor))
         return token
 
     return await container.runner.run(work)

@@ -28,6 +28,14 @@ async def make_container(database_url: str, tmp_path: Path) -> Container:
     return container
 
 
+def write_next_version(secret: Secret) -> None:
+    secret.write(
+        version=secret.next_version, ciphertext=b"x", data_key_id="dk_unused", at=datetime.now(timezone.utc),
+        actor="user:a", request_id=None, secret_type=None, metadata=None, max_versions=None,
+        default_max_versions=10, expires_in=None, rotation_policy_id=None, cas=None,
+    )
+
+
 class CountingStore(PostgresEventStore):
     """Counts the events a load reads, so the test can tell a snapshot was used."""
 
@@ -46,19 +54,11 @@ async def test_a_secret_with_10000_versions_loads_from_a_snapshot(pool: asyncpg.
         secret = Secret(owner="tnt_a", path="app/history", partner_id="ptn_a", tenant_id="tnt_a")
         for batch in range(100):
             for _ in range(100):
-                secret.write(
-                    version=secret.next_version, ciphertext=b"x", data_key_id="dk_unused", at=datetime.now(timezone.utc),
-                    actor="user:a", request_id=None, secret_type=None, metadata=None, max_versions=None,
-                    default_max_versions=10, expires_in=None, rotation_policy_id=None, cas=None,
-                )
+                write_next_version(secret)
             async with pool.acquire() as conn, conn.transaction():
                 await container.repository.save(conn, secret.collect_events(), [secret])
         for _ in range(3):  # a few more writes, each its own save, after the last snapshot
-            secret.write(
-                version=secret.next_version, ciphertext=b"x", data_key_id="dk_unused", at=datetime.now(timezone.utc),
-                actor="user:a", request_id=None, secret_type=None, metadata=None, max_versions=None,
-                default_max_versions=10, expires_in=None, rotation_policy_id=None, cas=None,
-            )
+            write_next_version(secret)
             async with pool.acquire() as conn, conn.transaction():
                 await container.repository.save(conn, secret.collect_events(), [secret])
         assert secret.last_version == 10_003
