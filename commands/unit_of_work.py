@@ -20,7 +20,7 @@ from uuid import UUID
 import asyncpg
 from eventsourcing.domain import Aggregate
 
-from scaivault.audit.access_records import AccessRecord, insert_access_records
+from scaivault.audit.access_records import AccessRecord, touch_last_access
 from scaivault.domain.errors import VersionConflict
 from scaivault.eventstore.recorder import EventStoreConflict
 from scaivault.eventstore.repository import Repository
@@ -63,7 +63,11 @@ class UnitOfWork:
             for project in self._projectors:
                 await project(self.conn, domain_event)
         if self.access is not None:
-            await insert_access_records(self.conn, [self.access])
+            # Committing means the request succeeds: record it as the success it is about to be.
+            self.access.status = self.access.status or 200
+            self.access.duration_ms = int((utcnow() - self.access.recorded_at).total_seconds() * 1000)
+            await touch_last_access(self.conn, [self.access])
+            events = [*events, self.access.event()]
         await self._repository.save(self.conn, events, self.aggregates)
         return events
 

@@ -109,12 +109,12 @@ def database_url(settings: Settings) -> str:
 
 async def build_container(settings: Settings, *, migrate: bool = True) -> Container:
     url = database_url(settings)
-    pool = await create_pool(url, max_size=settings.db_pool_size)
+    pool = await create_pool(url, max_size=settings.db_pool_size, lock_timeout=settings.event_lock_timeout_seconds)
     try:
         if migrate:
             async with pool.acquire() as conn:
                 await apply_migrations(conn)
-        store = PostgresEventStore()
+        store = PostgresEventStore(lock_timeout_seconds=settings.event_lock_timeout_seconds)
         repository = Repository(store, create_mapper(), snapshot_interval=settings.snapshot_interval)
         keyring = KeyRing(root_key_provider(settings))
         runner = UnitOfWorkRunner(pool, repository, [project_secret_event, project_tenancy])
@@ -150,7 +150,7 @@ async def build_container(settings: Settings, *, migrate: bool = True) -> Contai
             issuer=issuer,
             revocations=revocations,
             authenticator=authenticator,
-            access_recorder=AccessRecorder(pool, timeout=settings.audit_timeout_seconds, metrics=metrics),
+            access_recorder=AccessRecorder(pool, repository, timeout=settings.audit_timeout_seconds, metrics=metrics),
             runner=runner,
             secret_commands=SecretCommands(
                 runner,

@@ -41,6 +41,7 @@ ENVIRONMENT = {
     "SCAIVAULT_DATA_DIR": "data_dir",
     "SCAIVAULT_DB_POOL_SIZE": "db_pool_size",
     "SCAIVAULT_AUDIT_TIMEOUT": "audit_timeout_seconds",
+    "SCAIVAULT_EVENT_LOCK_TIMEOUT": "event_lock_timeout_seconds",
     "SCAIVAULT_DELETE_RETENTION": "delete_retention",
     "SCAIVAULT_DEFAULT_MAX_VERSIONS": "default_max_versions",
     "SCAIVAULT_SNAPSHOT_INTERVAL": "snapshot_interval",
@@ -79,6 +80,7 @@ class Settings(BaseModel):
     data_dir: Path = Path(".scaivault")
     db_pool_size: int = Field(default=20, ge=2, le=500)
     audit_timeout_seconds: float = Field(default=5.0, gt=0, le=120)
+    event_lock_timeout_seconds: float = Field(default=5.0, gt=0, le=120)
     delete_retention: str = "30d"
     default_max_versions: int = Field(default=10, ge=1, le=1000)
     snapshot_interval: int = Field(default=100, ge=2, le=100_000)

@@ -26,7 +26,9 @@ async def _reset_connection(conn: asyncpg.Connection) -> None:
         await conn.execute("ROLLBACK")
 
 
-async def create_pool(dsn: str, *, min_size: int = 2, max_size: int = 20) -> asyncpg.Pool:
+async def create_pool(dsn: str, *, min_size: int = 2, max_size: int = 20, lock_timeout: float = 5.0) -> asyncpg.Pool:
+    """Every lock wait is bounded (``lock_timeout``, seconds): a stuck transaction elsewhere turns into a prompt
+    503 instead of requests that hang."""
     return await asyncpg.create_pool(
         dsn,
         min_size=min(min_size, max_size),
@@ -34,7 +36,11 @@ async def create_pool(dsn: str, *, min_size: int = 2, max_size: int = 20) -> asy
         init=_init_connection,
         reset=_reset_connection,
         # Every transaction is short; a session stuck inside one must not hold the event-store lock for ever.
-        server_settings={"idle_in_transaction_session_timeout": "10000", "application_name": "scaivault"},
+        server_settings={
+            "idle_in_transaction_session_timeout": "10000",
+            "lock_timeout": str(round(lock_timeout * 1000)),
+            "application_name": "scaivault",
+        },
     )
 
 

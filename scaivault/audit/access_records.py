@@ -1,9 +1,10 @@
 """Access records and the group-commit writer that makes them durable.
 
-A write command inserts its record in its own transaction (so the record and the change commit together); every
-other request hands its record to ``AccessRecorder``, which batches the records of concurrent requests into one
-transaction (group commit) and releases each request only once its record is durable. If that cannot happen within
-the audit timeout, the request fails with 503: auditing is fail-closed.
+Each request's record becomes an ``AccessRecorded`` event. A write command appends it with its own events, in its
+own transaction (so the record and the change commit together); every other request hands its record to
+``AccessRecorder``, which appends the records of concurrent requests in one transaction (group commit) and releases
+each request only once its record is durable. If that cannot happen within the audit timeout, the request fails
+with 503: auditing is fail-closed.
 """
 
 from __future__ import annotations
@@ -17,7 +18,9 @@ from uuid import UUID
 
 import asyncpg
 
+from scaivault.domain.access import AccessRecorded
 from scaivault.domain.errors import ServiceUnavailable
+from scaivault.eventstore.repository import Repository
 from scaivault.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -51,33 +54,27 @@ class AccessRecord:
     def success(self) -> bool:
         return 200 <= self.status < 400
 
-    def row(self) -> tuple[Any, ...]:
-        return (
-            self.recorded_at,
-            self.request_id,
-            self.partner_id,
-            self.tenant_id,
-            self.identity_id,
-            self.identity_type,
-            self.action,
-            self.method,
-            self.route,
-            self.secret_path,
-            self.status,
-            self.success,
-            self.error_code,
-            self.source_ip,
-            (self.user_agent or "")[:512] or None,
-            self.duration_ms,
-            self.extra,
+    def event(self) -> AccessRecorded:
+        return AccessRecorded.of(
+            timestamp=self.recorded_at,
+            request_id=self.request_id,
+            method=self.method,
+            route=self.route,
+            action=self.action,
+            partner_id=self.partner_id,
+            tenant_id=self.tenant_id,
+            identity_id=self.identity_id,
+            identity_type=self.identity_type,
+            secret_path=self.secret_path,
+            status=self.status,
+            success=self.success,
+            error_code=self.error_code,
+            source_ip=self.source_ip,
+            user_agent=(self.user_agent or "")[:512] or None,
+            duration_ms=self.duration_ms,
+            extra=self.extra,
         )
 
-
-_INSERT = """
-INSERT INTO scaivault_access_records (recorded_at, request_id, partner_id, tenant_id, identity_id, identity_type,
-    action, method, route, secret_path, status, success, error_code, source_ip, user_agent, duration_ms, extra)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)
-"""
 
 _TOUCH = """
 INSERT INTO scaivault_secret_last_access (stream_id, last_accessed_at)
@@ -87,9 +84,8 @@ ON CONFLICT (stream_id) DO UPDATE SET last_accessed_at = greatest(
 """
 
 
-async def insert_access_records(conn: asyncpg.Connection, records: list[AccessRecord]) -> None:
-    """Insert records and the last-access times they imply; the caller owns the transaction."""
-    await conn.executemany(_INSERT, [record.row() for record in records])
+async def touch_last_access(conn: asyncpg.Connection, records: list[AccessRecord]) -> None:
+    """The last-access times the records imply (a read model of access events, written in their transaction)."""
     touched: dict[UUID, datetime] = {}
     for record in records:
         if record.success:
@@ -103,8 +99,9 @@ async def insert_access_records(conn: asyncpg.Connection, records: list[AccessRe
 class AccessRecorder:
     """Group commit for access records: one transaction per batch of concurrent requests."""
 
-    def __init__(self, pool: asyncpg.Pool, *, timeout: float, metrics: Metrics | None = None) -> None:
+    def __init__(self, pool: asyncpg.Pool, repository: Repository, *, timeout: float, metrics: Metrics | None = None) -> None:
         self._pool = pool
+        self._repository = repository
         self._metrics = metrics
         self._timeout = timeout
         self._queue: list[tuple[AccessRecord, asyncio.Future[None]]] = []
@@ -151,8 +148,10 @@ class AccessRecorder:
     async def _flush(self, batch: list[tuple[AccessRecord, asyncio.Future[None]]]) -> None:
         try:
             async with asyncio.timeout(self._timeout):
+                records = [record for record, _ in batch]
                 async with self._pool.acquire() as conn, conn.transaction():
-                    await insert_access_records(conn, [record for record, _ in batch])
+                    await touch_last_access(conn, records)
+                    await self._repository.save(conn, [record.event() for record in records])
         except Exception as exc:  # the requests waiting on this batch fail closed; the next batch tries afresh
             for _, future in batch:
                 if not future.done():

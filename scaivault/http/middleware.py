@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timezone
 
+import asyncpg
 from aiohttp import web
 
 from scaivault.audit.access_records import AccessRecord
@@ -18,6 +20,7 @@ from scaivault.domain.errors import (
     PayloadTooLarge,
     RouteNotFound,
     ScaiVaultError,
+    ServiceUnavailable,
 )
 from scaivault.http.keys import ACCESS, CONTAINER, REQUEST_ID
 from scaivault.http.responses import error_response
@@ -31,6 +34,17 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 # A handler's ``audit_action`` names its audit action; handlers marked ``audited = False`` (liveness, readiness,
 # version, metrics: nothing about a tenant happens there) leave no access record.
 UNKNOWN_ACTION = "unknown"
+
+UNAVAILABLE = (
+    OSError,
+    asyncio.TimeoutError,
+    asyncpg.InterfaceError,
+    asyncpg.LockNotAvailableError,
+    asyncpg.QueryCanceledError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.TooManyConnectionsError,
+    asyncpg.AdminShutdownError,
+)
 
 _CROCKFORD = "0123456789abcdefghjkmnpqrstvwxyz"
 
@@ -76,6 +90,9 @@ async def _answer(request: web.Request, handler: Handler, request_id: str) -> tu
         error = exc
     except web.HTTPException as exc:
         error = _as_api_error(exc)
+    except UNAVAILABLE as exc:  # the database is down, overloaded or locked up: transient, and the client may retry
+        log.warning("dependency unavailable", extra={"request_id": request_id, "error": type(exc).__name__})
+        error = ServiceUnavailable()
     except Exception:  # the client gets a plain 500; the traceback stays in our logs
         log.exception("unhandled error", extra={"request_id": request_id})
         error = InternalError()

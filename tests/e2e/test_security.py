@@ -10,8 +10,17 @@ import asyncpg
 import pytest
 from aiohttp.test_utils import TestClient
 
+from collections.abc import AsyncIterator
+
+from aiohttp.test_utils import TestServer
+from eventsourcing.persistence import StoredEvent
+
 from commands.tokens import IssueToken, issue_token, revoke_token
-from scaivault.bootstrap import Container
+from scaivault.bootstrap import Container, build_container
+from scaivault.config import Settings
+from scaivault.domain.access import AccessRecorded
+from scaivault.eventstore.mapper import create_mapper
+from scaivault.http.app import create_app
 from tests.e2e.conftest import PARTNER, TENANT, TokenFactory, bearer
 
 KNOWN_VALUES = ["plaintext-canary-7f3a9c", "another-canary-b81e02"]
@@ -73,6 +82,16 @@ async def test_a_ciphertext_moved_to_another_row_fails_to_open(
         assert response.status == 500 and "victim" not in body.replace("app/victim", "") and '"pw"' not in body
 
 
+async def access_events(pool: asyncpg.Pool) -> list[AccessRecorded]:
+    mapper = create_mapper()
+    rows = await pool.fetch(
+        "SELECT originator_id, originator_version, topic, state FROM scaivault_events"
+        " WHERE topic = 'scaivault.domain.access:AccessRecorded' ORDER BY notification_id"
+    )
+    return [mapper.to_domain_event(StoredEvent(r["originator_id"], r["originator_version"], r["topic"], r["state"]))
+            for r in rows]
+
+
 async def test_every_request_allowed_or_denied_leaves_an_access_record(
     client: TestClient, token: TokenFactory, pool: asyncpg.Pool
 ) -> None:
@@ -83,38 +102,61 @@ async def test_every_request_allowed_or_denied_leaves_an_access_record(
         await client.get("/v1/secrets/app/rec", headers=bearer(token("secrets:list"))),
         await client.get("/v1/secrets/app/rec"),
         await client.get("/v1/secrets/app/none", headers=bearer(t)),
+        await client.delete("/v1/secrets/app/rec", headers=bearer(t)),
     ]
-    rows = await pool.fetch("SELECT * FROM scaivault_access_records ORDER BY id")
-    by_request = {row["request_id"]: row for row in rows}
+    records = await access_events(pool)
+    by_request = {record.request_id: record for record in records}
     for response in responses:
-        row = by_request[response.headers["X-Request-ID"]]
-        assert row["status"] == response.status
-        assert row["success"] == (response.status < 400)
-    write, read, denied, anonymous, missing = (by_request[r.headers["X-Request-ID"]] for r in responses)
-    assert (write["action"], write["identity_id"], write["tenant_id"], write["secret_path"]) == (
+        record = by_request[response.headers["X-Request-ID"]]
+        assert record.status == response.status
+        assert record.success == (response.status < 400)
+    write, read, denied, anonymous, missing, deleted = (by_request[r.headers["X-Request-ID"]] for r in responses)
+    assert (write.action, write.identity_id, write.tenant_id, write.secret_path) == (
         "write", "user:alice@acme.example", TENANT, "app/rec")
-    assert read["action"] == "read" and denied["error_code"] == "insufficient_scope"
-    assert anonymous["identity_id"] is None and anonymous["error_code"] == "authentication_required"
-    assert missing["error_code"] == "secret_not_found"
+    assert read.action == "read" and denied.error_code == "insufficient_scope"
+    assert anonymous.identity_id is None and anonymous.error_code == "authentication_required"
+    assert missing.error_code == "secret_not_found"
+    assert (deleted.action, deleted.status) == ("delete", 200)
+    # The write's record committed in the write's own transaction, right after the write's events.
+    topics = [r["topic"] for r in await pool.fetch("SELECT topic FROM scaivault_events ORDER BY notification_id")]
+    written_at = topics.index("scaivault.domain.secrets:Secret.VersionWritten")
+    assert topics[written_at + 1] == "scaivault.domain.access:AccessRecorded"
     # Liveness and readiness are not audited.
     await client.get("/v1/health")
-    assert await pool.fetchval("SELECT count(*) FROM scaivault_access_records") == len(rows)
+    assert len(await access_events(pool)) == len(records)
 
 
-async def test_audit_is_fail_closed_and_recovers(client: TestClient, token: TokenFactory, pool: asyncpg.Pool) -> None:
-    t = bearer(token())
+@pytest.fixture
+async def impatient_client(pool: asyncpg.Pool, settings: Settings) -> AsyncIterator[TestClient]:
+    """A server that gives up on the event store after 1 s (audit and lock timeouts)."""
+    impatient = settings.model_copy(update={"audit_timeout_seconds": 1.0, "event_lock_timeout_seconds": 1.0})
+    container = await build_container(impatient)
+    await container.tenancy_commands.register_tenant(PARTNER, TENANT)
+    try:
+        async with TestClient(TestServer(create_app(container=container))) as client:
+            yield client
+    finally:
+        await container.close()
+
+
+async def test_audit_is_fail_closed_and_recovers(
+    impatient_client: TestClient, token: TokenFactory, pool: asyncpg.Pool
+) -> None:
+    client, t = impatient_client, bearer(token())
     await client.put("/v1/secrets/app/audited", json={"data": {"v": "1"}}, headers=t)
-    await pool.execute(
-        "ALTER TABLE scaivault_access_records ADD CONSTRAINT refuse_all CHECK (false) NOT VALID"
-    )
+    blocker = await pool.acquire()
+    transaction = blocker.transaction()
+    await transaction.start()
+    await blocker.execute("LOCK TABLE scaivault_events IN ACCESS EXCLUSIVE MODE")  # a hung audit sink
     try:
         read = await client.get("/v1/secrets/app/audited", headers=t)
         assert read.status == 503 and (await read.json())["error"]["code"] == "service_unavailable"
-        assert "v" not in (await read.json())["error"].get("details", {})
+        assert "data" not in await read.json()
         write = await client.put("/v1/secrets/app/audited", json={"data": {"v": "2"}}, headers=t)
-        assert write.status == 503
+        assert write.status == 503 and (await write.json())["error"]["code"] == "service_unavailable"
     finally:
-        await pool.execute("ALTER TABLE scaivault_access_records DROP CONSTRAINT refuse_all")
+        await transaction.rollback()
+        await pool.release(blocker)
     read = await client.get("/v1/secrets/app/audited", headers=t)
     assert read.status == 200
     assert (await read.json())["data"] == {"v": "1"}  # the refused write changed nothing
@@ -133,9 +175,10 @@ async def test_revoked_and_unknown_personal_access_tokens(client: TestClient, co
     revoked = await client.get("/v1/auth/whoami", headers=bearer(pat))
     assert revoked.status == 401 and (await revoked.json())["error"]["code"] == "token_revoked"
     assert not await revoke_token(container, pat)  # nothing more to revoke
-    topics = [r["topic"] for r in await container.pool.fetch("SELECT topic FROM scaivault_events ORDER BY notification_id")]
-    assert topics[-2:] == ["scaivault.domain.tokens:PersonalAccessToken.Issued",
-                           "scaivault.domain.tokens:PersonalAccessToken.Revoked"]
+    topics = [r["topic"] for r in await container.pool.fetch(
+        "SELECT topic FROM scaivault_events WHERE topic LIKE 'scaivault.domain.tokens:%' ORDER BY notification_id")]
+    assert topics == ["scaivault.domain.tokens:PersonalAccessToken.Issued",
+                      "scaivault.domain.tokens:PersonalAccessToken.Revoked"]
     unknown = await client.get("/v1/auth/whoami", headers=bearer("skt_" + "A" * 43))
     assert unknown.status == 401 and (await unknown.json())["error"]["code"] == "token_invalid"
 
