@@ -17,8 +17,11 @@ from commands.tenancy import TenancyCommands
 from commands.unit_of_work import UnitOfWorkRunner
 from projections.secrets.projector import project_secret_event
 from projections.tenancy import project_tenancy
+from projections.audit.projector import AuditLogProjection
+from projections.runner import Projection, ProjectionRunner
 from projections.tenant_directory import TenantDirectory
 from scaivault.audit.access_records import AccessRecorder
+from scaivault.audit.chain import CHAIN_KEY_NAME
 from scaivault.auth.authenticator import TokenAuthenticator
 from scaivault.auth.issuer import BuiltinIssuer
 from scaivault.auth.jwks import JwksClient
@@ -59,12 +62,14 @@ class Container:
     tenants: TenantDirectory
     http_session: aiohttp.ClientSession | None
     metrics: Metrics
+    projections: ProjectionRunner
     started_at: float = field(default_factory=time.monotonic)
     _tasks: list[asyncio.Task[Any]] = field(default_factory=list)
 
     async def start_background(self) -> None:
         """Jobs a serving process runs: access-record group commit, revocation sync, housekeeping."""
         await self.access_recorder.start()
+        await self.projections.start()
         self._tasks.append(asyncio.create_task(self._sync_revocations(), name="revocation-sync"))
         self._tasks.append(asyncio.create_task(self._housekeeping(), name="housekeeping"))
 
@@ -92,6 +97,7 @@ class Container:
             await asyncio.sleep(HOUSEKEEPING_SECONDS)
 
     async def close(self) -> None:
+        await self.projections.stop()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -101,6 +107,19 @@ class Container:
         if self.http_session is not None:
             await self.http_session.close()
         await self.pool.close()
+
+
+def catch_up_projections(keyring: KeyRing) -> list[Projection]:
+    """The read models built by the projection runner (the inline ones live in the command transaction)."""
+    chain_key: bytes | None = None
+
+    async def audit_chain_key(conn: asyncpg.Connection) -> bytes:
+        nonlocal chain_key
+        if chain_key is None:
+            chain_key = await keyring.system_key(conn, CHAIN_KEY_NAME)
+        return chain_key
+
+    return [AuditLogProjection(audit_chain_key)]
 
 
 def database_url(settings: Settings) -> str:
@@ -140,6 +159,9 @@ async def build_container(settings: Settings, *, migrate: bool = True) -> Contai
         )
         metrics = Metrics()
         metrics.watch_pool(pool.get_size, pool.get_idle_size)
+        projections = ProjectionRunner(
+            url, store, repository.mapper, catch_up_projections(keyring), on_progress=metrics.projection_progress
+        )
         return Container(
             settings=settings,
             database_url=url,
@@ -162,6 +184,7 @@ async def build_container(settings: Settings, *, migrate: bool = True) -> Contai
             tenants=TenantDirectory(pool),
             http_session=http_session,
             metrics=metrics,
+            projections=projections,
         )
     except BaseException:
         await pool.close()

@@ -32,12 +32,24 @@ class Metrics:
             "scaivault_access_record_failures_total", "Requests refused because their access record was not durable",
             registry=r,
         )
+        self.projection_position = Gauge(
+            "scaivault_projection_position", "Last event applied by each projection (this process)", ["projection"],
+            registry=r,
+        )
+        self.projection_lag = Gauge(
+            "scaivault_projection_lag_events", "Events committed but not yet applied, per projection", ["projection"],
+            registry=r,
+        )
         self.db_pool_size = Gauge("scaivault_db_pool_size", "Database pool connections", registry=r)
         self.db_pool_available = Gauge("scaivault_db_pool_available", "Idle database pool connections", registry=r)
 
     def watch_pool(self, size: Callable[[], int], idle: Callable[[], int]) -> None:
         self.db_pool_size.set_function(size)
         self.db_pool_available.set_function(idle)
+
+    def projection_progress(self, name: str, position: int, head: int) -> None:
+        self.projection_position.labels(name).set(position)
+        self.projection_lag.labels(name).set(max(head - position, 0))
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

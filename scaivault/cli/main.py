@@ -16,6 +16,7 @@ from datetime import timedelta
 from typing import TypeVar
 
 import click
+import orjson
 
 import scaivault
 from scaivault.bootstrap import Container, build_container
@@ -225,6 +226,38 @@ def token_revoke(token_or_id: str) -> None:
     click.echo("revoked" if revoked else "unknown or already revoked")
     if not revoked:
         sys.exit(4)
+
+
+@main.group()
+def audit() -> None:
+    """The audit log."""
+
+
+@audit.command("verify")
+@click.option("--tenant", "tenant_id", default=None, help="One tenant's chain (default: every chain).")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def audit_verify(tenant_id: str | None, as_json: bool) -> None:
+    """Recompute the audit chains; report the first entry altered, removed or reordered. Exit 1 if any is broken."""
+    from projections.audit.queries import chains
+    from projections.audit.verification import verify_audit_chain
+
+    async def verify(container: Container) -> dict[str, dict[str, object]]:
+        names = [tenant_id] if tenant_id is not None else await chains(container.pool)
+        return {name: await verify_audit_chain(container.pool, container.keyring, name) for name in names}
+
+    reports = _run(verify)
+    if as_json:
+        click.echo(orjson.dumps(reports, option=orjson.OPT_INDENT_2).decode())
+    else:
+        for name, report in reports.items():
+            label = name or "(no tenant)"
+            if report["valid"]:
+                click.echo(f"{label}: ok, {report['verified_entries']} entries")
+            else:
+                broken = report["first_invalid"]
+                click.echo(f"{label}: BROKEN at {broken['id']}: {broken['problem']} ({broken['detail']})")
+    if not all(report["valid"] for report in reports.values()):
+        sys.exit(1)
 
 
 @main.group()

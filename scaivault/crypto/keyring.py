@@ -75,6 +75,10 @@ def data_key_aad(owner: str, data_key_id: str) -> bytes:
     return context("data-key", owner, data_key_id)
 
 
+def system_key_aad(name: str) -> bytes:
+    return context("system-key", name)
+
+
 def issuer_key_aad(kid: str) -> bytes:
     """AAD of the built-in token issuer's private key, wrapped directly by the root key."""
     return context("issuer-key", kid)
@@ -311,7 +315,37 @@ class KeyRing:
                     root_key_id,
                     wrapped,
                 )
+            system_keys = await conn.fetch(
+                "SELECT name, root_key_id, wrapped FROM scaivault_system_keys ORDER BY name FOR UPDATE"
+            )
+            for row in system_keys:
+                aad = system_key_aad(row["name"])
+                key = await self.root.unwrap(row["root_key_id"], row["wrapped"], aad)
+                root_key_id, wrapped = await self.root.wrap(key, aad)
+                await conn.execute(
+                    "UPDATE scaivault_system_keys SET root_key_id = $2, wrapped = $3 WHERE name = $1",
+                    row["name"],
+                    root_key_id,
+                    wrapped,
+                )
         return len(partners)
+
+    async def system_key(self, conn: asyncpg.Connection | asyncpg.Pool, name: str) -> bytes:
+        """A 256-bit key of the server's own (e.g. the audit chain's MAC key), created on first use, wrapped by the
+        root key. Two processes creating it at once agree on the first one stored."""
+        aad = system_key_aad(name)
+        row = await conn.fetchrow("SELECT root_key_id, wrapped FROM scaivault_system_keys WHERE name = $1", name)
+        if row is None:
+            root_key_id, wrapped = await self.root.wrap(generate_key(), aad)
+            await conn.execute(
+                "INSERT INTO scaivault_system_keys (name, root_key_id, wrapped) VALUES ($1, $2, $3)"
+                " ON CONFLICT (name) DO NOTHING",
+                name,
+                root_key_id,
+                wrapped,
+            )
+            row = await conn.fetchrow("SELECT root_key_id, wrapped FROM scaivault_system_keys WHERE name = $1", name)
+        return await self.root.unwrap(row["root_key_id"], bytes(row["wrapped"]), aad)
 
     async def check(self, conn: asyncpg.Connection) -> None:
         """Readiness: the root key provider answers a round trip (and the key tables are reachable)."""

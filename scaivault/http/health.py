@@ -8,6 +8,7 @@ import time
 from datetime import datetime, timezone
 from typing import Any
 
+import asyncpg
 from aiohttp import web
 
 import scaivault
@@ -72,8 +73,13 @@ async def detailed(request: web.Request) -> web.Response:
     pool = container.pool
     database_ok, database_ms, database_error = checks["database"]
     encryption_ok, encryption_ms, encryption_error = checks["encryption"]
+    try:
+        projections = await container.projections.status(pool)
+    except (OSError, asyncpg.PostgresError) as exc:
+        projections = {"error": type(exc).__name__}
+    failed = any(entry.get("state") == "failed" for entry in projections.values() if isinstance(entry, dict))
     body = {
-        "status": "healthy" if database_ok and encryption_ok else "unhealthy",
+        "status": "healthy" if database_ok and encryption_ok and not failed else "unhealthy",
         "version": scaivault.__version__,
         "uptime_seconds": int(time.monotonic() - container.started_at),
         "checks": {
@@ -93,6 +99,7 @@ async def detailed(request: web.Request) -> web.Response:
                 **({"error": encryption_error} if encryption_error else {}),
             },
         },
+        "projections": projections,
     }
     return json_response(body)
 

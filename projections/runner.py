@@ -1,0 +1,282 @@
+"""Catch-up projections: follow the event store's global order and apply each event exactly once.
+
+Each projection applies a batch of events and records its position (eventsourcing's single-row tracking table) in
+one transaction, so a crash anywhere replays from the last committed position and nothing is applied twice.
+NOTIFY only wakes the runner early; polling is the truth. Several server processes may run the same projections:
+a session-level advisory lock per projection lets one process at a time run it, and when that process dies its
+lock goes with its connection and another takes over. A projection that fails on an event stops there, reports the
+event and the error, and retries (with back-off) until a fix lets it through; it never skips an event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import asyncpg
+from eventsourcing.persistence import Mapper, Notification, StoredEvent
+
+from scaivault.database import connect
+from scaivault.eventstore.recorder import EventStoreListener, PostgresEventStore
+
+log = logging.getLogger(__name__)
+
+TRACKING_TABLE = "scaivault_tracking"
+
+
+class Projection(ABC):
+    """A read model built from events by a catch-up runner."""
+
+    name: ClassVar[str]
+    # Topics the projection consumes; any other event only moves its position on.
+    topics: ClassVar[frozenset[str]]
+
+    @abstractmethod
+    async def apply(self, conn: asyncpg.Connection, events: Sequence[tuple[int, Any]]) -> None:
+        """Apply (notification id, domain event) pairs, in order, inside the caller's transaction."""
+
+
+async def tracked_position(conn: asyncpg.Connection | asyncpg.Pool, name: str) -> int:
+    position = await conn.fetchval(f"SELECT notification_id FROM {TRACKING_TABLE} WHERE application_name = $1", name)
+    return int(position or 0)
+
+
+async def record_position(conn: asyncpg.Connection, name: str, position: int) -> None:
+    """Move the position forward, never back (eventsourcing 9.5's single-row tracking upsert)."""
+    moved = await conn.fetchval(
+        f"""INSERT INTO {TRACKING_TABLE} (application_name, notification_id) VALUES ($1, $2)
+            ON CONFLICT (application_name) DO UPDATE SET notification_id = excluded.notification_id
+            WHERE {TRACKING_TABLE}.notification_id < excluded.notification_id
+            RETURNING notification_id""",
+        name,
+        position,
+    )
+    if moved is None:
+        raise RuntimeError(f"projection {name}: position {position} is not ahead of the recorded one")
+
+
+def advisory_key(name: str) -> int:
+    return int.from_bytes(hashlib.sha256(f"scaivault-projection:{name}".encode()).digest()[:8], "big", signed=True)
+
+
+@dataclass
+class ProjectionState:
+    name: str
+    state: str = "standby"  # standby (another process runs it) | running | failed
+    position: int = 0
+    failed_notification_id: int | None = None
+    error: str | None = None
+    failures: int = 0  # consecutive failed attempts, for the back-off
+    retry_at: float | None = field(default=None, repr=False)
+
+
+class Wakeup:
+    """Fans one LISTEN connection's wake-ups out to every projection worker."""
+
+    def __init__(self) -> None:
+        self._events: set[asyncio.Event] = set()
+
+    def subscribe(self) -> asyncio.Event:
+        event = asyncio.Event()
+        self._events.add(event)
+        return event
+
+    def notify_all(self) -> None:
+        for event in self._events:
+            event.set()
+
+
+class ProjectionRunner:
+    def __init__(
+        self,
+        dsn: str,
+        store: PostgresEventStore,
+        mapper: Mapper[Any],
+        projections: Sequence[Projection],
+        *,
+        batch_size: int = 500,
+        poll_seconds: float = 1.0,
+        max_backoff_seconds: float = 60.0,
+        on_progress: Callable[[str, int, int], None] | None = None,
+    ) -> None:
+        """``on_progress(name, position, head)`` is told where each projection this process runs stands."""
+        self._dsn = dsn
+        self._store = store
+        self._mapper = mapper
+        self.projections = {projection.name: projection for projection in projections}
+        self._batch_size = batch_size
+        self._poll = poll_seconds
+        self._max_backoff = max_backoff_seconds
+        self.states = {name: ProjectionState(name) for name in self.projections}
+        self._wakeup = Wakeup()
+        self._on_progress = on_progress
+        self._head = 0
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        self._tasks.append(asyncio.create_task(self._listen(), name="projection-wakeups"))
+        for projection in self.projections.values():
+            self._tasks.append(asyncio.create_task(self._work(projection), name=f"projection-{projection.name}"))
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
+
+    async def status(self, conn: asyncpg.Connection | asyncpg.Pool) -> dict[str, dict[str, Any]]:
+        """Position, head and lag of every projection, and the failure of any that stopped (from any process)."""
+        head = await self._store.max_notification_id(conn)
+        rows = await conn.fetch(
+            f"""SELECT p.name, t.notification_id AS position, s.state, s.failed_notification_id, s.error
+                FROM unnest($1::text[]) AS p(name)
+                LEFT JOIN {TRACKING_TABLE} t ON t.application_name = p.name
+                LEFT JOIN scaivault_projection_status s ON s.name = p.name""",
+            list(self.projections),
+        )
+        report = {}
+        for row in rows:
+            position = int(row["position"] or 0)
+            local = self.states[row["name"]]
+            entry: dict[str, Any] = {
+                "position": position,
+                "head": head,
+                "lag": max(head - position, 0),
+                "state": row["state"] or "running",
+                "this_process": local.state,
+            }
+            if row["state"] == "failed":
+                entry["failed_notification_id"] = row["failed_notification_id"]
+                entry["error"] = row["error"]
+            report[row["name"]] = entry
+        return report
+
+    async def _listen(self) -> None:
+        async with EventStoreListener(self._dsn, channel=self._store.channel) as listener:
+            while True:
+                if await listener.wait(self._poll):
+                    self._wakeup.notify_all()
+
+    async def _work(self, projection: Projection) -> None:
+        """Hold the projection's lock (or wait for it), then catch up for ever; reconnect after any failure."""
+        woken = self._wakeup.subscribe()
+        state = self.states[projection.name]
+        while True:
+            conn: asyncpg.Connection | None = None
+            try:
+                conn = await connect(self._dsn)
+                while not await conn.fetchval("SELECT pg_try_advisory_lock($1)", advisory_key(projection.name)):
+                    state.state = "standby"
+                    await self._sleep(woken, self._poll)
+                state.state = "running"
+                await self._catch_up_forever(conn, projection, state, woken)
+            except asyncio.CancelledError:
+                raise
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                log.warning("projection connection lost", extra={"projection": projection.name, "error": type(exc).__name__})
+                await asyncio.sleep(self._poll)
+            finally:
+                if conn is not None:
+                    with contextlib.suppress(Exception):
+                        await conn.close(timeout=2)
+
+    async def _catch_up_forever(
+        self, conn: asyncpg.Connection, projection: Projection, state: ProjectionState, woken: asyncio.Event
+    ) -> None:
+        state.position = await tracked_position(conn, projection.name)
+        while True:
+            if state.retry_at is not None and time.monotonic() < state.retry_at:
+                await self._sleep(woken, state.retry_at - time.monotonic())
+                continue
+            notifications = await self._store.select_notifications(conn, state.position + 1, self._batch_size)
+            if not notifications:
+                self._progress(state, await self._store.max_notification_id(conn))
+                await self._sleep(woken, self._poll)
+                continue
+            await self._apply_batch(conn, projection, state, notifications)
+
+    async def _apply_batch(
+        self, conn: asyncpg.Connection, projection: Projection, state: ProjectionState, batch: list[Notification]
+    ) -> None:
+        try:
+            async with conn.transaction():
+                await projection.apply(conn, self._decode(projection, batch))
+                await record_position(conn, projection.name, batch[-1].id)
+        except (OSError, asyncpg.InterfaceError, asyncpg.ConnectionDoesNotExistError):
+            raise  # the connection is gone: reconnect, re-take the lock, resume from the committed position
+        except Exception:
+            await self._pinpoint_failure(conn, projection, state, batch)
+            return
+        state.position = batch[-1].id
+        self._progress(state, max(self._head, state.position))
+        if state.failed_notification_id is not None:
+            await self._report(conn, state, failed=None, error=None)
+
+    async def _pinpoint_failure(
+        self, conn: asyncpg.Connection, projection: Projection, state: ProjectionState, batch: list[Notification]
+    ) -> None:
+        """Apply the batch one event at a time, committing each, to find and report the one that fails."""
+        for notification in batch:
+            try:
+                async with conn.transaction():
+                    await projection.apply(conn, self._decode(projection, [notification]))
+                    await record_position(conn, projection.name, notification.id)
+            except (OSError, asyncpg.InterfaceError, asyncpg.ConnectionDoesNotExistError):
+                raise
+            except Exception as exc:
+                error = f"{type(exc).__name__}: {str(exc)[:500]}"
+                log.error(
+                    "projection stopped on an event",
+                    extra={"projection": projection.name, "notification_id": notification.id, "error": error},
+                )
+                state.failures += 1
+                state.retry_at = time.monotonic() + min(self._max_backoff, self._poll * 2 ** min(state.failures, 16))
+                await self._report(conn, state, failed=notification.id, error=error)
+                return
+            state.position = notification.id
+
+    async def _report(self, conn: asyncpg.Connection, state: ProjectionState, *, failed: int | None, error: str | None) -> None:
+        state.failed_notification_id, state.error = failed, error
+        state.state = "failed" if failed is not None else "running"
+        if failed is None:
+            state.retry_at, state.failures = None, 0
+        await conn.execute(
+            """INSERT INTO scaivault_projection_status (name, state, failed_notification_id, error, updated_at)
+               VALUES ($1, $2, $3, $4, now())
+               ON CONFLICT (name) DO UPDATE SET state = excluded.state,
+                   failed_notification_id = excluded.failed_notification_id, error = excluded.error,
+                   updated_at = now()""",
+            state.name,
+            state.state,
+            failed,
+            error,
+        )
+
+    def _progress(self, state: ProjectionState, head: int) -> None:
+        self._head = max(self._head, head)
+        if self._on_progress is not None:
+            self._on_progress(state.name, state.position, self._head)
+
+    def _decode(self, projection: Projection, batch: list[Notification]) -> list[tuple[int, Any]]:
+        """Only the events the projection consumes are decoded: the others just move its position."""
+        wanted = projection.topics
+        return [
+            (n.id, self._mapper.to_domain_event(StoredEvent(n.originator_id, n.originator_version, n.topic, n.state)))
+            for n in batch
+            if n.topic in wanted
+        ]
+
+    @staticmethod
+    async def _sleep(woken: asyncio.Event, seconds: float) -> None:
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(woken.wait(), timeout=max(seconds, 0))
+        woken.clear()

@@ -1,0 +1,195 @@
+"""The audit log over HTTP: every request recorded, queried per tenant, and tamper-evident."""
+
+from __future__ import annotations
+
+import asyncio
+
+import asyncpg
+from aiohttp.test_utils import TestClient
+
+from projections.audit.verification import verify_audit_chain
+from scaivault.bootstrap import Container
+from tests.e2e.conftest import OTHER_TENANT, TENANT, TokenFactory, bearer
+
+
+async def caught_up(container: Container) -> None:
+    """Wait until the audit projection has applied every committed event."""
+    for _ in range(200):
+        status = await container.projections.status(container.pool)
+        if status["audit_log"]["lag"] == 0:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"audit projection did not catch up: {status}")
+
+
+async def logs(client: TestClient, token: str, query: str = "") -> dict:  # type: ignore[type-arg]
+    response = await client.get(f"/v1/audit/logs{query}", headers=bearer(token))
+    assert response.status == 200, await response.text()
+    return await response.json()
+
+
+async def test_requests_appear_in_the_tenants_audit_log(client: TestClient, token: TokenFactory, container: Container) -> None:
+    t, auditor = token(), token("audit:read")
+    written = await client.put("/v1/secrets/app/db", json={"data": {"pw": "audit-canary"}}, headers=bearer(t))
+    read = await client.get("/v1/secrets/app/db", headers=bearer(t))
+    denied = await client.get("/v1/secrets/app/db", headers=bearer(token("secrets:list")))
+    await caught_up(container)
+    body = await logs(client, auditor)
+    entries = {entry["request_id"]: entry for entry in body["logs"]}
+    write_entry = entries[written.headers["X-Request-ID"]]
+    assert write_entry["action"] == "write" and write_entry["secret_path"] == "app/db" and write_entry["success"]
+    assert write_entry["identity_id"] == "user:alice@acme.example" and write_entry["identity_type"] == "user"
+    assert write_entry["id"].startswith("log_") and write_entry["timestamp"].endswith("Z")
+    assert entries[read.headers["X-Request-ID"]]["extra_data"] == {"version": 1}
+    denied_entry = entries[denied.headers["X-Request-ID"]]
+    assert denied_entry["success"] is False and denied_entry["error_code"] == "insufficient_scope"
+    sequences = [entry["sequence"] for entry in body["logs"]]
+    assert sequences == sorted(sequences, reverse=True)  # newest first
+    assert "audit-canary" not in str(body)
+
+
+async def test_filters_and_pagination(client: TestClient, token: TokenFactory, container: Container) -> None:
+    t, auditor = token(), token("audit:read")
+    for n in range(5):
+        await client.put(f"/v1/secrets/svc/a{n}", json={"data": {"k": "v"}}, headers=bearer(t))
+    await client.get("/v1/secrets/svc/missing", headers=bearer(t))
+    await client.get("/v1/secrets/other/x", headers=bearer(token(identity="sa:robot")))
+    await caught_up(container)
+
+    writes = await logs(client, auditor, "?action=write")
+    assert {e["action"] for e in writes["logs"]} == {"write"} and len(writes["logs"]) == 5
+    failures = await logs(client, auditor, "?success=false")
+    assert {e["error_code"] for e in failures["logs"]} == {"secret_not_found"}
+    robot = await logs(client, auditor, "?identity_id=sa:robot&identity_type=service_account")
+    assert [e["secret_path"] for e in robot["logs"]] == ["other/x"]
+    under = await logs(client, auditor, "?path_prefix=svc/&action=write,read")
+    assert {e["secret_path"] for e in under["logs"]} == {f"svc/a{n}" for n in range(5)} | {"svc/missing"}
+    one = writes["logs"][0]
+    assert [e["id"] for e in (await logs(client, auditor, f"?request_id={one['request_id']}"))["logs"]] == [one["id"]]
+    future = await logs(client, auditor, "?from=2999-01-01T00:00:00Z")
+    assert future["logs"] == [] and future["has_more"] is False
+
+    seen, cursor = [], None
+    while True:
+        page = await logs(client, auditor, "?limit=3" + (f"&cursor={cursor}" if cursor else ""))
+        seen += [e["sequence"] for e in page["logs"]]
+        if not page["has_more"]:
+            break
+        cursor = page["cursor"]
+    assert seen == sorted(set(seen), reverse=True) and len(seen) >= 7
+
+    for query, code in (("?cursor=garbage", "invalid_cursor"), ("?limit=0", "invalid_request"),
+                        ("?action=steal", "invalid_request"), ("?from=yesterday", "invalid_request"),
+                        ("?success=maybe", "invalid_request"), ("?identity_type=robot", "invalid_request")):
+        response = await client.get(f"/v1/audit/logs{query}", headers=bearer(auditor))
+        assert response.status == 400 and (await response.json())["error"]["code"] == code
+
+
+async def test_tenants_see_only_their_own_entries(client: TestClient, token: TokenFactory, container: Container) -> None:
+    await client.put("/v1/secrets/prod/only", json={"data": {"k": "v"}}, headers=bearer(token()))
+    await client.put("/v1/secrets/dev/only", json={"data": {"k": "v"}}, headers=bearer(token(tenant=OTHER_TENANT)))
+    await caught_up(container)
+    prod = await logs(client, token("audit:read"))
+    dev = await logs(client, token("audit:read", tenant=OTHER_TENANT))
+    assert {e["secret_path"] for e in prod["logs"]} >= {"prod/only"} and "dev/only" not in str(prod)
+    assert "prod/only" not in str(dev)
+    assert (await client.get("/v1/audit/logs", headers=bearer(token()))).status == 403  # no audit:read
+
+
+async def test_secret_and_identity_trails_and_summary(client: TestClient, token: TokenFactory, container: Container) -> None:
+    t, auditor = token(), token("audit:read", identity="user:auditor@acme.example")
+    await client.put("/v1/secrets/app/trail", json={"data": {"k": "v"}}, headers=bearer(t))
+    for _ in range(3):
+        await client.get("/v1/secrets/app/trail", headers=bearer(t))
+    await client.get("/v1/secrets/app/trail", headers=bearer(token("secrets:read", identity="sa:reader")))
+    await caught_up(container)
+
+    trail = await (await client.get("/v1/audit/secrets/app/trail", headers=bearer(auditor))).json()
+    assert trail["path"] == "app/trail" and len(trail["logs"]) == 5
+    assert trail["summary"]["period_days"] == 30 and trail["summary"]["by_action"] == {"read": 4, "write": 1}
+    assert trail["summary"]["unique_identities"] == 2 and trail["summary"]["last_read_at"] is not None
+
+    person = await (await client.get("/v1/audit/identities/sa:reader", headers=bearer(auditor))).json()
+    assert [e["secret_path"] for e in person["logs"]] == ["app/trail"]
+    assert person["summary"]["total_events"] == 1
+
+    summary = await (await client.get("/v1/audit/summary", headers=bearer(auditor))).json()
+    assert summary["total_events"] >= 5 and summary["by_action"]["read"] == 4
+    assert summary["successful_events"] + summary["failed_events"] == summary["total_events"]
+    assert {"identity_id": "user:alice@acme.example", "count": 4} in summary["top_identities"]
+
+
+async def tamper(pool: asyncpg.Pool, sql: str) -> None:
+    await pool.execute(sql.replace("{tenant}", TENANT))
+
+
+async def verify(client: TestClient, token: str) -> dict:  # type: ignore[type-arg]
+    response = await client.get("/v1/audit/verify", headers=bearer(token))
+    assert response.status == 200
+    return await response.json()
+
+
+async def test_the_chain_reveals_altered_removed_and_reordered_entries(
+    client: TestClient, token: TokenFactory, container: Container, pool: asyncpg.Pool
+) -> None:
+    t, auditor = token(), token("audit:read")
+    for n in range(6):
+        await client.put(f"/v1/secrets/app/c{n}", json={"data": {"k": "v"}}, headers=bearer(t))
+    await caught_up(container)
+    intact = await verify(client, auditor)
+    assert intact["valid"] is True and intact["verified_entries"] == intact["chain_length"] >= 6
+
+    cases = {
+        "altered": "UPDATE scaivault_audit_log SET action = 'read' WHERE chain = '{tenant}' AND seq = 3",
+        "removed": "DELETE FROM scaivault_audit_log WHERE chain = '{tenant}' AND seq = 4",
+        "reordered": "UPDATE scaivault_audit_log SET seq = -2 WHERE chain = '{tenant}' AND seq = 2;"
+                     "UPDATE scaivault_audit_log SET seq = 2 WHERE chain = '{tenant}' AND seq = 5;"
+                     "UPDATE scaivault_audit_log SET seq = 5 WHERE chain = '{tenant}' AND seq = -2",
+        "truncated": "DELETE FROM scaivault_audit_log WHERE chain = '{tenant}'"
+                     " AND seq = (SELECT max(seq) FROM scaivault_audit_log WHERE chain = '{tenant}')",
+    }
+    expected = {"altered": ("altered", 3), "removed": ("removed", 4), "reordered": ("reordered", 2), "truncated": ("removed", None)}
+    await caught_up(container)  # from here on nothing else writes to the chain: verify directly, not over HTTP
+    for name, sql in cases.items():
+        saved = await pool.fetch("SELECT * FROM scaivault_audit_log WHERE chain = $1", TENANT)
+        await tamper(pool, sql)
+        report = await verify_audit_chain(container.pool, container.keyring, TENANT)
+        problem, seq = expected[name]
+        assert report["valid"] is False and report["first_invalid"]["problem"] == problem, (name, report)
+        if seq is not None:
+            assert report["first_invalid"]["sequence"] == seq
+        columns = list(saved[0].keys())
+        await pool.execute("DELETE FROM scaivault_audit_log WHERE chain = $1", TENANT)
+        await pool.executemany(
+            f"INSERT INTO scaivault_audit_log ({', '.join(columns)})"
+            f" VALUES ({', '.join(f'${n}' for n in range(1, len(columns) + 1))})",
+            [tuple(row.values()) for row in saved],
+        )
+        restored = await verify_audit_chain(container.pool, container.keyring, TENANT)
+        assert restored["valid"] is True  # restored, the chain holds again
+
+
+async def test_cli_verify_reports_every_chain(
+    client: TestClient, token: TokenFactory, container: Container, pool: asyncpg.Pool, settings: object
+) -> None:
+    import os
+    import subprocess
+    import sys
+
+    await client.put("/v1/secrets/app/cli", json={"data": {"k": "v"}}, headers=bearer(token()))
+    await client.get("/v1/secrets/app/cli")  # no token: the request resolves no tenant (the system chain)
+    await caught_up(container)
+    env = {**os.environ, "DATABASE_URL": container.database_url, "SCAIVAULT_DATA_DIR": str(container.settings.data_dir)}
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "scaivault.cli.main", "audit", "verify", *args], env=env,
+                              capture_output=True, text=True, timeout=60)
+
+    intact = run()
+    assert intact.returncode == 0, intact.stderr
+    assert f"{TENANT}: ok" in intact.stdout and "(no tenant): ok" in intact.stdout
+    await tamper(pool, "UPDATE scaivault_audit_log SET identity_id = 'user:mallory@x.example'"
+                       " WHERE chain = '{tenant}' AND seq = 1")
+    broken = run("--tenant", TENANT, "--json")
+    assert broken.returncode == 1
+    assert '"problem": "altered"' in broken.stdout and '"id": "log_1"' in broken.stdout
