@@ -1,0 +1,170 @@
+"""The projection runner on the real database: exactly once across crashes, one runner at a time, failures that
+stop and report instead of skipping."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Any
+
+import asyncpg
+import pytest
+from eventsourcing.domain import Aggregate, event
+from eventsourcing.utils import get_topic
+
+from projections.runner import Projection, ProjectionRunner
+from scaivault.eventstore.mapper import create_mapper
+from scaivault.eventstore.recorder import PostgresEventStore
+from scaivault.eventstore.repository import Repository
+
+
+class Tally(Aggregate):
+    @event("Counted")
+    def count(self, n: int) -> None:
+        pass
+
+
+COUNTED = get_topic(Tally.Counted)
+
+
+class CountingProjection(Projection):
+    """Writes one row per event; a row twice would violate the primary key."""
+
+    name = "test_counting"
+    topics = frozenset({COUNTED})
+
+    def __init__(self) -> None:
+        self.poison: int | None = None  # the n that makes apply fail, until "fixed"
+        self.crash_after: int | None = None  # rows written in a batch before the process "crashes"
+
+    async def apply(self, conn: asyncpg.Connection, events: Sequence[tuple[int, Any]]) -> None:
+        for written, (notification_id, domain_event) in enumerate(events):
+            if self.crash_after is not None and written == self.crash_after:
+                self.crash_after = None
+                await conn.execute("SELECT pg_terminate_backend(pg_backend_pid())")
+            if domain_event.n == self.poison:
+                raise ValueError(f"cannot count {domain_event.n}")
+            await conn.execute(
+                "INSERT INTO test_counted (notification_id, n) VALUES ($1, $2)", notification_id, domain_event.n
+            )
+
+
+@pytest.fixture
+async def counted(pool: asyncpg.Pool) -> asyncpg.Pool:
+    await pool.execute("CREATE TABLE IF NOT EXISTS test_counted (notification_id bigint PRIMARY KEY, n int NOT NULL)")
+    await pool.execute("TRUNCATE test_counted")
+    return pool
+
+
+async def write_events(pool: asyncpg.Pool, count: int, *, start: int = 0) -> None:
+    repository = Repository(PostgresEventStore(), create_mapper())
+    tally = Tally()
+    for n in range(start, start + count):
+        tally.count(n=n)
+    async with pool.acquire() as conn, conn.transaction():
+        await repository.save(conn, tally.collect_events(), [tally])
+
+
+def runner(database_url: str, projection: Projection, **options: Any) -> ProjectionRunner:
+    return ProjectionRunner(database_url, PostgresEventStore(), create_mapper(), [projection], poll_seconds=0.05,
+                            batch_size=50, **options)
+
+
+async def wait_for(condition: Any, timeout: float = 15.0) -> None:
+    for _ in range(int(timeout / 0.05)):
+        if await condition():
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("condition not reached")
+
+
+async def counted_ns(pool: asyncpg.Pool) -> list[int]:
+    return [row["n"] for row in await pool.fetch("SELECT n FROM test_counted ORDER BY notification_id")]
+
+
+async def test_every_event_applied_exactly_once_across_a_crash_mid_batch(counted: asyncpg.Pool, database_url: str) -> None:
+    projection = CountingProjection()
+    projection.crash_after = 20  # the connection dies in the middle of the first batch
+    await write_events(counted, 120)
+    first = runner(database_url, projection)
+    await first.start()
+    try:
+        await wait_for(lambda: _length_is(counted, 120))
+    finally:
+        await first.stop()
+    assert await counted_ns(counted) == list(range(120))
+    status = await first.status(counted)
+    assert status["test_counting"]["position"] == status["test_counting"]["head"]
+    assert status["test_counting"]["lag"] == 0
+
+
+async def test_a_failing_event_stops_the_projection_which_resumes_after_a_fix(
+    counted: asyncpg.Pool, database_url: str
+) -> None:
+    projection = CountingProjection()
+    projection.poison = 37
+    await write_events(counted, 80)
+    worker = runner(database_url, projection)
+    await worker.start()
+    try:
+        await wait_for(lambda: _failed(worker, counted))
+        status = (await worker.status(counted))["test_counting"]
+        assert status["state"] == "failed" and "cannot count 37" in status["error"]
+        bad = await counted.fetchval(
+            "SELECT notification_id FROM scaivault_events WHERE topic = $1 ORDER BY notification_id OFFSET 37 LIMIT 1",
+            COUNTED,
+        )
+        assert status["failed_notification_id"] == bad
+        assert await counted_ns(counted) == list(range(37))  # everything before it, nothing after: no skipping
+        assert status["lag"] > 0
+
+        projection.poison = None  # the fix
+        await wait_for(lambda: _length_is(counted, 80))
+        assert await counted_ns(counted) == list(range(80))
+        assert (await worker.status(counted))["test_counting"]["state"] == "running"
+    finally:
+        await worker.stop()
+
+
+async def test_one_runner_at_a_time_and_another_takes_over(counted: asyncpg.Pool, database_url: str) -> None:
+    first, second = runner(database_url, CountingProjection()), runner(database_url, CountingProjection())
+    await first.start()
+    await write_events(counted, 50)
+    await wait_for(lambda: _length_is(counted, 50))
+    await second.start()
+    try:
+        await asyncio.sleep(0.3)
+        assert first.states["test_counting"].state == "running"
+        assert second.states["test_counting"].state == "standby"
+        await first.stop()  # the process dies: its session, and with it the advisory lock, goes away
+        await write_events(counted, 50, start=50)
+        await wait_for(lambda: _length_is(counted, 100))
+        assert second.states["test_counting"].state == "running"
+        assert await counted_ns(counted) == list(range(100))
+    finally:
+        await first.stop()
+        await second.stop()
+
+
+async def test_two_runners_racing_from_the_start_apply_each_event_once(counted: asyncpg.Pool, database_url: str) -> None:
+    runners = [runner(database_url, CountingProjection()) for _ in range(2)]
+    await asyncio.gather(*(r.start() for r in runners))
+    try:
+        for start in range(0, 300, 30):
+            await write_events(counted, 30, start=start)
+        await wait_for(lambda: _length_is(counted, 300))
+        assert await counted_ns(counted) == list(range(300))
+        assert sorted(r.states["test_counting"].state for r in runners) == ["running", "standby"]
+    finally:
+        for r in runners:
+            await r.stop()
+
+
+async def _length_is(pool: asyncpg.Pool, count: int) -> bool:
+    return await pool.fetchval("SELECT count(*) FROM test_counted") == count
+
+
+async def _failed(worker: ProjectionRunner, pool: asyncpg.Pool) -> bool:
+    return (await worker.status(pool))["test_counting"]["state"] == "failed"
+
+
