@@ -22,6 +22,7 @@ from eventsourcing.domain import Aggregate
 
 from scaivault.audit.access_records import AccessRecord, touch_last_access
 from scaivault.domain.errors import VersionConflict
+from scaivault.eventstore.locks import READ_MODEL_SWAP_KEY, SHARED_READ_MODEL_LOCK
 from scaivault.eventstore.recorder import EventStoreConflict
 from scaivault.eventstore.repository import Repository
 
@@ -45,11 +46,20 @@ class UnitOfWork:
         self._projectors = projectors
         self.aggregates: list[Aggregate] = []
         self.access: AccessRecord | None = None
+        self._holds_read_model_lock = False
 
     async def get(self, stream_id: UUID) -> Any:
         """Load an aggregate, first queueing behind any other command on the same stream (until commit), so
         concurrent writers to one secret take turns instead of failing on each other."""
-        await self.conn.execute("SELECT pg_advisory_xact_lock(hashtextextended($1::text, 0))", str(stream_id))
+        if self._holds_read_model_lock:
+            await self.conn.execute("SELECT pg_advisory_xact_lock(hashtextextended($1::text, 0))", str(stream_id))
+        else:  # the first load also joins the inline read-model writers (see scaivault/eventstore/locks.py)
+            await self.conn.execute(
+                "SELECT pg_advisory_xact_lock_shared($1), pg_advisory_xact_lock(hashtextextended($2::text, 0))",
+                READ_MODEL_SWAP_KEY,
+                str(stream_id),
+            )
+            self._holds_read_model_lock = True
         return await self._repository.get(self.conn, stream_id)
 
     def add(self, *aggregates: Aggregate) -> None:
@@ -59,6 +69,9 @@ class UnitOfWork:
 
     async def flush(self) -> list[Any]:
         events = [e for aggregate in self.aggregates for e in aggregate.collect_events()]
+        if not self._holds_read_model_lock and (events or self.access is not None):
+            await self.conn.execute(SHARED_READ_MODEL_LOCK, READ_MODEL_SWAP_KEY)
+            self._holds_read_model_lock = True
         for domain_event in events:
             for project in self._projectors:
                 await project(self.conn, domain_event)
@@ -66,8 +79,9 @@ class UnitOfWork:
             # Committing means the request succeeds: record it as the success it is about to be.
             self.access.status = self.access.status or 200
             self.access.duration_ms = int((utcnow() - self.access.recorded_at).total_seconds() * 1000)
-            await touch_last_access(self.conn, [self.access])
-            events = [*events, self.access.event()]
+            access_event = self.access.event()
+            await touch_last_access(self.conn, [access_event])
+            events = [*events, access_event]
         await self._repository.save(self.conn, events, self.aggregates)
         return events
 

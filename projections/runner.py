@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
 import time
 from abc import ABC, abstractmethod
@@ -24,6 +23,7 @@ import asyncpg
 from eventsourcing.persistence import Mapper, Notification, StoredEvent
 
 from scaivault.database import connect
+from scaivault.eventstore.locks import SHARED_READ_MODEL_LOCK, advisory_key
 from scaivault.eventstore.recorder import EventStoreListener, PostgresEventStore
 
 log = logging.getLogger(__name__)
@@ -37,6 +37,8 @@ class Projection(ABC):
     name: ClassVar[str]
     # Topics the projection consumes; any other event only moves its position on.
     topics: ClassVar[frozenset[str]]
+    # The tables it owns, which a rebuild recreates beside the live ones and swaps in.
+    tables: ClassVar[tuple[str, ...]]
 
     @abstractmethod
     async def apply(self, conn: asyncpg.Connection, events: Sequence[tuple[int, Any]]) -> None:
@@ -62,8 +64,14 @@ async def record_position(conn: asyncpg.Connection, name: str, position: int) ->
         raise RuntimeError(f"projection {name}: position {position} is not ahead of the recorded one")
 
 
-def advisory_key(name: str) -> int:
-    return int.from_bytes(hashlib.sha256(f"scaivault-projection:{name}".encode()).digest()[:8], "big", signed=True)
+def runner_key(name: str) -> int:
+    """Held (session-level) by the one process running the projection."""
+    return advisory_key(f"projection-runner:{name}")
+
+
+def swap_key(name: str) -> int:
+    """Held shared by each batch transaction, exclusively by a rebuild swapping the projection's tables."""
+    return advisory_key(f"projection-swap:{name}")
 
 
 @dataclass
@@ -174,7 +182,7 @@ class ProjectionRunner:
             conn: asyncpg.Connection | None = None
             try:
                 conn = await connect(self._dsn)
-                while not await conn.fetchval("SELECT pg_try_advisory_lock($1)", advisory_key(projection.name)):
+                while not await conn.fetchval("SELECT pg_try_advisory_lock($1)", runner_key(projection.name)):
                     state.state = "standby"
                     await self._sleep(woken, self._poll)
                 state.state = "running"
@@ -192,57 +200,68 @@ class ProjectionRunner:
     async def _catch_up_forever(
         self, conn: asyncpg.Connection, projection: Projection, state: ProjectionState, woken: asyncio.Event
     ) -> None:
-        state.position = await tracked_position(conn, projection.name)
         while True:
             if state.retry_at is not None and time.monotonic() < state.retry_at:
                 await self._sleep(woken, state.retry_at - time.monotonic())
                 continue
-            notifications = await self._store.select_notifications(conn, state.position + 1, self._batch_size)
-            if not notifications:
+            if not await self._apply_next_batch(conn, projection, state):
                 self._progress(state, await self._store.max_notification_id(conn))
                 await self._sleep(woken, self._poll)
-                continue
-            await self._apply_batch(conn, projection, state, notifications)
 
-    async def _apply_batch(
-        self, conn: asyncpg.Connection, projection: Projection, state: ProjectionState, batch: list[Notification]
-    ) -> None:
+    async def _apply_next_batch(self, conn: asyncpg.Connection, projection: Projection, state: ProjectionState) -> bool:
+        """One transaction: the position as recorded (a rebuild may have swapped the read model and moved it),
+        the events after it, their effect and the new position. False when there was nothing to apply."""
         try:
             async with conn.transaction():
+                batch = await self._next_batch(conn, projection, state)
+                if not batch:
+                    return False
                 await projection.apply(conn, self._decode(projection, batch))
                 await record_position(conn, projection.name, batch[-1].id)
         except (OSError, asyncpg.InterfaceError, asyncpg.ConnectionDoesNotExistError):
             raise  # the connection is gone: reconnect, re-take the lock, resume from the committed position
         except Exception:
-            await self._pinpoint_failure(conn, projection, state, batch)
-            return
+            await self._pinpoint_failure(conn, projection, state)
+            return True
         state.position = batch[-1].id
         self._progress(state, max(self._head, state.position))
         if state.failed_notification_id is not None:
             await self._report(conn, state, failed=None, error=None)
+        return True
 
-    async def _pinpoint_failure(
-        self, conn: asyncpg.Connection, projection: Projection, state: ProjectionState, batch: list[Notification]
-    ) -> None:
+    async def _next_batch(
+        self, conn: asyncpg.Connection, projection: Projection, state: ProjectionState, limit: int | None = None
+    ) -> list[Notification]:
+        # Shared with other appliers, exclusive for a rebuild's swap of this projection's tables.
+        await conn.execute(SHARED_READ_MODEL_LOCK, swap_key(projection.name))
+        state.position = await tracked_position(conn, projection.name)
+        return await self._store.select_notifications(conn, state.position + 1, limit or self._batch_size)
+
+    async def _pinpoint_failure(self, conn: asyncpg.Connection, projection: Projection, state: ProjectionState) -> None:
         """Apply the batch one event at a time, committing each, to find and report the one that fails."""
-        for notification in batch:
+        for _ in range(self._batch_size):
+            batch: list[Notification] = []
             try:
                 async with conn.transaction():
-                    await projection.apply(conn, self._decode(projection, [notification]))
-                    await record_position(conn, projection.name, notification.id)
+                    batch = await self._next_batch(conn, projection, state, limit=1)
+                    if not batch:
+                        return
+                    await projection.apply(conn, self._decode(projection, batch))
+                    await record_position(conn, projection.name, batch[0].id)
             except (OSError, asyncpg.InterfaceError, asyncpg.ConnectionDoesNotExistError):
                 raise
             except Exception as exc:
+                failed_id = state.position + 1 if not batch else batch[0].id
                 error = f"{type(exc).__name__}: {str(exc)[:500]}"
                 log.error(
                     "projection stopped on an event",
-                    extra={"projection": projection.name, "notification_id": notification.id, "error": error},
+                    extra={"projection": projection.name, "notification_id": failed_id, "error": error},
                 )
                 state.failures += 1
                 state.retry_at = time.monotonic() + min(self._max_backoff, self._poll * 2 ** min(state.failures, 16))
-                await self._report(conn, state, failed=notification.id, error=error)
+                await self._report(conn, state, failed=failed_id, error=error)
                 return
-            state.position = notification.id
+            state.position = batch[0].id
 
     async def _report(self, conn: asyncpg.Connection, state: ProjectionState, *, failed: int | None, error: str | None) -> None:
         state.failed_notification_id, state.error = failed, error

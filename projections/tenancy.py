@@ -6,6 +6,11 @@ from typing import Any
 
 import asyncpg
 
+from collections.abc import Sequence
+
+from eventsourcing.utils import get_topic
+
+from projections.runner import Projection
 from scaivault.domain.tenancy import Partner, Tenant
 
 
@@ -35,3 +40,13 @@ async def tenant_partner(conn: asyncpg.Connection | asyncpg.Pool, tenant_id: str
 
 async def partner_exists(conn: asyncpg.Connection | asyncpg.Pool, partner_id: str) -> bool:
     return bool(await conn.fetchval("SELECT 1 FROM scaivault_partners WHERE partner_id = $1", partner_id))
+
+
+class TenancyProjection(Projection):
+    name = "tenancy"
+    topics = frozenset({get_topic(Partner.Registered), get_topic(Tenant.Registered)})
+    tables = ("scaivault_partners", "scaivault_tenants")
+
+    async def apply(self, conn: asyncpg.Connection, events: Sequence[tuple[int, Any]]) -> None:
+        for _, domain_event in events:
+            await project_tenancy(conn, domain_event)

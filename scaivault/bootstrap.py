@@ -16,9 +16,12 @@ from commands.secrets import SecretCommands
 from commands.tenancy import TenancyCommands
 from commands.unit_of_work import UnitOfWorkRunner
 from projections.secrets.projector import project_secret_event
-from projections.tenancy import project_tenancy
+from projections.tenancy import TenancyProjection, project_tenancy
 from projections.audit.projector import AuditLogProjection
+from projections.event_index import EventIndexProjection
+from projections.rebuild import ReadModel
 from projections.runner import Projection, ProjectionRunner
+from projections.secrets.projection import SecretsProjection
 from projections.tenant_directory import TenantDirectory
 from scaivault.audit.access_records import AccessRecorder
 from scaivault.audit.chain import CHAIN_KEY_NAME
@@ -119,7 +122,13 @@ def catch_up_projections(keyring: KeyRing) -> list[Projection]:
             chain_key = await keyring.system_key(conn, CHAIN_KEY_NAME)
         return chain_key
 
-    return [AuditLogProjection(audit_chain_key)]
+    return [AuditLogProjection(audit_chain_key), EventIndexProjection()]
+
+
+def read_models(keyring: KeyRing) -> list[ReadModel]:
+    """Every read model built from events, inline ones first (in the order a full rebuild takes them)."""
+    inline = [ReadModel(TenancyProjection(), inline=True), ReadModel(SecretsProjection(), inline=True)]
+    return inline + [ReadModel(projection, inline=False) for projection in catch_up_projections(keyring)]
 
 
 def database_url(settings: Settings) -> str:

@@ -46,6 +46,8 @@ ENVIRONMENT = {
     "SCAIVAULT_DEFAULT_MAX_VERSIONS": "default_max_versions",
     "SCAIVAULT_SNAPSHOT_INTERVAL": "snapshot_interval",
     "SCAIVAULT_SHUTDOWN_TIMEOUT": "shutdown_timeout_seconds",
+    "SCAIVAULT_EXPORT_DIR": "export_dir",
+    "SCAIVAULT_EGRESS_ALLOW": "egress_allow",
     "METRICS_BIND_ADDRESS": "metrics_bind_address",
     "TLS_CERT_FILE": "tls_cert_file",
     "TLS_KEY_FILE": "tls_key_file",
@@ -85,6 +87,10 @@ class Settings(BaseModel):
     default_max_versions: int = Field(default=10, ge=1, le=1000)
     snapshot_interval: int = Field(default=100, ge=2, le=100_000)
     shutdown_timeout_seconds: float = Field(default=10.0, ge=0, le=600)
+    # Local audit exports go under this directory only (default <data_dir>/exports); the API never names a path.
+    export_dir: Path | None = None
+    # Comma-separated CIDRs that outbound connections aimed by API callers may reach although non-public.
+    egress_allow: str = ""
     # Unauthenticated metrics on an internal-only address ("off" disables); /v1/metrics on the API needs `admin`.
     metrics_bind_address: str = "127.0.0.1:9464"
     tls_cert_file: Path | None = None
@@ -110,6 +116,14 @@ class Settings(BaseModel):
     def _postgres_dsn(cls, value: str | None) -> str | None:
         if value is not None and not value.startswith(("postgres://", "postgresql://")):
             raise ValueError("expected a postgresql:// DSN")
+        return value
+
+    @field_validator("egress_allow")
+    @classmethod
+    def _cidrs(cls, value: str) -> str:
+        from scaivault.egress import parse_allow_list
+
+        parse_allow_list(value)
         return value
 
     @field_validator("delete_retention")
@@ -146,6 +160,10 @@ class Settings(BaseModel):
     def public_url(self) -> str:
         scheme = "https" if self.tls_cert_file else "http"
         return self.base_url or f"{scheme}://{'127.0.0.1' if self.host == '0.0.0.0' else self.host}:{self.port}"
+
+    @property
+    def exports_directory(self) -> Path:
+        return self.export_dir if self.export_dir is not None else self.data_dir / "exports"
 
     @property
     def builtin_issuer(self) -> str:

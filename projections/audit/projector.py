@@ -47,6 +47,7 @@ def audit_entry(notification_id: int, event: AccessRecorded) -> dict[str, Any]:
 class AuditLogProjection(Projection):
     name = "audit_log"
     topics = frozenset({get_topic(AccessRecorded)})
+    tables = ("scaivault_audit_log", "scaivault_audit_chains")
 
     def __init__(self, chain_key: Callable[[asyncpg.Connection], Awaitable[bytes]]) -> None:
         self._chain_key = chain_key

@@ -76,6 +76,25 @@ async def audit_entries(
     )
 
 
+async def audit_entries_ascending(
+    conn: Executor, chain: str, audit_filter: AuditFilter, *, after_seq: int, through_seq: int, limit: int
+) -> list[asyncpg.Record]:
+    """Oldest first, in the sequence range (after_seq, through_seq]: pages of a stream read (audit exports)."""
+    where, args = audit_filter.where(chain)
+    args += [after_seq, through_seq, limit]
+    n = len(args)
+    return await conn.fetch(
+        f"""SELECT {_ENTRY_COLUMNS} FROM scaivault_audit_log WHERE {where} AND seq > ${n - 2} AND seq <= ${n - 1}
+            ORDER BY seq LIMIT ${n}""",
+        *args,
+    )
+
+
+async def audit_count(conn: Executor, chain: str, audit_filter: AuditFilter) -> int:
+    where, args = audit_filter.where(chain)
+    return int(await conn.fetchval(f"SELECT count(*) FROM scaivault_audit_log WHERE {where}", *args))
+
+
 async def audit_summary(conn: Executor, chain: str, audit_filter: AuditFilter) -> dict[str, Any]:
     where, args = audit_filter.where(chain)
     totals = await conn.fetchrow(

@@ -141,7 +141,7 @@ async def _purged(conn: asyncpg.Connection, e: Any) -> None:
     )
 
 
-_HANDLERS = {
+_HANDLERS: dict[type, Any] = {
     Secret.Created: _created,
     Secret.VersionWritten: _version_written,
     Secret.MetadataUpdated: _metadata_updated,
@@ -150,3 +150,5 @@ _HANDLERS = {
     Secret.Restored: _restored,
     Secret.Purged: _purged,
 }
+
+SECRET_EVENTS = tuple(_HANDLERS)

@@ -13,12 +13,14 @@ import asyncio
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime
+from collections.abc import Sequence
 from typing import Any
 from uuid import UUID
 
 import asyncpg
 
 from scaivault.domain.access import AccessRecorded
+from scaivault.eventstore.locks import READ_MODEL_SWAP_KEY, SHARED_READ_MODEL_LOCK
 from scaivault.domain.errors import ServiceUnavailable
 from scaivault.eventstore.repository import Repository
 from scaivault.metrics import Metrics
@@ -73,6 +75,7 @@ class AccessRecord:
             user_agent=(self.user_agent or "")[:512] or None,
             duration_ms=self.duration_ms,
             extra=self.extra,
+            accessed_streams=list(self.accessed_streams) if self.success else [],
         )
 
 
@@ -84,13 +87,13 @@ ON CONFLICT (stream_id) DO UPDATE SET last_accessed_at = greatest(
 """
 
 
-async def touch_last_access(conn: asyncpg.Connection, records: list[AccessRecord]) -> None:
-    """The last-access times the records imply (a read model of access events, written in their transaction)."""
+async def touch_last_access(conn: asyncpg.Connection, events: Sequence[AccessRecorded]) -> None:
+    """The last-access times the records imply: a read model of AccessRecorded events, written in the transaction
+    that appends them (and replayed the same way by a rebuild)."""
     touched: dict[UUID, datetime] = {}
-    for record in records:
-        if record.success:
-            for stream_id in record.accessed_streams:
-                touched[stream_id] = max(record.recorded_at, touched.get(stream_id, record.recorded_at))
+    for event in events:
+        for stream_id in event.accessed_streams:
+            touched[stream_id] = max(event.timestamp, touched.get(stream_id, event.timestamp))
     if touched:
         streams = sorted(touched)  # a fixed order, so concurrent batches never deadlock on these rows
         await conn.execute(_TOUCH, streams, [touched[s] for s in streams])
@@ -148,10 +151,11 @@ class AccessRecorder:
     async def _flush(self, batch: list[tuple[AccessRecord, asyncio.Future[None]]]) -> None:
         try:
             async with asyncio.timeout(self._timeout):
-                records = [record for record, _ in batch]
+                events = [record.event() for record, _ in batch]
                 async with self._pool.acquire() as conn, conn.transaction():
-                    await touch_last_access(conn, records)
-                    await self._repository.save(conn, [record.event() for record in records])
+                    await conn.execute(SHARED_READ_MODEL_LOCK, READ_MODEL_SWAP_KEY)
+                    await touch_last_access(conn, events)
+                    await self._repository.save(conn, events)
         except Exception as exc:  # the requests waiting on this batch fail closed; the next batch tries afresh
             for _, future in batch:
                 if not future.done():

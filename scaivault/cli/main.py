@@ -1,4 +1,5 @@
-"""``scaivault``: ``serve``, ``tenants create``, ``token issue|revoke``, ``keys rotate-root``, ``migrate``.
+"""``scaivault``: ``serve``, ``tenants create``, ``token issue|revoke``, ``keys rotate-root``, ``migrate``,
+``events list|show``.
 
 Every command reads the same configuration as the server (DATABASE_URL, SCAIVAULT_DATA_DIR, ...), so tokens it
 issues are the ones the server accepts. Exit codes follow the spec's CLI page: 1 general, 2 authentication,
@@ -11,15 +12,17 @@ import asyncio
 import logging
 import ssl
 import sys
+import time
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import click
 import orjson
 
 import scaivault
-from scaivault.bootstrap import Container, build_container
+from projections.rebuild import ReadModel, RebuildReport, Rebuilder
+from scaivault.bootstrap import Container, build_container, read_models
 from scaivault.config import ConfigurationError, Settings
 from scaivault.domain.durations import parse_duration
 from scaivault.domain.errors import ScaiVaultError
@@ -261,6 +264,125 @@ def audit_verify(tenant_id: str | None, as_json: bool) -> None:
 
 
 @main.group()
+def projections() -> None:
+    """Read models: list, status, rebuild, verify."""
+
+
+def _read_models(container: Container, name: str | None, everything: bool) -> list[ReadModel]:
+    models = read_models(container.keyring)
+    if everything:
+        return models
+    chosen = [model for model in models if model.name == name]
+    if not chosen:
+        raise click.BadParameter(f"unknown read model {name!r}; known: {', '.join(m.name for m in models)}")
+    return chosen
+
+
+@projections.command("list")
+def projections_list() -> None:
+    """Every read model, how it is kept current, and its tables."""
+
+    async def describe(container: Container) -> list[ReadModel]:
+        return read_models(container.keyring)
+
+    for model in _run(describe):
+        kind = "inline (in each command's transaction)" if model.inline else "catch-up (projection runner)"
+        click.echo(f"{model.name:<12} {kind:<42} {', '.join(model.projection.tables)}")
+
+
+@projections.command("status")
+@click.option("--json", "as_json", is_flag=True)
+def projections_status(as_json: bool) -> None:
+    """Position, head and lag of the catch-up projections, and any failure."""
+
+    async def status(container: Container) -> dict[str, Any]:
+        return await container.projections.status(container.pool)
+
+    report = _run(status)
+    if as_json:
+        click.echo(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode())
+        return
+    for name, entry in report.items():
+        line = f"{name:<12} {entry['state']:<8} position {entry['position']} / head {entry['head']} (lag {entry['lag']})"
+        if entry["state"] == "failed":
+            line += f": stopped at event {entry['failed_notification_id']}: {entry['error']}"
+        click.echo(line)
+
+
+def _progress_reporter(name: str) -> Callable[[int, int], None]:
+    """A bar with rate and ETA on a terminal; a plain line every few seconds otherwise."""
+    if sys.stderr.isatty():
+        from tqdm import tqdm
+
+        bar = tqdm(desc=f"rebuild {name}", unit="ev", unit_scale=True, file=sys.stderr)
+
+        def update(position: int, head: int) -> None:
+            bar.total = head
+            bar.n = position
+            bar.refresh()
+
+        return update
+    started, last = time.monotonic(), [0.0]
+
+    def line(position: int, head: int) -> None:
+        now = time.monotonic()
+        if now - last[0] >= 2 or position >= head:
+            last[0] = now
+            rate = position / max(now - started, 1e-9)
+            eta = (head - position) / rate if rate else 0
+            click.echo(f"{name}: {position}/{head} events, {rate:,.0f} events/s, eta {eta:,.0f}s", err=True)
+
+    return line
+
+
+@projections.command("rebuild")
+@click.argument("name", required=False)
+@click.option("--all", "everything", is_flag=True, help="Rebuild every read model.")
+def projections_rebuild(name: str | None, everything: bool) -> None:
+    """Rebuild NAME (or --all) beside the live model, then swap it in; serving never stops."""
+    if not name and not everything:
+        raise click.UsageError("name a read model, or --all")
+
+    async def rebuild(container: Container) -> list[RebuildReport]:
+        rebuilder = Rebuilder(container.database_url, container.store, container.repository.mapper)
+        return [
+            await rebuilder.rebuild(model, _progress_reporter(model.name))
+            for model in _read_models(container, name, everything)
+        ]
+
+    for report in _run(rebuild):
+        click.echo(f"rebuilt {report.name}: {report.events} events in {report.seconds:.1f}s"
+                   f" ({report.rate:,.0f} events/s), at position {report.position}")
+
+
+@projections.command("verify")
+@click.argument("name", required=False)
+@click.option("--all", "everything", is_flag=True)
+@click.option("--json", "as_json", is_flag=True)
+def projections_verify(name: str | None, everything: bool, as_json: bool) -> None:
+    """Rebuild a scratch copy at the live position and compare checksums. Exit 1 on any difference."""
+    if not name and not everything:
+        raise click.UsageError("name a read model, or --all")
+
+    async def verify(container: Container) -> list[dict[str, Any]]:
+        rebuilder = Rebuilder(container.database_url, container.store, container.repository.mapper)
+        return [await rebuilder.verify(model) for model in _read_models(container, name, everything)]
+
+    reports = _run(verify)
+    if as_json:
+        click.echo(orjson.dumps(reports, option=orjson.OPT_INDENT_2).decode())
+    else:
+        for report in reports:
+            verdict = "identical" if report["identical"] else "DIFFERENT"
+            click.echo(f"{report['name']}: {verdict} at position {report['position']}")
+            for table, sums in report["tables"].items():
+                if not sums["identical"]:
+                    click.echo(f"  {table}: live {sums['live']} rebuilt {sums['rebuilt']}")
+    if not all(report["identical"] for report in reports):
+        sys.exit(1)
+
+
+@main.group()
 def keys() -> None:
     """The key hierarchy."""
 
@@ -294,6 +416,15 @@ def migrate() -> None:
 
     applied = asyncio.run(apply())
     click.echo(f"applied {', '.join(applied)}" if applied else "schema up to date")
+
+
+def _events_group() -> click.Group:
+    from scaivault.cli.events import events_group
+
+    return events_group(_run)
+
+
+main.add_command(_events_group())  # scaivault events list|show: the event log, read-only
 
 
 if __name__ == "__main__":

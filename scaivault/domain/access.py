@@ -34,6 +34,8 @@ class AccessRecorded(DomainEvent):
     user_agent: str | None
     duration_ms: int
     extra: dict[str, Any]
+    # The secret streams whose values this request read (their last_accessed_at follows from it).
+    accessed_streams: list[UUID]
 
     @classmethod
     def of(cls, **fields: Any) -> AccessRecorded:

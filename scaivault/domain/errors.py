@@ -46,6 +46,7 @@ InvalidPath = _error("InvalidPath", "invalid_path", "The path breaks the path-fo
 InvalidSecretType = _error("InvalidSecretType", "invalid_secret_type", "Unknown secret_type")
 InvalidCursor = _error("InvalidCursor", "invalid_cursor", "The pagination cursor is malformed or expired")
 ValidationFailed = _error("ValidationFailed", "validation_error", "Field-level validation failed")
+InvalidConfig = _error("InvalidConfig", "invalid_config", "The configuration was rejected")
 
 
 class InvalidDuration(ScaiVaultError):
@@ -64,6 +65,7 @@ class InvalidDuration(ScaiVaultError):
 SecretNotFound = _error("SecretNotFound", "secret_not_found", "No secret at that path")
 VersionNotFound = _error("VersionNotFound", "version_not_found", "That version does not exist or is no longer kept")
 TenantNotFound = _error("TenantNotFound", "tenant_not_found", "Tenant not found")
+ExportNotFound = _error("ExportNotFound", "export_not_found", "No audit export with that id")
 RouteNotFound = _error("RouteNotFound", "not_found", "No such endpoint")
 MethodNotAllowed = _error("MethodNotAllowed", "method_not_allowed", "Method not allowed on this endpoint")
 

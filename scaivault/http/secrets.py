@@ -12,7 +12,7 @@ import orjson
 from aiohttp import web
 
 from commands.secrets import Actor, SecretAddress, UpdateSecretMetadata, WriteSecret
-from projections.secrets import queries
+from projections.secrets import history, queries
 from scaivault.crypto.aead import DecryptionFailed
 from scaivault.crypto.keyring import KeyDestroyed
 from scaivault.crypto.secret_values import open_value
@@ -32,7 +32,7 @@ from scaivault.domain.paths import parse_path, parse_prefix
 from scaivault.domain.secrets import check_secret_type
 from scaivault.http.context import Caller, caller
 from scaivault.http.keys import ACCESS, CONTAINER, REQUEST_ID
-from scaivault.http.responses import json_response, read_json_object
+from scaivault.http.responses import format_timestamp, json_response, read_json_object
 from scaivault.http.schemas import (
     BatchReadIn,
     MetadataPatchIn,
@@ -86,6 +86,16 @@ def _int_query(request: web.Request, name: str, *, minimum: int = 1, maximum: in
         bound = f" and at most {maximum}" if maximum is not None else ""
         raise InvalidRequest(f"'{name}' must be a whole number of at least {minimum}{bound}", parameter=name)
     return int(raw)
+
+
+def _as_of_query(request: web.Request) -> Any:
+    """``as_of`` (a forensic read: answered from the event history), noted in the request's access record."""
+    raw = request.query.get("as_of")
+    if raw is None:
+        return None
+    as_of = history.parse_as_of(raw)
+    request[ACCESS].extra["as_of"] = format_timestamp(as_of)
+    return as_of
 
 
 def _bool_query(request: web.Request, name: str) -> bool:
@@ -152,7 +162,13 @@ def _secret_document(row: Any, data: dict[str, Any]) -> dict[str, Any]:
 async def read_secret(request: web.Request) -> web.Response:
     who, address = await _address(request, "secrets:read")
     version = _int_query(request, "version")
-    row = await queries.secret_value_row(request.app[CONTAINER].pool, address.owner, address.path, version)
+    container, as_of = request.app[CONTAINER], _as_of_query(request)
+    if as_of is not None:
+        row = await history.secret_value_row_as_of(
+            container.pool, container.repository, address.owner, address.path, version, as_of
+        )
+    else:
+        row = await queries.secret_value_row(container.pool, address.owner, address.path, version)
     problem = _not_found_or_deleted(address.path, row) or _missing_version(row, version)
     if problem is not None:
         raise problem
@@ -160,23 +176,44 @@ async def read_secret(request: web.Request) -> web.Response:
     request.app[CONTAINER].metrics.secret_reads.labels(address.owner, row["secret_type"]).inc()
     request[ACCESS].accessed_streams.append(row["stream_id"])
     request[ACCESS].extra["version"] = row["version"]
-    return json_response(_secret_document(row, data))
+    document = _secret_document(row, data)
+    if as_of is not None:
+        document["as_of"] = as_of
+    return json_response(document)
 
 
 async def read_metadata(request: web.Request) -> web.Response:
     who, address = await _address(request, "secrets:list")
-    row = await queries.secret_metadata_row(request.app[CONTAINER].pool, address.owner, address.path)
+    container, as_of = request.app[CONTAINER], _as_of_query(request)
+    if as_of is not None:
+        row = await history.secret_metadata_row_as_of(
+            container.pool, container.repository, address.owner, address.path, as_of
+        )
+    else:
+        row = await queries.secret_metadata_row(container.pool, address.owner, address.path)
     if row is None:
         raise SecretNotFound(path=address.path)
-    return json_response(queries.metadata_document(row))
+    document = queries.metadata_document(row)
+    if as_of is not None:
+        document["as_of"] = as_of
+    return json_response(document)
 
 
 async def list_versions(request: web.Request) -> web.Response:
     who, address = await _address(request, "secrets:list")
     pool = request.app[CONTAINER].pool
-    row = await queries.secret_metadata_row(pool, address.owner, address.path)
+    as_of = _as_of_query(request)
+    if as_of is not None:
+        found = await history.secret_versions_as_of(
+            pool, request.app[CONTAINER].repository, address.owner, address.path, as_of
+        )
+        row, version_rows = found if found is not None else (None, [])
+    else:
+        row = await queries.secret_metadata_row(pool, address.owner, address.path)
     if row is None:
         raise SecretNotFound(path=address.path)
+    if as_of is None:
+        version_rows = await queries.version_rows(pool, row["stream_id"])
     versions = [
         {
             "version": v["version"],
@@ -187,7 +224,7 @@ async def list_versions(request: web.Request) -> web.Response:
             "destroyed_at": v["destroyed_at"],
             "current": v["version"] == row["current_version"],
         }
-        for v in await queries.version_rows(pool, row["stream_id"])
+        for v in version_rows
     ]
     return json_response(
         {
@@ -196,6 +233,7 @@ async def list_versions(request: web.Request) -> web.Response:
             "versions": versions,
             "cursor": None,
             "has_more": False,
+            **({"as_of": as_of} if as_of is not None else {}),
         }
     )
 

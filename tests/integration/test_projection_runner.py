@@ -32,6 +32,7 @@ class CountingProjection(Projection):
 
     name = "test_counting"
     topics = frozenset({COUNTED})
+    tables = ("test_counted",)
 
     def __init__(self) -> None:
         self.poison: int | None = None  # the n that makes apply fail, until "fixed"
