@@ -3,10 +3,13 @@ queries. Every query a caller can reach is confined to one tenant."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import asyncpg
+from eventsourcing.utils import get_topic
 
+from projections.runner import Projection
 from scaivault.domain.audit_exports import AuditExport
 
 Executor = asyncpg.Connection | asyncpg.Pool
@@ -88,3 +91,17 @@ async def open_export_ids(conn: Executor, limit: int = 100) -> list[str]:
         limit,
     )
     return [row["export_id"] for row in rows]
+
+
+class AuditExportsProjection(Projection):
+    """The same projector as a projection, for rebuilds and verification (projections/rebuild.py)."""
+
+    name = "audit_exports"
+    topics = frozenset(
+        get_topic(cls) for cls in (AuditExport.Requested, AuditExport.Started, AuditExport.Completed, AuditExport.Failed)
+    )
+    tables = ("scaivault_audit_exports",)
+
+    async def apply(self, conn: asyncpg.Connection, events: Sequence[tuple[int, Any]]) -> None:
+        for _, domain_event in events:
+            await project_audit_export(conn, domain_event)

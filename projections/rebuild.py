@@ -25,7 +25,7 @@ from eventsourcing.persistence import Mapper, StoredEvent
 
 from projections.runner import TRACKING_TABLE, Projection, swap_key, tracked_position
 from scaivault.database import connect
-from scaivault.eventstore.locks import EXCLUSIVE_READ_MODEL_LOCK, READ_MODEL_SWAP_KEY
+from scaivault.eventstore.locks import EXCLUSIVE_READ_MODEL_LOCK, MAINTENANCE_KEY, READ_MODEL_SWAP_KEY
 from scaivault.eventstore.recorder import PostgresEventStore
 
 Progress = Callable[[int, int], None]  # (events replayed so far, head)
@@ -65,6 +65,9 @@ class Rebuilder:
         started = time.perf_counter()
         conn = await connect(self._dsn)
         try:
+            # One maintenance job at a time (audit retention rewrites history-derived state too); released with
+            # the connection.
+            await conn.execute("SELECT pg_advisory_lock($1)", MAINTENANCE_KEY)
             schema = await self._create_copy(conn, model)
             position, replayed = await self._replay(conn, model, 0, progress)
             async with conn.transaction():

@@ -12,18 +12,22 @@ from typing import Any
 import aiohttp
 import asyncpg
 
+from commands.audit_exports import AuditExportCommands
+from commands.audit_retention import enforce_audit_retention
 from commands.secrets import SecretCommands
 from commands.tenancy import TenancyCommands
-from commands.unit_of_work import UnitOfWorkRunner
+from commands.unit_of_work import UnitOfWorkRunner, utcnow
 from projections.secrets.projector import project_secret_event
 from projections.tenancy import TenancyProjection, project_tenancy
 from projections.audit.projector import AuditLogProjection
+from projections.audit_exports import AuditExportsProjection, project_audit_export
 from projections.event_index import EventIndexProjection
 from projections.rebuild import ReadModel
 from projections.runner import Projection, ProjectionRunner
 from projections.secrets.projection import SecretsProjection
 from projections.tenant_directory import TenantDirectory
 from scaivault.audit.access_records import AccessRecorder
+from scaivault.audit.exports import AuditExportWorker
 from scaivault.audit.chain import CHAIN_KEY_NAME
 from scaivault.auth.authenticator import TokenAuthenticator
 from scaivault.auth.issuer import BuiltinIssuer
@@ -35,6 +39,7 @@ from scaivault.crypto.keyring import KeyRing
 from scaivault.crypto.root_keys import root_key_provider
 from scaivault.database import create_pool, embedded_postgres_url
 from scaivault.domain.durations import parse_duration
+from scaivault.egress import parse_allow_list
 from scaivault.eventstore.mapper import create_mapper
 from scaivault.eventstore.migrations import apply_migrations
 from scaivault.eventstore.recorder import EventStoreListener, PostgresEventStore
@@ -66,6 +71,8 @@ class Container:
     http_session: aiohttp.ClientSession | None
     metrics: Metrics
     projections: ProjectionRunner
+    audit_exports: AuditExportCommands
+    export_worker: AuditExportWorker
     started_at: float = field(default_factory=time.monotonic)
     _tasks: list[asyncio.Task[Any]] = field(default_factory=list)
 
@@ -75,6 +82,7 @@ class Container:
         await self.projections.start()
         self._tasks.append(asyncio.create_task(self._sync_revocations(), name="revocation-sync"))
         self._tasks.append(asyncio.create_task(self._housekeeping(), name="housekeeping"))
+        self._tasks.append(asyncio.create_task(self.export_worker.run(), name="audit-exports"))
 
     async def _sync_revocations(self) -> None:
         async with EventStoreListener(self.database_url, channel=REVOCATION_CHANNEL) as listener:
@@ -95,6 +103,11 @@ class Container:
                     log.info("purged secrets past their retention", extra={"count": purged})
                 async with self.pool.acquire() as conn:
                     await purge_expired_revocations(conn)
+                retention = await enforce_audit_retention(
+                    self.pool, self.keyring, retention=parse_duration(self.settings.audit_retention), now=utcnow()
+                )
+                if retention.removed_entries:
+                    log.info("audit entries past retention removed", extra={"count": retention.removed_entries})
             except (OSError, asyncpg.PostgresError) as exc:
                 log.warning("housekeeping failed: %s", type(exc).__name__)
             await asyncio.sleep(HOUSEKEEPING_SECONDS)
@@ -127,7 +140,8 @@ def catch_up_projections(keyring: KeyRing) -> list[Projection]:
 
 def read_models(keyring: KeyRing) -> list[ReadModel]:
     """Every read model built from events, inline ones first (in the order a full rebuild takes them)."""
-    inline = [ReadModel(TenancyProjection(), inline=True), ReadModel(SecretsProjection(), inline=True)]
+    inline = [ReadModel(TenancyProjection(), inline=True), ReadModel(SecretsProjection(), inline=True),
+              ReadModel(AuditExportsProjection(), inline=True)]
     return inline + [ReadModel(projection, inline=False) for projection in catch_up_projections(keyring)]
 
 
@@ -145,7 +159,7 @@ async def build_container(settings: Settings, *, migrate: bool = True) -> Contai
         store = PostgresEventStore(lock_timeout_seconds=settings.event_lock_timeout_seconds)
         repository = Repository(store, create_mapper(), snapshot_interval=settings.snapshot_interval)
         keyring = KeyRing(root_key_provider(settings))
-        runner = UnitOfWorkRunner(pool, repository, [project_secret_event, project_tenancy])
+        runner = UnitOfWorkRunner(pool, repository, [project_secret_event, project_tenancy, project_audit_export])
         async with pool.acquire() as conn:
             issuer = await BuiltinIssuer.load(
                 conn, keyring.root, issuer=settings.builtin_issuer, audience=settings.token_audience
@@ -171,6 +185,18 @@ async def build_container(settings: Settings, *, migrate: bool = True) -> Contai
         projections = ProjectionRunner(
             url, store, repository.mapper, catch_up_projections(keyring), on_progress=metrics.projection_progress
         )
+        access_recorder = AccessRecorder(pool, repository, timeout=settings.audit_timeout_seconds, metrics=metrics)
+        audit_exports = AuditExportCommands(runner)
+        export_worker = AuditExportWorker(
+            dsn=url,
+            pool=pool,
+            store=store,
+            commands=audit_exports,
+            keyring=keyring,
+            access_recorder=access_recorder,
+            export_dir=settings.exports_directory,
+            egress_allow=parse_allow_list(settings.egress_allow),
+        )
         return Container(
             settings=settings,
             database_url=url,
@@ -181,7 +207,7 @@ async def build_container(settings: Settings, *, migrate: bool = True) -> Contai
             issuer=issuer,
             revocations=revocations,
             authenticator=authenticator,
-            access_recorder=AccessRecorder(pool, repository, timeout=settings.audit_timeout_seconds, metrics=metrics),
+            access_recorder=access_recorder,
             runner=runner,
             secret_commands=SecretCommands(
                 runner,
@@ -194,6 +220,8 @@ async def build_container(settings: Settings, *, migrate: bool = True) -> Contai
             http_session=http_session,
             metrics=metrics,
             projections=projections,
+            audit_exports=audit_exports,
+            export_worker=export_worker,
         )
     except BaseException:
         await pool.close()

@@ -43,6 +43,7 @@ ENVIRONMENT = {
     "SCAIVAULT_AUDIT_TIMEOUT": "audit_timeout_seconds",
     "SCAIVAULT_EVENT_LOCK_TIMEOUT": "event_lock_timeout_seconds",
     "SCAIVAULT_DELETE_RETENTION": "delete_retention",
+    "SCAIVAULT_AUDIT_RETENTION": "audit_retention",
     "SCAIVAULT_DEFAULT_MAX_VERSIONS": "default_max_versions",
     "SCAIVAULT_SNAPSHOT_INTERVAL": "snapshot_interval",
     "SCAIVAULT_SHUTDOWN_TIMEOUT": "shutdown_timeout_seconds",
@@ -84,6 +85,7 @@ class Settings(BaseModel):
     audit_timeout_seconds: float = Field(default=5.0, gt=0, le=120)
     event_lock_timeout_seconds: float = Field(default=5.0, gt=0, le=120)
     delete_retention: str = "30d"
+    audit_retention: str = "7y"
     default_max_versions: int = Field(default=10, ge=1, le=1000)
     snapshot_interval: int = Field(default=100, ge=2, le=100_000)
     shutdown_timeout_seconds: float = Field(default=10.0, ge=0, le=600)
@@ -126,7 +128,7 @@ class Settings(BaseModel):
         parse_allow_list(value)
         return value
 
-    @field_validator("delete_retention")
+    @field_validator("delete_retention", "audit_retention")
     @classmethod
     def _duration(cls, value: str) -> str:
         from scaivault.domain.durations import parse_duration

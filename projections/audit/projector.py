@@ -61,7 +61,13 @@ class AuditLogProjection(Projection):
         heads = {
             row["chain"]: (row["seq"], bytes(row["head"]))
             for row in await conn.fetch(
-                "SELECT chain, seq, head FROM scaivault_audit_chains WHERE chain = ANY($1::text[]) FOR UPDATE", chains
+                # A chain with no head yet (in a rebuild, after retention) continues from its retention anchor.
+                """SELECT a.chain, a.seq, a.hash AS head FROM scaivault_audit_anchors a
+                   WHERE a.chain = ANY($1::text[])
+                     AND NOT EXISTS (SELECT 1 FROM scaivault_audit_chains c WHERE c.chain = a.chain)
+                   UNION ALL
+                   SELECT chain, seq, head FROM scaivault_audit_chains WHERE chain = ANY($1::text[])""",
+                chains,
             )
         }
         rows = []

@@ -93,3 +93,11 @@ def verify_chain(
     if head_seq and not hmac.compare_digest(prev_hash, head_hash):
         return verified, ChainBreak(head_seq, "altered", "the last entry does not match the chain's head")
     return verified, None
+
+
+def anchor_mac(key: bytes, chain: str, seq: int, entry_hash: bytes, removed_before: datetime) -> bytes:
+    """Seals a retention anchor (where a chain resumes after its oldest entries were removed)."""
+    message = b"\x00".join(
+        [b"audit-anchor", chain.encode(), str(seq).encode(), entry_hash, _canonical_value(removed_before).encode()]
+    )
+    return hmac.new(key, message, hashlib.sha256).digest()

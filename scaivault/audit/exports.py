@@ -311,6 +311,8 @@ class AuditExportWorker:
                 except TRANSIENT as exc:
                     log.warning("audit export poll failed: %s", type(exc).__name__)
                     await self._drop_lock_connection()
+                except Exception:  # a bug must not stop every later export
+                    log.exception("audit export poll crashed")
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(self._wakeup.wait(), timeout=self.poll_seconds)
                 self._wakeup.clear()

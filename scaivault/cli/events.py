@@ -24,6 +24,7 @@ from scaivault.http.responses import format_timestamp
 T = TypeVar("T")
 Runner = Callable[[Callable[[Any], Awaitable[Any]]], Any]
 
+_TRANSCODER = create_mapper().transcoder
 # Field names whose values are credentials or key material, should an event ever carry one: never printed.
 _REDACTED_FIELDS = frozenset({"token", "token_hash", "hash", "password", "private_key", "key", "wrapped", "secret"})
 
@@ -66,7 +67,6 @@ def short_type(topic: str) -> str:
 
 
 def event_document(row: Mapping[str, Any]) -> dict[str, Any]:
-    mapper = create_mapper()
     return {
         "notification_id": row["notification_id"],
         "occurred_at": format_timestamp(row["occurred_at"]) if row["occurred_at"] else None,
@@ -78,7 +78,7 @@ def event_document(row: Mapping[str, Any]) -> dict[str, Any]:
         "partner_id": row["partner_id"],
         "actor": row["actor"],
         "request_id": row["request_id"],
-        "state": safe_state(mapper.transcoder.decode(bytes(row["state"]))),
+        "state": safe_state(_TRANSCODER.decode(bytes(row["state"]))),
     }
 
 

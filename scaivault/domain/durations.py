@@ -1,4 +1,4 @@
-"""Duration strings such as ``30d``, ``24h``, ``90m``, ``45s`` (and ``1w``), as the spec uses them."""
+"""Duration strings such as ``30d``, ``24h``, ``90m``, ``45s`` (and ``1w``, ``7y``), as the spec uses them."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from datetime import timedelta
 
 from scaivault.domain.errors import InvalidDuration
 
-_DURATION = re.compile(r"^(\d{1,10})([smhdw])$")
-_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+_DURATION = re.compile(r"^(\d{1,10})([smhdwy])$")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400, "y": 365 * 86400}
 # Nothing we store is meant to outlive a century; larger values are typos, not intentions.
 MAX_DURATION = timedelta(days=36500)
 
@@ -30,7 +30,7 @@ def parse_duration(text: object) -> timedelta:
 
 def format_duration(duration: timedelta) -> str:
     seconds = int(duration.total_seconds())
-    for unit in ("w", "d", "h", "m"):
+    for unit in ("y", "w", "d", "h", "m"):
         if seconds % _UNIT_SECONDS[unit] == 0:
             return f"{seconds // _UNIT_SECONDS[unit]}{unit}"
     return f"{seconds}s"

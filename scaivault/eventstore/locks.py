@@ -17,3 +17,6 @@ def advisory_key(name: str) -> int:
 READ_MODEL_SWAP_KEY = advisory_key("read-model-swap")
 SHARED_READ_MODEL_LOCK = "SELECT pg_advisory_xact_lock_shared($1)"
 EXCLUSIVE_READ_MODEL_LOCK = "SELECT pg_advisory_xact_lock($1)"
+
+# Held (session-level) by maintenance that rewrites history-derived state: a rebuild, audit retention.
+MAINTENANCE_KEY = advisory_key("maintenance")

@@ -8,7 +8,7 @@ from aiohttp import web
 
 from scaivault.bootstrap import Container, build_container
 from scaivault.config import Settings
-from scaivault.http import audit, auth, health, metrics, secrets
+from scaivault.http import audit, audit_exports, auth, health, metrics, secrets
 from scaivault.http.keys import CONTAINER
 from scaivault.http.middleware import front_door
 
@@ -24,6 +24,7 @@ def create_app(settings: Settings | None = None, *, container: Container | None 
     secrets.add_routes(app)
     metrics.add_routes(app)
     audit.add_routes(app)
+    audit_exports.add_routes(app)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         owned = container is None

@@ -101,7 +101,7 @@ def _destination(raw: dict[str, Any]) -> dict[str, Any]:
     if inline:
         raise InvalidConfig(
             "Inline credentials are not accepted: store them in a secret and name it in destination.credentials_path",
-            fields=[f"destination.{key}" for key in inline],
+            field="destination",
         )
     unknown = sorted(str(key)[:64] for key in raw if key not in DESTINATION_FIELDS[kind])
     if unknown:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import binascii
 import logging
+from datetime import datetime
 from typing import Any
 
 import orjson
@@ -88,7 +89,7 @@ def _int_query(request: web.Request, name: str, *, minimum: int = 1, maximum: in
     return int(raw)
 
 
-def _as_of_query(request: web.Request) -> Any:
+def _as_of_query(request: web.Request) -> datetime | None:
     """``as_of`` (a forensic read: answered from the event history), noted in the request's access record."""
     raw = request.query.get("as_of")
     if raw is None:

@@ -193,3 +193,46 @@ async def test_cli_verify_reports_every_chain(
     broken = run("--tenant", TENANT, "--json")
     assert broken.returncode == 1
     assert '"problem": "altered"' in broken.stdout and '"id": "log_1"' in broken.stdout
+
+
+async def test_retention_removes_old_entries_and_what_remains_still_verifies(
+    client: TestClient, token: TokenFactory, container: Container, pool: asyncpg.Pool
+) -> None:
+    from datetime import datetime, timedelta, timezone
+
+    from commands.audit_retention import enforce_audit_retention
+    from projections.rebuild import Rebuilder
+    from scaivault.bootstrap import read_models
+
+    t, auditor = token(), token("audit:read", identity="user:auditor@acme.example")
+    for n in range(5):
+        await client.get(f"/v1/secrets/old/{n}", headers=bearer(t))
+    await client.put("/v1/secrets/old/read", json={"data": {"k": "v"}}, headers=bearer(t))
+    await client.get("/v1/secrets/old/read", headers=bearer(t))
+    await caught_up(container)
+    cut = datetime.now(timezone.utc)
+    await asyncio.sleep(0.01)
+    for n in range(3):
+        await client.get(f"/v1/secrets/new/{n}", headers=bearer(t))
+    await caught_up(container)
+    access_events = "SELECT count(*) FROM scaivault_events WHERE topic = 'scaivault.domain.access:AccessRecorded'"
+    before = await pool.fetchval(access_events)
+
+    seven_years = timedelta(days=7 * 365)
+    report = await enforce_audit_retention(pool, container.keyring, retention=seven_years, now=cut + seven_years)
+    assert report.removed_entries >= 7 and report.removed_events == report.removed_entries
+    assert await pool.fetchval(access_events) == before - report.removed_events
+    remaining = await logs(client, auditor, "?path_prefix=old/")
+    assert remaining["logs"] == []
+    assert len((await logs(client, auditor, "?path_prefix=new/"))["logs"]) == 3
+    assert await pool.fetchval("SELECT count(*) FROM scaivault_secret_last_access") == 0  # rested on removed reads
+    await caught_up(container)
+    assert (await verify_audit_chain(container.pool, container.keyring, TENANT))["valid"] is True
+
+    rebuilder = Rebuilder(container.database_url, container.store, container.repository.mapper)
+    for model in read_models(container.keyring):
+        assert (await rebuilder.verify(model))["identical"], model.name  # a rebuild starts chains at their anchors
+
+    await pool.execute("UPDATE scaivault_audit_anchors SET seq = seq - 1 WHERE chain = $1", TENANT)
+    moved = await verify_audit_chain(container.pool, container.keyring, TENANT)
+    assert moved["valid"] is False and "anchor" in moved["first_invalid"]["detail"]

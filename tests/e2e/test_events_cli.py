@@ -7,7 +7,7 @@ import base64
 import os
 import subprocess
 import sys
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import orjson
@@ -62,8 +62,8 @@ async def test_events_list_filters_and_never_prints_values_or_ciphertext(
     await client.get("/v1/secrets/app/db", headers=bearer(mine))
     pat = await issue_token(
         container,
-        IssueToken(partner_id=PARTNER, tenant_id=TENANT, identity_id="sa:ci", scopes=("secrets:read",), roles=(),
-                   groups=(), ttl=__import__("datetime").timedelta(days=1), personal_access_token=True),
+        IssueToken(partner_id=PARTNER, tenant_id=TENANT, identity_id="sa:ci", scopes=("secrets:read",),
+                   ttl=timedelta(days=1), personal_access_token=True),
     )
     assert await revoke_token(container, pat, actor="user:root@acme.example")
     await caught_up(container)
@@ -118,8 +118,9 @@ async def test_events_list_filters_and_never_prints_values_or_ciphertext(
     assert [e["type"] for e in json_lines(by_stream)] == ["Secret.Created", "Secret.VersionWritten", "Secret.VersionWritten"]
     assert {e["stream_id"] for e in json_lines(by_stream)} == {str(stream)}
     assert json_lines(deleted_exact) == []
-    [partner_write] = json_lines(partner)
-    assert partner_write["partner_id"] == PARTNER and partner_write["tenant_id"] is None
+    partner_writes = json_lines(partner)  # the partner's own secret, and its tenants'
+    assert {e["partner_id"] for e in partner_writes} == {PARTNER}
+    assert sorted(e["tenant_id"] or "" for e in partner_writes) == ["", OTHER_TENANT, TENANT, TENANT]
     assert [(e["tenant_id"], e["state"]["version"]) for e in json_lines(late)] == [(TENANT, 2), (OTHER_TENANT, 1), (None, 1)]
 
     # One line per event: id, time, type, stream, tenant, actor, request id.
