@@ -6,8 +6,6 @@ uploading) happens outside any transaction, in ``scaivault/audit/exports.py``.
 
 from __future__ import annotations
 
-import os
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -17,15 +15,11 @@ from commands.secrets import Actor
 from commands.unit_of_work import UnitOfWork, UnitOfWorkRunner, utcnow
 from scaivault.audit.access_records import AccessRecord
 from scaivault.domain.audit_exports import AuditExport, audit_export_stream_id
-
-_CROCKFORD = "0123456789abcdefghjkmnpqrstvwxyz"
-
+from scaivault.ids import new_id
 
 def new_export_id() -> str:
-    """exp_ + 26 characters: a 48-bit millisecond timestamp then 80 random bits (Crockford base32), so export ids
-    sort by creation time, which the listing's keyset pagination relies on."""
-    value = (int(time.time() * 1000) << 80) | int.from_bytes(os.urandom(10), "big")
-    return "exp_" + "".join(_CROCKFORD[(value >> shift) & 31] for shift in range(125, -1, -5))
+    """Time-ordered, which the listing's keyset pagination relies on."""
+    return new_id("exp_")
 
 
 @dataclass(frozen=True)

@@ -85,9 +85,11 @@ class SecretCommands:
                 secret = Secret(
                     owner=address.owner, path=address.path, partner_id=address.partner_id, tenant_id=address.tenant_id
                 )
+            now = self._clock()
             created = not secret.live or secret.purge_if_retention_expired(
-                at=self._clock(), actor=actor.identity_id, request_id=actor.request_id
+                at=now, actor=actor.identity_id, request_id=actor.request_id
             )
+            secret.check_writable(at=now, cas=cmd.cas, actor=actor.identity_id, request_id=actor.request_id)
             version = secret.next_version
             data_key = await self._keyring.new_data_key(uow.conn, address.owner)
             ciphertext = seal_value(data_key.key, cmd.data, owner=address.owner, path=address.path, version=version)

@@ -5,6 +5,7 @@ stores the PAT's hash or the revocation; minting a JWT changes no state (it is v
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING
@@ -76,6 +77,8 @@ async def revoke_token(container: Container, token_or_id: str, *, actor: str = "
     """Revoke a PAT (its text or pat_ id) or a JWT (its text or jti); servers drop it on the NOTIFY or next poll.
     False when there is nothing (more) to revoke."""
 
+    token_or_id = token_or_id.strip()
+
     async def work(uow: UnitOfWork) -> bool:
         if token_or_id.startswith(("skt_", "pat_")):
             pat_id = token_or_id
@@ -100,16 +103,22 @@ async def revoke_token(container: Container, token_or_id: str, *, actor: str = "
     return await container.runner.run(work)
 
 
+_JTI = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
+
+
 def _jti_and_expiry(token_or_jti: str) -> tuple[str, datetime | None]:
-    """A JWT is revoked by its jti until it would have expired anyway; a bare jti is kept for ever."""
+    """A JWT is revoked by its jti until it would have expired anyway; a bare jti is kept for ever. Anything else
+    is refused: a revocation is an event, kept for ever, and must never hold a credential typed by mistake."""
     if token_or_jti.count(".") != 2:
+        if not _JTI.fullmatch(token_or_jti) or token_or_jti.startswith(("eyJ", "skt_")):
+            raise InvalidRequest("Give a PAT (skt_...), its pat_ id, a JWT, or a JWT's jti")
         return token_or_jti, None
     try:
         claims = jwt.decode(token_or_jti, options={"verify_signature": False})
     except jwt.InvalidTokenError:
         raise InvalidRequest("That is not a JWT") from None
     jti = claims.get("jti")
-    if not isinstance(jti, str) or not jti:
+    if not isinstance(jti, str) or not _JTI.fullmatch(jti):
         raise InvalidRequest("That token has no jti to revoke")
     exp = claims.get("exp")
     return jti, datetime.fromtimestamp(int(exp), timezone.utc) if isinstance(exp, (int, float)) else None

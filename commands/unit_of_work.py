@@ -29,10 +29,8 @@ from scaivault.eventstore.repository import Repository
 T = TypeVar("T")
 Projector = Callable[[asyncpg.Connection, Any], Awaitable[None]]
 MAX_ATTEMPTS = 8
-READ_MODEL_KEYS = frozenset(
-    {"scaivault_secret_versions_pkey", "scaivault_secrets_pkey", "scaivault_secrets_stream_id_key",
-     "scaivault_secret_streams_pkey", "scaivault_partners_pkey", "scaivault_tenants_pkey"}
-)
+# Unique keys of inline read models that a concurrent writer of the same stream can hit first.
+READ_MODEL_KEYS = frozenset({"scaivault_secret_versions_pkey", "scaivault_secrets_pkey", "scaivault_secrets_stream_id_key"})
 
 
 def utcnow() -> datetime:

@@ -87,7 +87,8 @@ async def export_rows(conn: Executor, tenant_id: str, *, before: str | None, lim
 async def open_export_ids(conn: Executor, limit: int = 100) -> list[str]:
     """Jobs not finished yet (pending, or running when a process died during them), oldest first."""
     rows = await conn.fetch(
-        "SELECT export_id FROM scaivault_audit_exports WHERE status IN ('pending', 'running') ORDER BY export_id LIMIT $1",
+        """SELECT export_id FROM scaivault_audit_exports WHERE status IN ('pending', 'running')
+           ORDER BY export_id LIMIT $1""",
         limit,
     )
     return [row["export_id"] for row in rows]
@@ -98,7 +99,8 @@ class AuditExportsProjection(Projection):
 
     name = "audit_exports"
     topics = frozenset(
-        get_topic(cls) for cls in (AuditExport.Requested, AuditExport.Started, AuditExport.Completed, AuditExport.Failed)
+        get_topic(cls)
+        for cls in (AuditExport.Requested, AuditExport.Started, AuditExport.Completed, AuditExport.Failed)
     )
     tables = ("scaivault_audit_exports",)
 

@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import asyncpg
 
-from projections.tenancy import tenant_partner
+from projections.tenancy import partner_exists, tenant_partner
 
 
 class TenantDirectory:
     def __init__(self, pool: asyncpg.Pool, *, max_entries: int = 100_000) -> None:
         self._pool = pool
         self._partners: dict[str, str] = {}
+        self._known_partners: set[str] = set()
         self._max_entries = max_entries
 
     async def partner_of(self, tenant_id: str) -> str | None:
@@ -25,3 +26,12 @@ class TenantDirectory:
                     self._partners.clear()
                 self._partners[tenant_id] = partner
         return partner
+
+    async def partner_exists(self, partner_id: str) -> bool:
+        if partner_id not in self._known_partners:
+            if not await partner_exists(self._pool, partner_id):
+                return False
+            if len(self._known_partners) >= self._max_entries:
+                self._known_partners.clear()
+            self._known_partners.add(partner_id)
+        return True

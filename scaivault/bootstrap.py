@@ -74,6 +74,7 @@ class Container:
     audit_exports: AuditExportCommands
     export_worker: AuditExportWorker
     started_at: float = field(default_factory=time.monotonic)
+    encryption_checked_at: float = float("-inf")  # last successful root-key round trip (readiness)
     _tasks: list[asyncio.Task[Any]] = field(default_factory=list)
 
     async def start_background(self) -> None:
@@ -89,7 +90,7 @@ class Container:
             while True:
                 try:
                     await self.revocations.refresh(self.pool)
-                except (OSError, asyncpg.PostgresError) as exc:
+                except Exception as exc:  # never let the sync die: revocations must keep arriving
                     log.warning("revocation refresh failed: %s", type(exc).__name__)
                 await listener.wait(REVOCATION_POLL_SECONDS)
 
@@ -108,7 +109,7 @@ class Container:
                 )
                 if retention.removed_entries:
                     log.info("audit entries past retention removed", extra={"count": retention.removed_entries})
-            except (OSError, asyncpg.PostgresError) as exc:
+            except Exception as exc:  # a failed round is retried next time; the job must not die
                 log.warning("housekeeping failed: %s", type(exc).__name__)
             await asyncio.sleep(HOUSEKEEPING_SECONDS)
 
@@ -179,6 +180,8 @@ async def build_container(settings: Settings, *, migrate: bool = True) -> Contai
             scaikey_issuer=settings.scaikey_issuer or settings.scaikey_url,
             audience=settings.token_audience,
             revocations=revocations,
+            # The sync task refreshes every 2 s; should it stall, requests refresh inline (or fail closed) after 5 s.
+            revocation_max_age=5.0,
         )
         metrics = Metrics()
         metrics.watch_pool(pool.get_size, pool.get_idle_size)

@@ -113,7 +113,9 @@ def _allowed(address: IPAddress, allow: Iterable[IPNetwork]) -> bool:
     embedded = _embedded_ipv4(address)
     if embedded is not None:
         candidates.append(embedded)
-    return any(candidate in network for candidate in candidates for network in allow if candidate.version == network.version)
+    return any(
+        candidate in network for candidate in candidates for network in allow if candidate.version == network.version
+    )
 
 
 def check_address(address: IPAddress | str, allow: Iterable[IPNetwork] = (), *, host: str | None = None) -> None:
@@ -158,7 +160,9 @@ async def resolve_and_check(host: str, port: int, allow: Iterable[IPNetwork] = (
     return addresses
 
 
-async def check_url(url: str, allow: Iterable[IPNetwork] = (), *, schemes: tuple[str, ...] = ("https", "http")) -> list[str]:
+async def check_url(
+    url: str, allow: Iterable[IPNetwork] = (), *, schemes: tuple[str, ...] = ("https", "http")
+) -> list[str]:
     """Check the host of an http(s) URL (see ``resolve_and_check``); a URL of another scheme, with credentials or
     without a host is refused."""
     try:

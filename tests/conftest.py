@@ -79,3 +79,30 @@ async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
         yield pool
     finally:
         await pool.close()
+
+
+HANG_SECONDS = float(os.environ.get("SCAIVAULT_TEST_HANG_SECONDS", "120"))
+
+
+@pytest.fixture(autouse=True)
+async def _hang_watchdog() -> AsyncIterator[None]:
+    """A test still running after HANG_SECONDS prints every asyncio task's stack, then is cancelled: a hang
+    becomes a failure with a diagnosis instead of a stalled CI run."""
+    loop = asyncio.get_running_loop()
+    test_task = asyncio.current_task()
+
+    def dump_and_cancel() -> None:
+        import sys
+
+        print(f"\n--- test still running after {HANG_SECONDS}s; asyncio tasks: ---", file=sys.stderr)
+        for task in asyncio.all_tasks(loop):
+            task.print_stack(file=sys.stderr)
+        for task in asyncio.all_tasks(loop):
+            if task is not test_task:
+                task.cancel()
+
+    handle = loop.call_later(HANG_SECONDS, dump_and_cancel)
+    try:
+        yield
+    finally:
+        handle.cancel()

@@ -135,7 +135,8 @@ async def _restored(conn: asyncpg.Connection, e: Any) -> None:
 
 async def _purged(conn: asyncpg.Connection, e: Any) -> None:
     await conn.execute(
-        "WITH versions AS (DELETE FROM scaivault_secret_versions WHERE stream_id = $1)"
+        "WITH versions AS (DELETE FROM scaivault_secret_versions WHERE stream_id = $1),"
+        " last_access AS (DELETE FROM scaivault_secret_last_access WHERE stream_id = $1)"
         " DELETE FROM scaivault_secrets WHERE stream_id = $1",
         e.originator_id,
     )

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from collections.abc import Sequence
@@ -57,26 +58,38 @@ class AccessRecord:
         return 200 <= self.status < 400
 
     def event(self) -> AccessRecorded:
+        """The record as an event. Every text field is made storable here (no NUL or other control characters,
+        bounded length): a request may carry anything in its path or headers, and one unstorable record must not
+        fail a batch, stall the audit log or sit in the event log for ever."""
         return AccessRecorded.of(
             timestamp=self.recorded_at,
             request_id=self.request_id,
-            method=self.method,
-            route=self.route,
+            method=_storable(self.method, 16),
+            route=_storable(self.route, 256),
             action=self.action,
-            partner_id=self.partner_id,
-            tenant_id=self.tenant_id,
-            identity_id=self.identity_id,
-            identity_type=self.identity_type,
-            secret_path=self.secret_path,
+            partner_id=_storable(self.partner_id, 128),
+            tenant_id=_storable(self.tenant_id, 128),
+            identity_id=_storable(self.identity_id, 320),
+            identity_type=_storable(self.identity_type, 32),
+            secret_path=_storable(self.secret_path, 512),
             status=self.status,
             success=self.success,
             error_code=self.error_code,
-            source_ip=self.source_ip,
-            user_agent=(self.user_agent or "")[:512] or None,
+            source_ip=_storable(self.source_ip, 64),
+            user_agent=_storable(self.user_agent, 512),
             duration_ms=self.duration_ms,
             extra=self.extra,
             accessed_streams=list(self.accessed_streams) if self.success else [],
         )
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _storable(value: str | None, limit: int) -> str | None:
+    if not value:
+        return None
+    return _CONTROL.sub("\ufffd", value[:limit])
 
 
 _TOUCH = """
@@ -150,16 +163,16 @@ class AccessRecorder:
 
     async def _flush(self, batch: list[tuple[AccessRecord, asyncio.Future[None]]]) -> None:
         try:
-            async with asyncio.timeout(self._timeout):
-                events = [record.event() for record, _ in batch]
-                async with self._pool.acquire() as conn, conn.transaction():
-                    await conn.execute(SHARED_READ_MODEL_LOCK, READ_MODEL_SWAP_KEY)
-                    await touch_last_access(conn, events)
-                    await self._repository.save(conn, events)
+            await self._append([record for record, _ in batch])
+        except asyncpg.DataError:
+            if len(batch) > 1:  # one unstorable record must not fail the others: isolate it
+                for one in batch:
+                    await self._flush([one])
+                return
+            self._fail(batch, OSError("unstorable access record"))
+            return
         except Exception as exc:  # the requests waiting on this batch fail closed; the next batch tries afresh
-            for _, future in batch:
-                if not future.done():
-                    future.set_exception(exc if isinstance(exc, (OSError, asyncpg.PostgresError)) else OSError(str(exc)))
+            self._fail(batch, exc if isinstance(exc, (OSError, asyncpg.PostgresError)) else OSError(str(exc)))
             return
         if self._metrics is not None:
             self._metrics.access_record_batches.observe(len(batch))
@@ -167,3 +180,17 @@ class AccessRecorder:
             record.persisted = True
             if not future.done():
                 future.set_result(None)
+
+    async def _append(self, records: list[AccessRecord]) -> None:
+        async with asyncio.timeout(self._timeout):
+            events = [record.event() for record in records]
+            async with self._pool.acquire() as conn, conn.transaction():
+                await conn.execute(SHARED_READ_MODEL_LOCK, READ_MODEL_SWAP_KEY)
+                await touch_last_access(conn, events)
+                await self._repository.save(conn, events)
+
+    @staticmethod
+    def _fail(batch: list[tuple[AccessRecord, asyncio.Future[None]]], exc: BaseException) -> None:
+        for _, future in batch:
+            if not future.done():
+                future.set_exception(exc)

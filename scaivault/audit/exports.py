@@ -224,7 +224,11 @@ class S3Destination(Destination):
     async def put(self, part: PartFile, content_type: str) -> None:
         try:
             await asyncio.to_thread(
-                self._client.upload_file, str(part.path), self._bucket, part.key, ExtraArgs={"ContentType": content_type}
+                self._client.upload_file,
+                str(part.path),
+                self._bucket,
+                part.key,
+                ExtraArgs={"ContentType": content_type},
             )
         except Exception as exc:  # noqa: BLE001 - every SDK failure becomes a safe message
             raise ExportFailed(s3_error_message(exc, self._bucket, self._secrets)) from None
@@ -265,7 +269,8 @@ def s3_error_message(exc: BaseException, bucket: str, secrets: Sequence[str]) ->
 
 
 def _lock_key(export_id: str) -> int:
-    return int.from_bytes(hashlib.sha256(f"scaivault:audit-export:{export_id}".encode()).digest()[:8], "big", signed=True)
+    digest = hashlib.sha256(f"scaivault:audit-export:{export_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
 
 
 class AuditExportWorker:
@@ -427,7 +432,9 @@ class AuditExportWorker:
         finally:
             await destination.close()
 
-    async def _write_parts(self, export: AuditExport, destination: Destination, through_seq: int) -> list[dict[str, Any]]:
+    async def _write_parts(
+        self, export: AuditExport, destination: Destination, through_seq: int
+    ) -> list[dict[str, Any]]:
         prefix = export.destination.get("prefix", "")
         audit_filter_ = audit_filter(export)
         files: list[dict[str, Any]] = []
@@ -443,10 +450,12 @@ class AuditExportWorker:
                 while pending:
                     if part is None:
                         name = f"part-{len(files) + 1:05d}.{export.format}"
-                        part = PartFile(destination.scratch / f".{name}.tmp", object_key(prefix, export.export_id, name))
+                        key = object_key(prefix, export.export_id, name)
+                        part = PartFile(destination.scratch / f".{name}.tmp", key)
                         if export.format == "csv":
                             await part.write(encode_csv([], header=True), 0)
-                    take, pending = pending[: self.records_per_file - part.records], pending[self.records_per_file - part.records :]
+                    room = self.records_per_file - part.records
+                    take, pending = pending[:room], pending[room:]
                     data = encode_jsonl(take) if export.format == "jsonl" else encode_csv(take, header=False)
                     await part.write(data, len(take))
                     if part.records >= self.records_per_file:
@@ -488,12 +497,15 @@ class AuditExportWorker:
         if not isinstance(prefix, str) or not valid_prefix(prefix):
             raise ExportFailed("The destination prefix is not valid")
         if config["type"] == "local":
-            return await asyncio.to_thread(LocalDestination, self.export_dir, export.tenant_id, prefix, export.export_id)
+            return await asyncio.to_thread(
+                LocalDestination, self.export_dir, export.tenant_id, prefix, export.export_id
+            )
         bucket = config.get("bucket", "")
         if not isinstance(bucket, str) or not valid_bucket(bucket):
             raise ExportFailed("The destination bucket name is not valid")
         credentials = await self._credentials(export, config["credentials_path"])
-        secrets = [credentials["access_key_id"], credentials["secret_access_key"], credentials.get("session_token") or ""]
+        secret_names = ("access_key_id", "secret_access_key", "session_token")
+        secrets = [credentials[name] for name in secret_names if name in credentials]
         endpoint = credentials.get("endpoint_url")
         if endpoint:
             try:
@@ -513,7 +525,9 @@ class AuditExportWorker:
         if row is None or row["deleted_at"] is not None or row["ciphertext"] is None or row["wrapped_data_key"] is None:
             raise ExportFailed(f"No readable secret at credentials_path {path}")
         try:
-            key = await self._keyring.unwrap_data_key(export.tenant_id, row["data_key_id"], row["wrapped_data_key"], conn=self._pool)
+            key = await self._keyring.unwrap_data_key(
+                export.tenant_id, row["data_key_id"], row["wrapped_data_key"], conn=self._pool
+            )
             data = open_value(key, row["ciphertext"], owner=export.tenant_id, path=path, version=row["version"])
         except ScaiVaultError:
             raise ExportFailed(f"The secret at credentials_path {path} could not be opened") from None

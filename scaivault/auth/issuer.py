@@ -21,7 +21,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from scaivault.auth.principal import identity_type_of
 from scaivault.crypto.aead import DecryptionFailed
-from scaivault.crypto.keyring import issuer_key_aad, new_id
+from scaivault.crypto.keyring import issuer_key_aad
+from scaivault.ids import new_id
 from scaivault.crypto.root_keys import RootKeyProvider
 from scaivault.domain.durations import MAX_DURATION
 

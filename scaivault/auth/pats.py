@@ -17,7 +17,7 @@ import asyncpg
 
 from scaivault.auth.principal import identity_type_of
 from scaivault.auth.revocation import revoke
-from scaivault.crypto.keyring import new_id
+from scaivault.ids import new_id
 from scaivault.domain.durations import MAX_DURATION
 
 PAT_PREFIX = "skt_"

@@ -16,8 +16,6 @@ that is not the committed one.
 
 from __future__ import annotations
 
-import secrets
-import time
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -27,10 +25,10 @@ import asyncpg
 from scaivault.crypto.aead import DecryptionFailed, context, generate_key, open_sealed, seal
 from scaivault.crypto.root_keys import RootKeyProvider
 from scaivault.domain.errors import ScaiVaultError, VersionNotFound
+from scaivault.ids import new_id
 
 PARTNER_PREFIX = "ptn_"
 TENANT_PREFIX = "tnt_"
-_CROCKFORD = "0123456789abcdefghjkmnpqrstvwxyz"
 
 
 class KeyDestroyed(VersionNotFound):
@@ -50,17 +48,6 @@ class KeyNotFound(ScaiVaultError):
 class DataKey:
     id: str
     key: bytes = field(repr=False)
-
-
-def new_id(prefix: str) -> str:
-    """``prefix`` + 26 Crockford base32 chars: 48 bits of milliseconds then 80 random bits (ULID layout), so ids
-    sort roughly by creation time and index well."""
-    value = (int(time.time() * 1000) & (2**48 - 1)) << 80 | secrets.randbits(80)
-    chars = []
-    for _ in range(26):
-        chars.append(_CROCKFORD[value & 31])
-        value >>= 5
-    return prefix + "".join(reversed(chars))
 
 
 def partner_key_aad(partner_id: str) -> bytes:

@@ -15,6 +15,7 @@ from datetime import datetime, timedelta
 from typing import Any
 from uuid import NAMESPACE_URL, UUID, uuid5
 
+import orjson
 from eventsourcing.domain import Aggregate, event
 
 from scaivault.domain.errors import (
@@ -22,10 +23,12 @@ from scaivault.domain.errors import (
     InvalidSecretType,
     SecretExists,
     SecretNotFound,
+    ValidationFailed,
     VersionConflict,
     VersionNotFound,
 )
 
+MAX_METADATA_BYTES = 16 * 1024
 SECRET_TYPES = frozenset({"kv", "json", "certificate", "ssh_key", "api_key"})
 DEFAULT_SECRET_TYPE = "kv"
 _STREAM_NAMESPACE = uuid5(NAMESPACE_URL, "https://scaivault.dev/streams/secret")
@@ -118,15 +121,7 @@ class Secret(Aggregate):
         is_rotation: bool = False,
     ) -> None:
         """Write a new version. ``version`` must be ``next_version``: the caller sealed the value for it."""
-        self._expire_deletion(at, actor, request_id)
-        if self.is_deleted:
-            raise SecretExists(path=self.path, recoverable_until=self.recoverable_until)
-        if cas is not None and cas != self.current_version:
-            raise VersionConflict(
-                f"cas {cas} does not match the current version {self.current_version}",
-                path=self.path,
-                current_version=self.current_version,
-            )
+        self.check_writable(at=at, cas=cas, actor=actor, request_id=request_id)
         assert version == self.next_version, "the value was sealed for another version"
         self._version_written(
             version=version,
@@ -143,16 +138,18 @@ class Secret(Aggregate):
             created=not self.live,
             is_rotation=is_rotation,
         )
-        retained = len(self.versions)
-        if retained > self.max_versions:
-            aged_out = self.versions[: retained - self.max_versions]
-            self._versions_destroyed(
-                versions=[entry["version"] for entry in aged_out],
-                data_key_ids=[entry["data_key_id"] for entry in aged_out if not entry["destroyed"]],
-                reason="aged_out",
-                at=at,
-                actor=actor,
-                request_id=request_id,
+        self._age_out(at=at, actor=actor, request_id=request_id)
+
+    def check_writable(self, *, at: datetime, cas: int | None, actor: str, request_id: str | None) -> None:
+        """Whether a write may happen now (call it before sealing a value, so a refused write costs nothing)."""
+        self._expire_deletion(at, actor, request_id)
+        if self.is_deleted:
+            raise SecretExists(path=self.path, recoverable_until=self.recoverable_until)
+        if cas is not None and cas != self.current_version:
+            raise VersionConflict(
+                f"cas {cas} does not match the current version {self.current_version}",
+                path=self.path,
+                current_version=self.current_version,
             )
 
     @property
@@ -180,6 +177,8 @@ class Secret(Aggregate):
                 metadata.pop(key, None)
             else:
                 metadata[key] = value
+        if len(orjson.dumps(metadata)) > MAX_METADATA_BYTES:
+            raise ValidationFailed(fields=[{"field": "metadata", "message": f"larger than {MAX_METADATA_BYTES} bytes"}])
         expires_at = None if clear_expiry else (at + expires_in if expires_in else self.expires_at)
         new_max = max_versions or self.max_versions
         self._metadata_updated(
@@ -193,16 +192,7 @@ class Secret(Aggregate):
             rotation_policy_id=rotation_policy_id if rotation_policy_id is not None else self.rotation_policy_id,
             secret_policy_id=secret_policy_id if secret_policy_id is not None else self.secret_policy_id,
         )
-        if len(self.versions) > new_max:
-            aged_out = self.versions[: len(self.versions) - new_max]
-            self._versions_destroyed(
-                versions=[entry["version"] for entry in aged_out],
-                data_key_ids=[entry["data_key_id"] for entry in aged_out if not entry["destroyed"]],
-                reason="aged_out",
-                at=at,
-                actor=actor,
-                request_id=request_id,
-            )
+        self._age_out(at=at, actor=actor, request_id=request_id)
 
     def delete(self, *, at: datetime, retention: timedelta, actor: str, request_id: str | None) -> None:
         self._require_live(at, actor, request_id)
@@ -246,6 +236,20 @@ class Secret(Aggregate):
         return before and not self.live
 
     # ---- helpers ----------------------------------------------------------------------------------------------
+
+    def _age_out(self, *, at: datetime, actor: str, request_id: str | None) -> None:
+        """Versions beyond ``max_versions``, oldest first, leave for good (their data keys are shredded)."""
+        excess = len(self.versions) - self.max_versions
+        if excess > 0:
+            aged_out = self.versions[:excess]
+            self._versions_destroyed(
+                versions=[entry["version"] for entry in aged_out],
+                data_key_ids=[entry["data_key_id"] for entry in aged_out if not entry["destroyed"]],
+                reason="aged_out",
+                at=at,
+                actor=actor,
+                request_id=request_id,
+            )
 
     def _require_live(self, at: datetime, actor: str, request_id: str | None) -> None:
         self._expire_deletion(at, actor, request_id)

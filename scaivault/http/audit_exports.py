@@ -94,7 +94,9 @@ def _destination(raw: dict[str, Any]) -> dict[str, Any]:
     fields are ``validation_error`` (422) like everywhere else; inline credentials are refused without echoing them."""
     kind = raw.get("type")
     if kind in NOT_IN_THIS_BUILD:
-        raise InvalidConfig(f"Destination type {kind} is not available in this build; use s3 or local", field="destination.type")
+        raise InvalidConfig(
+            f"Destination type {kind} is not available in this build; use s3 or local", field="destination.type"
+        )
     if kind not in DESTINATION_FIELDS:
         raise InvalidConfig("destination.type must be s3 or local", field="destination.type")
     inline = sorted(key for key in raw if isinstance(key, str) and key.lower() in INLINE_CREDENTIAL_KEYS)
@@ -105,14 +107,16 @@ def _destination(raw: dict[str, Any]) -> dict[str, Any]:
         )
     unknown = sorted(str(key)[:64] for key in raw if key not in DESTINATION_FIELDS[kind])
     if unknown:
-        raise ValidationFailed(fields=[{"field": f"destination.{key}", "message": "Extra inputs are not permitted"} for key in unknown])
+        raise ValidationFailed(
+            fields=[{"field": f"destination.{key}", "message": "Extra inputs are not permitted"} for key in unknown]
+        )
     prefix = raw.get("prefix", "")
     if prefix is None:
         prefix = ""
     if not isinstance(prefix, str) or not valid_prefix(prefix):
         raise InvalidConfig(
-            f"destination.prefix must be segments of a-z, 0-9, '_' and '-' separated by '/' (at most {MAX_PREFIX_LENGTH}"
-            " characters)",
+            "destination.prefix must be segments of a-z, 0-9, '_' and '-' separated by '/'"
+            f" (at most {MAX_PREFIX_LENGTH} characters)",
             field="destination.prefix",
         )
     if kind == "local":
@@ -123,7 +127,8 @@ def _destination(raw: dict[str, Any]) -> dict[str, Any]:
     credentials_path = raw.get("credentials_path")
     if not isinstance(credentials_path, str):
         raise InvalidConfig(
-            "destination.credentials_path must name the secret holding the upload credentials", field="destination.credentials_path"
+            "destination.credentials_path must name the secret holding the upload credentials",
+            field="destination.credentials_path"
         )
     return {"type": "s3", "bucket": bucket, "prefix": prefix, "credentials_path": parse_path(credentials_path)}
 

@@ -78,7 +78,9 @@ async def _resolve_tenant(
 ) -> tuple[str | None, str | None]:
     directory = request.app[CONTAINER].tenants
     if requested is None or requested == principal.tenant_id:
-        if principal.tenant_id is None:
+        if principal.tenant_id is None:  # a partner-level token: its partner must be one we know
+            if principal.partner_id is None or not await directory.partner_exists(principal.partner_id):
+                raise TenantNotFound("The token's partner is not registered", partner_id=principal.partner_id)
             return None, principal.partner_id
         partner = await directory.partner_of(principal.tenant_id)
         if partner is None:

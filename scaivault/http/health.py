@@ -18,6 +18,7 @@ from scaivault.http.keys import CONTAINER
 from scaivault.http.responses import json_response
 
 CHECK_TIMEOUT = 2.0
+ENCRYPTION_CHECK_TTL = 5.0
 
 
 async def health(request: web.Request) -> web.Response:
@@ -40,7 +41,11 @@ async def _checks(request: web.Request) -> dict[str, tuple[bool, float, str | No
         await container.pool.fetchval("SELECT 1")
 
     async def encryption() -> None:
-        await container.keyring.root.check()
+        # A probe every few seconds must not turn into a KMS call each time (billed, rate limited): an answer
+        # stays good for a few seconds.
+        if time.monotonic() - container.encryption_checked_at > ENCRYPTION_CHECK_TTL:
+            await container.keyring.root.check()
+            container.encryption_checked_at = time.monotonic()
 
     database_result, encryption_result = await asyncio.gather(timed(database), timed(encryption))
     return {"database": database_result, "encryption": encryption_result}

@@ -1,5 +1,6 @@
-"""``/v1/metrics``: Prometheus exposition. On the API port it needs the ``admin`` scope (its labels name tenants);
-unauthenticated only on the internal address ``METRICS_BIND_ADDRESS``, which should not be reachable from outside."""
+"""``/v1/metrics``: Prometheus exposition. Its labels name tenants of every partner, so on the API port it needs the
+``admin`` scope and the ``super_admin`` role (an operator, not one partner's admin); unauthenticated only on the
+internal address ``METRICS_BIND_ADDRESS``, which should not be reachable from outside."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from scaivault.bootstrap import Container
-from scaivault.domain.errors import InsufficientScope
+from scaivault.domain.errors import AccessDenied, InsufficientScope
 from scaivault.http.context import authenticated_principal
 from scaivault.http.keys import CONTAINER
 
@@ -19,8 +20,11 @@ def _exposition(container: Container) -> web.Response:
 
 
 async def metrics(request: web.Request) -> web.Response:
-    if not (await authenticated_principal(request)).has_scope("admin"):
+    principal = await authenticated_principal(request)
+    if not principal.has_scope("admin"):
         raise InsufficientScope("This request needs the scope admin", required_scope="admin")
+    if not principal.has_role("super_admin"):
+        raise AccessDenied("Metrics span every partner: they need the super_admin role")
     return _exposition(request.app[CONTAINER])
 
 

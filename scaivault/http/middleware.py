@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timezone
@@ -22,6 +21,7 @@ from scaivault.domain.errors import (
     ScaiVaultError,
     ServiceUnavailable,
 )
+from scaivault.ids import new_id
 from scaivault.http.keys import ACCESS, CONTAINER, REQUEST_ID
 from scaivault.http.responses import error_response
 from scaivault.metrics import path_category
@@ -46,14 +46,8 @@ UNAVAILABLE = (
     asyncpg.AdminShutdownError,
 )
 
-_CROCKFORD = "0123456789abcdefghjkmnpqrstvwxyz"
-
-
 def new_request_id() -> str:
-    """req_ + 26 characters: a 48-bit millisecond timestamp then 80 random bits, Crockford base32, so ids sort by
-    time like ULIDs."""
-    value = (int(time.time() * 1000) << 80) | int.from_bytes(os.urandom(10), "big")
-    return "req_" + "".join(_CROCKFORD[(value >> shift) & 31] for shift in range(125, -1, -5))
+    return new_id("req_")
 
 
 def _as_api_error(exc: web.HTTPException) -> ScaiVaultError:

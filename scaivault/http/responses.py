@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timedelta, timezone
 from typing import Any
 from uuid import UUID
@@ -10,7 +11,9 @@ import orjson
 from aiohttp import web
 
 from scaivault.domain.errors import (
+    InternalError,
     InvalidRequest,
+    ValidationFailed,
     PayloadTooLarge,
     ScaiVaultError,
 )
@@ -81,7 +84,10 @@ def json_response(body: Any, *, status: int = 200, headers: dict[str, str] | Non
 
 
 def error_response(error: ScaiVaultError, request_id: str, headers: dict[str, str] | None = None) -> web.Response:
-    body: dict[str, Any] = {"code": error.code, "message": error.message, "request_id": request_id}
+    if error.code == InternalError.code:  # whatever went wrong inside stays inside (our logs have it)
+        body: dict[str, Any] = {"code": error.code, "message": InternalError.default_message, "request_id": request_id}
+        return json_response({"error": body}, status=500, headers=headers)
+    body = {"code": error.code, "message": error.message, "request_id": request_id}
     if error.details:
         body["details"] = error.details
     return json_response({"error": body}, status=STATUS_BY_CODE.get(error.code, 500), headers=headers)
@@ -96,9 +102,34 @@ async def read_json_object(request: web.Request) -> dict[str, Any]:
     if not raw:
         raise InvalidRequest("The request needs a JSON body")
     try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError:
+        # The standard library keeps integers exact (orjson would turn one beyond 64 bits into a float: a secret
+        # value silently changed); NaN and Infinity are not JSON.
+        body = json.loads(raw, parse_constant=_reject_constant)
+    except (ValueError, RecursionError):
         raise InvalidRequest("The body is not valid JSON") from None
     if not isinstance(body, dict):
         raise InvalidRequest("The body must be a JSON object")
+    _check_storable(body, depth=0)
     return body
+
+
+MAX_JSON_DEPTH = 32
+_INT64 = range(-(2**63), 2**63)
+
+
+def _reject_constant(name: str) -> None:
+    raise ValueError(name)
+
+
+def _check_storable(value: Any, depth: int) -> None:
+    """Refuse what cannot be stored and given back exactly: integers beyond 64 bits, deep nesting."""
+    if depth > MAX_JSON_DEPTH:
+        raise ValidationFailed(fields=[{"field": "body", "message": f"nested deeper than {MAX_JSON_DEPTH} levels"}])
+    if isinstance(value, dict):
+        for item in value.values():
+            _check_storable(item, depth + 1)
+    elif isinstance(value, list):
+        for item in value:
+            _check_storable(item, depth + 1)
+    elif isinstance(value, int) and not isinstance(value, bool) and value not in _INT64:
+        raise ValidationFailed(fields=[{"field": "body", "message": "an integer is outside the 64-bit range"}])

@@ -9,9 +9,9 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from scaivault.domain.errors import ValidationFailed
+from scaivault.domain.secrets import MAX_METADATA_BYTES
 
 MAX_DATA_BYTES = 64 * 1024
-MAX_METADATA_BYTES = 16 * 1024
 
 
 class Strict(BaseModel):
@@ -36,9 +36,35 @@ class SecretMetadataIn(BaseModel):
 
     def document(self) -> dict[str, Any]:
         document = self.model_dump(exclude_unset=True)
-        if len(orjson.dumps(document)) > MAX_METADATA_BYTES:
-            raise ValidationFailed(fields=[{"field": "metadata", "message": f"larger than {MAX_METADATA_BYTES} bytes"}])
+        check_metadata_document(document)
         return document
+
+
+def check_metadata_document(document: dict[str, Any]) -> None:
+    if len(orjson.dumps(document)) > MAX_METADATA_BYTES:
+        raise ValidationFailed(fields=[{"field": "metadata", "message": f"larger than {MAX_METADATA_BYTES} bytes"}])
+    if _has_reserved_shape(document):
+        raise ValidationFailed(fields=[{"field": "metadata", "message": "an object may not have exactly the keys "
+                                        "'_type_' and '_data_' (reserved by the event encoding)"}])
+
+
+def check_metadata_patch(patch: dict[str, Any] | None) -> None:
+    """A PATCH's metadata obeys the same rules as a PUT's, for every key it sets (null removes a key)."""
+    if not patch:
+        return
+    try:
+        SecretMetadataIn.model_validate({key: value for key, value in patch.items() if value is not None})
+    except ValidationError as exc:
+        raise ValidationFailed(fields=_fields(exc, prefix="metadata")) from None
+    check_metadata_document(patch)
+
+
+def _has_reserved_shape(value: Any) -> bool:
+    if isinstance(value, dict):
+        return set(value) == {"_type_", "_data_"} or any(_has_reserved_shape(item) for item in value.values())
+    if isinstance(value, list):
+        return any(_has_reserved_shape(item) for item in value)
+    return False
 
 
 class WriteOptionsIn(Strict):
@@ -75,7 +101,7 @@ class MetadataPatchIn(Strict):
 class BatchOptionsIn(Strict):
     include_metadata: bool = False
     fail_fast: bool = False
-    version: int | None = Field(default=None, ge=1)
+    version: int | None = Field(default=None, ge=1, le=2**31 - 1)
     expand_wildcards: bool = False
 
 
@@ -92,8 +118,14 @@ def parse_body(model: type[BaseModel], body: dict[str, Any]) -> Any:
     try:
         return model.model_validate(body)
     except ValidationError as exc:
-        fields = [
-            {"field": ".".join(str(part) for part in error["loc"]) or "body", "message": error["msg"]}
-            for error in exc.errors(include_url=False, include_input=False, include_context=False)
-        ]
-        raise ValidationFailed(fields=fields) from None
+        raise ValidationFailed(fields=_fields(exc)) from None
+
+
+def _fields(exc: ValidationError, prefix: str = "") -> list[dict[str, str]]:
+    return [
+        {
+            "field": ".".join([prefix] * bool(prefix) + [str(part) for part in error["loc"]]) or "body",
+            "message": error["msg"],
+        }
+        for error in exc.errors(include_url=False, include_input=False, include_context=False)
+    ]

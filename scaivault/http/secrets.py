@@ -38,6 +38,7 @@ from scaivault.http.schemas import (
     BatchReadIn,
     MetadataPatchIn,
     WriteSecretIn,
+    check_metadata_patch,
     parse_body,
 )
 
@@ -79,13 +80,17 @@ def _owner(request: web.Request, who: Caller) -> str:
     return who.require_partner() if _partner_scoped(request) else who.require_tenant()
 
 
-def _int_query(request: web.Request, name: str, *, minimum: int = 1, maximum: int | None = None) -> int | None:
+MAX_INT32 = 2**31 - 1
+
+
+def _int_query(request: web.Request, name: str, *, minimum: int = 1, maximum: int = MAX_INT32) -> int | None:
     raw = request.query.get(name)
     if raw is None:
         return None
-    if not raw.isdigit() or int(raw) < minimum or (maximum is not None and int(raw) > maximum):
-        bound = f" and at most {maximum}" if maximum is not None else ""
-        raise InvalidRequest(f"'{name}' must be a whole number of at least {minimum}{bound}", parameter=name)
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 10) or not minimum <= int(raw) <= maximum:
+        raise InvalidRequest(
+            f"'{name}' must be a whole number from {minimum} to {maximum}", parameter=name
+        )
     return int(raw)
 
 
@@ -399,6 +404,7 @@ async def update_metadata(request: web.Request) -> web.Response:
     who, address = await _address(request, "secrets:write")
     _require_partner_writer(request, who)
     body = parse_body(MetadataPatchIn, await read_json_object(request))
+    check_metadata_patch(body.metadata)
     command = UpdateSecretMetadata(
         address=address,
         metadata_patch=body.metadata,

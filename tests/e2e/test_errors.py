@@ -128,3 +128,41 @@ async def test_operations_on_missing_secrets(client: TestClient, token: TokenFac
         client.post("/v1/secrets/app/none/restore", headers=t),
     ):
         await assert_error(await call, 404, "secret_not_found")
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "code"),
+    [
+        (b'{"data": {"acct": 123456789012345678901234567890}}', 422, "validation_error"),
+        (b'{"data": {"x": NaN}}', 400, "invalid_request"),
+        (b'{"data": ' + b'{"a": ' * 40 + b"1" + b"}" * 40 + b"}", 422, "validation_error"),
+        (b'{"data": {}, "metadata": {"custom": {"_type_": "bytes_b64", "_data_": "AA=="}}}', 422, "validation_error"),
+    ],
+)
+async def test_values_that_could_not_be_given_back_exactly_are_refused(
+    client: TestClient, token: TokenFactory, body: bytes, status: int, code: str
+) -> None:
+    response = await client.put("/v1/secrets/app/exact", data=body,
+                                headers={**bearer(token()), "Content-Type": "application/json"})
+    await assert_error(response, status, code)
+
+
+async def test_out_of_range_numbers_in_queries_and_batches(client: TestClient, token: TokenFactory) -> None:
+    t = bearer(token())
+    await client.put("/v1/secrets/app/n", json={"data": {"k": "v"}}, headers=t)
+    for query in ("version=99999999999", "version=%C2%B2"):
+        await assert_error(await client.get(f"/v1/secrets/app/n?{query}", headers=t), 400, "invalid_request")
+    await assert_error(await client.get("/v1/secrets?limit=%C2%B2", headers=t), 400, "invalid_request")
+    huge = {"paths": ["app/n"], "options": {"version": 2**40}}
+    await assert_error(await client.post("/v1/secrets/batch", json=huge, headers=t), 422, "validation_error")
+
+
+async def test_metadata_patches_obey_the_metadata_rules(client: TestClient, token: TokenFactory) -> None:
+    t = bearer(token())
+    await client.put("/v1/secrets/app/m", json={"data": {"k": "v"}}, headers=t)
+    for patch in ({"tags": 5}, {"description": "x" * 2000}, {"blob": "x" * 20_000}):
+        response = await client.patch("/v1/secrets/app/m/metadata", json={"metadata": patch}, headers=t)
+        await assert_error(response, 422, "validation_error")
+    for n in range(3):  # each patch small, together too big
+        response = await client.patch("/v1/secrets/app/m/metadata", json={"metadata": {f"k{n}": "x" * 7000}}, headers=t)
+    await assert_error(response, 422, "validation_error")

@@ -68,6 +68,8 @@ async def test_readiness_reports_a_broken_encryption_chain(client: TestClient, c
         raise OSError("KMS unreachable")
 
     container.keyring.root.check = broken  # type: ignore[method-assign]
+    assert (await client.get("/v1/health/ready")).status == 200  # a recent success is trusted for a few seconds
+    container.encryption_checked_at = float("-inf")  # ... and then the chain is checked again
     not_ready = await client.get("/v1/health/ready")
     body = await not_ready.json()
     assert not_ready.status == 503 and body["status"] == "not_ready"
@@ -81,7 +83,9 @@ async def test_metrics_need_admin_on_the_api_and_name_no_secret(client: TestClie
     await client.get("/v1/secrets/app/metered", headers=t)
     denied = await client.get("/v1/metrics", headers=t)
     assert denied.status == 403
-    exposition = await (await client.get("/v1/metrics", headers=bearer(token("admin")))).text()
+    partner_admin = await client.get("/v1/metrics", headers=bearer(token("admin", roles=("partner_admin",))))
+    assert partner_admin.status == 403  # the series name other partners' tenants
+    exposition = await (await client.get("/v1/metrics", headers=bearer(token("admin", roles=("super_admin",))))).text()
     assert 'scaivault_secret_reads_total{secret_type="kv",tenant="tnt_acme_prod"} 1.0' in exposition
     assert 'scaivault_requests_total{method="PUT",path_category="secrets",status="201"} 1.0' in exposition
     assert "scaivault_access_record_batch_size_count" in exposition

@@ -252,3 +252,13 @@ async def test_last_accessed_at_follows_reads(client: TestClient, token: TokenFa
     await client.get("/v1/secrets/app/touch", headers=bearer(t))
     after = await (await client.get("/v1/secrets/app/touch/metadata", headers=bearer(t))).json()
     assert after["last_accessed_at"] is not None
+
+
+async def test_a_recreated_secret_does_not_inherit_last_access(client: TestClient, token: TokenFactory) -> None:
+    t = token()
+    await put(client, t, "app/reborn", {"data": {"k": "old"}})
+    await client.get("/v1/secrets/app/reborn", headers=bearer(t))
+    await client.delete("/v1/secrets/app/reborn?permanent=true", headers=bearer(t))
+    await put(client, t, "app/reborn", {"data": {"k": "new"}})
+    meta = await (await client.get("/v1/secrets/app/reborn/metadata", headers=bearer(t))).json()
+    assert meta["last_accessed_at"] is None

@@ -215,3 +215,31 @@ async def test_no_value_or_token_reaches_a_log_line_or_an_error(
     logged = "\n".join(f"{r.getMessage()} {vars(r)}" for r in caplog.records)
     assert "request" in logged  # the access log did record these requests
     assert value not in logged and t.split(".")[1] not in logged and t.split(".")[2] not in logged
+
+
+async def test_hostile_bytes_in_a_request_cannot_break_auditing(
+    client: TestClient, token: TokenFactory, pool: asyncpg.Pool
+) -> None:
+    """A NUL in the path (or a header) must neither fail other requests' records nor stall the audit log."""
+    t = bearer(token())
+    await client.put("/v1/secrets/app/ok", json={"data": {"k": "v"}}, headers=t)
+    hostile = [client.get("/v1/secrets/x%00y") for _ in range(20)]
+    friendly = [client.get("/v1/secrets/app/ok", headers=t) for _ in range(20)]
+    responses = await asyncio.gather(*hostile, *friendly)
+    assert [r.status for r in responses[20:]] == [200] * 20
+    assert {r.status for r in responses[:20]} == {401}
+    recorded = [e for e in await access_events(pool) if e.secret_path and e.secret_path.startswith("x")]
+    assert len(recorded) == 20 and all("\x00" not in e.secret_path for e in recorded)
+
+
+async def test_revoking_refuses_input_that_may_be_a_credential(client: TestClient, container: Container) -> None:
+    from scaivault.domain.errors import InvalidRequest
+
+    pat = await issue_token(container, IssueToken(partner_id=PARTNER, tenant_id=TENANT, identity_id="sa:x",
+                                                  scopes=("secrets:read",), personal_access_token=True))
+    for typed in ("Bearer " + pat, "eyJhbGciOi.eyJzdWIiOiJ4In0", "not a jti"):
+        with pytest.raises(InvalidRequest):
+            await revoke_token(container, typed)
+    assert await revoke_token(container, f"  {pat}\n")  # surrounding white space is not part of a token
+    events = [r["state"] for r in await container.pool.fetch("SELECT state FROM scaivault_events")]
+    assert not any(pat.encode() in state for state in events)

@@ -125,3 +125,10 @@ async def test_introspect_needs_admin_and_reports_inactive_tokens(client: TestCl
     for bad in ("garbage", subject[:-4] + "AAAA", "skt_unknown"):
         inactive = await client.post("/v1/auth/introspect", json={"token": bad}, headers=admin)
         assert inactive.status == 200 and await inactive.json() == {"active": False}
+
+
+async def test_a_partner_level_token_for_an_unknown_partner(client: TestClient, token: TokenFactory) -> None:
+    response = await client.get("/v1/partner/secrets/x", headers=bearer(token(tenant=None, partner="ptn_ghost")))
+    body = await response.json()
+    assert response.status == 404 and body["error"]["code"] == "tenant_not_found"
+    assert "key" not in body["error"]["message"].lower()

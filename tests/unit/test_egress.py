@@ -115,3 +115,12 @@ async def test_ip_literals_are_not_resolved(monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setattr(asyncio.get_running_loop(), "getaddrinfo", no_dns)
     assert await check_url("https://8.8.8.8/") == ["8.8.8.8"]
     assert egress.RESOLVE_TIMEOUT_SECONDS > 0
+
+
+def test_the_allow_list_is_static_configuration() -> None:
+    from scaivault.config import ConfigurationError, Settings
+
+    assert Settings.from_env({}).egress_allow == ""
+    assert parse_allow_list(Settings.from_env({"SCAIVAULT_EGRESS_ALLOW": "127.0.0.0/8"}).egress_allow)
+    with pytest.raises(ConfigurationError, match="SCAIVAULT_EGRESS_ALLOW"):
+        Settings.from_env({"SCAIVAULT_EGRESS_ALLOW": "127.0.0.0/8,localhost"})

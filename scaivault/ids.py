@@ -1,0 +1,15 @@
+"""Prefixed, time-ordered identifiers (``req_``, ``dk_``, ``pat_``, ``tok_``, ...)."""
+
+from __future__ import annotations
+
+import os
+import time
+
+_CROCKFORD = "0123456789abcdefghjkmnpqrstvwxyz"
+
+
+def new_id(prefix: str) -> str:
+    """``prefix`` + 26 Crockford base32 characters: 48 bits of milliseconds then 80 random bits (the ULID layout),
+    so ids sort by creation time and index well."""
+    value = (int(time.time() * 1000) & (2**48 - 1)) << 80 | int.from_bytes(os.urandom(10), "big")
+    return prefix + "".join(_CROCKFORD[(value >> shift) & 31] for shift in range(125, -1, -5))
