@@ -25,6 +25,7 @@ from eventsourcing.persistence import Mapper, Notification, StoredEvent
 from scaivault.database import connect
 from scaivault.eventstore.locks import SHARED_READ_MODEL_LOCK, advisory_key
 from scaivault.eventstore.recorder import EventStoreListener, PostgresEventStore
+from scaivault.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -134,11 +135,7 @@ class ProjectionRunner:
             self._tasks.append(asyncio.create_task(self._work(projection), name=f"projection-{projection.name}"))
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(self._tasks)
         self._tasks.clear()
 
     async def status(self, conn: asyncpg.Connection | asyncpg.Pool) -> dict[str, dict[str, Any]]:

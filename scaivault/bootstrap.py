@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from dataclasses import dataclass, field
@@ -45,6 +44,7 @@ from scaivault.eventstore.migrations import apply_migrations
 from scaivault.eventstore.recorder import EventStoreListener, PostgresEventStore
 from scaivault.eventstore.repository import Repository
 from scaivault.metrics import Metrics
+from scaivault.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -115,11 +115,7 @@ class Container:
 
     async def close(self) -> None:
         await self.projections.stop()
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(self._tasks)
         await self.access_recorder.close()
         if self.http_session is not None:
             await self.http_session.close()

@@ -36,16 +36,22 @@ async def create_pool(dsn: str, *, min_size: int = 2, max_size: int = 20, lock_t
         init=_init_connection,
         reset=_reset_connection,
         # Every transaction is short; a session stuck inside one must not hold the event-store lock for ever.
-        server_settings={
-            "idle_in_transaction_session_timeout": "10000",
-            "lock_timeout": str(round(lock_timeout * 1000)),
-            "application_name": "scaivault",
-        },
+        server_settings=_server_settings(lock_timeout),
     )
 
 
-async def connect(dsn: str) -> asyncpg.Connection:
-    conn = await asyncpg.connect(dsn)
+def _server_settings(lock_timeout: float) -> dict[str, str]:
+    """Every session, pooled or dedicated: lock waits are bounded, and a session that stalls inside a transaction
+    is ended by the server rather than holding its locks for ever."""
+    return {
+        "idle_in_transaction_session_timeout": "10000",
+        "lock_timeout": str(round(lock_timeout * 1000)),
+        "application_name": "scaivault",
+    }
+
+
+async def connect(dsn: str, *, lock_timeout: float = 5.0) -> asyncpg.Connection:
+    conn = await asyncpg.connect(dsn, server_settings=_server_settings(lock_timeout))
     await _init_connection(conn)
     return conn
 

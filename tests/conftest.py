@@ -61,6 +61,22 @@ def database_url() -> Iterator[str]:
         asyncio.run(drop())
 
 
+async def end_leftover_sessions(conn: asyncpg.Connection) -> None:
+    """Sessions a previous test left open (a leak, or a test that failed half-way) must not hold locks over this
+    one; they are ended, and named, so a leak is visible rather than a stall."""
+    leftovers = await conn.fetch(
+        """SELECT pid, application_name, state, left(query, 60) AS query FROM pg_stat_activity
+           WHERE datname = current_database() AND pid <> pg_backend_pid()"""
+    )
+    for row in leftovers:
+        await conn.execute("SELECT pg_terminate_backend($1)", row["pid"])
+    if leftovers:
+        import sys
+
+        print(f"\n[ended {len(leftovers)} leftover sessions: "
+              f"{sorted({(r['application_name'], r['state']) for r in leftovers})}]", file=sys.stderr)
+
+
 async def truncate_all(conn: asyncpg.Connection) -> None:
     tables = await conn.fetch(
         """SELECT quote_ident(tablename) AS name FROM pg_tables
@@ -74,6 +90,7 @@ async def truncate_all(conn: asyncpg.Connection) -> None:
 async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
     pool = await create_pool(database_url, min_size=1, max_size=10)
     async with pool.acquire() as conn:
+        await end_leftover_sessions(conn)
         await truncate_all(conn)
     try:
         yield pool
