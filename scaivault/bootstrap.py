@@ -184,7 +184,12 @@ async def build_container(settings: Settings, *, migrate: bool = True) -> Contai
         projections = ProjectionRunner(
             url, store, repository.mapper, catch_up_projections(keyring), on_progress=metrics.projection_progress
         )
-        access_recorder = AccessRecorder(pool, repository, timeout=settings.audit_timeout_seconds, metrics=metrics)
+        if settings.unsafe_skip_read_audit:
+            log.warning("SCAIVAULT_UNSAFE_SKIP_READ_AUDIT is set: reads leave no access record (benchmarks only)")
+        access_recorder = AccessRecorder(
+            pool, repository, timeout=settings.audit_timeout_seconds, metrics=metrics,
+            skip=settings.unsafe_skip_read_audit,
+        )
         audit_exports = AuditExportCommands(runner)
         export_worker = AuditExportWorker(
             dsn=url,

@@ -41,6 +41,7 @@ ENVIRONMENT = {
     "SCAIVAULT_DATA_DIR": "data_dir",
     "SCAIVAULT_DB_POOL_SIZE": "db_pool_size",
     "SCAIVAULT_AUDIT_TIMEOUT": "audit_timeout_seconds",
+    "SCAIVAULT_UNSAFE_SKIP_READ_AUDIT": "unsafe_skip_read_audit",
     "SCAIVAULT_EVENT_LOCK_TIMEOUT": "event_lock_timeout_seconds",
     "SCAIVAULT_DELETE_RETENTION": "delete_retention",
     "SCAIVAULT_AUDIT_RETENTION": "audit_retention",
@@ -83,6 +84,8 @@ class Settings(BaseModel):
     data_dir: Path = Path(".scaivault")
     db_pool_size: int = Field(default=20, ge=2, le=500)
     audit_timeout_seconds: float = Field(default=5.0, gt=0, le=120)
+    # Benchmarking only: requests that change nothing leave no access record. Never in production.
+    unsafe_skip_read_audit: bool = False
     event_lock_timeout_seconds: float = Field(default=5.0, gt=0, le=120)
     delete_retention: str = "30d"
     audit_retention: str = "7y"

@@ -115,7 +115,18 @@ async def touch_last_access(conn: asyncpg.Connection, events: Sequence[AccessRec
 class AccessRecorder:
     """Group commit for access records: one transaction per batch of concurrent requests."""
 
-    def __init__(self, pool: asyncpg.Pool, repository: Repository, *, timeout: float, metrics: Metrics | None = None) -> None:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        repository: Repository,
+        *,
+        timeout: float,
+        metrics: Metrics | None = None,
+        skip: bool = False,
+    ) -> None:
+        """``skip`` (benchmarks only: SCAIVAULT_UNSAFE_SKIP_READ_AUDIT) records nothing, to measure what auditing
+        costs."""
+        self._skip = skip
         self._pool = pool
         self._repository = repository
         self._metrics = metrics
@@ -137,6 +148,8 @@ class AccessRecorder:
 
     async def record(self, record: AccessRecord) -> None:
         """Return once ``record`` is durable; raise ServiceUnavailable if that does not happen in time."""
+        if self._skip:
+            return
         if self._closing:
             raise ServiceUnavailable("The server is shutting down")
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()

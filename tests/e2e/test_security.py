@@ -243,3 +243,18 @@ async def test_revoking_refuses_input_that_may_be_a_credential(client: TestClien
     assert await revoke_token(container, f"  {pat}\n")  # surrounding white space is not part of a token
     events = [r["state"] for r in await container.pool.fetch("SELECT state FROM scaivault_events")]
     assert not any(pat.encode() in state for state in events)
+
+
+async def test_the_benchmark_switch_skips_only_records_of_requests_that_change_nothing(
+    pool: asyncpg.Pool, settings: Settings, token: TokenFactory
+) -> None:
+    skipping = await build_container(settings.model_copy(update={"unsafe_skip_read_audit": True}))
+    await skipping.tenancy_commands.register_tenant(PARTNER, TENANT)
+    try:
+        async with TestClient(TestServer(create_app(container=skipping))) as client:
+            t = bearer(token())
+            await client.put("/v1/secrets/app/bench", json={"data": {"k": "v"}}, headers=t)
+            assert (await client.get("/v1/secrets/app/bench", headers=t)).status == 200
+    finally:
+        await skipping.close()
+    assert [e.action for e in await access_events(pool)] == ["write"]
