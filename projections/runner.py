@@ -128,6 +128,7 @@ class ProjectionRunner:
         self._on_progress = on_progress
         self._head = 0
         self._tasks: list[asyncio.Task[None]] = []
+        self._connections: set[asyncpg.Connection] = set()
 
     async def start(self) -> None:
         self._tasks.append(asyncio.create_task(self._listen(), name="projection-wakeups"))
@@ -135,7 +136,9 @@ class ProjectionRunner:
             self._tasks.append(asyncio.create_task(self._work(projection), name=f"projection-{projection.name}"))
 
     async def stop(self) -> None:
-        await cancel_and_wait(self._tasks)
+        if not await cancel_and_wait(self._tasks, timeout=5.0):
+            for conn in self._connections:  # a worker stuck in a database call: end its session
+                conn.terminate()
         self._tasks.clear()
 
     async def status(self, conn: asyncpg.Connection | asyncpg.Pool) -> dict[str, dict[str, Any]]:
@@ -179,6 +182,7 @@ class ProjectionRunner:
             conn: asyncpg.Connection | None = None
             try:
                 conn = await connect(self._dsn)
+                self._connections.add(conn)
                 while not await conn.fetchval("SELECT pg_try_advisory_lock($1)", runner_key(projection.name)):
                     state.state = "standby"
                     await self._sleep(woken, self._poll)
@@ -191,6 +195,7 @@ class ProjectionRunner:
                 await asyncio.sleep(self._poll)
             finally:
                 if conn is not None:
+                    self._connections.discard(conn)
                     with contextlib.suppress(Exception):
                         await conn.close(timeout=2)
 

@@ -119,7 +119,11 @@ class Container:
         await self.access_recorder.close()
         if self.http_session is not None:
             await self.http_session.close()
-        await self.pool.close()
+        try:
+            await asyncio.wait_for(self.pool.close(), timeout=10)
+        except asyncio.TimeoutError:  # a connection still held by a stuck task: do not wait for it for ever
+            log.warning("database pool did not close in time; terminating its connections")
+            self.pool.terminate()
 
 
 def catch_up_projections(keyring: KeyRing) -> list[Projection]:
