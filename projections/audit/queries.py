@@ -30,6 +30,21 @@ class AuditFilter:
     request_id: str | None = None
     args: list[Any] = field(default_factory=list, repr=False)
 
+    @classmethod
+    def of(cls, filters: dict[str, Any], *, since: datetime | None, until: datetime | None) -> AuditFilter:
+        """From an export's stored filters (the query parameters' names, ``actions`` as a list)."""
+        return cls(
+            since=since,
+            until=until,
+            actions=filters.get("actions"),
+            identity_id=filters.get("identity_id"),
+            identity_type=filters.get("identity_type"),
+            path_prefix=filters.get("path_prefix"),
+            success=filters.get("success"),
+            source_ip=filters.get("source_ip"),
+            request_id=filters.get("request_id"),
+        )
+
     def where(self, chain: str) -> tuple[str, list[Any]]:
         clauses, args = ["chain = $1"], [chain]
 

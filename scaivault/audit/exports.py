@@ -95,18 +95,7 @@ def object_key(prefix: str, export_id: str, name: str) -> str:
 
 
 def audit_filter(export: AuditExport) -> AuditFilter:
-    filters = export.filters
-    return AuditFilter(
-        since=export.since,
-        until=export.until,
-        actions=filters.get("actions"),
-        identity_id=filters.get("identity_id"),
-        identity_type=filters.get("identity_type"),
-        path_prefix=filters.get("path_prefix"),
-        success=filters.get("success"),
-        source_ip=filters.get("source_ip"),
-        request_id=filters.get("request_id"),
-    )
+    return AuditFilter.of(export.filters, since=export.since, until=export.until)
 
 
 # ---- formats ------------------------------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ that is not the committed one.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import asyncpg
@@ -289,33 +289,26 @@ class KeyRing:
                     self.root.name,
                     wrapped,
                 )
-            issuer_keys = await conn.fetch(
-                "SELECT kid, root_key_id, wrapped_private_key FROM scaivault_issuer_keys ORDER BY kid FOR UPDATE"
-            )
-            for row in issuer_keys:
-                aad = issuer_key_aad(row["kid"])
-                key = await self.root.unwrap(row["root_key_id"], row["wrapped_private_key"], aad)
-                root_key_id, wrapped = await self.root.wrap(key, aad)
-                await conn.execute(
-                    "UPDATE scaivault_issuer_keys SET root_key_id = $2, wrapped_private_key = $3 WHERE kid = $1",
-                    row["kid"],
-                    root_key_id,
-                    wrapped,
-                )
-            system_keys = await conn.fetch(
-                "SELECT name, root_key_id, wrapped FROM scaivault_system_keys ORDER BY name FOR UPDATE"
-            )
-            for row in system_keys:
-                aad = system_key_aad(row["name"])
-                key = await self.root.unwrap(row["root_key_id"], row["wrapped"], aad)
-                root_key_id, wrapped = await self.root.wrap(key, aad)
-                await conn.execute(
-                    "UPDATE scaivault_system_keys SET root_key_id = $2, wrapped = $3 WHERE name = $1",
-                    row["name"],
-                    root_key_id,
-                    wrapped,
-                )
+            await self._rewrap(conn, "scaivault_issuer_keys", "kid", "wrapped_private_key", issuer_key_aad)
+            await self._rewrap(conn, "scaivault_system_keys", "name", "wrapped", system_key_aad)
         return len(partners)
+
+    async def _rewrap(
+        self, conn: asyncpg.Connection, table: str, key_column: str, blob_column: str, aad: Callable[[str], bytes]
+    ) -> None:
+        """Re-wrap every key of ``table`` (wrapped directly by the root key) under the current root key."""
+        rows = await conn.fetch(
+            f"SELECT {key_column} AS id, root_key_id, {blob_column} AS blob FROM {table} ORDER BY 1 FOR UPDATE"
+        )
+        for row in rows:
+            key = await self.root.unwrap(row["root_key_id"], bytes(row["blob"]), aad(row["id"]))
+            root_key_id, wrapped = await self.root.wrap(key, aad(row["id"]))
+            await conn.execute(
+                f"UPDATE {table} SET root_key_id = $2, {blob_column} = $3 WHERE {key_column} = $1",
+                row["id"],
+                root_key_id,
+                wrapped,
+            )
 
     async def system_key(self, conn: asyncpg.Connection | asyncpg.Pool, name: str) -> bytes:
         """A 256-bit key of the server's own (e.g. the audit chain's MAC key), created on first use, wrapped by the

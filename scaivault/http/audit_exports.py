@@ -163,17 +163,7 @@ async def create_export(request: web.Request) -> web.Response:
         row = await secret_metadata_row(container.pool, tenant, destination["credentials_path"])
         if row is None or row["deleted_at"] is not None:
             raise InvalidConfig("No secret at destination.credentials_path", field="destination.credentials_path")
-    audit_filter = audit_queries.AuditFilter(
-        since=body.since,
-        until=body.until,
-        actions=filters.get("actions"),
-        identity_id=filters.get("identity_id"),
-        identity_type=filters.get("identity_type"),
-        path_prefix=filters.get("path_prefix"),
-        success=filters.get("success"),
-        source_ip=filters.get("source_ip"),
-        request_id=filters.get("request_id"),
-    )
+    audit_filter = audit_queries.AuditFilter.of(filters, since=body.since, until=body.until)
     estimated = await audit_queries.audit_count(container.pool, tenant, audit_filter)
     command = RequestExport(
         tenant_id=tenant,
