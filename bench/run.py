@@ -2,8 +2,12 @@
 
     A  bare aiohttp handler (bench.bare_app)           requests/s
     R  authenticated secret reads, GET ~100 paths      requests/s, p50/p99  -> % of A   (target >= 40%, p99 < 10 ms)
+    Q  the same reads from a second server that keeps no access records (SCAIVAULT_UNSAFE_SKIP_READ_AUDIT)
+    R' the reads of R again, interleaved with Q        requests/s, p50/p99  -> % of Q   (target >= 85%)
     B  raw asyncpg single-row INSERTs, autocommit      rows/s
     W  authenticated secret writes, PUT ~100 paths     requests/s, p50/p99  -> % of B   (target >= 50%)
+    H  rebuild of every read model from a simulated history of 1,000,000 events, against the raw replay (decode
+       only) of that history: bench/history.py                                     events/s  (target >= 50,000/s)
 
 Servers run as subprocesses; this process is the load generator (32 keep-alive clients by default). Each pair (A
 with R, B with W) is measured in alternating slices (A R R A A R ...), so both sides of a ratio see the same
@@ -11,6 +15,7 @@ background noise. Load goes to 127.0.0.1 only; every loop stops at its deadline 
 Method and figures: docs/performance.md.
 
     python -m bench.run [--seconds 10] [--rounds 5] [--warmup 2] [--clients 32] [--profile]
+                        [--history-events 1000000]    (0 skips H)
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import asyncpg
@@ -45,7 +51,9 @@ ADMIN_URL = os.environ.get("BENCH_ADMIN_DATABASE_URL", "postgresql://postgres@12
 N_PATHS = 100
 MAX_OPS_PER_SLICE = 1_000_000  # count bound of every load loop, besides its deadline
 REQUEST_TIMEOUT = 30.0
-TARGETS = {"reads_pct_of_bare": 40.0, "reads_p99_ms": 10.0, "writes_pct_of_inserts": 50.0}
+TARGETS = {"reads_pct_of_bare": 40.0, "reads_p99_ms": 10.0, "writes_pct_of_inserts": 50.0,
+           "audited_reads_pct_of_unaudited": 85.0, "rebuild_events_per_s": 50_000.0}
+CATCH_UP_TIMEOUT = 30.0  # how long the audited pair waits for the catch-up projections to finish earlier work
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 CPU_COLUMNS = ("server", "loadgen", "postgres", "other", "machine")
 
@@ -321,16 +329,45 @@ async def secret_ops(session: aiohttp.ClientSession, base: str, token: str) -> t
 # ---- the run ------------------------------------------------------------------------------------------------------
 
 
-async def benchmark(args: argparse.Namespace, tmp: Path) -> list[Load]:
-    port, bare_port = free_port(), free_port()
+def register(env: dict[str, str]) -> str:
+    """Register ptn_bench/tnt_bench on the server ``env`` points at; return a token minted by the CLI."""
+    cli(env, "tenants", "create", "--partner", "ptn_bench", "--tenant", "tnt_bench")
+    return cli(env, "token", "issue", "--partner", "ptn_bench", "--tenant", "tnt_bench", "--identity",
+               "sa:bench", "--scopes", "secrets:read secrets:write secrets:list", "--ttl", "1h")
+
+
+async def caught_up(db_url: str, timeout: float) -> int:
+    """Wait (at most ``timeout`` s) until the catch-up projections (audit log, event index) have applied every
+    event; return what they still lag behind the head of the log, in events (0 when caught up)."""
+    conn = await asyncpg.connect(db_url)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            lag = await conn.fetchval(
+                """SELECT coalesce(max(e.head - coalesce(t.notification_id, 0)), 0)
+                   FROM (SELECT coalesce(max(notification_id), 0) AS head FROM scaivault_events) e
+                   CROSS JOIN unnest(ARRAY['audit_log', 'event_index']) AS p(name)
+                   LEFT JOIN scaivault_tracking t ON t.application_name = p.name""")
+            if lag == 0 or time.monotonic() > deadline:
+                return int(lag)
+            await asyncio.sleep(0.2)
+    finally:
+        await conn.close()
+
+
+async def benchmark(args: argparse.Namespace, tmp: Path) -> tuple[list[Load], dict[str, object]]:
+    port, bare_port, quiet_port = free_port(), free_port(), free_port()
     env = {**os.environ, "DATABASE_URL": args.db_url, "SCAIVAULT_DATA_DIR": str(tmp / "data"),
            "BIND_ADDRESS": f"{HOST}:{port}", "LOG_LEVEL": "error"}
+    # The server without access records has a database (and keys) of its own, so it never runs, or waits for, the
+    # audited server's catch-up projections.
+    quiet_env = {**env, "DATABASE_URL": args.quiet_db_url, "SCAIVAULT_DATA_DIR": str(tmp / "data-quiet"),
+                 "BIND_ADDRESS": f"{HOST}:{quiet_port}", "SCAIVAULT_UNSAFE_SKIP_READ_AUDIT": "true"}
     bare_argv = [sys.executable, "-m", "bench.bare_app", f"{HOST}:{bare_port}"]
+    audit: dict[str, object] = {}
     with serve([str(BIN / "scaivault"), "serve"], env, port, tmp / "scaivault.log") as pid, \
             serve(bare_argv, env, bare_port, tmp / "bare_app.log") as bare_pid:
-        cli(env, "tenants", "create", "--partner", "ptn_bench", "--tenant", "tnt_bench")
-        token = cli(env, "token", "issue", "--partner", "ptn_bench", "--tenant", "tnt_bench", "--identity",
-                    "sa:bench", "--scopes", "secrets:read secrets:write secrets:list", "--ttl", "1h")
+        token = register(env)
         async with http_session(args.clients) as bare_session, http_session(args.clients) as session, \
                 raw_insert(args.db_url, args.clients) as insert:
             get, put = await secret_ops(session, f"http://{HOST}:{port}", token)
@@ -342,7 +379,20 @@ async def benchmark(args: argparse.Namespace, tmp: Path) -> list[Load]:
                 Load("W secret writes", "req/s", put, pid),
             ]
             await interleaved(loads[0], loads[1], args)
-            await interleaved(loads[2], loads[3], args)
+            with serve([str(BIN / "scaivault"), "serve"], quiet_env, quiet_port, tmp / "scaivault-quiet.log") \
+                    as quiet_pid:
+                quiet_token = register(quiet_env)
+                async with http_session(args.clients) as quiet_session:
+                    quiet_get, _ = await secret_ops(quiet_session, f"http://{HOST}:{quiet_port}", quiet_token)
+                    quiet = Load("Q reads, no audit", "req/s", quiet_get, quiet_pid)
+                    audited = Load("R' reads, audited", "req/s", get, pid)
+                    # R left the audit log to catch up with ~50,000 records: R' must not pay for those.
+                    audit["lag_before"] = await caught_up(args.db_url, CATCH_UP_TIMEOUT)
+                    await interleaved(quiet, audited, args)
+                    # What the audited server's projections had not applied when its last slice ended.
+                    audit["lag_after"] = await caught_up(args.db_url, 0)
+            loads[2:2] = [quiet, audited]
+            await interleaved(loads[4], loads[5], args)
             if args.profile:  # separate, unmeasured phases: a profiler slows what it watches
                 from bench.profile import Profiler
 
@@ -353,50 +403,73 @@ async def benchmark(args: argparse.Namespace, tmp: Path) -> list[Load]:
                                                                           clients=args.clients)
                     print(f"  (under the profiler: {len(latencies) / elapsed:.1f} req/s, errors {dict(errors) or 0})",
                           file=sys.stderr)
-    return loads
+    return loads, audit
 
 
-def report(loads: list[Load], meta: dict[str, object]) -> dict[str, object]:
-    a, r, b, w = loads
-    ratios = {
+def report(loads: list[Load], meta: dict[str, object], history: dict[str, Any] | None) -> dict[str, object]:
+    a, r, q, r2, b, w = loads
+    ratios: dict[str, float] = {
         "reads_pct_of_bare": round(100 * r.rate / a.rate, 1),
         "reads_p99_ms": round(r.percentile_ms(0.99), 2),
+        "audited_reads_pct_of_unaudited": round(100 * r2.rate / q.rate, 1),
         "writes_pct_of_inserts": round(100 * w.rate / b.rate, 1),
     }
     met = {
         "reads_pct_of_bare": ratios["reads_pct_of_bare"] >= TARGETS["reads_pct_of_bare"],
         "reads_p99_ms": ratios["reads_p99_ms"] < TARGETS["reads_p99_ms"],
+        "audited_reads_pct_of_unaudited": (ratios["audited_reads_pct_of_unaudited"]
+                                           >= TARGETS["audited_reads_pct_of_unaudited"]),
         "writes_pct_of_inserts": ratios["writes_pct_of_inserts"] >= TARGETS["writes_pct_of_inserts"],
     }
-    print(f"\n{'phase':<17}{'rate':>10}  {'unit':<7}{'p50 ms':>8}{'p99 ms':>8}{'errors':>7}{'server us/op':>13}"
+    if history is not None:
+        ratios["rebuild_events_per_s"] = history["slowest"]["rate"]
+        ratios["rebuild_pct_of_raw_decode"] = history["slowest"]["pct_of_raw"]
+        met["rebuild_events_per_s"] = history["target_met"]
+    print(f"\n{'phase':<19}{'rate':>10}  {'unit':<7}{'p50 ms':>8}{'p99 ms':>8}{'errors':>7}{'server us/op':>13}"
           "  cpu cores:" + "".join(f"{c:>9}" for c in CPU_COLUMNS))
     for load in loads:
         cores, per_op, errors = load.cores(), load.summary()["server_cpu_us_per_op"], sum(load.errors.values())
-        print(f"{load.name:<17}{load.rate:>10.1f}  {load.unit:<7}{load.percentile_ms(.5):>8.2f}"
+        print(f"{load.name:<19}{load.rate:>10.1f}  {load.unit:<7}{load.percentile_ms(.5):>8.2f}"
               f"{load.percentile_ms(.99):>8.2f}{errors:>7}{per_op if load.server_pid else '-':>13}  {'':10}"
               + "".join(f"{cores[c]:>9.2f}" for c in CPU_COLUMNS))
+    if history is not None:
+        from bench.history import print_history
+
+        print_history(history)
     verdict = {True: "met", False: "MISSED"}
     print(f"\nreads  = {ratios['reads_pct_of_bare']:5.1f}% of bare handler   (target >= 40%)   "
           f"{verdict[met['reads_pct_of_bare']]}")
     print(f"reads  p99 = {ratios['reads_p99_ms']:.2f} ms          (target < 10 ms)  {verdict[met['reads_p99_ms']]}")
+    print(f"audited reads = {ratios['audited_reads_pct_of_unaudited']:5.1f}% of unaudited (target >= 85%)   "
+          f"{verdict[met['audited_reads_pct_of_unaudited']]}")
     print(f"writes = {ratios['writes_pct_of_inserts']:5.1f}% of raw inserts    (target >= 50%)   "
           f"{verdict[met['writes_pct_of_inserts']]}")
+    if history is not None:
+        print(f"rebuild = {ratios['rebuild_events_per_s']:,.0f} events/s, slowest model "
+              f"({ratios['rebuild_pct_of_raw_decode']:.1f}% of raw decode)   (target >= 50,000/s)   "
+              f"{verdict[met['rebuild_events_per_s']]}")
     for load in loads:
         for kind, count in load.errors.items():
             print(f"\nWARNING: {load.name}: {count} x {kind}, e.g. {load.error_example[kind][:200]}")
-    return {"meta": meta, "phases": {load.name: load.summary() for load in loads}, "ratios": ratios,
-            "targets": TARGETS, "targets_met": met}
+    results: dict[str, object] = {"meta": meta, "phases": {load.name: load.summary() for load in loads},
+                                  "ratios": ratios, "targets": TARGETS, "targets_met": met}
+    if history is not None:
+        results["history"] = history
+    return results
 
 
 async def main_async(args: argparse.Namespace) -> dict[str, object]:
     args.database = f"scaivault_bench_{os.getpid()}"
+    args.quiet_database = f"scaivault_bench_{os.getpid()}_quiet"
     args.db_url = ADMIN_URL.rsplit("/", 1)[0] + "/" + args.database
+    args.quiet_db_url = ADMIN_URL.rsplit("/", 1)[0] + "/" + args.quiet_database
     print(f"database {args.database}, {args.clients} clients, {args.seconds:g} s per figure in {args.rounds} "
           f"slices (+{args.warmup:g} s warm-up)", file=sys.stderr)
     await admin(f'CREATE DATABASE "{args.database}"')
+    await admin(f'CREATE DATABASE "{args.quiet_database}"')
     try:
         with tempfile.TemporaryDirectory(prefix="scaivault-bench-") as tmp:
-            loads = await benchmark(args, Path(tmp))
+            loads, audit = await benchmark(args, Path(tmp))
         conn = await asyncpg.connect(args.db_url)
         try:
             postgres = {name: await conn.fetchval(f"SHOW {name}")
@@ -408,14 +481,22 @@ async def main_async(args: argparse.Namespace) -> dict[str, object]:
             await conn.close()
     finally:
         await admin(f'DROP DATABASE IF EXISTS "{args.database}" WITH (FORCE)')
+        await admin(f'DROP DATABASE IF EXISTS "{args.quiet_database}" WITH (FORCE)')
+    history = None
+    if args.history_events:  # last, with no server running; in a database of its own
+        from bench.history import history_phase
+
+        history = await history_phase(args.history_events, admin_url=ADMIN_URL)
     meta = {
         "at": datetime.now(UTC).isoformat(timespec="seconds"),
         "seconds": args.seconds, "rounds": args.rounds, "warmup": args.warmup, "clients": args.clients,
         "cpus": os.cpu_count(), "python": platform.python_version(), "aiohttp": aiohttp.__version__,
         "asyncpg": asyncpg.__version__, "postgres": postgres,
         "event_store_at_end": event_store, "source": source_version(),
+        # Events the audited server's catch-up projections had not applied before and after the audited reads.
+        "audit_projection_lag": audit, "history_events": args.history_events,
     }
-    return report(loads, meta)
+    return report(loads, meta, history)
 
 
 def source_version() -> dict[str, object]:
@@ -438,10 +519,14 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true",
                         help="afterwards, run reads and writes once more under py-spy and a PostgreSQL wait-event "
                              "sampler (needs `.venv/bin/pip install py-spy`); writes bench/results/profile-*")
+    parser.add_argument("--history-events", type=int, default=1_000_000,
+                        help="events in the history the rebuild phase replays (default 1,000,000; 0 skips it; "
+                             "also: python -m bench.history)")
     args = parser.parse_args()
     if not (0 < args.seconds <= 600 and 1 <= args.rounds <= 50 and 0 <= args.warmup <= 60
-            and 1 <= args.clients <= 256):
-        parser.error("--seconds in (0, 600], --rounds in [1, 50], --warmup in [0, 60], --clients in [1, 256]")
+            and 1 <= args.clients <= 256 and (args.history_events == 0 or 1_000 <= args.history_events <= 10_000_000)):
+        parser.error("--seconds in (0, 600], --rounds in [1, 50], --warmup in [0, 60], --clients in [1, 256], "
+                     "--history-events 0 or in [1000, 10000000]")
     results = asyncio.run(main_async(args))
     RESULTS.mkdir(parents=True, exist_ok=True)
     text = json.dumps(results, indent=2) + "\n"

@@ -15,13 +15,15 @@ The copy is written through the projection's own code, with ``search_path`` poin
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import gc
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
-from eventsourcing.persistence import Mapper, StoredEvent
+from eventsourcing.persistence import Mapper, Notification
 
 from projections.runner import TRACKING_TABLE, Projection, swap_key, tracked_position
 from scaivault.database import connect
@@ -30,6 +32,13 @@ from scaivault.eventstore.recorder import PostgresEventStore
 
 Progress = Callable[[int, int], None]  # (events replayed so far, head)
 REPLAY_BATCH = 5000
+READ_AHEAD = 2  # decoded pages waiting to be applied
+DECODE_CHUNK = 100  # events decoded between yields to the event loop
+_Page = tuple[int, int, list[tuple[int, Any]]]  # (last notification id, events read, events decoded)
+# While a rebuild runs, the collector's first generation waits for this many new container objects, not 700.
+GC_THRESHOLD = 100_000
+_gc_users = 0
+_gc_threshold: tuple[int, int, int] = gc.get_threshold()
 
 
 @dataclass(frozen=True)
@@ -134,27 +143,78 @@ class Rebuilder:
         in_transaction: bool = False,
         stop: int | None = None,
     ) -> tuple[int, int]:
-        """Apply every event after ``position`` (up to ``stop``) to the copy; returns (position, events applied)."""
+        """Apply every event after ``position`` (up to ``stop``) to the copy; returns (position, events applied).
+
+        Outside a transaction (the bulk of a rebuild) each page is applied in its own transaction, and the next pages
+        are read and decoded on a second connection meanwhile, so PostgreSQL's work on one page overlaps Python's on
+        the next. Inside the caller's transaction (the catch-up under the lock) pages are read on ``conn`` itself."""
         head = await self._store.max_notification_id(conn)
         replayed = 0
-        wanted = model.projection.topics
-        while True:
-            batch = await self._store.select_notifications(conn, position + 1, REPLAY_BATCH, stop=stop)
-            if not batch:
-                return position, replayed
-            events = [
-                (n.id, self._mapper.to_domain_event(StoredEvent(n.originator_id, n.originator_version, n.topic, n.state)))
-                for n in batch
-                if n.topic in wanted
-            ]
-            if in_transaction:
-                await model.projection.apply(conn, events)
-            else:
+        if in_transaction:
+            while True:
+                batch = await self._store.select_notifications(conn, position + 1, REPLAY_BATCH, stop=stop)
+                if not batch:
+                    return position, replayed
+                await model.projection.apply(conn, await self._decode(model, batch))
+                position, replayed = batch[-1].id, replayed + len(batch)
+                if progress is not None:
+                    progress(position, max(head, position))
+        with fewer_collections():
+            return await self._replay_ahead(conn, model, position, progress, stop, head)
+
+    async def _replay_ahead(
+        self, conn: asyncpg.Connection, model: ReadModel, position: int, progress: Progress | None, stop: int | None,
+        head: int,
+    ) -> tuple[int, int]:
+        replayed = 0
+        reader = await connect(self._dsn)
+        pages: asyncio.Queue[_Page | BaseException | None] = asyncio.Queue(maxsize=READ_AHEAD)
+        read_ahead = asyncio.create_task(self._read_ahead(reader, model, position, stop, pages))
+        try:
+            while (page := await pages.get()) is not None:
+                if isinstance(page, BaseException):
+                    raise page
+                last, count, events = page
                 async with conn.transaction():
+                    # The copy is dropped unless the swap commits, and that commit (synchronous) makes all before it
+                    # durable: these commits need not wait for their WAL flush.
+                    await conn.execute("SET LOCAL synchronous_commit = off")
                     await model.projection.apply(conn, events)
-            position, replayed = batch[-1].id, replayed + len(batch)
-            if progress is not None:
-                progress(position, max(head, position))
+                position, replayed = last, replayed + count
+                if progress is not None:
+                    progress(position, max(head, position))
+        finally:
+            read_ahead.cancel()
+            await asyncio.gather(read_ahead, return_exceptions=True)
+            await reader.close()
+        return position, replayed
+
+    async def _read_ahead(
+        self,
+        reader: asyncpg.Connection,
+        model: ReadModel,
+        position: int,
+        stop: int | None,
+        pages: asyncio.Queue[_Page | BaseException | None],
+    ) -> None:
+        """Read and decode the pages after ``position`` into ``pages``, then None; or the error that stopped it."""
+        try:
+            while batch := await self._store.select_notifications(reader, position + 1, REPLAY_BATCH, stop=stop):
+                await pages.put((batch[-1].id, len(batch), await self._decode(model, batch)))
+                position = batch[-1].id
+            await pages.put(None)
+        except Exception as exc:  # the applying side raises it
+            await pages.put(exc)
+
+    async def _decode(self, model: ReadModel, batch: list[Notification]) -> list[tuple[int, Any]]:
+        """The page's events the projection consumes, decoded (the others only move the position). Yields to the
+        event loop between chunks, so a page being applied meanwhile gets its next statement sent."""
+        wanted, decode, events = model.projection.topics, self._mapper.to_domain_event, []
+        for start in range(0, len(batch), DECODE_CHUNK):
+            # A Notification is a StoredEvent (its subclass): the mapper takes it as it is.
+            events += [(n.id, decode(n)) for n in batch[start : start + DECODE_CHUNK] if n.topic in wanted]
+            await asyncio.sleep(0)
+        return events
 
     @staticmethod
     async def _lock_out_writers(conn: asyncpg.Connection, model: ReadModel) -> None:
@@ -172,6 +232,26 @@ class Rebuilder:
         for table in model.projection.tables:
             await conn.execute(f"ALTER TABLE public.{table} SET SCHEMA {schema}_old")
             await conn.execute(f"ALTER TABLE {schema}.{table} SET SCHEMA public")
+
+
+@contextlib.contextmanager
+def fewer_collections() -> Iterator[None]:
+    """Replaying allocates millions of short-lived dicts and events that only reference counting ever frees; at
+    the collector's default threshold (a collection every 700 new container objects, each of which walks the
+    pages in flight, and full collections as they pile up) that cost a third of a rebuild's time. This raises
+    the first generation's threshold for as long as any replay runs in the process (it is process-wide), then
+    puts it back."""
+    global _gc_users, _gc_threshold
+    if _gc_users == 0:
+        _gc_threshold = gc.get_threshold()
+        gc.set_threshold(max(GC_THRESHOLD, _gc_threshold[0]), *_gc_threshold[1:])
+    _gc_users += 1
+    try:
+        yield
+    finally:
+        _gc_users -= 1
+        if _gc_users == 0:
+            gc.set_threshold(*_gc_threshold)
 
 
 async def _checksum(conn: asyncpg.Connection, schema: str, table: str) -> str:

@@ -1,22 +1,32 @@
-"""Builds the audit log from AccessRecorded events, extending each tenant's hash chain."""
+"""Builds the audit log from AccessRecorded events, extending each tenant's hash chain.
+
+A batch is written with one binary COPY (a rebuild replays a million entries: COPY costs PostgreSQL and asyncpg
+a fraction of row-by-row inserts), and its hashes are computed by a fast path that gives the same bytes as
+``scaivault.audit.chain.entry_hash``.
+"""
 
 from __future__ import annotations
 
+import hmac
+import weakref
 from collections.abc import Awaitable, Callable, Sequence
+from datetime import datetime, timezone
+from operator import itemgetter
 from typing import Any
 
 import asyncpg
+import orjson
 from eventsourcing.utils import get_topic
 
 from projections.runner import Projection
-from scaivault.audit.chain import ENTRY_FIELDS, GENESIS, SYSTEM_CHAIN, entry_hash
+from scaivault.audit.chain import ENTRY_FIELDS, GENESIS, SYSTEM_CHAIN, _canonical_value, canonical, entry_hash
 from scaivault.domain.access import AccessRecorded
 
+_TABLE = "scaivault_audit_log"
 _COLUMNS = (*ENTRY_FIELDS, "prev_hash", "hash")
-_INSERT = f"""
-INSERT INTO scaivault_audit_log ({", ".join(_COLUMNS)})
-VALUES ({", ".join(f"${n}" for n in range(1, len(_COLUMNS) + 1))})
-"""
+_fields = itemgetter(*ENTRY_FIELDS)
+# Connections whose jsonb codec is binary, which asyncpg's binary COPY needs (the pool's is text).
+_binary_jsonb: weakref.WeakSet[asyncpg.Connection] = weakref.WeakSet()
 
 
 def audit_entry(notification_id: int, event: AccessRecorded) -> dict[str, Any]:
@@ -56,8 +66,7 @@ class AuditLogProjection(Projection):
         if not events:
             return
         key = await self._chain_key(conn)
-        entries = [audit_entry(notification_id, event) for notification_id, event in events]
-        chains = sorted({entry["chain"] for entry in entries})
+        chains = sorted({event.tenant_id or SYSTEM_CHAIN for _, event in events})
         heads = {
             row["chain"]: (row["seq"], bytes(row["head"]))
             for row in await conn.fetch(
@@ -70,14 +79,23 @@ class AuditLogProjection(Projection):
                 chains,
             )
         }
+        probe = audit_entry(*events[0])
+        fast = _fast_canonical(dict(probe)) == canonical(probe)  # else the batch takes the reference path
         rows = []
-        for entry in entries:
-            seq, prev_hash = heads.get(entry["chain"], (0, GENESIS))
-            entry["seq"] = seq + 1
-            digest = entry_hash(key, prev_hash, entry)
-            heads[entry["chain"]] = (seq + 1, digest)
-            rows.append((*(entry[name] for name in ENTRY_FIELDS), prev_hash, digest))
-        await conn.executemany(_INSERT, rows)
+        for notification_id, event in events:
+            entry = audit_entry(notification_id, event)
+            chain = entry["chain"]
+            seq, prev_hash = heads.get(chain, (0, GENESIS))
+            entry["seq"] = seq = seq + 1
+            row = _fields(entry)
+            if fast:
+                digest = hmac.digest(key, prev_hash + _fast_canonical(entry), "sha256")
+            else:
+                digest = entry_hash(key, prev_hash, entry)
+            heads[chain] = (seq, digest)
+            rows.append(row + (prev_hash, digest))
+        await _binary_jsonb_codec(conn)
+        await conn.copy_records_to_table(_TABLE, records=rows, columns=_COLUMNS)
         await conn.execute(
             """INSERT INTO scaivault_audit_chains (chain, seq, head)
                SELECT * FROM unnest($1::text[], $2::bigint[], $3::bytea[])
@@ -86,3 +104,39 @@ class AuditLogProjection(Projection):
             [heads[chain][0] for chain in chains],
             [heads[chain][1] for chain in chains],
         )
+
+
+def _fast_canonical(entry: dict[str, Any]) -> bytes:
+    """``canonical(entry)`` in about half the time, for an entry made by ``audit_entry``, which it changes (its
+    ``recorded_at`` becomes text). Such an entry has exactly the keys of ``ENTRY_FIELDS``, and ``recorded_at`` is its
+    only datetime (AccessRecorded's other fields are text, numbers, booleans and the ``extra`` object). ``apply``
+    checks each batch's first entry against ``canonical`` and takes the reference path if they differ."""
+    entry["recorded_at"] = _utc_text(entry["recorded_at"])
+    return orjson.dumps(entry, option=orjson.OPT_SORT_KEYS)
+
+
+def _utc_text(value: Any) -> Any:
+    """What ``canonical`` makes of a value: a datetime becomes its UTC time with microseconds and Z (isoformat is
+    twice strftime's speed and gives the same text from the year 1000 on); anything else stays as it is."""
+    if type(value) is not datetime:
+        return _canonical_value(value)
+    at = value.astimezone(timezone.utc)
+    if at.year < 1000:
+        return _canonical_value(value)
+    return at.isoformat(timespec="microseconds")[:-6] + "Z"
+
+
+async def _binary_jsonb_codec(conn: asyncpg.Connection) -> None:
+    """Give ``conn`` a binary jsonb codec (same JSON, sent as jsonb's binary format: a version byte, then the
+    text), once per connection."""
+    raw = getattr(conn, "_con", None) or conn  # a pool's connection proxy: the connection behind it
+    if raw in _binary_jsonb:
+        return
+    await conn.set_type_codec(
+        "jsonb",
+        encoder=lambda value: b"\x01" + orjson.dumps(value),
+        decoder=lambda data: orjson.loads(data[1:]),
+        schema="pg_catalog",
+        format="binary",
+    )
+    _binary_jsonb.add(raw)
