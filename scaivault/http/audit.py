@@ -4,12 +4,9 @@ applied their events (normally within milliseconds; the lag is in /v1/health/det
 
 from __future__ import annotations
 
-import base64
-import binascii
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-import orjson
 from aiohttp import web
 
 from projections.audit import queries
@@ -17,6 +14,7 @@ from projections.audit.verification import verify_audit_chain
 from scaivault.domain.errors import InvalidCursor, InvalidRequest
 from scaivault.domain.paths import parse_path, parse_prefix
 from scaivault.http.context import Caller, caller
+from scaivault.http.cursors import decode_cursor, encode_cursor
 from scaivault.http.keys import CONTAINER
 from scaivault.http.responses import json_response
 
@@ -83,23 +81,20 @@ def _filters(request: web.Request) -> queries.AuditFilter:
 
 def _limit(request: web.Request) -> int:
     raw = request.query.get("limit", str(DEFAULT_LIMIT))
-    if not raw.isdigit() or not 1 <= int(raw) <= MAX_LIMIT:
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 4) or not 1 <= int(raw) <= MAX_LIMIT:
         raise InvalidRequest(f"'limit' must be a whole number from 1 to {MAX_LIMIT}", parameter="limit")
     return int(raw)
 
 
 def _encode_cursor(seq: int) -> str:
-    return base64.urlsafe_b64encode(orjson.dumps({"seq": seq})).decode().rstrip("=")
+    return encode_cursor({"seq": seq})
 
 
 def _decode_cursor(request: web.Request) -> int | None:
     raw = request.query.get("cursor")
     if raw is None:
         return None
-    try:
-        seq = orjson.loads(base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)))["seq"]
-    except (binascii.Error, ValueError, TypeError, KeyError, orjson.JSONDecodeError):
-        raise InvalidCursor() from None
+    seq = decode_cursor(raw).get("seq")
     if not isinstance(seq, int) or isinstance(seq, bool) or seq < 1:
         raise InvalidCursor()
     return seq

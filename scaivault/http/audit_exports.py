@@ -5,13 +5,10 @@ Creating an export records the request (an event) and answers 202 at once; a bac
 
 from __future__ import annotations
 
-import base64
-import binascii
 import re
 from datetime import datetime, timezone
 from typing import Any, Literal
 
-import orjson
 from aiohttp import web
 from pydantic import Field, field_validator, model_validator
 
@@ -24,6 +21,7 @@ from scaivault.audit.exports import MAX_PREFIX_LENGTH, valid_bucket, valid_prefi
 from scaivault.domain.errors import ExportNotFound, InvalidConfig, InvalidCursor, ValidationFailed
 from scaivault.domain.paths import parse_path, parse_prefix
 from scaivault.http.audit import ACTIONS, IDENTITY_TYPES, _limit
+from scaivault.http.cursors import decode_cursor, encode_cursor
 from scaivault.http.context import Caller, caller
 from scaivault.http.keys import ACCESS, CONTAINER, REQUEST_ID
 from scaivault.http.responses import json_response, read_json_object
@@ -210,17 +208,14 @@ def _document(row: Any) -> dict[str, Any]:
 
 
 def _encode_cursor(export_id: str) -> str:
-    return base64.urlsafe_b64encode(orjson.dumps({"before": export_id})).decode().rstrip("=")
+    return encode_cursor({"before": export_id})
 
 
 def _decode_cursor(request: web.Request) -> str | None:
     raw = request.query.get("cursor")
     if raw is None:
         return None
-    try:
-        before = orjson.loads(base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)))["before"]
-    except (binascii.Error, ValueError, TypeError, KeyError, orjson.JSONDecodeError):
-        raise InvalidCursor() from None
+    before = decode_cursor(raw).get("before")
     if not isinstance(before, str) or not EXPORT_ID.fullmatch(before):
         raise InvalidCursor()
     return before

@@ -3,13 +3,10 @@ api-guides/batch-operations, and the spec README's decisions)."""
 
 from __future__ import annotations
 
-import base64
-import binascii
 import logging
 from datetime import datetime
 from typing import Any
 
-import orjson
 from aiohttp import web
 
 from commands.secrets import Actor, SecretAddress, UpdateSecretMetadata, WriteSecret
@@ -32,6 +29,7 @@ from scaivault.domain.globs import expand_pattern
 from scaivault.domain.paths import parse_path, parse_prefix
 from scaivault.domain.secrets import check_secret_type
 from scaivault.http.context import Caller, caller
+from scaivault.http.cursors import decode_cursor, encode_cursor
 from scaivault.http.keys import ACCESS, CONTAINER, REQUEST_ID
 from scaivault.http.responses import format_timestamp, json_response, read_json_object
 from scaivault.http.schemas import (
@@ -245,22 +243,19 @@ async def list_versions(request: web.Request) -> web.Response:
 
 
 def _encode_cursor(prefix: str, after: str) -> str:
-    return base64.urlsafe_b64encode(orjson.dumps({"v": 1, "prefix": prefix, "after": after})).decode().rstrip("=")
+    return encode_cursor({"v": 1, "prefix": prefix, "after": after})
 
 
 def _decode_cursor(cursor: str, prefix: str) -> str:
     """The last path of the previous page; the cursor must come from a listing of this same prefix."""
+    state = decode_cursor(cursor)
+    after = state.get("after")
+    if state.get("v") != 1 or state.get("prefix") != prefix or not isinstance(after, str) or not after.startswith(prefix):
+        raise InvalidCursor(details_hint="Start again without a cursor")
     try:
-        state = orjson.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-        after = state["after"]
-        valid = state.get("v") == 1 and state.get("prefix") == prefix and isinstance(after, str)
-        if valid:
-            parse_path(after)
-    except (binascii.Error, ValueError, TypeError, KeyError, AttributeError, orjson.JSONDecodeError, ScaiVaultError):
-        valid = False
-    if not valid or not after.startswith(prefix):
+        return parse_path(after)
+    except ScaiVaultError:
         raise InvalidCursor(details_hint="Start again without a cursor") from None
-    return after
 
 
 async def list_secrets(request: web.Request) -> web.Response:
