@@ -119,6 +119,7 @@ class Load:
     seconds: float = 0.0
     latencies: list[float] = field(default_factory=list)
     cpu_seconds: Counter[str] = field(default_factory=Counter)
+    database: str | None = None  # whose PostgreSQL backends count as "postgres" (default: the run's database)
 
     @property
     def rate(self) -> float:
@@ -186,9 +187,10 @@ async def closed_loop(op: Op, *, seconds: float, clients: int) -> Outcome:
 
 
 async def run_slice(load: Load, seconds: float, args: argparse.Namespace) -> None:
-    before = cpu_snapshot(load.server_pid, args.database)
+    database = load.database or args.database
+    before = cpu_snapshot(load.server_pid, database)
     latencies, errors, examples, elapsed = await closed_loop(load.op, seconds=seconds, clients=args.clients)
-    load.cpu_seconds.update(cpu_snapshot(load.server_pid, args.database) - before)
+    load.cpu_seconds.update(cpu_snapshot(load.server_pid, database) - before)
     load.ops, load.seconds = load.ops + len(latencies), load.seconds + elapsed
     load.latencies += latencies
     load.errors.update(errors)
@@ -384,7 +386,7 @@ async def benchmark(args: argparse.Namespace, tmp: Path) -> tuple[list[Load], di
                 quiet_token = register(quiet_env)
                 async with http_session(args.clients) as quiet_session:
                     quiet_get, _ = await secret_ops(quiet_session, f"http://{HOST}:{quiet_port}", quiet_token)
-                    quiet = Load("Q reads, no audit", "req/s", quiet_get, quiet_pid)
+                    quiet = Load("Q reads, no audit", "req/s", quiet_get, quiet_pid, database=args.quiet_database)
                     audited = Load("R' reads, audited", "req/s", get, pid)
                     # R left the audit log to catch up with ~50,000 records: R' must not pay for those.
                     audit["lag_before"] = await caught_up(args.db_url, CATCH_UP_TIMEOUT)
