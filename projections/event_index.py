@@ -6,6 +6,10 @@ Where tenant and partner come from: the event's own ``tenant_id``/``partner_id``
 events, ``Secret.Created``); for other Secret events, the stream's address in ``scaivault_secret_streams`` (a
 tenant secret's owner is ``tnt_...``, a partner secret's ``ptn_...``, with no tenant); for any other event without
 them (a PAT's revocation), the first indexed event of the same stream. The actor is ``actor``, else ``identity_id``.
+
+Access records (``AccessRecorded``, nine events in ten) are not indexed here: the audit log already holds one row per
+access event with the same facts (notification id, tenant, partner, identity, request id, time), so the queries
+below read those events from ``scaivault_audit_log`` instead of writing every access twice.
 """
 
 from __future__ import annotations
@@ -19,19 +23,23 @@ from uuid import UUID
 import asyncpg
 from eventsourcing.utils import get_topic
 
+from projections.audit.projector import AuditLogProjection
 from projections.runner import Projection, tracked_position
+from scaivault.domain.access import AccessRecorded
 from scaivault.domain.secrets import Secret
 
 NAME = "event_index"
 
 _SECRET_TOPIC_PREFIX = get_topic(Secret) + "."
+ACCESS_TOPIC = get_topic(AccessRecorded)
 
 
-class _EveryTopic(frozenset):  # type: ignore[type-arg]
-    """The runner decodes the events whose topic is ``in`` a projection's topics: this one wants them all."""
+class _EveryTopicButAccess(frozenset):  # type: ignore[type-arg]
+    """The runner decodes the events whose topic is ``in`` a projection's topics: this one wants all but access
+    records (the audit log indexes those)."""
 
     def __contains__(self, topic: object) -> bool:
-        return True
+        return topic != ACCESS_TOPIC
 
 
 def _event_time(domain_event: Any) -> datetime:
@@ -54,7 +62,7 @@ ON CONFLICT (notification_id) DO NOTHING
 
 class EventIndexProjection(Projection):
     name = NAME
-    topics = _EveryTopic()
+    topics = _EveryTopicButAccess()
     tables = ("scaivault_event_index",)
 
     async def apply(self, conn: asyncpg.Connection, events: Sequence[tuple[int, Any]]) -> None:
@@ -121,14 +129,18 @@ class EventFilter:
 
 
 async def known_topics(conn: asyncpg.Connection | asyncpg.Pool) -> list[str]:
-    """The distinct topics indexed so far (a loose index scan over the topic index: one probe per topic)."""
+    """The distinct topics indexed so far (a loose index scan over the topic index: one probe per topic), and the
+    access-record topic when the audit log holds any."""
     rows = await conn.fetch(
         """WITH RECURSIVE t(topic) AS (
                (SELECT topic FROM scaivault_event_index ORDER BY topic LIMIT 1)
                UNION ALL
                SELECT (SELECT i.topic FROM scaivault_event_index i WHERE i.topic > t.topic ORDER BY i.topic LIMIT 1)
                FROM t WHERE t.topic IS NOT NULL
-           ) SELECT topic FROM t WHERE topic IS NOT NULL"""
+           ) SELECT topic FROM t WHERE topic IS NOT NULL
+           UNION ALL
+           SELECT $1 WHERE EXISTS (SELECT 1 FROM scaivault_audit_log)""",
+        ACCESS_TOPIC,
     )
     return [row["topic"] for row in rows]
 
@@ -144,47 +156,69 @@ def matching_topics(wanted: str, topics: Sequence[str]) -> list[str]:
     ]
 
 
-_SELECT = """
-SELECT i.notification_id, i.stream_id, i.topic, i.tenant_id, i.partner_id, i.actor, i.request_id, i.occurred_at,
-       e.originator_version, e.state
-FROM scaivault_event_index i JOIN scaivault_events e ON e.notification_id = i.notification_id
+# The two sources of index rows, as the same columns: the event index, and the audit log for access records.
+_INDEXED = """
+SELECT notification_id, stream_id, topic, tenant_id, partner_id, actor, request_id, occurred_at
+FROM scaivault_event_index
 """
+_ACCESS = f"""
+SELECT a.notification_id, e.originator_id AS stream_id, '{ACCESS_TOPIC}'::text AS topic, a.tenant_id, a.partner_id,
+       a.identity_id AS actor, a.request_id, a.recorded_at AS occurred_at
+FROM scaivault_audit_log a JOIN scaivault_events e ON e.notification_id = a.notification_id
+"""
+# Filters in each source's own columns, so each part uses its own indexes (an audit chain is its tenant, or '').
+_FILTERS = {
+    "stream_id": ("stream_id = {}::uuid", "e.originator_id = {}::uuid"),
+    "tenant_id": ("tenant_id = {}", "a.chain = {}"),
+    "partner_id": ("partner_id = {}", "a.partner_id = {}"),
+    "since": ("occurred_at >= {}::timestamptz", "a.recorded_at >= {}::timestamptz"),
+    "until": ("occurred_at <= {}::timestamptz", "a.recorded_at <= {}::timestamptz"),
+}
 
 
 async def list_events(conn: asyncpg.Connection | asyncpg.Pool, where: EventFilter) -> list[asyncpg.Record]:
     """Indexed events matching ``where``, in notification order, with their stored state."""
-    conditions = ["i.notification_id > $1"]
-    args: list[Any] = [where.after]
-    for condition, value in (
-        ("i.stream_id = {}::uuid", where.stream_id),
-        ("i.tenant_id = {}", where.tenant_id),
-        ("i.partner_id = {}", where.partner_id),
-        ("i.occurred_at >= {}::timestamptz", where.since),
-        ("i.occurred_at <= {}::timestamptz", where.until),
-    ):
+    args: list[Any] = [where.after, where.limit]
+    indexed, access = ["notification_id > $1"], ["a.notification_id > $1"]
+    for name, (indexed_condition, access_condition) in _FILTERS.items():
+        value = getattr(where, name)
         if value is not None:
             args.append(value)
-            conditions.append(condition.format(f"${len(args)}"))
-    if where.topics is not None:
-        args.append(list(where.topics))
-        conditions.append(f"i.topic = ANY(${len(args)}::text[])")
-    args.append(where.limit)
-    sql = f"{_SELECT} WHERE {' AND '.join(conditions)} ORDER BY i.notification_id LIMIT ${len(args)}"
+            indexed.append(indexed_condition.format(f"${len(args)}"))
+            access.append(access_condition.format(f"${len(args)}"))
+    parts = []
+    topics = None if where.topics is None else list(where.topics)
+    if topics is None or any(topic != ACCESS_TOPIC for topic in topics):
+        if topics is not None:
+            args.append(topics)
+            indexed.append(f"topic = ANY(${len(args)}::text[])")
+        parts.append(f"({_INDEXED} WHERE {' AND '.join(indexed)} ORDER BY notification_id LIMIT $2)")
+    if topics is None or ACCESS_TOPIC in topics:
+        parts.append(f"({_ACCESS} WHERE {' AND '.join(access)} ORDER BY a.notification_id LIMIT $2)")
+    if not parts:
+        return []
+    sql = f"""SELECT i.*, e.originator_version, e.state
+              FROM ({' UNION ALL '.join(parts)}) i JOIN scaivault_events e ON e.notification_id = i.notification_id
+              ORDER BY i.notification_id LIMIT $2"""
     return await conn.fetch(sql, *args)
 
 
 async def event_by_id(conn: asyncpg.Connection | asyncpg.Pool, notification_id: int) -> asyncpg.Record | None:
     """One event from the log, with its index entry when it has one (the log itself is the truth)."""
     return await conn.fetchrow(
-        """SELECT e.notification_id, e.originator_id AS stream_id, e.originator_version, e.topic, e.state,
-                  i.tenant_id, i.partner_id, i.actor, i.request_id, i.occurred_at, i.notification_id IS NOT NULL AS indexed
-           FROM scaivault_events e LEFT JOIN scaivault_event_index i ON i.notification_id = e.notification_id
-           WHERE e.notification_id = $1""",
+        f"""SELECT e.notification_id, e.originator_id AS stream_id, e.originator_version, e.topic, e.state,
+                   i.tenant_id, i.partner_id, i.actor, i.request_id, i.occurred_at,
+                   i.notification_id IS NOT NULL AS indexed
+            FROM scaivault_events e
+            LEFT JOIN (({_INDEXED} WHERE notification_id = $1) UNION ALL ({_ACCESS} WHERE a.notification_id = $1)) i
+                   ON i.notification_id = e.notification_id
+            WHERE e.notification_id = $1""",
         notification_id,
     )
 
 
 async def index_lag(conn: asyncpg.Connection | asyncpg.Pool) -> tuple[int, int]:
-    """(head of the event log, position of the index)."""
+    """(head of the event log, position of the index: the lesser of the event index's and the audit log's)."""
     head = await conn.fetchval("SELECT COALESCE(MAX(notification_id), 0) FROM scaivault_events")
-    return int(head), await tracked_position(conn, NAME)
+    position = min(await tracked_position(conn, NAME), await tracked_position(conn, AuditLogProjection.name))
+    return int(head), position

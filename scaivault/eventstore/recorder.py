@@ -14,7 +14,7 @@ import logging
 import re
 from collections.abc import Sequence
 from types import TracebackType
-from typing import Self, TypeAlias
+from typing import Any, Self, TypeAlias
 from uuid import UUID
 
 import asyncpg
@@ -84,19 +84,23 @@ class PostgresEventStore:
             return []
         assert conn.is_in_transaction(), "append() must run inside the caller's transaction"
         try:
-            rows = await conn.fetch(
-                self._append_sql,
-                self._events_table,
-                self.channel,
-                self._lock_timeout,
-                [e.originator_id for e in stored_events],
-                [e.originator_version for e in stored_events],
-                [e.topic for e in stored_events],
-                [e.state for e in stored_events],
-            )
+            rows = await conn.fetch(self._append_sql, *self.append_arguments(stored_events))
         except asyncpg.UniqueViolationError as e:
             raise EventStoreConflict(str(e)) from e
         return [row[0] for row in rows]
+
+    def append_arguments(self, stored_events: Sequence[StoredEvent]) -> tuple[Any, ...]:
+        """The arguments of ``scaivault_append_events`` (events table, channel, lock timeout, then the events'
+        columns), for SQL functions that append as one step of a larger statement."""
+        return (
+            self._events_table,
+            self.channel,
+            self._lock_timeout,
+            [e.originator_id for e in stored_events],
+            [e.originator_version for e in stored_events],
+            [e.topic for e in stored_events],
+            [e.state for e in stored_events],
+        )
 
     async def read_stream(
         self,

@@ -17,6 +17,7 @@ from aiohttp.test_utils import TestClient
 from commands.tokens import IssueToken, issue_token, revoke_token
 from scaivault.bootstrap import Container
 from scaivault.config import Settings
+from scaivault.domain.access import access_stream_id
 from scaivault.domain.secrets import secret_stream_id
 from tests.e2e.conftest import OTHER_TENANT, PARTNER, TENANT, TokenFactory, bearer
 from tests.e2e.test_forensics import caught_up
@@ -166,3 +167,31 @@ async def test_events_show_and_errors_and_lag(
     assert "behind" in lagging.stderr and f"head {head}" in lagging.stderr
     unknown = await cli(cli_env, "events", "list", "--type", "NoSuchEvent")
     assert unknown.returncode == 0 and unknown.stdout == "" and "NoSuchEvent" in unknown.stderr
+
+
+async def test_access_records_are_listed_from_the_audit_log_not_indexed_twice(
+    client: TestClient, token: TokenFactory, container: Container, cli_env: dict[str, str]
+) -> None:
+    await put(client, token(), "/v1/secrets/app/db", {"pw": "canary-alpha"})
+    await client.get("/v1/secrets/app/db", headers=bearer(token()))
+    await client.get("/v1/secrets/app/db", headers=bearer(token(tenant=OTHER_TENANT)))
+    await caught_up(container)
+    assert await container.pool.fetchval(
+        "SELECT count(*) FROM scaivault_event_index WHERE topic LIKE '%AccessRecorded'") == 0
+    audited = await container.pool.fetch(
+        "SELECT notification_id, tenant_id, identity_id, request_id FROM scaivault_audit_log ORDER BY notification_id")
+
+    listed, mine, shown = await asyncio.gather(
+        cli(cli_env, "events", "list", "--json", "--type", "AccessRecorded"),
+        cli(cli_env, "events", "list", "--json", "--type", "AccessRecorded", "--tenant", OTHER_TENANT),
+        cli(cli_env, "events", "show", "--json", str(audited[-1]["notification_id"])),
+    )
+    access_events = json_lines(listed)
+    assert [(e["notification_id"], e["tenant_id"], e["actor"], e["request_id"]) for e in access_events] == [
+        tuple(row) for row in audited
+    ]
+    assert all(e["stream_id"] == str(access_stream_id(e["request_id"])) for e in access_events)
+    assert [e["tenant_id"] for e in json_lines(mine)] == [OTHER_TENANT]
+    document = orjson.loads(shown.stdout)
+    assert document["type"] == "AccessRecorded" and document["tenant_id"] == OTHER_TENANT
+    assert document["state"]["route"].startswith("/v1/secrets/")
