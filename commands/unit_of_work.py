@@ -78,7 +78,7 @@ class UnitOfWork:
             self.access.status = self.access.status or 200
             self.access.duration_ms = int((utcnow() - self.access.recorded_at).total_seconds() * 1000)
             access_event = self.access.event()
-            await touch_last_access(self.conn, [access_event])
+            await touch_last_access(self.conn, [(access_event.timestamp, access_event.accessed_streams)])
             events = [*events, access_event]
         await self._repository.save(self.conn, events, self.aggregates)
         return events

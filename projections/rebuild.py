@@ -209,10 +209,10 @@ class Rebuilder:
     async def _decode(self, model: ReadModel, batch: list[Notification]) -> list[tuple[int, Any]]:
         """The page's events the projection consumes, decoded (the others only move the position). Yields to the
         event loop between chunks, so a page being applied meanwhile gets its next statement sent."""
-        wanted, decode, events = model.projection.topics, self._mapper.to_domain_event, []
+        wanted, decode, mapper, events = model.projection.topics, model.projection.decode, self._mapper, []
         for start in range(0, len(batch), DECODE_CHUNK):
-            # A Notification is a StoredEvent (its subclass): the mapper takes it as it is.
-            events += [(n.id, decode(n)) for n in batch[start : start + DECODE_CHUNK] if n.topic in wanted]
+            # A Notification is a StoredEvent (its subclass): it is decoded as it is.
+            events += [(n.id, decode(mapper, n)) for n in batch[start : start + DECODE_CHUNK] if n.topic in wanted]
             await asyncio.sleep(0)
         return events
 

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import hmac
 import weakref
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime, timezone
 from operator import itemgetter
 from typing import Any
 
 import asyncpg
 import orjson
+from eventsourcing.persistence import Mapper, StoredEvent
 from eventsourcing.utils import get_topic
 
 from projections.runner import Projection
@@ -29,29 +30,34 @@ _fields = itemgetter(*ENTRY_FIELDS)
 _binary_jsonb: weakref.WeakSet[asyncpg.Connection] = weakref.WeakSet()
 
 
-def audit_entry(notification_id: int, event: AccessRecorded) -> dict[str, Any]:
+def audit_entry(notification_id: int, event: Mapping[str, Any]) -> dict[str, Any]:
+    """The entry for an AccessRecorded event's fields (as ``AuditLogProjection.decode`` gives them)."""
     return {
-        "chain": event.tenant_id or SYSTEM_CHAIN,
+        "chain": event["tenant_id"] or SYSTEM_CHAIN,
         "seq": 0,
         "notification_id": notification_id,
-        "recorded_at": event.timestamp,
-        "request_id": event.request_id,
-        "partner_id": event.partner_id,
-        "tenant_id": event.tenant_id,
-        "identity_id": event.identity_id,
-        "identity_type": event.identity_type,
-        "action": event.action,
-        "method": event.method,
-        "route": event.route,
-        "secret_path": event.secret_path,
-        "status": event.status,
-        "success": event.success,
-        "error_code": event.error_code,
-        "source_ip": event.source_ip,
-        "user_agent": event.user_agent,
-        "duration_ms": event.duration_ms,
-        "extra": event.extra,
+        "recorded_at": event["timestamp"],
+        "request_id": event["request_id"],
+        "partner_id": event["partner_id"],
+        "tenant_id": event["tenant_id"],
+        "identity_id": event["identity_id"],
+        "identity_type": event["identity_type"],
+        "action": event["action"],
+        "method": event["method"],
+        "route": event["route"],
+        "secret_path": event["secret_path"],
+        "status": event["status"],
+        "success": event["success"],
+        "error_code": event["error_code"],
+        "source_ip": event["source_ip"],
+        "user_agent": event["user_agent"],
+        "duration_ms": event["duration_ms"],
+        "extra": event["extra"],
     }
+
+
+# Should AccessRecorded ever get a class_version, old events need the mapper's upcasting.
+_ACCESS_UPCASTS = getattr(AccessRecorded, "class_version", 1) > 1
 
 
 class AuditLogProjection(Projection):
@@ -62,11 +68,18 @@ class AuditLogProjection(Projection):
     def __init__(self, chain_key: Callable[[asyncpg.Connection], Awaitable[bytes]]) -> None:
         self._chain_key = chain_key
 
+    def decode(self, mapper: Mapper[Any], stored: StoredEvent) -> Mapping[str, Any]:
+        """The event's fields, without building the DomainEvent: an entry is made of them alone, and a rebuild
+        decodes a million of them."""
+        if _ACCESS_UPCASTS:
+            return vars(mapper.to_domain_event(stored))
+        return mapper.transcoder.decode(stored.state)
+
     async def apply(self, conn: asyncpg.Connection, events: Sequence[tuple[int, Any]]) -> None:
         if not events:
             return
         key = await self._chain_key(conn)
-        chains = sorted({event.tenant_id or SYSTEM_CHAIN for _, event in events})
+        chains = sorted({event["tenant_id"] or SYSTEM_CHAIN for _, event in events})
         heads = {
             row["chain"]: (row["seq"], bytes(row["head"]))
             for row in await conn.fetch(

@@ -130,10 +130,12 @@ def last_access_times(accesses: Iterable[tuple[datetime, Sequence[UUID]]]) -> tu
     return streams, [touched[s] for s in streams]
 
 
-async def touch_last_access(conn: asyncpg.Connection, events: Sequence[AccessRecorded]) -> None:
-    """Refresh last-access times: a read model of AccessRecorded events, written in the transaction that appends
-    them (and replayed the same way by a rebuild)."""
-    streams, times = last_access_times((event.timestamp, event.accessed_streams) for event in events)
+async def touch_last_access(
+    conn: asyncpg.Connection, accesses: Iterable[tuple[datetime, Sequence[UUID]]]
+) -> None:
+    """Refresh last-access times from (time, secret streams read) pairs of AccessRecorded events: a read model
+    written in the transaction that appends them (and replayed the same way by a rebuild)."""
+    streams, times = last_access_times(accesses)
     if streams:
         await conn.execute(_TOUCH, streams, times)
 

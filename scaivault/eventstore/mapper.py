@@ -33,6 +33,10 @@ def _encode_default(obj: Any) -> dict[str, str]:
     raise TranscodingNotRegisteredError(msg)
 
 
+# Exact types that hold no UUID: skipped without the isinstance checks (most values of most events are these).
+_LEAVES = frozenset((str, int, float, bool, type(None), datetime, bytes))
+
+
 def _tag_uuids(obj: Any) -> Any:
     """Return ``obj`` with every UUID replaced by its tag, copying only the containers that change.
 
@@ -45,6 +49,8 @@ def _tag_uuids(obj: Any) -> Any:
             raise ValueError(msg)
         changed: dict[Any, Any] | None = None
         for key, value in obj.items():
+            if type(value) in _LEAVES:
+                continue
             if isinstance(value, (dict, list, tuple, UUID)):
                 new = _tag_uuids(value)
                 if new is not value:
@@ -55,6 +61,8 @@ def _tag_uuids(obj: Any) -> Any:
     if isinstance(obj, (list, tuple)):
         items: list[Any] | None = None
         for index, value in enumerate(obj):
+            if type(value) in _LEAVES:
+                continue
             if isinstance(value, (dict, list, tuple, UUID)):
                 new = _tag_uuids(value)
                 if new is not value:
