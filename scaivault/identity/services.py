@@ -1,0 +1,66 @@
+"""The identity mirror's collaborators, built once by the composition root (scaivault/bootstrap.py)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import aiohttp
+import asyncpg
+
+from commands.identities import IdentityCommands, TenantHook, TransactionHook, _ignore, _ignore_in_transaction
+from commands.tenancy import TenancyCommands
+from commands.unit_of_work import UnitOfWorkRunner
+from projections.tenant_directory import TenantDirectory
+from scaivault.config import Settings
+from scaivault.identity.roles import MirroredRoles
+from scaivault.identity.scaikey import ScaiKeyClient
+from scaivault.identity.sync import IdentitySynchronizer
+from scaivault.identity.webhooks import WebhookReceiver
+
+
+@dataclass
+class IdentityServices:
+    commands: IdentityCommands
+    roles: MirroredRoles
+    synchronizer: IdentitySynchronizer
+    webhooks: WebhookReceiver
+    webhook_secrets: tuple[str, ...]  # current first; empty: the receiver refuses every delivery
+
+    async def close(self) -> None:
+        await self.synchronizer.close()
+
+
+def build_identity_services(
+    settings: Settings,
+    *,
+    pool: asyncpg.Pool,
+    runner: UnitOfWorkRunner,
+    tenancy: TenancyCommands,
+    tenants: TenantDirectory,
+    http_session: aiohttp.ClientSession | None,
+    on_membership_changed: TenantHook = _ignore,
+    membership_changed_in_transaction: TransactionHook = _ignore_in_transaction,
+) -> IdentityServices:
+    roles = MirroredRoles(pool)
+    commands = IdentityCommands(
+        runner,
+        on_membership_changed=on_membership_changed,
+        membership_changed_in_transaction=membership_changed_in_transaction,
+        on_roles_changed=roles.forget,
+    )
+    client = None
+    if settings.scaikey_url and http_session is not None:
+        client = ScaiKeyClient(
+            settings.scaikey_url,
+            http_session,
+            client_id=settings.scaikey_client_id,
+            client_secret=settings.scaikey_client_secret,
+        )
+    secrets = tuple(s for s in (settings.scaikey_webhook_secret, settings.scaikey_webhook_previous_secret) if s)
+    return IdentityServices(
+        commands=commands,
+        roles=roles,
+        synchronizer=IdentitySynchronizer(commands, tenancy, client),
+        webhooks=WebhookReceiver(commands, tenancy, tenants),
+        webhook_secrets=secrets,
+    )
