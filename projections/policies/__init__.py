@@ -1,0 +1,1 @@
+"""The policies read model: policies and their bindings (inline projector, queries, projection for rebuilds)."""
