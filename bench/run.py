@@ -231,17 +231,12 @@ def _healthy(url: str) -> bool:
 
 
 @contextlib.contextmanager
-def serve(argv: list[str], env: dict[str, str], port: int, log: Path, start_timeout: float = 90) -> Iterator[int]:
-    """Start a server subprocess, wait for GET /v1/health = 200, yield its pid; stop it on the way out."""
+def process(argv: list[str], env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """A subprocess writing to ``log``; terminated (then killed) on the way out."""
     with log.open("wb") as log_file:
         proc = subprocess.Popen(argv, env=env, cwd=ROOT, stdout=log_file, stderr=subprocess.STDOUT)
     try:
-        deadline = time.monotonic() + start_timeout
-        while not _healthy(f"http://{HOST}:{port}/v1/health"):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"{argv[0]} did not start (exit {proc.poll()}):\n{log.read_text()[-2000:]}")
-            time.sleep(0.1)
-        yield proc.pid
+        yield proc
     finally:
         proc.terminate()
         try:
@@ -249,6 +244,25 @@ def serve(argv: list[str], env: dict[str, str], port: int, log: Path, start_time
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(5)
+
+
+@contextlib.contextmanager
+def serve(argv: list[str], env: dict[str, str], port: int, log: Path, start_timeout: float = 90) -> Iterator[int]:
+    """Start a server subprocess, wait for GET /v1/health = 200, yield its pid; stop it on the way out."""
+    with process(argv, env, log) as proc:
+        deadline = time.monotonic() + start_timeout
+        while not _healthy(f"http://{HOST}:{port}/v1/health"):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"{argv[0]} did not start (exit {proc.poll()}):\n{log.read_text()[-2000:]}")
+            time.sleep(0.1)
+        yield proc.pid
+
+
+@contextlib.contextmanager
+def projection_worker(env: dict[str, str], log: Path) -> Iterator[int]:
+    """`scaivault projections run` beside a server started with SCAIVAULT_RUN_PROJECTIONS=false; yields its pid."""
+    with process([str(BIN / "scaivault"), "projections", "run"], env, log) as proc:
+        yield proc.pid
 
 
 def cli(env: dict[str, str], *args: str) -> str:
@@ -301,41 +315,54 @@ async def raw_insert(db_url: str, clients: int) -> AsyncIterator[Op]:
         await pool.close()
 
 
+def read_urls(base: str) -> list[str]:
+    return [f"{base}/v1/secrets/bench/read/s{n:03d}" for n in range(N_PATHS)]
+
+
+def reads(session: aiohttp.ClientSession, urls: list[str], token: str) -> Op:
+    """GET ``urls`` round robin with ``token``; each must answer 200."""
+    headers = {"Authorization": f"Bearer {token}"}
+    counter = itertools.count()
+
+    async def get(_: int) -> None:
+        async with session.get(urls[next(counter) % len(urls)], headers=headers) as response:
+            await expect(response, 200)
+
+    return get
+
+
 async def secret_ops(session: aiohttp.ClientSession, base: str, token: str) -> tuple[Op, Op]:
     """Write version 1 of ~100 read paths and ~100 write paths; return the read (GET) and write (PUT) operations,
     each going round robin over its paths."""
     headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
-    read_urls = [f"{base}/v1/secrets/bench/read/s{n:03d}" for n in range(N_PATHS)]
     write_urls = [f"{base}/v1/secrets/bench/write/s{n:03d}" for n in range(N_PATHS)]
     counter = itertools.count()
 
     def body(n: int) -> bytes:
         return b'{"data": {"password": "bench-%024d"}}' % n
 
-    for url in read_urls + write_urls:  # so that every measured write adds a version to an existing secret
+    for url in read_urls(base) + write_urls:  # so that every measured write adds a version to an existing secret
         async with session.put(url, data=body(next(counter)), headers=headers) as response:
             await expect(response, 201)
-
-    async def get(_: int) -> None:
-        async with session.get(read_urls[next(counter) % N_PATHS], headers=headers) as response:
-            await expect(response, 200)
 
     async def put(_: int) -> None:
         n = next(counter)
         async with session.put(write_urls[n % N_PATHS], data=body(n), headers=headers) as response:
             await expect(response, 200)
 
-    return get, put
+    return reads(session, read_urls(base), token), put
 
 
 # ---- the run ------------------------------------------------------------------------------------------------------
 
 
 def register(env: dict[str, str]) -> str:
-    """Register ptn_bench/tnt_bench on the server ``env`` points at; return a token minted by the CLI."""
+    """Register ptn_bench/tnt_bench on the server ``env`` points at; return a token minted by the CLI (a tenant
+    admin's: it needs no policy, so these figures do not include policy evaluation; bench/policies.py measures that)."""
     cli(env, "tenants", "create", "--partner", "ptn_bench", "--tenant", "tnt_bench")
     return cli(env, "token", "issue", "--partner", "ptn_bench", "--tenant", "tnt_bench", "--identity",
-               "sa:bench", "--scopes", "secrets:read secrets:write secrets:list", "--ttl", "1h")
+               "sa:bench", "--scopes", "secrets:read secrets:write secrets:list policies:read policies:write",
+               "--roles", "tenant_admin", "--ttl", "1h")
 
 
 async def caught_up(db_url: str, timeout: float) -> int:
@@ -360,14 +387,19 @@ async def caught_up(db_url: str, timeout: float) -> int:
 async def benchmark(args: argparse.Namespace, tmp: Path) -> tuple[list[Load], dict[str, object]]:
     port, bare_port, quiet_port = free_port(), free_port(), free_port()
     env = {**os.environ, "DATABASE_URL": args.db_url, "SCAIVAULT_DATA_DIR": str(tmp / "data"),
-           "BIND_ADDRESS": f"{HOST}:{port}", "LOG_LEVEL": "error"}
+           "BIND_ADDRESS": f"{HOST}:{port}", "LOG_LEVEL": "error",
+           # Limits no load here reaches: the limiter's cost stays in every figure, its refusals out of them.
+           "SCAIVAULT_RATE_LIMITS": "*=1000000000/s"}
     # The server without access records has a database (and keys) of its own, so it never runs, or waits for, the
     # audited server's catch-up projections.
     quiet_env = {**env, "DATABASE_URL": args.quiet_db_url, "SCAIVAULT_DATA_DIR": str(tmp / "data-quiet"),
                  "BIND_ADDRESS": f"{HOST}:{quiet_port}", "SCAIVAULT_UNSAFE_SKIP_READ_AUDIT": "true"}
     bare_argv = [sys.executable, "-m", "bench.bare_app", f"{HOST}:{bare_port}"]
-    audit: dict[str, object] = {}
-    with serve([str(BIN / "scaivault"), "serve"], env, port, tmp / "scaivault.log") as pid, \
+    audit: dict[str, object] = {"projections": args.projections}
+    separate = args.projections == "worker"
+    server_env = {**env, "SCAIVAULT_RUN_PROJECTIONS": "false"} if separate else env
+    with serve([str(BIN / "scaivault"), "serve"], server_env, port, tmp / "scaivault.log") as pid, \
+            (projection_worker(env, tmp / "projections.log") if separate else contextlib.nullcontext()), \
             serve(bare_argv, env, bare_port, tmp / "bare_app.log") as bare_pid:
         token = register(env)
         async with http_session(args.clients) as bare_session, http_session(args.clients) as session, \
@@ -521,6 +553,9 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true",
                         help="afterwards, run reads and writes once more under py-spy and a PostgreSQL wait-event "
                              "sampler (needs `.venv/bin/pip install py-spy`); writes bench/results/profile-*")
+    parser.add_argument("--projections", choices=("worker", "server"), default="worker",
+                        help="run the audited server's catch-up projections in a `scaivault projections run` worker "
+                             "(default) or inside the server (SCAIVAULT_RUN_PROJECTIONS=true)")
     parser.add_argument("--history-events", type=int, default=1_000_000,
                         help="events in the history the rebuild phase replays (default 1,000,000; 0 skips it; "
                              "also: python -m bench.history)")

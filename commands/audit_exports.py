@@ -12,7 +12,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from commands.secrets import Actor
-from commands.unit_of_work import UnitOfWork, UnitOfWorkRunner, utcnow
+from commands.unit_of_work import UnitOfWork, UnitOfWorkRunner, record_outcome, utcnow
 from scaivault.audit.access_records import AccessRecord
 from scaivault.domain.audit_exports import AuditExport, audit_export_stream_id
 from scaivault.ids import new_id
@@ -57,9 +57,7 @@ class AuditExportCommands:
                 actor=actor.identity_id,
                 request_id=actor.request_id,
             )
-            if access is not None:
-                access.status = 202
-                access.extra["export_id"] = export_id
+            record_outcome(access, 202, export_id=export_id)
             uow.add(export)
             return export
 

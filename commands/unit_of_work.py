@@ -37,6 +37,14 @@ def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
+def record_outcome(access: AccessRecord | None, status: int, **extra: Any) -> None:
+    """What a command's request answers, for its access record (committed with the command): the status when not
+    200 (201 created, 202 accepted) and the ids it made; nothing without a record (CLI, background work)."""
+    if access is not None:
+        access.status = status
+        access.extra.update(extra)
+
+
 class UnitOfWork:
     def __init__(self, conn: asyncpg.Connection, repository: Repository, projectors: Sequence[Projector]) -> None:
         self.conn = conn

@@ -13,13 +13,19 @@ import asyncpg
 
 from commands.audit_exports import AuditExportCommands
 from commands.audit_retention import enforce_audit_retention
+from commands.policies import PolicyCommands
 from commands.secrets import SecretCommands
 from commands.tenancy import TenancyCommands
+from projections.identity.projection import IdentityProjection
+from projections.identity.projector import project_identity_event
+from projections.identity.queries import groups_of
 from commands.unit_of_work import UnitOfWorkRunner, utcnow
 from projections.secrets.projector import project_secret_event
 from projections.tenancy import TenancyProjection, project_tenancy
 from projections.audit.projector import AuditLogProjection
 from projections.audit_exports import AuditExportsProjection, project_audit_export
+from projections.policies.projection import PoliciesProjection
+from projections.policies.projector import project_policy_event
 from projections.event_index import EventIndexProjection
 from projections.rebuild import ReadModel
 from projections.runner import Projection, ProjectionRunner
@@ -29,6 +35,7 @@ from scaivault.audit.access_records import AccessRecorder
 from scaivault.audit.exports import AuditExportWorker
 from scaivault.audit.chain import CHAIN_KEY_NAME
 from scaivault.auth.authenticator import TokenAuthenticator
+from scaivault.auth.authorization import Authorizer, bump_generation
 from scaivault.auth.issuer import BuiltinIssuer
 from scaivault.auth.jwks import JwksClient
 from scaivault.auth.revocation import REVOCATION_CHANNEL, RevocationCache
@@ -43,7 +50,9 @@ from scaivault.eventstore.mapper import create_mapper
 from scaivault.eventstore.migrations import apply_migrations
 from scaivault.eventstore.recorder import EventStoreListener, PostgresEventStore
 from scaivault.eventstore.repository import Repository
+from scaivault.identity.services import IdentityServices, build_identity_services
 from scaivault.metrics import Metrics
+from scaivault.ratelimit import RateLimiter
 from scaivault.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
@@ -73,6 +82,10 @@ class Container:
     projections: ProjectionRunner
     audit_exports: AuditExportCommands
     export_worker: AuditExportWorker
+    authorizer: Authorizer
+    policy_commands: PolicyCommands
+    identity: IdentityServices
+    rate_limiter: RateLimiter
     started_at: float = field(default_factory=time.monotonic)
     encryption_checked_at: float = float("-inf")  # last successful root-key round trip (readiness)
     _tasks: list[asyncio.Task[Any]] = field(default_factory=list)
@@ -80,10 +93,13 @@ class Container:
     async def start_background(self) -> None:
         """Jobs a serving process runs: access-record group commit, revocation sync, housekeeping."""
         await self.access_recorder.start()
-        await self.projections.start()
+        await self.rate_limiter.start()
+        if self.settings.run_projections:
+            await self.projections.start()
         self._tasks.append(asyncio.create_task(self._sync_revocations(), name="revocation-sync"))
         self._tasks.append(asyncio.create_task(self._housekeeping(), name="housekeeping"))
         self._tasks.append(asyncio.create_task(self.export_worker.run(), name="audit-exports"))
+        self._tasks.append(asyncio.create_task(self.authorizer.run_sync(self.database_url), name="authorization-sync"))
 
     async def _sync_revocations(self) -> None:
         async with EventStoreListener(self.database_url, channel=REVOCATION_CHANNEL) as listener:
@@ -117,6 +133,8 @@ class Container:
         await self.projections.stop()
         await cancel_and_wait(self._tasks)
         await self.access_recorder.close()
+        await self.identity.close()
+        await self.rate_limiter.close()
         if self.http_session is not None:
             await self.http_session.close()
         try:
@@ -142,7 +160,8 @@ def catch_up_projections(keyring: KeyRing) -> list[Projection]:
 def read_models(keyring: KeyRing) -> list[ReadModel]:
     """Every read model built from events, inline ones first (in the order a full rebuild takes them)."""
     inline = [ReadModel(TenancyProjection(), inline=True), ReadModel(SecretsProjection(), inline=True),
-              ReadModel(AuditExportsProjection(), inline=True)]
+              ReadModel(AuditExportsProjection(), inline=True),
+              ReadModel(PoliciesProjection(), inline=True), ReadModel(IdentityProjection(), inline=True)]
     return inline + [ReadModel(projection, inline=False) for projection in catch_up_projections(keyring)]
 
 
@@ -160,7 +179,10 @@ async def build_container(settings: Settings, *, migrate: bool = True) -> Contai
         store = PostgresEventStore(lock_timeout_seconds=settings.event_lock_timeout_seconds)
         repository = Repository(store, create_mapper(), snapshot_interval=settings.snapshot_interval)
         keyring = KeyRing(root_key_provider(settings))
-        runner = UnitOfWorkRunner(pool, repository, [project_secret_event, project_tenancy, project_audit_export])
+        runner = UnitOfWorkRunner(
+            pool, repository, [project_secret_event, project_tenancy, project_audit_export, project_identity_event,
+                          project_policy_event]
+        )
         async with pool.acquire() as conn:
             issuer = await BuiltinIssuer.load(
                 conn, keyring.root, issuer=settings.builtin_issuer, audience=settings.token_audience
@@ -205,6 +227,7 @@ async def build_container(settings: Settings, *, migrate: bool = True) -> Contai
             export_dir=settings.exports_directory,
             egress_allow=parse_allow_list(settings.egress_allow),
         )
+        authorizer = Authorizer(pool, groups_of=groups_of)
         return Container(
             settings=settings,
             database_url=url,
@@ -230,6 +253,21 @@ async def build_container(settings: Settings, *, migrate: bool = True) -> Contai
             projections=projections,
             audit_exports=audit_exports,
             export_worker=export_worker,
+            authorizer=authorizer,
+            policy_commands=PolicyCommands(runner, on_change=authorizer.invalidate),
+            identity=build_identity_services(
+                settings,
+                pool=pool,
+                runner=runner,
+                tenancy=TenancyCommands(runner, keyring),
+                tenants=TenantDirectory(pool),
+                http_session=http_session,
+                # Policy evaluation caches group memberships: other servers learn of a change when its transaction
+                # commits (the generation), this one at once (invalidate).
+                on_membership_changed=authorizer.invalidate,
+                membership_changed_in_transaction=bump_generation,
+            ),
+            rate_limiter=RateLimiter.from_settings(settings, metrics),
         )
     except BaseException:
         await pool.close()

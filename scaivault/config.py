@@ -32,6 +32,10 @@ ENVIRONMENT = {
     "SCAIKEY_URL": "scaikey_url",
     "SCAIKEY_JWKS_URL": "scaikey_jwks_url",
     "SCAIKEY_ISSUER": "scaikey_issuer",
+    "SCAIKEY_CLIENT_ID": "scaikey_client_id",
+    "SCAIKEY_CLIENT_SECRET": "scaikey_client_secret",
+    "SCAIKEY_WEBHOOK_SECRET": "scaikey_webhook_secret",
+    "SCAIKEY_WEBHOOK_PREVIOUS_SECRET": "scaikey_webhook_previous_secret",
     "TOKEN_AUDIENCE": "token_audience",
     "KMS_PROVIDER": "kms_provider",
     "KMS_KEY_ID": "kms_key_id",
@@ -42,6 +46,7 @@ ENVIRONMENT = {
     "SCAIVAULT_DB_POOL_SIZE": "db_pool_size",
     "SCAIVAULT_AUDIT_TIMEOUT": "audit_timeout_seconds",
     "SCAIVAULT_UNSAFE_SKIP_READ_AUDIT": "unsafe_skip_read_audit",
+    "SCAIVAULT_RUN_PROJECTIONS": "run_projections",
     "SCAIVAULT_EVENT_LOCK_TIMEOUT": "event_lock_timeout_seconds",
     "SCAIVAULT_DELETE_RETENTION": "delete_retention",
     "SCAIVAULT_AUDIT_RETENTION": "audit_retention",
@@ -50,6 +55,9 @@ ENVIRONMENT = {
     "SCAIVAULT_SHUTDOWN_TIMEOUT": "shutdown_timeout_seconds",
     "SCAIVAULT_EXPORT_DIR": "export_dir",
     "SCAIVAULT_EGRESS_ALLOW": "egress_allow",
+    "SCAIVAULT_TRUSTED_PROXIES": "trusted_proxies",
+    "SCAIVAULT_RATE_LIMITS": "rate_limits",
+    "SCAIVAULT_REDIS_PREFIX": "redis_key_prefix",
     "METRICS_BIND_ADDRESS": "metrics_bind_address",
     "TLS_CERT_FILE": "tls_cert_file",
     "TLS_KEY_FILE": "tls_key_file",
@@ -75,6 +83,12 @@ class Settings(BaseModel):
     scaikey_url: str | None = None
     scaikey_jwks_url: str | None = None
     scaikey_issuer: str | None = None
+    # Identity sync (docs/identity.md): client credentials for ScaiKey's directory, and the shared secret that signs
+    # its webhook deliveries (the previous one is accepted too while a rotation is under way). Never logged.
+    scaikey_client_id: str | None = None
+    scaikey_client_secret: str | None = Field(default=None, repr=False)
+    scaikey_webhook_secret: str | None = Field(default=None, repr=False, min_length=16)
+    scaikey_webhook_previous_secret: str | None = Field(default=None, repr=False, min_length=16)
     token_audience: str = "scaivault"
     kms_provider: KmsProvider = "local"
     kms_key_id: str | None = None
@@ -86,6 +100,9 @@ class Settings(BaseModel):
     audit_timeout_seconds: float = Field(default=5.0, gt=0, le=120)
     # Benchmarking only: requests that change nothing leave no access record. Never in production.
     unsafe_skip_read_audit: bool = False
+    # Whether `serve` also runs the catch-up projections (audit log, event index). Off when they run in their own
+    # process (`scaivault projections run`), which keeps their CPU off the request path.
+    run_projections: bool = True
     event_lock_timeout_seconds: float = Field(default=5.0, gt=0, le=120)
     delete_retention: str = "30d"
     audit_retention: str = "7y"
@@ -96,6 +113,13 @@ class Settings(BaseModel):
     export_dir: Path | None = None
     # Comma-separated CIDRs that outbound connections aimed by API callers may reach although non-public.
     egress_allow: str = ""
+    # Comma-separated CIDRs of reverse proxies whose X-Forwarded-For is believed (default: none; the TCP peer is the
+    # client). Policy ip_ranges conditions and access records use the client address found this way.
+    trusted_proxies: str = ""
+    # Rate-limit overrides: "off", or "category=N/window,..." (scaivault/ratelimit/categories.py parse_limits).
+    rate_limits: str = ""
+    # Prefix of every key this server keeps in Redis (several deployments may share one Redis).
+    redis_key_prefix: str = Field(default="scaivault:", min_length=1, max_length=100)
     # Unauthenticated metrics on an internal-only address ("off" disables); /v1/metrics on the API needs `admin`.
     metrics_bind_address: str = "127.0.0.1:9464"
     tls_cert_file: Path | None = None
@@ -123,7 +147,22 @@ class Settings(BaseModel):
             raise ValueError("expected a postgresql:// DSN")
         return value
 
-    @field_validator("egress_allow")
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("expected a redis://, rediss:// or unix:// URL")
+        return value
+
+    @field_validator("rate_limits")
+    @classmethod
+    def _rate_limits(cls, value: str) -> str:
+        from scaivault.ratelimit.categories import parse_limits
+
+        parse_limits(value)
+        return value
+
+    @field_validator("egress_allow", "trusted_proxies")
     @classmethod
     def _cidrs(cls, value: str) -> str:
         from scaivault.egress import parse_allow_list
@@ -151,6 +190,10 @@ class Settings(BaseModel):
             raise ValueError("SCAIKEY_JWKS_URL needs SCAIKEY_URL or SCAIKEY_ISSUER (the issuer its tokens carry)")
         if self.scaikey_issuer and not (self.scaikey_url or self.scaikey_jwks_url):
             raise ValueError("SCAIKEY_ISSUER needs SCAIKEY_URL or SCAIKEY_JWKS_URL (where its keys are)")
+        if (self.scaikey_client_id is None) != (self.scaikey_client_secret is None):
+            raise ValueError("SCAIKEY_CLIENT_ID and SCAIKEY_CLIENT_SECRET go together: set both or neither")
+        if self.scaikey_webhook_previous_secret and not self.scaikey_webhook_secret:
+            raise ValueError("SCAIKEY_WEBHOOK_PREVIOUS_SECRET needs SCAIKEY_WEBHOOK_SECRET")
         return self
 
     @property

@@ -335,6 +335,25 @@ def _progress_reporter(name: str) -> Callable[[int, int], None]:
     return line
 
 
+@projections.command("run")
+def projections_run() -> None:
+    """Run the catch-up projections (audit log, event index) in this process until SIGINT/SIGTERM, for servers
+    started with SCAIVAULT_RUN_PROJECTIONS=false. Several may run: each projection is run by one at a time."""
+    import signal
+
+    async def work(container: Container) -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+        await container.projections.start()
+        click.echo(f"running projections: {', '.join(container.projections.projections)}", err=True)
+        await stop.wait()
+        click.echo("stopping projections", err=True)
+
+    _run(work)
+
+
 @projections.command("rebuild")
 @click.argument("name", required=False)
 @click.option("--all", "everything", is_flag=True, help="Rebuild every read model.")
@@ -425,6 +444,15 @@ def _events_group() -> click.Group:
 
 
 main.add_command(_events_group())  # scaivault events list|show: the event log, read-only
+
+
+def _identities_group() -> click.Group:
+    from scaivault.cli.identities import identities_group
+
+    return identities_group(_run)
+
+
+main.add_command(_identities_group())  # scaivault identities users|groups|members|sync: the identity mirror
 
 
 if __name__ == "__main__":

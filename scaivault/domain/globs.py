@@ -72,8 +72,12 @@ def glob_matches(pattern: str, path: str) -> bool:
 
 
 def glob_prefix(pattern: str) -> str:
-    """The literal part before the first wildcard: every match starts with it."""
-    return re.split(r"[*?]", pattern, maxsplit=1)[0]
+    """The literal part before the first wildcard: every match starts with it. A ``**`` segment may match zero
+    segments, so the '/' before it is not part of every match (``app/**`` matches ``app``)."""
+    literal = re.split(r"[*?]", pattern, maxsplit=1)[0]
+    if literal.endswith("/") and pattern[len(literal):].startswith("**"):
+        literal = literal[:-1]
+    return literal
 
 
 def expand_pattern(pattern: str) -> tuple[str, Callable[[str], bool]]:

@@ -9,6 +9,8 @@ from aiohttp import web
 from scaivault.bootstrap import Container, build_container
 from scaivault.config import Settings
 from scaivault.http import audit, audit_exports, auth, health, metrics, secrets
+from scaivault.http import identity
+from scaivault.http import policies
 from scaivault.http.keys import CONTAINER
 from scaivault.http.middleware import front_door
 
@@ -25,6 +27,8 @@ def create_app(settings: Settings | None = None, *, container: Container | None 
     metrics.add_routes(app)
     audit.add_routes(app)
     audit_exports.add_routes(app)
+    policies.add_routes(app)
+    identity.add_routes(app)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         owned = container is None

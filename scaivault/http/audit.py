@@ -25,6 +25,8 @@ ACTIONS = frozenset(
         "read", "write", "delete", "list", "rotate", "policy_create", "policy_update", "policy_delete", "policy_bind",
         "policy_unbind", "pki_issue", "pki_sign", "pki_revoke", "pki_ca_create", "dynamic_generate", "dynamic_renew",
         "dynamic_revoke", "webhook_delivery", "subscription_event", "federation_sync", "identity_sync",
+        "identity_read", "identity_write",
+        "policy_read",
         "export_created", "auth_whoami", "auth_introspect", "health_detailed", "metrics_read", "audit_read",
         "audit_verify",
     }

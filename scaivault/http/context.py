@@ -17,11 +17,13 @@ from scaivault.domain.errors import (
     AccessDenied,
     InsufficientScope,
     InvalidRequest,
+    ScaiVaultError,
     TenantAccessDenied,
     TenantNotFound,
 )
 from scaivault.domain.tenancy import parse_tenant_id
 from scaivault.http.keys import ACCESS, CALLER, CONTAINER
+from scaivault.ratelimit.http import charge_failed_authentication, charge_request
 
 
 @dataclass(frozen=True)
@@ -46,14 +48,22 @@ class Caller:
 
 
 async def authenticated_principal(request: web.Request) -> Principal:
+    """Authenticate the request and charge it to the caller's rate-limit bucket (RateLimited when empty)."""
     container = request.app[CONTAINER]
-    principal = await container.authenticator.authenticate(request.headers.get("Authorization"))
+    try:
+        principal = await container.authenticator.authenticate(request.headers.get("Authorization"))
+    except ScaiVaultError as exc:
+        await charge_failed_authentication(request, exc)
+        raise
+    # The identity mirror's roles win over the token's when it knows the caller (scaivault/identity/roles.py).
+    principal = await container.identity.roles.effective(principal)
     access = request.get(ACCESS)
     if access is not None:
         access.identity_id = principal.identity_id
         access.identity_type = principal.identity_type
         access.partner_id = principal.partner_id
         access.tenant_id = principal.tenant_id
+    await charge_request(request, principal)
     return principal
 
 

@@ -16,6 +16,7 @@ from scaivault.http.context import authenticated_principal
 from scaivault.domain.errors import InsufficientScope
 from scaivault.http.keys import CONTAINER
 from scaivault.http.responses import json_response
+from scaivault.ratelimit import RedisState
 
 CHECK_TIMEOUT = 2.0
 ENCRYPTION_CHECK_TTL = 5.0
@@ -56,17 +57,54 @@ def _reason(exc: Exception) -> str:
     return f": {text}" if text and isinstance(exc, (OSError, asyncio.TimeoutError)) else ""
 
 
+async def _redis(request: web.Request) -> tuple[RedisState, float]:
+    """Redis holds only rate-limit buckets, and the limiter falls back to in-process ones without it: a Redis
+    outage is reported (check ``error``, ``errors.redis``) but leaves the server ready."""
+    started = time.perf_counter()
+    state = await request.app[CONTAINER].rate_limiter.check_redis()
+    return state, (time.perf_counter() - started) * 1000
+
+
+def _redis_fallback(state: RedisState) -> str:
+    return f"{state.error}; rate limiting continues with in-process buckets (limits apply per server)"
+
+
 async def ready(request: web.Request) -> web.Response:
-    checks = await _checks(request)
+    checks, (redis_state, _) = await asyncio.gather(_checks(request), _redis(request))
     body: dict[str, Any] = {
         "status": "ready" if all(ok for ok, _, _ in checks.values()) else "not_ready",
         "checks": {name: "ok" if ok else "error" for name, (ok, _, _) in checks.items()},
     }
-    body["checks"]["redis"] = "not_configured"
+    body["checks"]["redis"] = (
+        "not_configured" if not redis_state.configured else "ok" if redis_state.available else "error"
+    )
     errors = {name: error for name, (ok, _, error) in checks.items() if not ok}
-    if errors:
+    if redis_state.configured and not redis_state.available:
+        body["errors"] = {**errors, "redis": _redis_fallback(redis_state)}
+    elif errors:
         body["errors"] = errors
     return json_response(body, status=200 if not errors else 503)
+
+
+async def _redis_detail(request: web.Request) -> tuple[dict[str, Any], bool]:
+    """The detailed Redis check, and whether Redis is configured but down."""
+    state, latency_ms = await _redis(request)
+    if not state.configured:
+        return {"status": "not_configured", "rate_limit_buckets": state.mode}, False
+    if not state.available:
+        return {
+            "status": "error",
+            "error": _redis_fallback(state),
+            "unavailable_since": state.unavailable_since,
+            "rate_limit_buckets": state.mode,
+        }, True
+    memory = await request.app[CONTAINER].rate_limiter.memory_used_mb()
+    return {
+        "status": "ok",
+        "latency_ms": round(latency_ms, 2),
+        **({"memory_used_mb": memory} if memory is not None else {}),
+        "rate_limit_buckets": state.mode,
+    }, False
 
 
 async def detailed(request: web.Request) -> web.Response:
@@ -74,7 +112,7 @@ async def detailed(request: web.Request) -> web.Response:
     if not principal.has_scope("admin"):
         raise InsufficientScope("This request needs the scope admin", required_scope="admin")
     container = request.app[CONTAINER]
-    checks = await _checks(request)
+    checks, (redis_check, redis_down) = await asyncio.gather(_checks(request), _redis_detail(request))
     pool = container.pool
     database_ok, database_ms, database_error = checks["database"]
     encryption_ok, encryption_ms, encryption_error = checks["encryption"]
@@ -83,8 +121,9 @@ async def detailed(request: web.Request) -> web.Response:
     except (OSError, asyncpg.PostgresError) as exc:
         projections = {"error": type(exc).__name__}
     failed = any(entry.get("state") == "failed" for entry in projections.values() if isinstance(entry, dict))
+    healthy = database_ok and encryption_ok and not failed
     body = {
-        "status": "healthy" if database_ok and encryption_ok and not failed else "unhealthy",
+        "status": "unhealthy" if not healthy else "degraded" if redis_down else "healthy",
         "version": scaivault.__version__,
         "uptime_seconds": int(time.monotonic() - container.started_at),
         "checks": {
@@ -95,7 +134,7 @@ async def detailed(request: web.Request) -> web.Response:
                 "pool_available": pool.get_idle_size(),
                 **({"error": database_error} if database_error else {}),
             },
-            "redis": {"status": "not_configured"},
+            "redis": redis_check,
             "encryption": {
                 "status": "ok" if encryption_ok else "error",
                 "latency_ms": round(encryption_ms, 2),

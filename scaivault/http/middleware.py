@@ -22,9 +22,11 @@ from scaivault.domain.errors import (
     ServiceUnavailable,
 )
 from scaivault.ids import new_id
+from scaivault.http.client_ip import client_ip
 from scaivault.http.keys import ACCESS, CONTAINER, REQUEST_ID
 from scaivault.http.responses import error_response
 from scaivault.metrics import path_category
+from scaivault.ratelimit.http import add_headers as add_rate_limit_headers
 
 log = logging.getLogger("scaivault.http")
 access_log = logging.getLogger("scaivault.access")
@@ -70,7 +72,7 @@ def _access_record(request: web.Request, request_id: str, canonical: str) -> Acc
         method=request.method,
         route=canonical,
         action=getattr(handler_function, "audit_action", UNKNOWN_ACTION),
-        source_ip=request.remote,
+        source_ip=client_ip(request),
         user_agent=request.headers.get("User-Agent"),
         secret_path=request.match_info.get("path"),
     )
@@ -124,6 +126,7 @@ async def front_door(request: web.Request, handler: Handler) -> web.StreamRespon
     container.metrics.requests.labels(request.method, category, str(response.status)).inc()
     container.metrics.request_duration.labels(request.method, category).observe(elapsed)
     response.headers["X-Request-ID"] = request_id
+    add_rate_limit_headers(request, response)
     access_log.info(
         "request",
         extra={

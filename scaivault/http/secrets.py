@@ -26,12 +26,15 @@ from scaivault.domain.errors import (
     VersionNotFound,
 )
 from scaivault.domain.globs import expand_pattern
+from scaivault.domain.policies import ListingPlan
 from scaivault.domain.paths import parse_path, parse_prefix
 from scaivault.domain.secrets import check_secret_type
 from scaivault.http.context import Caller, caller
 from scaivault.http.cursors import decode_cursor, encode_cursor
 from scaivault.http.keys import ACCESS, CONTAINER, REQUEST_ID
+from scaivault.http.policies import request_context
 from scaivault.http.responses import format_timestamp, json_response, read_json_object
+from scaivault.ratelimit.http import charge_extra
 from scaivault.http.schemas import (
     BatchReadIn,
     MetadataPatchIn,
@@ -53,15 +56,38 @@ def _partner_scoped(request: web.Request) -> bool:
     return request.match_info.route.resource is not None and "/partner/" in request.match_info.route.resource.canonical
 
 
-async def _address(request: web.Request, scope: str, path: str | None = None) -> tuple[Caller, SecretAddress]:
+async def _address(request: web.Request, scope: str) -> tuple[Caller, SecretAddress]:
+    """The caller and the secret it addresses, once the scope (``secrets:<permission>``) and the caller's policies
+    allow that permission on the path: effective rights are their intersection."""
     who = await caller(request)
     who.require_scope(scope)
-    path = parse_path(path if path is not None else request.match_info["path"])
+    path = parse_path(request.match_info["path"])
     if _partner_scoped(request):
         partner_id = who.require_partner()
         return who, SecretAddress(owner=partner_id, partner_id=partner_id, tenant_id=None, path=path)
     tenant_id = who.require_tenant()
+    await _authorize(request, who, path, scope.removeprefix("secrets:"))
     return who, SecretAddress(owner=tenant_id, partner_id=who.partner_id or "", tenant_id=tenant_id, path=path)
+
+
+async def _authorize(request: web.Request, who: Caller, path: str, permission: str) -> None:
+    """Raise the policy decision's error unless the caller may exercise ``permission`` on the tenant path ``path``.
+    Partner secrets follow the spec's own rule instead (docs/policies.md): readable by every identity of the
+    partner's tenants, changed only by partner admins."""
+    if _partner_scoped(request):
+        return
+    await request.app[CONTAINER].authorizer.require(
+        who.principal, who.tenant_id, who.partner_id, path, permission, request_context(request, who.principal)
+    )
+
+
+async def _listing_plan(request: web.Request, who: Caller, prefix: str) -> ListingPlan | None:
+    """What the caller may list under ``prefix`` (None: everything)."""
+    if _partner_scoped(request):
+        return None
+    return await request.app[CONTAINER].authorizer.listing(
+        who.principal, who.tenant_id, who.partner_id, prefix, request_context(request, who.principal)
+    )
 
 
 def _require_partner_writer(request: web.Request, who: Caller) -> None:
@@ -266,23 +292,62 @@ async def list_secrets(request: web.Request) -> web.Response:
     limit = _int_query(request, "limit", maximum=MAX_LIST_LIMIT) or DEFAULT_LIST_LIMIT
     cursor = request.query.get("cursor")
     after = _decode_cursor(cursor, prefix) if cursor else None
-    rows = await queries.list_secret_rows(
-        request.app[CONTAINER].pool,
-        owner,
-        prefix=prefix,
-        after=after,
-        limit=limit + 1,
-        include_deleted=_bool_query(request, "include_deleted"),
+    include_deleted = _bool_query(request, "include_deleted")
+    plan = await _listing_plan(request, who, prefix)
+    rows, resume_after = await _listed_rows(
+        request.app[CONTAINER].pool, owner, plan, prefix=prefix, after=after, limit=limit,
+        include_deleted=include_deleted,
     )
-    has_more = len(rows) > limit
-    rows = rows[:limit]
     return json_response(
         {
             "secrets": [queries.metadata_document(row) for row in rows],
-            "cursor": _encode_cursor(prefix, rows[-1]["path"]) if has_more else None,
-            "has_more": has_more,
+            "cursor": _encode_cursor(prefix, resume_after) if resume_after is not None else None,
+            "has_more": resume_after is not None,
         }
     )
+
+
+# A policy-aware page examines at most this many secrets; when most are hidden, a page may end short (even empty)
+# with has_more and a cursor from which the next page goes on.
+LIST_SCAN_BUDGET = 10_000
+
+
+async def _listed_rows(
+    pool: Any, owner: str, plan: ListingPlan | None, *, prefix: str, after: str | None, limit: int,
+    include_deleted: bool,
+) -> tuple[list[Any], str | None]:
+    """Up to ``limit`` listable rows after ``after`` in path order, and the path to resume after (None: no more).
+
+    With a plan, only the plan's ranges are scanned (each a path prefix; disjoint, in path order, so the pages of
+    all ranges together are in path order) and a row is kept only if the plan shows it."""
+    if plan is None:
+        rows = await queries.list_secret_rows(
+            pool, owner, prefix=prefix, after=after, limit=limit + 1, include_deleted=include_deleted
+        )
+        return rows[:limit], rows[limit - 1]["path"] if len(rows) > limit else None
+    kept: list[Any] = []
+    scanned = 0
+    batch = min(max(limit + 1, 100), MAX_LIST_LIMIT + 1)
+    for start in plan.ranges:
+        if after is not None and after >= start + "~":  # the whole range lies before the cursor
+            continue
+        position = after if after is not None and after >= start else None
+        while True:
+            rows = await queries.list_secret_rows(
+                pool, owner, prefix=start, after=position, limit=batch, include_deleted=include_deleted
+            )
+            for row in rows:
+                if plan.visible(row["path"]):
+                    if len(kept) == limit:
+                        return kept, kept[-1]["path"]
+                    kept.append(row)
+                position = row["path"]
+                scanned += 1
+                if scanned >= LIST_SCAN_BUDGET:
+                    return kept, position
+            if len(rows) < batch:
+                break
+    return kept, None
 
 
 async def batch_read(request: web.Request) -> web.Response:
@@ -296,7 +361,9 @@ async def batch_read(request: web.Request) -> web.Response:
     valid_paths: list[str] = []
     for raw in dict.fromkeys(body.paths):  # de-duplicated, order kept
         try:
-            valid_paths.append(parse_path(raw))
+            path = parse_path(raw)
+            await _authorize(request, who, path, "read")  # per path: a batch never bypasses access control
+            valid_paths.append(path)
         except ScaiVaultError as exc:
             if options.fail_fast:
                 raise
@@ -326,6 +393,7 @@ async def batch_read(request: web.Request) -> web.Response:
         access.accessed_streams.append(row["stream_id"])
         request.app[CONTAINER].metrics.secret_reads.labels(owner, row["secret_type"]).inc()
     access.extra.update({"paths": list(secrets_out), "errors": len(errors)})
+    await charge_extra(request, "secrets_read", len(secrets_out))  # spec: one read unit per returned secret
     return json_response({"secrets": secrets_out, "errors": errors})
 
 
@@ -343,14 +411,16 @@ async def batch_metadata(request: web.Request) -> web.Response:
         try:
             if body.options.expand_wildcards and "*" in raw:
                 prefix, matches = expand_pattern(raw)
-                rows = await queries.list_secret_rows(
-                    pool, owner, prefix=prefix, after=None, limit=MAX_LIST_LIMIT, include_deleted=False
+                plan = await _listing_plan(request, who, prefix)
+                rows, _ = await _listed_rows(
+                    pool, owner, plan, prefix=prefix, after=None, limit=MAX_LIST_LIMIT, include_deleted=False
                 )
                 for row in rows:
                     if matches(row["path"]):
                         found[row["path"]] = queries.metadata_document(row)
                 continue
             path = parse_path(raw)
+            await _authorize(request, who, path, "list")
             row = await queries.secret_metadata_row(pool, owner, path)
             problem = _not_found_or_deleted(path, row)
             if problem is not None:

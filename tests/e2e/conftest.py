@@ -18,12 +18,18 @@ TENANT = "tnt_acme_prod"
 OTHER_TENANT = "tnt_acme_dev"
 OTHER_PARTNER = "ptn_globex"
 FOREIGN_TENANT = "tnt_globex_prod"
+GENEROUS_RATE_LIMITS = "*=1000000/s"
 ALL_SECRET_SCOPES = ("secrets:read", "secrets:write", "secrets:delete", "secrets:list")
 
 
 @pytest.fixture
 def settings(database_url: str, tmp_path: Path) -> Settings:
-    return Settings(database_url=database_url, data_dir=tmp_path / "data", bind_address="127.0.0.1:8443")
+    # Limits far above what any test sends, so the limiter runs (and its headers show) on every request without
+    # refusing any; the rate-limit tests set their own.
+    return Settings(
+        database_url=database_url, data_dir=tmp_path / "data", bind_address="127.0.0.1:8443",
+        rate_limits=GENEROUS_RATE_LIMITS,
+    )
 
 
 @pytest.fixture
@@ -54,7 +60,7 @@ def token(container: Container) -> TokenFactory:
         tenant: str | None = TENANT,
         partner: str = PARTNER,
         identity: str = "user:alice@acme.example",
-        roles: tuple[str, ...] = (),
+        roles: tuple[str, ...] = ("tenant_admin",),  # an admin needs no policy; pass roles=() to test policies
         ttl: timedelta = timedelta(hours=1),
     ) -> str:
         return container.issuer.issue(

@@ -112,3 +112,31 @@ async def test_serve_answers_and_shuts_down_gracefully(cli_env: dict[str, str]) 
     finally:
         if server.poll() is None:
             server.kill()
+
+
+async def test_projections_run_keeps_the_read_models_of_servers_that_do_not(
+    cli_env: dict[str, str], database_url: str, tmp_path: Path
+) -> None:
+    settings = Settings(database_url=database_url, data_dir=tmp_path / "data", run_projections=False)
+    container = await build_container(settings)
+    try:
+        await container.start_background()
+        await container.tenancy_commands.register_tenant("ptn_worker", "tnt_worker")
+        time.sleep(1.5)  # longer than the runner's poll: a server with run_projections=False must not catch up
+        assert all(entry["lag"] > 0 for entry in (await container.projections.status(container.pool)).values())
+        worker = subprocess.Popen([*SCAIVAULT, "projections", "run"], env={**cli_env, "LOG_LEVEL": "error"},
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            deadline = time.monotonic() + 30
+            while any(entry["lag"] for entry in (await container.projections.status(container.pool)).values()):
+                assert time.monotonic() < deadline and worker.poll() is None, "the worker did not catch up"
+                time.sleep(0.1)
+            worker.send_signal(signal.SIGTERM)
+            _, err = worker.communicate(timeout=30)
+            assert worker.returncode == 0, err
+            assert "running projections: audit_log, event_index" in err
+        finally:
+            if worker.poll() is None:
+                worker.kill()
+    finally:
+        await container.close()
