@@ -117,6 +117,7 @@ class ProjectionRunner:
         *,
         batch_size: int = 500,
         poll_seconds: float = 1.0,
+        gather_seconds: float = 0.05,
         max_backoff_seconds: float = 60.0,
         on_progress: Callable[[str, int, int], None] | None = None,
     ) -> None:
@@ -127,6 +128,7 @@ class ProjectionRunner:
         self.projections = {projection.name: projection for projection in projections}
         self._batch_size = batch_size
         self._poll = poll_seconds
+        self._gather = gather_seconds
         self._max_backoff = max_backoff_seconds
         self.states = {name: ProjectionState(name) for name in self.projections}
         self._wakeup = Wakeup()
@@ -211,30 +213,36 @@ class ProjectionRunner:
             if state.retry_at is not None and time.monotonic() < state.retry_at:
                 await self._sleep(woken, state.retry_at - time.monotonic())
                 continue
-            if not await self._apply_next_batch(conn, projection, state):
+            applied = await self._apply_next_batch(conn, projection, state)
+            if not applied:
                 self._progress(state, await self._store.max_notification_id(conn))
                 await self._sleep(woken, self._poll)
+            elif applied < self._batch_size and self._gather:
+                # Caught up: let events gather for a moment, so a busy server's stream of small commits (every
+                # request's access record) becomes one transaction per many events instead of one per commit.
+                await asyncio.sleep(self._gather)
 
-    async def _apply_next_batch(self, conn: asyncpg.Connection, projection: Projection, state: ProjectionState) -> bool:
+    async def _apply_next_batch(self, conn: asyncpg.Connection, projection: Projection, state: ProjectionState) -> int:
         """One transaction: the position as recorded (a rebuild may have swapped the read model and moved it),
-        the events after it, their effect and the new position. False when there was nothing to apply."""
+        the events after it, their effect and the new position. Returns how many events it read (0: none; a
+        failure counts as 1)."""
         try:
             async with conn.transaction():
                 batch = await self._next_batch(conn, projection, state)
                 if not batch:
-                    return False
+                    return 0
                 await projection.apply(conn, self._decode(projection, batch))
                 await record_position(conn, projection.name, batch[-1].id)
         except (OSError, asyncpg.InterfaceError, asyncpg.ConnectionDoesNotExistError):
             raise  # the connection is gone: reconnect, re-take the lock, resume from the committed position
         except Exception:
             await self._pinpoint_failure(conn, projection, state)
-            return True
+            return 1
         state.position = batch[-1].id
         self._progress(state, max(self._head, state.position))
         if state.failed_notification_id is not None:
             await self._report(conn, state, failed=None, error=None)
-        return True
+        return len(batch)
 
     async def _next_batch(
         self, conn: asyncpg.Connection, projection: Projection, state: ProjectionState, limit: int | None = None

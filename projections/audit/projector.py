@@ -20,6 +20,7 @@ from eventsourcing.persistence import Mapper, StoredEvent
 from eventsourcing.utils import get_topic
 
 from projections.runner import Projection
+from scaivault.audit.access_records import access_fields
 from scaivault.audit.chain import ENTRY_FIELDS, GENESIS, SYSTEM_CHAIN, _canonical_value, canonical, entry_hash
 from scaivault.domain.access import AccessRecorded
 
@@ -73,7 +74,7 @@ class AuditLogProjection(Projection):
         decodes a million of them."""
         if _ACCESS_UPCASTS:
             return vars(mapper.to_domain_event(stored))
-        return mapper.transcoder.decode(stored.state)
+        return access_fields(stored.state)
 
     async def apply(self, conn: asyncpg.Connection, events: Sequence[tuple[int, Any]]) -> None:
         if not events:

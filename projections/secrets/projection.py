@@ -14,7 +14,7 @@ from eventsourcing.utils import get_topic
 
 from projections.runner import Projection
 from projections.secrets.projector import SECRET_EVENTS, project_secret_event
-from scaivault.audit.access_records import touch_last_access
+from scaivault.audit.access_records import access_fields, touch_last_access, touched_no_secret
 from scaivault.domain.access import AccessRecorded
 
 
@@ -31,14 +31,17 @@ class SecretsProjection(Projection):
         rebuild replays nine access records for each secret event."""
         if stored.topic != ACCESS_TOPIC or getattr(AccessRecorded, "class_version", 1) > 1:
             return mapper.to_domain_event(stored)
-        state = mapper.transcoder.decode(stored.state)
-        return LastAccess(state["timestamp"], state["accessed_streams"])
+        if touched_no_secret(stored.state):
+            return NO_SECRET_READ
+        fields = access_fields(stored.state)
+        return LastAccess(fields["timestamp"], fields["accessed_streams"])
 
     async def apply(self, conn: asyncpg.Connection, events: Sequence[tuple[int, Any]]) -> None:
         accesses = []
         for _, event in events:
             if isinstance(event, LastAccess):
-                accesses.append(event)
+                if event.accessed_streams:
+                    accesses.append(event)
             elif isinstance(event, AccessRecorded):
                 accesses.append(LastAccess(event.timestamp, event.accessed_streams))
             else:
@@ -47,5 +50,8 @@ class SecretsProjection(Projection):
 
 
 class LastAccess(NamedTuple):
-    at: datetime
+    at: datetime | None
     accessed_streams: Sequence[UUID]
+
+
+NO_SECRET_READ = LastAccess(None, ())

@@ -20,11 +20,13 @@ from uuid import UUID
 
 import asyncpg
 
+import orjson
 from eventsourcing.persistence import StoredEvent, Transcoder
 from eventsourcing.utils import get_topic
 
 from scaivault.domain.access import AccessRecorded, access_stream_id
 from scaivault.eventstore.locks import READ_MODEL_SWAP_KEY
+from scaivault.eventstore.mapper import decode_tag, untag
 from scaivault.domain.errors import ServiceUnavailable
 from scaivault.eventstore.repository import Repository
 from scaivault.metrics import Metrics
@@ -101,6 +103,28 @@ class AccessRecord:
         }
 
 
+def access_fields(state: bytes) -> dict[str, Any]:
+    """The fields of a stored AccessRecorded event, the inverse of ``AccessRecord.stored_event``: what the mapper's
+    transcoder decodes, found more cheaply by decoding only the values that can be tagged (the time, the secret
+    streams, anything in ``extra``) instead of walking every value. A rebuild decodes a million of these."""
+    fields = orjson.loads(state)
+    fields["timestamp"] = decode_tag(fields["timestamp"])
+    fields["accessed_streams"] = [decode_tag(tag) for tag in fields["accessed_streams"]]
+    if fields["extra"]:
+        fields["extra"] = untag(fields["extra"])
+    return fields
+
+
+def touched_no_secret(state: bytes) -> bool:
+    """Whether a stored AccessRecorded event read no secret value (most do not), told without decoding it. False
+    when unsure: the caller then decodes."""
+    return state.endswith(_NO_STREAMS)
+
+
+# How the transcoder (orjson, compact, keys in field order) ends an event that read no secret: accessed_streams is
+# the event's last field, and matching the end means a key of the same name inside `extra` cannot fool it.
+_NO_STREAMS = b'"accessed_streams":[]}'
+
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
@@ -114,16 +138,21 @@ def _storable(value: str | None, limit: int) -> str | None:
 _TOUCH = """
 INSERT INTO scaivault_secret_last_access (stream_id, last_accessed_at)
 SELECT * FROM unnest($1::uuid[], $2::timestamptz[])
-ON CONFLICT (stream_id) DO UPDATE SET last_accessed_at = greatest(
-    scaivault_secret_last_access.last_accessed_at, excluded.last_accessed_at)
+ON CONFLICT (stream_id) DO UPDATE SET last_accessed_at = excluded.last_accessed_at
+    WHERE scaivault_secret_last_access.last_accessed_at < excluded.last_accessed_at
 """
 
 
 def last_access_times(accesses: Iterable[tuple[datetime, Sequence[UUID]]]) -> tuple[list[UUID], list[datetime]]:
     """The last-access times implied by (time, secret streams read) pairs, by stream, in a fixed order (so
-    concurrent batches never deadlock on those rows)."""
+    concurrent batches never deadlock on those rows). Times are cut to whole seconds: a hot secret's row is then
+    rewritten once a second, not once per read (each rewrite is a new row version that every read of it wades
+    through), and the result stays the same however events are grouped into batches, live or in a rebuild."""
     touched: dict[UUID, datetime] = {}
     for at, stream_ids in accesses:
+        if not stream_ids:
+            continue
+        at = at.replace(microsecond=0)
         for stream_id in stream_ids:
             touched[stream_id] = max(at, touched.get(stream_id, at))
     streams = sorted(touched)

@@ -75,7 +75,8 @@ def _tag_uuids(obj: Any) -> Any:
     return obj
 
 
-def _decode_tag(tag: dict[str, Any]) -> Any:
+def decode_tag(tag: dict[str, Any]) -> Any:
+    """The value a ``{"_type_", "_data_"}`` tag stands for."""
     name, data = tag["_type_"], tag["_data_"]
     if name == DATETIME_TAG:
         return datetime.fromisoformat(data)
@@ -87,19 +88,19 @@ def _decode_tag(tag: dict[str, Any]) -> Any:
     raise TranscodingNotRegisteredError(msg)
 
 
-def _untag(obj: Any) -> Any:
+def untag(obj: Any) -> Any:
     """Replace tags by their values, in place (the structure is fresh from ``orjson.loads``)."""
     if type(obj) is dict:
         if len(obj) == 2 and obj.keys() == _TAG_KEYS:
-            return _decode_tag(obj)
+            return decode_tag(obj)
         for key, value in obj.items():
             if type(value) is dict or type(value) is list:
-                obj[key] = _untag(value)  # replacing a value does not resize the dict: safe while iterating
+                obj[key] = untag(value)  # replacing a value does not resize the dict: safe while iterating
         return obj
     if type(obj) is list:
         for index, value in enumerate(obj):
             if type(value) is dict or type(value) is list:
-                obj[index] = _untag(value)
+                obj[index] = untag(value)
         return obj
     return obj
 
@@ -119,7 +120,7 @@ class OrjsonTranscoder(Transcoder):
         obj = orjson.loads(data)
         if _TAG_MARKER not in data:
             return obj
-        return _untag(obj)
+        return untag(obj)
 
 
 def create_mapper() -> Mapper[UUID]:

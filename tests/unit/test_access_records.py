@@ -9,7 +9,7 @@ from uuid import uuid4
 from hypothesis import given
 from hypothesis import strategies as st
 
-from scaivault.audit.access_records import AccessRecord, last_access_times
+from scaivault.audit.access_records import AccessRecord, access_fields, last_access_times, touched_no_secret
 from scaivault.eventstore.mapper import create_mapper
 
 MAPPER = create_mapper()
@@ -67,3 +67,21 @@ def test_last_access_is_the_latest_time_per_stream_in_a_fixed_order() -> None:
     a, b = sorted([uuid4(), uuid4()])
     early, late = datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 1, 2, tzinfo=UTC)
     assert last_access_times([(late, [b]), (early, [a, b]), (early, [])]) == ([a, b], [early, late])
+    assert last_access_times([(late.replace(microsecond=999_999), [a])]) == ([a], [late])
+
+
+@given(records)
+def test_access_fields_decode_what_the_transcoder_decodes(record: AccessRecord) -> None:
+    state = record.stored_event(MAPPER.transcoder).state
+    assert access_fields(state) == MAPPER.transcoder.decode(state)
+    assert touched_no_secret(state) == (not MAPPER.transcoder.decode(state)["accessed_streams"])
+
+
+def test_a_read_is_seen_whatever_extra_holds() -> None:
+    record = AccessRecord(recorded_at=datetime(2026, 1, 1, tzinfo=UTC), request_id="req_1", method="GET", route="/",
+                          action="read", status=200, extra={"accessed_streams": []}, accessed_streams=[uuid4()])
+    for stored in (record.stored_event(MAPPER.transcoder), MAPPER.to_stored_event(record.event())):
+        assert not touched_no_secret(stored.state)
+    record.accessed_streams = []
+    for stored in (record.stored_event(MAPPER.transcoder), MAPPER.to_stored_event(record.event())):
+        assert touched_no_secret(stored.state)

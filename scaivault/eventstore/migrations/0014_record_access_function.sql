@@ -12,8 +12,8 @@ BEGIN
     IF cardinality(touched) > 0 THEN
         INSERT INTO scaivault_secret_last_access (stream_id, last_accessed_at)
         SELECT * FROM unnest(touched, touched_at)
-        ON CONFLICT (stream_id) DO UPDATE SET last_accessed_at = greatest(
-            scaivault_secret_last_access.last_accessed_at, excluded.last_accessed_at);
+        ON CONFLICT (stream_id) DO UPDATE SET last_accessed_at = excluded.last_accessed_at
+            WHERE scaivault_secret_last_access.last_accessed_at < excluded.last_accessed_at;
     END IF;
     PERFORM scaivault_append_events(events_table, channel, lock_timeout, ids, versions, topics, states);
 END
