@@ -184,6 +184,7 @@ class AccessRecorder:
         timeout: float,
         metrics: Metrics | None = None,
         skip: bool = False,
+        gather_seconds: float = 0.002,
     ) -> None:
         """``skip`` (benchmarks only: SCAIVAULT_UNSAFE_SKIP_READ_AUDIT) records nothing, to measure what auditing
         costs."""
@@ -196,6 +197,8 @@ class AccessRecorder:
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._closing = False
+        self._gather = gather_seconds
+        self._last_batch = 0  # records in the batch flushed last
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="access-recorder")
@@ -230,7 +233,14 @@ class AccessRecorder:
             await self._wakeup.wait()
             self._wakeup.clear()
             while self._queue:
+                if self._last_batch > 1 and self._gather:
+                    # PostgreSQL's commit_delay, for our group commit: when requests are arriving together, a
+                    # moment's wait lets more of them share the next transaction (measured with 32 clients: 2 ms
+                    # took batches from ~10 to ~16 records and cut the server's and PostgreSQL's CPU per read by
+                    # about 15%). A lone request (the last batch held one record) is never held back.
+                    await asyncio.sleep(self._gather)
                 batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
+                self._last_batch = len(batch)
                 await self._flush(batch)
             if self._closing and not self._queue:
                 return
