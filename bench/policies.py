@@ -32,6 +32,7 @@ from bench.run import (
     RESULTS,
     Load,
     admin,
+    add_load_options,
     cli,
     expect,
     free_port,
@@ -154,10 +155,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.policies", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seconds", type=float, default=10.0, help="measured time of each figure (default 10)")
-    parser.add_argument("--rounds", type=int, default=4, help="alternating slices the time is cut into (default 4)")
-    parser.add_argument("--warmup", type=float, default=2.0, help="unmeasured warm-up of each load (default 2)")
-    parser.add_argument("--clients", type=int, default=32, help="concurrent clients (default 32)")
+    add_load_options(parser, rounds=4)
     parser.add_argument("--policies", type=int, default=50, help="policies bound to the reader (default 50)")
     parser.add_argument("--rules", type=int, default=20, help="rules per policy (default 20)")
     args = parser.parse_args()

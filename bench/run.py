@@ -544,12 +544,19 @@ def source_version() -> dict[str, object]:
             "uncommitted_changes": bool(git("status", "--porcelain", "--untracked-files=no"))}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n\n")[0])
+def add_load_options(parser: argparse.ArgumentParser, *, rounds: int) -> None:
+    """The options of every closed-loop benchmark: how long, in how many slices, after what warm-up, how many
+    clients."""
     parser.add_argument("--seconds", type=float, default=10.0, help="measured time of each figure (default 10)")
-    parser.add_argument("--rounds", type=int, default=5, help="alternating slices the time is cut into (default 5)")
+    parser.add_argument("--rounds", type=int, default=rounds,
+                        help=f"alternating slices the time is cut into (default {rounds})")
     parser.add_argument("--warmup", type=float, default=2.0, help="unmeasured warm-up of each load (default 2)")
     parser.add_argument("--clients", type=int, default=32, help="concurrent clients (default 32)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n\n")[0])
+    add_load_options(parser, rounds=5)
     parser.add_argument("--profile", action="store_true",
                         help="afterwards, run reads and writes once more under py-spy and a PostgreSQL wait-event "
                              "sampler (needs `.venv/bin/pip install py-spy`); writes bench/results/profile-*")

@@ -10,7 +10,7 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 from commands.secrets import Actor
-from commands.unit_of_work import UnitOfWork, UnitOfWorkRunner, utcnow
+from commands.unit_of_work import UnitOfWork, UnitOfWorkRunner, record_outcome, utcnow
 from scaivault.audit.access_records import AccessRecord
 from scaivault.auth.authorization import bump_generation
 from scaivault.domain.errors import AccessDenied, InvalidPolicy, PolicyNotFound
@@ -76,9 +76,7 @@ class PolicyCommands:
             )
             uow.add(policy)
             await bump_generation(uow.conn, owner.owner)
-            if access is not None:
-                access.status = 201
-                access.extra["policy_id"] = policy_id
+            record_outcome(access, 201, policy_id=policy_id)
             return owner.owner, policy
 
         return await self._run(work, access)
@@ -131,9 +129,7 @@ class PolicyCommands:
             )
             uow.add(policy)
             await bump_generation(uow.conn, policy.owner)
-            if access is not None:
-                access.status = 201
-                access.extra["binding_id"] = binding_id
+            record_outcome(access, 201, binding_id=binding_id)
             return policy.owner, {**binding, "policy_id": policy_id}
 
         return await self._run(work, access)
