@@ -16,6 +16,7 @@ from projections.runner import Projection
 from projections.secrets.projector import SECRET_EVENTS, project_secret_event
 from scaivault.audit.access_records import access_fields, touch_last_access, touched_no_secret
 from scaivault.domain.access import AccessRecorded
+from scaivault.domain.secrets import Secret
 
 
 ACCESS_TOPIC = get_topic(AccessRecorded)
@@ -37,7 +38,9 @@ class SecretsProjection(Projection):
         return LastAccess(fields["timestamp"], fields["accessed_streams"])
 
     async def apply(self, conn: asyncpg.Connection, events: Sequence[tuple[int, Any]]) -> None:
-        accesses = []
+        """Secret events one by one; last-access times gathered and written once, except that those gathered
+        before a purge are written before it (the purge deletes the secret's last access, as it did live)."""
+        accesses: list[LastAccess] = []
         for _, event in events:
             if isinstance(event, LastAccess):
                 if event.accessed_streams:
@@ -45,6 +48,9 @@ class SecretsProjection(Projection):
             elif isinstance(event, AccessRecorded):
                 accesses.append(LastAccess(event.timestamp, event.accessed_streams))
             else:
+                if isinstance(event, Secret.Purged) and accesses:
+                    await touch_last_access(conn, accesses)
+                    accesses = []
                 await project_secret_event(conn, event)
         await touch_last_access(conn, accesses)
 

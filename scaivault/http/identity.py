@@ -84,7 +84,8 @@ def _number(request: web.Request, name: str, default: int, maximum: int) -> int:
     raw = request.query.get(name)
     if raw is None:
         return default
-    if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw[:12]) <= maximum:
+    # Length first: a long run of digits would slip past a bound checked on a slice, or cost (and fail) int().
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= len(str(maximum))) or not 1 <= int(raw) <= maximum:
         raise InvalidRequest(f"'{name}' must be a whole number from 1 to {maximum}", parameter=name)
     return int(raw)
 
@@ -363,6 +364,8 @@ async def resolve(request: web.Request) -> web.Response:
         raise InvalidRequest(
             f"identity_type must be one of {', '.join(sorted(IDENTITY_TYPES))}", parameter="identity_type"
         )
+    if "\x00" in reference:  # no identity is named with a NUL (nor can PostgreSQL hold one): a missing one
+        raise identity_not_found(kind, reference.replace("\x00", ""))
     pool = request.app[CONTAINER].pool
     if kind == "user":
         row = await _user(request, tenant, reference)

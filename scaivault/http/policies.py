@@ -8,7 +8,7 @@ could bind themselves a policy granting ``admin`` on ``**``.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from aiohttp import web
@@ -81,17 +81,31 @@ class PolicyPatchIn(Strict):
         return value
 
 
+# A day's margin inside what datetime holds: converting a time there to UTC, or to any rule's time zone, cannot
+# overflow (year 1 at +14:00, or year 9999 in a zone east of UTC, would: a 500 instead of a 422).
+_EARLIEST = datetime.min.replace(tzinfo=UTC) + timedelta(days=1)
+_LATEST = datetime.max.replace(tzinfo=UTC) - timedelta(days=1)
+
+
+def _in_utc(value: datetime | None) -> datetime | None:
+    """A body's timestamp in UTC (naive means UTC); one too close to the ends of the calendar is invalid."""
+    if value is None:
+        return None
+    try:
+        value = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("timestamp out of range") from None
+    if not _EARLIEST <= value <= _LATEST:
+        raise ValueError("timestamp out of range")
+    return value
+
+
 class BindingIn(Strict):
     identity_type: str
     identity_id: str = Field(max_length=320)
     expires_at: datetime | None = None
 
-    @field_validator("expires_at")
-    @classmethod
-    def _utc(cls, value: datetime | None) -> datetime | None:
-        if value is None:
-            return None
-        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    _utc = field_validator("expires_at")(_in_utc)
 
 
 class DryRunContextIn(Strict):
@@ -99,6 +113,8 @@ class DryRunContextIn(Strict):
     mfa_verified: StrictBool = False
     mfa_verified_at: datetime | None = None  # how long ago, for rules with mfa_max_age (default: at `timestamp`)
     timestamp: datetime | None = None
+
+    _utc = field_validator("mfa_verified_at", "timestamp")(_in_utc)
 
 
 class DryRunIn(Strict):
@@ -110,12 +126,6 @@ class DryRunIn(Strict):
 
 def _rules(rules: list[RuleIn]) -> list[dict[str, Any]]:
     return [rule.model_dump(exclude_none=True) for rule in rules]
-
-
-def _utc(value: datetime | None) -> datetime | None:
-    if value is None:
-        return None
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 # ---- who may see and change what ----------------------------------------------------------------------------------
@@ -155,6 +165,8 @@ def _actor(request: web.Request, who: Caller) -> Actor:
 
 def _policy_id(request: web.Request) -> str:
     policy_id = request.match_info["policy_id"]
+    if "\x00" in policy_id:  # no policy id holds a NUL (nor can PostgreSQL store one): a missing policy
+        raise PolicyNotFound(policy_id=policy_id.replace("\x00", "")[:64])
     request[ACCESS].extra["policy_id"] = policy_id[:64]
     return policy_id
 
@@ -374,8 +386,8 @@ async def dry_run_policy(request: web.Request) -> web.Response:
     tenant_id = who.require_tenant()
     path = parse_path(body.path)
     identity_id = canonical_identity(body.identity_id)
-    at = _utc(body.context.timestamp) or utcnow()
-    mfa_at = (_utc(body.context.mfa_verified_at) or at) if body.context.mfa_verified else None
+    at = body.context.timestamp or utcnow()
+    mfa_at = (body.context.mfa_verified_at or at) if body.context.mfa_verified else None
     source_ip = parse_ip(body.context.source_ip)
     if body.context.source_ip is not None and source_ip is None:
         raise InvalidRequest("context.source_ip is not an IP address", field="context.source_ip")

@@ -117,3 +117,15 @@ async def test_verify_notices_drift_and_a_rebuild_repairs_it(
     assert all((await verify_all(container)).values())
     meta = await (await client.get("/v1/secrets/app/drift/metadata", headers=bearer(token()))).json()
     assert meta["metadata"] == {"tags": ["a"]}
+
+
+async def test_a_secret_read_then_purged_rebuilds_without_its_last_access(
+    client: TestClient, token: TokenFactory, container: Container
+) -> None:
+    """A rebuild applies a page's last-access times after its secret events; a purge in between must still win."""
+    headers = bearer(token())
+    assert (await client.put("/v1/secrets/gone/soon", json={"data": {"v": 1}}, headers=headers)).status == 201
+    assert (await client.get("/v1/secrets/gone/soon", headers=headers)).status == 200
+    assert (await client.delete("/v1/secrets/gone/soon?permanent=true", headers=headers)).status in (200, 204)
+    assert await container.pool.fetchval("SELECT count(*) FROM scaivault_secret_last_access") == 0
+    assert (await verify_all(container))["secrets"]
