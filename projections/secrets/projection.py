@@ -13,7 +13,7 @@ from eventsourcing.persistence import Mapper, StoredEvent
 from eventsourcing.utils import get_topic
 
 from projections.runner import Projection
-from projections.secrets.projector import SECRET_EVENTS, project_secret_event
+from projections.secrets.projector import SECRET_EVENTS, project_secret_event, project_secret_events
 from scaivault.audit.access_records import access_fields, touch_last_access, touched_no_secret
 from scaivault.domain.access import AccessRecorded
 from scaivault.domain.secrets import Secret
@@ -38,20 +38,25 @@ class SecretsProjection(Projection):
         return LastAccess(fields["timestamp"], fields["accessed_streams"])
 
     async def apply(self, conn: asyncpg.Connection, events: Sequence[tuple[int, Any]]) -> None:
-        """Secret events one by one; last-access times gathered and written once, except that those gathered
-        before a purge are written before it (the purge deletes the secret's last access, as it did live)."""
+        """Secret events pipelined (``project_secret_events``) and last-access times written once per batch, except
+        that a purge first applies what came before it: it deletes the secret's rows and last access, as it did
+        live, and what follows may re-create the secret."""
         accesses: list[LastAccess] = []
+        secret_events: list[Any] = []
         for _, event in events:
             if isinstance(event, LastAccess):
                 if event.accessed_streams:
                     accesses.append(event)
             elif isinstance(event, AccessRecorded):
                 accesses.append(LastAccess(event.timestamp, event.accessed_streams))
-            else:
-                if isinstance(event, Secret.Purged) and accesses:
-                    await touch_last_access(conn, accesses)
-                    accesses = []
+            elif isinstance(event, Secret.Purged):
+                await project_secret_events(conn, secret_events)
+                await touch_last_access(conn, accesses)
+                accesses, secret_events = [], []
                 await project_secret_event(conn, event)
+            else:
+                secret_events.append(event)
+        await project_secret_events(conn, secret_events)
         await touch_last_access(conn, accesses)
 
 
