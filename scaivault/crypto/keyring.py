@@ -147,6 +147,7 @@ class KeyRing:
         self.pool = pool
         self._partner_keys = _Lru(cache_size)
         self._tenant_keys = _Lru(cache_size)
+        self._system_keys: dict[str, bytes] = {}  # a system key never changes (root rotation only re-wraps it)
 
     def __repr__(self) -> str:
         return f"<KeyRing root={self.root.name} cached={len(self._partner_keys) + len(self._tenant_keys)}>"
@@ -313,6 +314,9 @@ class KeyRing:
     async def system_key(self, conn: asyncpg.Connection | asyncpg.Pool, name: str) -> bytes:
         """A 256-bit key of the server's own (e.g. the audit chain's MAC key), created on first use, wrapped by the
         root key. Two processes creating it at once agree on the first one stored."""
+        known = self._system_keys.get(name)
+        if known is not None:
+            return known
         aad = system_key_aad(name)
         row = await conn.fetchrow("SELECT root_key_id, wrapped FROM scaivault_system_keys WHERE name = $1", name)
         if row is None:
@@ -325,7 +329,9 @@ class KeyRing:
                 wrapped,
             )
             row = await conn.fetchrow("SELECT root_key_id, wrapped FROM scaivault_system_keys WHERE name = $1", name)
-        return await self.root.unwrap(row["root_key_id"], bytes(row["wrapped"]), aad)
+        key = await self.root.unwrap(row["root_key_id"], bytes(row["wrapped"]), aad)
+        self._system_keys[name] = key
+        return key
 
     async def check(self, conn: asyncpg.Connection) -> None:
         """Readiness: the root key provider answers a round trip (and the key tables are reachable)."""

@@ -3,6 +3,7 @@ api-guides/batch-operations, and the spec README's decisions)."""
 
 from __future__ import annotations
 
+import base64
 import logging
 from datetime import datetime, timezone
 from typing import Any
@@ -11,7 +12,8 @@ from aiohttp import web
 
 from commands.secrets import Actor, SecretAddress, UpdateSecretMetadata, WriteSecret
 from projections.secrets import history, queries
-from scaivault.crypto.aead import DecryptionFailed
+from scaivault.crypto.aead import DecryptionFailed, open_sealed, seal
+from scaivault.crypto.aead import context as aead_context
 from scaivault.crypto.keyring import KeyDestroyed
 from scaivault.crypto.secret_values import open_value
 from scaivault.domain.durations import parse_duration
@@ -272,19 +274,34 @@ async def list_versions(request: web.Request) -> web.Response:
     )
 
 
-def _encode_cursor(prefix: str, after: str) -> str:
-    return encode_cursor({"v": 1, "prefix": prefix, "after": after})
+# The path a listing resumes after is sealed in its cursor: when most secrets are hidden from the caller, a page
+# cut short by the scan budget resumes after a path the caller may not see, and a readable cursor would name it.
+CURSOR_KEY = "list-cursor"
 
 
-def _decode_cursor(cursor: str, prefix: str) -> str:
-    """The last path of the previous page; the cursor must come from a listing of this same prefix."""
+def _cursor_aad(owner: str, prefix: str) -> bytes:
+    return aead_context("list-cursor", owner, prefix)
+
+
+async def _encode_cursor(request: web.Request, owner: str, prefix: str, after: str) -> str:
+    key = await request.app[CONTAINER].keyring.system_key(request.app[CONTAINER].pool, CURSOR_KEY)
+    sealed = seal(key, after.encode(), _cursor_aad(owner, prefix))
+    return encode_cursor({"v": 2, "prefix": prefix, "after": base64.urlsafe_b64encode(sealed).decode()})
+
+
+async def _decode_cursor(request: web.Request, owner: str, cursor: str, prefix: str) -> str:
+    """The last path of the previous page; the cursor must come from a listing of this same prefix and owner."""
     state = decode_cursor(cursor)
-    after = state.get("after")
-    if state.get("v") != 1 or state.get("prefix") != prefix or not isinstance(after, str) or not after.startswith(prefix):
+    sealed = state.get("after")
+    if state.get("v") != 2 or state.get("prefix") != prefix or not isinstance(sealed, str):
         raise InvalidCursor(details_hint="Start again without a cursor")
+    key = await request.app[CONTAINER].keyring.system_key(request.app[CONTAINER].pool, CURSOR_KEY)
     try:
+        after = open_sealed(key, base64.urlsafe_b64decode(sealed), _cursor_aad(owner, prefix)).decode()
+        if not after.startswith(prefix):
+            raise InvalidCursor()
         return parse_path(after)
-    except ScaiVaultError:
+    except (ValueError, DecryptionFailed, ScaiVaultError):  # binascii.Error and UnicodeDecodeError are ValueErrors
         raise InvalidCursor(details_hint="Start again without a cursor") from None
 
 
@@ -295,7 +312,7 @@ async def list_secrets(request: web.Request) -> web.Response:
     prefix = parse_prefix(request.query.get("prefix"))
     limit = _int_query(request, "limit", maximum=MAX_LIST_LIMIT) or DEFAULT_LIST_LIMIT
     cursor = request.query.get("cursor")
-    after = _decode_cursor(cursor, prefix) if cursor else None
+    after = await _decode_cursor(request, owner, cursor, prefix) if cursor else None
     include_deleted = _bool_query(request, "include_deleted")
     plan = await _listing_plan(request, who, prefix)
     rows, resume_after = await _listed_rows(
@@ -305,7 +322,7 @@ async def list_secrets(request: web.Request) -> web.Response:
     return json_response(
         {
             "secrets": [queries.metadata_document(row) for row in rows],
-            "cursor": _encode_cursor(prefix, resume_after) if resume_after is not None else None,
+            "cursor": await _encode_cursor(request, owner, prefix, resume_after) if resume_after is not None else None,
             "has_more": resume_after is not None,
         }
     )
