@@ -34,7 +34,7 @@ Progress = Callable[[int, int], None]  # (events replayed so far, head)
 REPLAY_BATCH = 5000
 READ_AHEAD = 2  # decoded pages waiting to be applied
 DECODE_CHUNK = 100  # events decoded between yields to the event loop
-_Page = tuple[int, int, list[tuple[int, Any]]]  # (last notification id, events read, events decoded)
+_Page = tuple[int, int, Any]  # (last notification id, events read, events decoded (and prepared))
 # While a rebuild runs, the collector's first generation waits for this many new container objects, not 700.
 GC_THRESHOLD = 100_000
 _gc_users = 0
@@ -197,10 +197,13 @@ class Rebuilder:
         stop: int | None,
         pages: asyncio.Queue[_Page | BaseException | None],
     ) -> None:
-        """Read and decode the pages after ``position`` into ``pages``, then None; or the error that stopped it."""
+        """Read and decode the pages after ``position`` into ``pages``, then None; or the error that stopped it.
+        From position 0 (an empty copy) each page also goes through the projection's page preparer, if any."""
+        prepare = model.projection.page_preparer() if position == 0 else None
         try:
             while batch := await self._store.select_notifications(reader, position + 1, REPLAY_BATCH, stop=stop):
-                await pages.put((batch[-1].id, len(batch), await self._decode(model, batch)))
+                events = await self._decode(model, batch)
+                await pages.put((batch[-1].id, len(batch), await prepare(reader, events) if prepare else events))
                 position = batch[-1].id
             await pages.put(None)
         except Exception as exc:  # the applying side raises it

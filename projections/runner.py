@@ -15,7 +15,7 @@ import contextlib
 import logging
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -44,6 +44,13 @@ class Projection(ABC):
     @abstractmethod
     async def apply(self, conn: asyncpg.Connection, events: Sequence[tuple[int, Any]]) -> None:
         """Apply (notification id, decoded event) pairs, in order, inside the caller's transaction."""
+
+    def page_preparer(self) -> Callable[[asyncpg.Connection, list[tuple[int, Any]]], Awaitable[Any]] | None:
+        """For a rebuild into an empty copy: a fresh function that a rebuild calls on each decoded page, in log
+        order, on its reading connection, while earlier pages are still being written; ``apply`` then takes what
+        it returns. For work that needs nothing from the copy's tables. None (the default): pages go to ``apply``
+        as decoded."""
+        return None
 
     def decode(self, mapper: Mapper[Any], stored: StoredEvent) -> Any:
         """An event of one of ``topics`` as ``apply`` takes it: the domain event, unless the projection needs only

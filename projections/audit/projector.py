@@ -7,9 +7,11 @@ same bytes as ``scaivault.audit.chain.entry_hash``.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import weakref
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from operator import itemgetter
 from typing import Any
@@ -76,10 +78,12 @@ class AuditLogProjection(Projection):
             return vars(mapper.to_domain_event(stored))
         return access_fields(stored.state)
 
-    async def apply(self, conn: asyncpg.Connection, events: Sequence[tuple[int, Any]]) -> None:
+    async def apply(self, conn: asyncpg.Connection, events: Sequence[tuple[int, Any]] | ChainedPage) -> None:
+        if isinstance(events, ChainedPage):  # a rebuild's page, chained ahead by page_preparer()
+            await self._write(conn, events)
+            return
         if not events:
             return
-        key = await self._chain_key(conn)
         chains = sorted({event["tenant_id"] or SYSTEM_CHAIN for _, event in events})
         heads = {
             row["chain"]: (row["seq"], bytes(row["head"]))
@@ -93,31 +97,82 @@ class AuditLogProjection(Projection):
                 chains,
             )
         }
-        probe = audit_entry(*events[0])
-        fast = _fast_canonical(dict(probe)) == canonical(probe)  # else the batch takes the reference path
-        rows = []
-        for notification_id, event in events:
-            entry = audit_entry(notification_id, event)
-            chain = entry["chain"]
-            seq, prev_hash = heads.get(chain, (0, GENESIS))
-            entry["seq"] = seq = seq + 1
-            row = _fields(entry)
-            if fast:
-                digest = hmac.digest(key, prev_hash + _fast_canonical(entry), "sha256")
-            else:
-                digest = entry_hash(key, prev_hash, entry)
-            heads[chain] = (seq, digest)
-            rows.append(row + (prev_hash, digest))
+        await self._write(conn, _chain(await self._chain_key(conn), heads, events))
+
+    def page_preparer(self) -> Callable[[asyncpg.Connection, list[tuple[int, Any]]], Awaitable[ChainedPage]]:
+        """For a rebuild into an empty copy: pages are chained (entries, hashes) as they are read, while the pages
+        before them are still being written, so hashing in Python and indexing in PostgreSQL overlap. The heads
+        stay in memory from page to page; a chain starts from its retention anchor, if it has one."""
+        heads: dict[str, tuple[int, bytes]] = {}
+        anchored: set[str] = set()
+
+        async def prepare(conn: asyncpg.Connection, events: list[tuple[int, Any]]) -> ChainedPage:
+            new = sorted({event["tenant_id"] or SYSTEM_CHAIN for _, event in events} - anchored)
+            if new:
+                for row in await conn.fetch(
+                    "SELECT chain, seq, hash FROM scaivault_audit_anchors WHERE chain = ANY($1::text[])", new
+                ):
+                    heads[row["chain"]] = (row["seq"], bytes(row["hash"]))
+                anchored.update(new)
+            key = await self._chain_key(conn)
+            page = ChainedPage([], {})
+            for start in range(0, len(events), _CHAIN_CHUNK):  # yields, so the page being written keeps flowing
+                chunk = _chain(key, heads, events[start : start + _CHAIN_CHUNK])
+                page.rows += chunk.rows
+                page.heads.update(chunk.heads)
+                await asyncio.sleep(0)
+            return page
+
+        return prepare
+
+    @staticmethod
+    async def _write(conn: asyncpg.Connection, page: ChainedPage) -> None:
+        if not page.rows:
+            return
         await _binary_jsonb_codec(conn)
-        await conn.copy_records_to_table(_TABLE, records=rows, columns=_COLUMNS)
+        await conn.copy_records_to_table(_TABLE, records=page.rows, columns=_COLUMNS)
+        chains = sorted(page.heads)
         await conn.execute(
             """INSERT INTO scaivault_audit_chains (chain, seq, head)
                SELECT * FROM unnest($1::text[], $2::bigint[], $3::bytea[])
                ON CONFLICT (chain) DO UPDATE SET seq = excluded.seq, head = excluded.head""",
             chains,
-            [heads[chain][0] for chain in chains],
-            [heads[chain][1] for chain in chains],
+            [page.heads[chain][0] for chain in chains],
+            [page.heads[chain][1] for chain in chains],
         )
+
+
+_CHAIN_CHUNK = 500  # entries chained between yields to the event loop
+
+
+@dataclass
+class ChainedPage:
+    """Audit rows ready to write, and the heads of the chains they extend."""
+
+    rows: list[tuple[Any, ...]]
+    heads: dict[str, tuple[int, bytes]]
+
+
+def _chain(key: bytes, heads: dict[str, tuple[int, bytes]], events: Sequence[tuple[int, Any]]) -> ChainedPage:
+    """The entries of ``events`` extending ``heads`` (which it moves on), with their hashes."""
+    page = ChainedPage([], {})
+    if not events:
+        return page
+    probe = audit_entry(*events[0])
+    fast = _fast_canonical(dict(probe)) == canonical(probe)  # else the batch takes the reference path
+    for notification_id, event in events:
+        entry = audit_entry(notification_id, event)
+        chain = entry["chain"]
+        seq, prev_hash = heads.get(chain, (0, GENESIS))
+        entry["seq"] = seq = seq + 1
+        row = _fields(entry)
+        if fast:
+            digest = hmac.digest(key, prev_hash + _fast_canonical(entry), "sha256")
+        else:
+            digest = entry_hash(key, prev_hash, entry)
+        heads[chain] = page.heads[chain] = (seq, digest)
+        page.rows.append(row + (prev_hash, digest))
+    return page
 
 
 def _fast_canonical(entry: dict[str, Any]) -> bytes:
