@@ -76,7 +76,7 @@ class AuditLogProjection(Projection):
         decodes a million of them."""
         if _ACCESS_UPCASTS:
             return vars(mapper.to_domain_event(stored))
-        return access_fields(stored.state)
+        return access_fields(stored.state, streams=False)
 
     async def apply(self, conn: asyncpg.Connection, events: Sequence[tuple[int, Any]] | ChainedPage) -> None:
         if isinstance(events, ChainedPage):  # a rebuild's page, chained ahead by page_preparer()
@@ -189,6 +189,8 @@ def _utc_text(value: Any) -> Any:
     twice strftime's speed and gives the same text from the year 1000 on); anything else stays as it is."""
     if type(value) is not datetime:
         return _canonical_value(value)
+    if value.tzinfo is timezone.utc and value.microsecond and value.year >= 1000:
+        return value.isoformat()[:-6] + "Z"  # already UTC (as recorded), and isoformat shows the microseconds
     at = value.astimezone(timezone.utc)
     if at.year < 1000:
         return _canonical_value(value)

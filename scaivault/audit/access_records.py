@@ -103,13 +103,14 @@ class AccessRecord:
         }
 
 
-def access_fields(state: bytes) -> dict[str, Any]:
+def access_fields(state: bytes, *, streams: bool = True) -> dict[str, Any]:
     """The fields of a stored AccessRecorded event, the inverse of ``AccessRecord.stored_event``: what the mapper's
     transcoder decodes, found more cheaply by decoding only the values that can be tagged (the time, the secret
-    streams, anything in ``extra``) instead of walking every value. A rebuild decodes a million of these."""
+    streams, anything in ``extra``) instead of walking every value. A rebuild decodes a million of these. With
+    ``streams=False`` the secret streams are left out (as an empty list), for readers that do not use them."""
     fields = orjson.loads(state)
     fields["timestamp"] = decode_tag(fields["timestamp"])
-    fields["accessed_streams"] = [decode_tag(tag) for tag in fields["accessed_streams"]]
+    fields["accessed_streams"] = [decode_tag(tag) for tag in fields["accessed_streams"]] if streams else []
     if fields["extra"]:
         fields["extra"] = untag(fields["extra"])
     return fields
