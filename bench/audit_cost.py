@@ -8,7 +8,7 @@ auditing reads can be taken apart without HTTP in the way:
 CPU time, unlike throughput, hardly depends on what else the machine is doing, which is why this is the figure to
 watch while working on the audit path. Runs in its own database, dropped at the end.
 
-    python -m bench.audit_cost [--records 20000]
+    python -m bench.audit_cost [--records 20000] [--clients 32]
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from scaivault.bootstrap import build_container, catch_up_projections
 from scaivault.config import Settings
 from scaivault.ids import new_id
 
-CLIENTS = int(__import__("os").environ.get("BENCH_CLIENTS", "32"))
+CLIENTS = 32
 HOT_SECRETS = [uuid4() for _ in range(100)]  # each record read one of these (its last_accessed_at is refreshed)
 
 
@@ -51,7 +51,7 @@ def per_record(cores: dict[str, float], seconds: float, records: int) -> dict[st
             "postgres_us": round(1e6 * cores["postgres"] * seconds / records, 1)}
 
 
-async def measure(records: int, admin_url: str) -> dict[str, Any]:
+async def measure(records: int, admin_url: str, clients: int = CLIENTS) -> dict[str, Any]:
     database = f"scaivault_bench_audit_cost_{int(time.time())}"
     db_url = admin_url.rsplit("/", 1)[0] + "/" + database
     admin = await asyncpg.connect(admin_url)
@@ -73,7 +73,7 @@ async def measure(records: int, admin_url: str) -> dict[str, Any]:
                         await container.access_recorder.record(access_record(n))
 
                 cpu, started = Cpu(database), time.perf_counter()
-                await asyncio.gather(*(client() for _ in range(CLIENTS)))
+                await asyncio.gather(*(client() for _ in range(clients)))
                 seconds = time.perf_counter() - started
                 result["record"] = per_record(cpu.cores(), seconds, records) | {"records_per_s": round(records / seconds)}
                 head = await container.store.max_notification_id(container.pool)
@@ -101,8 +101,10 @@ async def measure(records: int, admin_url: str) -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--records", type=int, default=20_000)
+    parser.add_argument("--clients", type=int, default=CLIENTS,
+                        help="concurrent requests handing records over (default 32; fewer means smaller batches)")
     args = parser.parse_args()
-    result = asyncio.run(measure(args.records, ADMIN_URL))
+    result = asyncio.run(measure(args.records, ADMIN_URL, args.clients))
     print(f"{'stage':<13}{'python us':>11}{'postgres us':>13}   per access record ({result['records']:,} records)")
     for stage in ("record", "audit_log", "event_index"):
         print(f"{stage:<13}{result[stage]['python_us']:>11}{result[stage]['postgres_us']:>13}")

@@ -8,17 +8,15 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import asyncpg
-from eventsourcing.utils import get_topic
 
 from projections.audit.projector import AuditLogProjection
 from projections.event_index import EventIndexProjection
 from projections.runner import swap_key, tracked_position
 from scaivault.audit.chain import CHAIN_KEY_NAME, anchor_mac
 from scaivault.crypto.keyring import KeyRing
-from scaivault.domain.access import AccessRecorded
+from scaivault.domain.access import ACCESS_TOPIC
 from scaivault.eventstore.locks import EXCLUSIVE_READ_MODEL_LOCK, MAINTENANCE_KEY
 
-ACCESS_TOPIC = get_topic(AccessRecorded)
 
 
 @dataclass(frozen=True)

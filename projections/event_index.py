@@ -25,13 +25,12 @@ from eventsourcing.utils import get_topic
 
 from projections.audit.projector import AuditLogProjection
 from projections.runner import Projection, tracked_position
-from scaivault.domain.access import AccessRecorded
+from scaivault.domain.access import ACCESS_TOPIC
 from scaivault.domain.secrets import Secret
 
 NAME = "event_index"
 
 _SECRET_TOPIC_PREFIX = get_topic(Secret) + "."
-ACCESS_TOPIC = get_topic(AccessRecorded)
 
 
 class _EveryTopicButAccess(frozenset):  # type: ignore[type-arg]

@@ -19,12 +19,11 @@ from typing import Any
 import asyncpg
 import orjson
 from eventsourcing.persistence import Mapper, StoredEvent
-from eventsourcing.utils import get_topic
 
 from projections.runner import Projection
 from scaivault.audit.access_records import access_fields
 from scaivault.audit.chain import ENTRY_FIELDS, GENESIS, SYSTEM_CHAIN, _canonical_value, canonical, entry_hash
-from scaivault.domain.access import AccessRecorded
+from scaivault.domain.access import ACCESS_TOPIC, AccessRecorded
 
 _TABLE = "scaivault_audit_log"
 _COLUMNS = (*ENTRY_FIELDS, "prev_hash", "hash")
@@ -65,7 +64,7 @@ _ACCESS_UPCASTS = getattr(AccessRecorded, "class_version", 1) > 1
 
 class AuditLogProjection(Projection):
     name = "audit_log"
-    topics = frozenset({get_topic(AccessRecorded)})
+    topics = frozenset({ACCESS_TOPIC})
     tables = ("scaivault_audit_log", "scaivault_audit_chains")
 
     def __init__(self, chain_key: Callable[[asyncpg.Connection], Awaitable[bytes]]) -> None:

@@ -15,11 +15,10 @@ from eventsourcing.utils import get_topic
 from projections.runner import Projection
 from projections.secrets.projector import SECRET_EVENTS, project_secret_event, project_secret_events
 from scaivault.audit.access_records import access_fields, touch_last_access, touched_no_secret
-from scaivault.domain.access import AccessRecorded
+from scaivault.domain.access import ACCESS_TOPIC, AccessRecorded
 from scaivault.domain.secrets import Secret
 
 
-ACCESS_TOPIC = get_topic(AccessRecorded)
 
 
 class SecretsProjection(Projection):

@@ -22,9 +22,8 @@ import asyncpg
 
 import orjson
 from eventsourcing.persistence import StoredEvent, Transcoder
-from eventsourcing.utils import get_topic
 
-from scaivault.domain.access import AccessRecorded, access_stream_id
+from scaivault.domain.access import ACCESS_TOPIC, AccessRecorded, access_stream_id
 from scaivault.eventstore.locks import READ_MODEL_SWAP_KEY
 from scaivault.eventstore.mapper import decode_tag, untag
 from scaivault.domain.errors import ServiceUnavailable
@@ -34,7 +33,6 @@ from scaivault.metrics import Metrics
 log = logging.getLogger(__name__)
 
 MAX_BATCH = 1000
-ACCESS_TOPIC = get_topic(AccessRecorded)
 
 
 @dataclass

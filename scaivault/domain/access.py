@@ -8,6 +8,7 @@ from typing import Any
 from uuid import NAMESPACE_URL, UUID, uuid5
 
 from eventsourcing.domain import DomainEvent
+from eventsourcing.utils import get_topic
 
 _NAMESPACE = uuid5(NAMESPACE_URL, "https://scaivault.dev/streams/access")
 
@@ -46,3 +47,6 @@ class AccessRecorded(DomainEvent):
             timestamp=timestamp,
             **fields,
         )
+
+
+ACCESS_TOPIC = get_topic(AccessRecorded)
