@@ -20,6 +20,7 @@ import asyncpg
 
 from scaivault.domain.errors import InvalidRequest
 from scaivault.domain.secrets import Secret, secret_stream_id
+from scaivault.domain.timestamps import parse_timestamp
 from scaivault.eventstore.repository import Repository
 
 Executor = asyncpg.Connection | asyncpg.Pool
@@ -31,11 +32,9 @@ def parse_as_of(raw: str, *, now: datetime | None = None) -> datetime:
     if " " in text and "T" in text:
         text = text.replace(" ", "+")  # an unencoded '+' of the UTC offset arrives as a space
     try:
-        value = datetime.fromisoformat(text)
+        value = parse_timestamp(text)
     except ValueError:
         raise InvalidRequest("'as_of' must be an ISO 8601 timestamp", parameter="as_of") from None
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=timezone.utc)
     if value > (now or datetime.now(timezone.utc)):
         raise InvalidRequest("'as_of' must not be in the future", parameter="as_of")
     return value

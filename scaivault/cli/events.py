@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import replace
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any, NoReturn, TypeVar
 from uuid import UUID
 
@@ -18,6 +18,7 @@ import click
 import orjson
 
 from projections import event_index
+from scaivault.domain.timestamps import parse_timestamp
 from scaivault.eventstore.mapper import create_mapper
 from scaivault.http.responses import format_timestamp
 
@@ -38,10 +39,9 @@ def _timestamp(raw: str | None, option: str) -> datetime | None:
     if raw is None:
         return None
     try:
-        value = datetime.fromisoformat(raw.strip())
+        return parse_timestamp(raw.strip())
     except ValueError:
         _usage_error(f"{option} must be an ISO 8601 timestamp")
-    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
 
 
 def safe_state(value: Any, name: str = "") -> Any:

@@ -13,6 +13,7 @@ from projections.audit import queries
 from projections.audit.verification import verify_audit_chain
 from scaivault.domain.errors import InvalidCursor, InvalidRequest
 from scaivault.domain.paths import parse_path, parse_prefix
+from scaivault.domain.timestamps import parse_timestamp
 from scaivault.http.context import Caller, caller
 from scaivault.http.cursors import decode_cursor, encode_cursor
 from scaivault.http.keys import CONTAINER
@@ -45,10 +46,9 @@ def _timestamp(request: web.Request, name: str) -> datetime | None:
     if raw is None:
         return None
     try:
-        value = datetime.fromisoformat(raw)
+        return parse_timestamp(raw)
     except ValueError:
         raise InvalidRequest(f"'{name}' must be an ISO 8601 timestamp", parameter=name) from None
-    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
 
 
 def _choice(request: web.Request, name: str, allowed: frozenset[str]) -> str | None:

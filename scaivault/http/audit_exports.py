@@ -6,7 +6,7 @@ Creating an export records the request (an event) and answers 202 at once; a bac
 from __future__ import annotations
 
 import re
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any, Literal
 
 from aiohttp import web
@@ -20,6 +20,7 @@ from projections.secrets.queries import secret_metadata_row
 from scaivault.audit.exports import MAX_PREFIX_LENGTH, valid_bucket, valid_prefix
 from scaivault.domain.errors import ExportNotFound, InvalidConfig, InvalidCursor, ValidationFailed
 from scaivault.domain.paths import parse_path, parse_prefix
+from scaivault.domain.timestamps import in_utc
 from scaivault.http.audit import ACTIONS, IDENTITY_TYPES, _limit
 from scaivault.http.cursors import decode_cursor, encode_cursor
 from scaivault.http.context import Caller, caller
@@ -78,7 +79,7 @@ class ExportIn(Strict):
     @field_validator("since", "until")
     @classmethod
     def _utc(cls, value: datetime) -> datetime:
-        return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+        return in_utc(value)
 
     @model_validator(mode="after")
     def _ordered(self) -> ExportIn:

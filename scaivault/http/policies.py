@@ -8,7 +8,7 @@ could bind themselves a policy granting ``admin`` on ``**``.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import Any, Literal
 
 from aiohttp import web
@@ -23,6 +23,7 @@ from scaivault.auth.principal import Principal
 from scaivault.domain.errors import AccessDenied, InvalidCursor, InvalidRequest, PolicyNotFound
 from scaivault.domain.paths import parse_path
 from scaivault.domain.policies import PERMISSIONS, RequestContext, Subject, canonical_identity, parse_ip
+from scaivault.domain.timestamps import in_utc
 from scaivault.http.client_ip import client_ip
 from scaivault.http.context import Caller, caller
 from scaivault.http.cursors import decode_cursor, encode_cursor
@@ -81,23 +82,8 @@ class PolicyPatchIn(Strict):
         return value
 
 
-# A day's margin inside what datetime holds: converting a time there to UTC, or to any rule's time zone, cannot
-# overflow (year 1 at +14:00, or year 9999 in a zone east of UTC, would: a 500 instead of a 422).
-_EARLIEST = datetime.min.replace(tzinfo=UTC) + timedelta(days=1)
-_LATEST = datetime.max.replace(tzinfo=UTC) - timedelta(days=1)
-
-
 def _in_utc(value: datetime | None) -> datetime | None:
-    """A body's timestamp in UTC (naive means UTC); one too close to the ends of the calendar is invalid."""
-    if value is None:
-        return None
-    try:
-        value = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-    except OverflowError:
-        raise ValueError("timestamp out of range") from None
-    if not _EARLIEST <= value <= _LATEST:
-        raise ValueError("timestamp out of range")
-    return value
+    return None if value is None else in_utc(value)
 
 
 class BindingIn(Strict):

@@ -138,3 +138,19 @@ async def test_a_listing_cursor_is_sealed_to_its_tenant_and_prefix(client: TestC
     for headers, candidate in ((mine, tampered), (elsewhere, cursor)):
         response = await client.get(f"/v1/secrets?prefix=app/&limit=1&cursor={candidate}", headers=headers)
         assert await error_of(response) == (400, "invalid_cursor")
+
+
+async def test_every_timestamp_a_caller_sends_is_refused_at_the_calendars_edge(
+    client: TestClient, container: Container
+) -> None:
+    """One parser (scaivault.domain.timestamps) for all of them: none may turn into a 500 further down."""
+    headers = caller_token(container, "audit:read", "audit:export", roles=("tenant_admin",))
+    early, late = "0001-01-01T00:00:00%2B14:00", "9999-12-31T23:59:59-14:00"
+    for url in (f"/v1/audit/logs?from={early}", f"/v1/audit/logs?to={late}", f"/v1/audit/summary?from={early}",
+                f"/v1/audit/secrets/app/db?to={late}"):
+        assert await error_of(await client.get(url, headers=headers)) == (400, "invalid_request"), url
+    export = {"from": "0001-01-01T00:00:00+14:00", "to": "2026-01-01T00:00:00Z", "format": "jsonl",
+              "destination": {"type": "local", "prefix": "x"}}
+    response = await client.post("/v1/audit/export", json=export, headers=headers)
+    assert await error_of(response) == (422, "validation_error")
+    assert await container.pool.fetchval("SELECT count(*) FROM scaivault_audit_exports") == 0
