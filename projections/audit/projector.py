@@ -21,9 +21,9 @@ import orjson
 from eventsourcing.persistence import Mapper, StoredEvent
 
 from projections.runner import Projection
-from scaivault.audit.access_records import access_fields
+from scaivault.audit.access_records import ACCESS_FIELDS_AS_STORED, access_fields
 from scaivault.audit.chain import ENTRY_FIELDS, GENESIS, SYSTEM_CHAIN, _canonical_value, canonical, entry_hash
-from scaivault.domain.access import ACCESS_TOPIC, AccessRecorded
+from scaivault.domain.access import ACCESS_TOPIC
 
 _TABLE = "scaivault_audit_log"
 _COLUMNS = (*ENTRY_FIELDS, "prev_hash", "hash")
@@ -58,10 +58,6 @@ def audit_entry(notification_id: int, event: Mapping[str, Any]) -> dict[str, Any
     }
 
 
-# Should AccessRecorded ever get a class_version, old events need the mapper's upcasting.
-_ACCESS_UPCASTS = getattr(AccessRecorded, "class_version", 1) > 1
-
-
 class AuditLogProjection(Projection):
     name = "audit_log"
     topics = frozenset({ACCESS_TOPIC})
@@ -73,7 +69,7 @@ class AuditLogProjection(Projection):
     def decode(self, mapper: Mapper[Any], stored: StoredEvent) -> Mapping[str, Any]:
         """The event's fields, without building the DomainEvent: an entry is made of them alone, and a rebuild
         decodes a million of them."""
-        if _ACCESS_UPCASTS:
+        if not ACCESS_FIELDS_AS_STORED:
             return vars(mapper.to_domain_event(stored))
         return access_fields(stored.state, streams=False)
 

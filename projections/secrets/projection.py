@@ -14,7 +14,12 @@ from eventsourcing.utils import get_topic
 
 from projections.runner import Projection
 from projections.secrets.projector import SECRET_EVENTS, project_secret_event, project_secret_events
-from scaivault.audit.access_records import access_fields, touch_last_access, touched_no_secret
+from scaivault.audit.access_records import (
+    ACCESS_FIELDS_AS_STORED,
+    access_fields,
+    touch_last_access,
+    touched_no_secret,
+)
 from scaivault.domain.access import ACCESS_TOPIC, AccessRecorded
 from scaivault.domain.secrets import Secret
 
@@ -29,7 +34,7 @@ class SecretsProjection(Projection):
     def decode(self, mapper: Mapper[Any], stored: StoredEvent) -> Any:
         """Of an access record, only what last-access times need, as a (time, secret streams read) pair: a
         rebuild replays nine access records for each secret event."""
-        if stored.topic != ACCESS_TOPIC or getattr(AccessRecorded, "class_version", 1) > 1:
+        if stored.topic != ACCESS_TOPIC or not ACCESS_FIELDS_AS_STORED:
             return mapper.to_domain_event(stored)
         if touched_no_secret(stored.state):
             return NO_SECRET_READ

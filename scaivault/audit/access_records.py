@@ -101,6 +101,11 @@ class AccessRecord:
         }
 
 
+# ``access_fields`` reads the stored fields as they are: should AccessRecorded ever get a class_version, old events
+# need the mapper's upcasting, and readers must decode through the mapper instead.
+ACCESS_FIELDS_AS_STORED = getattr(AccessRecorded, "class_version", 1) == 1
+
+
 def access_fields(state: bytes, *, streams: bool = True) -> dict[str, Any]:
     """The fields of a stored AccessRecorded event, the inverse of ``AccessRecord.stored_event``: what the mapper's
     transcoder decodes, found more cheaply by decoding only the values that can be tagged (the time, the secret
