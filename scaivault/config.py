@@ -74,8 +74,9 @@ def _check_host_port(value: str) -> str:
 class Settings(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    database_url: str | None = None
-    redis_url: str | None = None
+    # URLs may carry a password: kept out of the repr, like every other credential here.
+    database_url: str | None = Field(default=None, repr=False)
+    redis_url: str | None = Field(default=None, repr=False)
     bind_address: str = "0.0.0.0:8443"
     base_url: str | None = None
     log_level: LogLevel = "info"

@@ -42,3 +42,13 @@ def test_tls_makes_the_public_url_https_and_base_url_wins() -> None:
 
 def test_the_root_key_is_not_in_the_repr() -> None:
     assert "c2VjcmV0" not in repr(Settings.from_env({"SCAIVAULT_ROOT_KEY": "c2VjcmV0", "KMS_PROVIDER": "env"}))
+
+
+def test_no_credential_is_in_the_repr() -> None:
+    settings = Settings.from_env({
+        "DATABASE_URL": "postgresql://vault:db-pass-1@db/vault", "REDIS_URL": "redis://:redis-pass-2@cache:6379/0",
+        "SCAIKEY_URL": "https://scaikey.example", "SCAIKEY_CLIENT_ID": "vault",
+        "SCAIKEY_CLIENT_SECRET": "client-pass-3", "SCAIKEY_WEBHOOK_SECRET": "hook-pass-4-long-enough",
+    })
+    for secret in ("db-pass-1", "redis-pass-2", "client-pass-3", "hook-pass-4"):
+        assert secret not in repr(settings) and secret not in str(settings)
