@@ -139,12 +139,7 @@ def _storable(value: str | None, limit: int) -> str | None:
     return value if value.isascii() and value.isprintable() else _CONTROL.sub("\ufffd", value)
 
 
-_TOUCH = """
-INSERT INTO scaivault_secret_last_access (stream_id, last_accessed_at)
-SELECT * FROM unnest($1::uuid[], $2::timestamptz[])
-ON CONFLICT (stream_id) DO UPDATE SET last_accessed_at = excluded.last_accessed_at
-    WHERE scaivault_secret_last_access.last_accessed_at < excluded.last_accessed_at
-"""
+_TOUCH = "SELECT scaivault_touch_last_access($1::uuid[], $2::timestamptz[])"  # migration 0014
 
 
 def last_access_times(accesses: Iterable[tuple[datetime, Sequence[UUID]]]) -> tuple[list[UUID], list[datetime]]:
