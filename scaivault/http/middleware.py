@@ -86,6 +86,11 @@ async def _answer(request: web.Request, handler: Handler, request_id: str) -> tu
         error = exc
     except web.HTTPException as exc:
         error = _as_api_error(exc)
+    except asyncpg.CharacterNotInRepertoireError:
+        # A NUL (or other unstorable character) in a value the request sent, met by PostgreSQL before any check of
+        # ours: nothing stored can hold it, so it can match nothing and be written nowhere. The transaction, if
+        # any, rolled back.
+        error = InvalidRequest("A value in the request contains a character that cannot be stored (NUL)")
     except UNAVAILABLE as exc:  # the database is down, overloaded or locked up: transient, and the client may retry
         log.warning("dependency unavailable", extra={"request_id": request_id, "error": type(exc).__name__})
         error = ServiceUnavailable()

@@ -154,3 +154,11 @@ async def test_every_timestamp_a_caller_sends_is_refused_at_the_calendars_edge(
     response = await client.post("/v1/audit/export", json=export, headers=headers)
     assert await error_of(response) == (422, "validation_error")
     assert await container.pool.fetchval("SELECT count(*) FROM scaivault_audit_exports") == 0
+
+
+async def test_a_nul_in_any_text_parameter_is_a_bad_request_not_a_500(client: TestClient, container: Container) -> None:
+    """PostgreSQL refuses NUL in text: whichever parameter carries one, the answer is 400, found at the front door
+    rather than handler by handler."""
+    headers = caller_token(container, "audit:read", roles=("tenant_admin",))
+    for url in ("/v1/audit/logs?identity_id=a%00b", "/v1/audit/logs?request_id=a%00b", "/v1/audit/identities/user:a%00b"):
+        assert await error_of(await client.get(url, headers=headers)) == (400, "invalid_request"), url
