@@ -24,21 +24,13 @@ import asyncpg
 from eventsourcing.utils import get_topic
 
 from projections.audit.projector import AuditLogProjection
-from projections.runner import Projection, tracked_position
+from projections.runner import AllTopicsExcept, Projection, tracked_position
 from scaivault.domain.access import ACCESS_TOPIC
 from scaivault.domain.secrets import Secret
 
 NAME = "event_index"
 
 _SECRET_TOPIC_PREFIX = get_topic(Secret) + "."
-
-
-class _EveryTopicButAccess(frozenset):  # type: ignore[type-arg]
-    """The runner decodes the events whose topic is ``in`` a projection's topics: this one wants all but access
-    records (the audit log indexes those)."""
-
-    def __contains__(self, topic: object) -> bool:
-        return topic != ACCESS_TOPIC
 
 
 def _event_time(domain_event: Any) -> datetime:
@@ -61,7 +53,7 @@ ON CONFLICT (notification_id) DO NOTHING
 
 class EventIndexProjection(Projection):
     name = NAME
-    topics = _EveryTopicButAccess()
+    topics = AllTopicsExcept({ACCESS_TOPIC})  # the audit log indexes access records
     tables = ("scaivault_event_index",)
 
     async def apply(self, conn: asyncpg.Connection, events: Sequence[tuple[int, Any]]) -> None:

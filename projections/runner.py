@@ -24,19 +24,27 @@ from eventsourcing.persistence import Mapper, Notification, StoredEvent
 
 from scaivault.database import connect
 from scaivault.eventstore.locks import SHARED_READ_MODEL_LOCK, advisory_key
-from scaivault.eventstore.recorder import EventStoreListener, PostgresEventStore
+from scaivault.eventstore.recorder import WAKEUP_COVERS_SECONDS, EventStoreListener, PostgresEventStore
 from scaivault.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
 TRACKING_TABLE = "scaivault_tracking"
+# A runner keeps polling at its gather interval for this long after it last found events: appenders woke it less
+# than WAKEUP_COVERS_SECONDS before they skip a NOTIFY (the group commit of access records does).
+HOT_SECONDS = 2 * WAKEUP_COVERS_SECONDS
+MIN_GATHER_SECONDS = 0.01
+# How far past its position (in batches) a runner looks for events it consumes in one go: topics it skips are
+# filtered out by PostgreSQL, and a long run of them must not become one huge scan.
+SCAN_WINDOW = 20
 
 
 class Projection(ABC):
     """A read model built from events by a catch-up runner."""
 
     name: ClassVar[str]
-    # Topics the projection consumes; any other event only moves its position on.
+    # Topics the projection consumes (or AllTopicsExcept those it skips); any other event only moves its position
+    # on, and is not even read.
     topics: ClassVar[frozenset[str]]
     # The tables it owns, which a rebuild recreates beside the live ones and swaps in.
     tables: ClassVar[tuple[str, ...]]
@@ -87,6 +95,21 @@ def swap_key(name: str) -> int:
     return advisory_key(f"projection-swap:{name}")
 
 
+class AllTopicsExcept(frozenset):  # type: ignore[type-arg]
+    """``Projection.topics`` for a projection that consumes every topic but the ones given: ``in`` answers for
+    the topics consumed, iterating gives the ones left out (which the runner asks PostgreSQL not to send)."""
+
+    def __contains__(self, topic: object) -> bool:
+        return not frozenset.__contains__(self, topic)
+
+
+@dataclass
+class _Batch:
+    events: list[Notification]  # of the topics the projection consumes
+    upto: int  # the position applying them reaches
+    more: bool = False  # whether more events are known to follow
+
+
 @dataclass
 class ProjectionState:
     name: str
@@ -124,7 +147,7 @@ class ProjectionRunner:
         *,
         batch_size: int = 500,
         poll_seconds: float = 1.0,
-        gather_seconds: float = 0.05,
+        gather_seconds: float = 0.1,
         max_backoff_seconds: float = 60.0,
         on_progress: Callable[[str, int, int], None] | None = None,
     ) -> None:
@@ -216,64 +239,86 @@ class ProjectionRunner:
     async def _catch_up_forever(
         self, conn: asyncpg.Connection, projection: Projection, state: ProjectionState, woken: asyncio.Event
     ) -> None:
+        found_at = -HOT_SECONDS  # when events were last found
         while True:
             if state.retry_at is not None and time.monotonic() < state.retry_at:
                 await self._sleep(woken, state.retry_at - time.monotonic())
                 continue
-            applied = await self._apply_next_batch(conn, projection, state)
-            if not applied:
+            read = await self._apply_next_batch(conn, projection, state)
+            if read:
+                found_at = time.monotonic()
+            if not read and time.monotonic() - found_at >= HOT_SECONDS:
                 self._progress(state, await self._store.max_notification_id(conn))
                 await self._sleep(woken, self._poll)
-            elif applied < self._batch_size and self._gather:
-                # Caught up: let events gather for a moment, so a busy server's stream of small commits (every
-                # request's access record) becomes one transaction per many events instead of one per commit.
-                await asyncio.sleep(self._gather)
+            elif read < self._batch_size:
+                # Caught up, or nearly: let events gather for a moment, so a busy server's stream of small commits
+                # (every request's access record) becomes one transaction per many events instead of one per
+                # commit. Events were found lately, so keep polling like this (appenders then skip the NOTIFY).
+                await asyncio.sleep(self._gather or MIN_GATHER_SECONDS)
 
     async def _apply_next_batch(self, conn: asyncpg.Connection, projection: Projection, state: ProjectionState) -> int:
         """One transaction: the position as recorded (a rebuild may have swapped the read model and moved it),
-        the events after it, their effect and the new position. Returns how many events it read (0: none; a
-        failure counts as 1)."""
+        the events after it, their effect and the new position. Returns how far it moved (0: not at all; a
+        failure counts as 1), at most the batch size."""
         try:
             async with conn.transaction():
                 batch = await self._next_batch(conn, projection, state)
-                if not batch:
+                if batch.upto <= state.position:
                     return 0
-                await projection.apply(conn, self._decode(projection, batch))
-                await record_position(conn, projection.name, batch[-1].id)
+                if batch.events:
+                    await projection.apply(conn, self._decode(projection, batch.events))
+                await record_position(conn, projection.name, batch.upto)
         except (OSError, asyncpg.InterfaceError, asyncpg.ConnectionDoesNotExistError):
             raise  # the connection is gone: reconnect, re-take the lock, resume from the committed position
         except Exception:
             await self._pinpoint_failure(conn, projection, state)
             return 1
-        state.position = batch[-1].id
+        moved, state.position = min(batch.upto - state.position, self._batch_size), batch.upto
         self._progress(state, max(self._head, state.position))
         if state.failed_notification_id is not None:
             await self._report(conn, state, failed=None, error=None)
-        return len(batch)
+        return self._batch_size if batch.more else min(moved, self._batch_size - 1)
 
     async def _next_batch(
         self, conn: asyncpg.Connection, projection: Projection, state: ProjectionState, limit: int | None = None
-    ) -> list[Notification]:
+    ) -> _Batch:
+        """The next events the projection consumes, and the position they take it to: past the last of them when
+        the batch is full, else past everything committed so far (up to a window), read or filtered out."""
         # Shared with other appliers, exclusive for a rebuild's swap of this projection's tables.
         await conn.execute(SHARED_READ_MODEL_LOCK, swap_key(projection.name))
         state.position = await tracked_position(conn, projection.name)
-        return await self._store.select_notifications(conn, state.position + 1, limit or self._batch_size)
+        limit = limit or self._batch_size
+        # Everything up to the head is final: notification ids are handed out under the event store's table lock,
+        # in commit order, so no transaction still open can commit an id at or below it.
+        head = await self._store.max_notification_id(conn)
+        stop = min(head, state.position + SCAN_WINDOW * limit)
+        if stop <= state.position:
+            return _Batch([], state.position)
+        topics = projection.topics
+        events = await self._store.select_notifications(
+            conn, state.position + 1, limit, stop=stop,
+            **({"exclude_topics": list(topics)} if isinstance(topics, AllTopicsExcept) else {"topics": list(topics)}),
+        )
+        if len(events) == limit:
+            return _Batch(events, events[-1].id, more=True)
+        return _Batch(events, stop, more=stop < head)
 
     async def _pinpoint_failure(self, conn: asyncpg.Connection, projection: Projection, state: ProjectionState) -> None:
         """Apply the batch one event at a time, committing each, to find and report the one that fails."""
         for _ in range(self._batch_size):
-            batch: list[Notification] = []
+            batch = _Batch([], state.position)
             try:
                 async with conn.transaction():
                     batch = await self._next_batch(conn, projection, state, limit=1)
-                    if not batch:
+                    if batch.upto <= state.position:
                         return
-                    await projection.apply(conn, self._decode(projection, batch))
-                    await record_position(conn, projection.name, batch[0].id)
+                    if batch.events:
+                        await projection.apply(conn, self._decode(projection, batch.events))
+                    await record_position(conn, projection.name, batch.upto)
             except (OSError, asyncpg.InterfaceError, asyncpg.ConnectionDoesNotExistError):
                 raise
             except Exception as exc:
-                failed_id = state.position + 1 if not batch else batch[0].id
+                failed_id = batch.events[0].id if batch.events else state.position + 1
                 error = f"{type(exc).__name__}: {str(exc)[:500]}"
                 log.error(
                     "projection stopped on an event",
@@ -283,7 +328,7 @@ class ProjectionRunner:
                 state.retry_at = time.monotonic() + min(self._max_backoff, self._poll * 2 ** min(state.failures, 16))
                 await self._report(conn, state, failed=failed_id, error=error)
                 return
-            state.position = batch[0].id
+            state.position = batch.upto
 
     async def _report(self, conn: asyncpg.Connection, state: ProjectionState, *, failed: int | None, error: str | None) -> None:
         state.failed_notification_id, state.error = failed, error

@@ -27,6 +27,7 @@ from scaivault.domain.access import ACCESS_TOPIC, AccessRecorded, access_stream_
 from scaivault.eventstore.locks import READ_MODEL_SWAP_KEY
 from scaivault.eventstore.mapper import decode_tag, untag
 from scaivault.domain.errors import ServiceUnavailable
+from scaivault.eventstore.recorder import WAKEUP_COVERS_SECONDS
 from scaivault.eventstore.repository import Repository
 from scaivault.metrics import Metrics
 
@@ -192,12 +193,13 @@ class AccessRecorder:
         self._repository = repository
         self._metrics = metrics
         self._timeout = timeout
-        self._queue: list[tuple[AccessRecord, asyncio.Future[None]]] = []
+        self._queue: list[_Pending] = []
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._closing = False
         self._gather = gather_seconds
         self._last_batch = 0  # records in the batch flushed last
+        self._woke_runners_at = -WAKEUP_COVERS_SECONDS  # loop time of the last committed NOTIFY
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="access-recorder")
@@ -210,17 +212,21 @@ class AccessRecorder:
             await self._task
 
     async def record(self, record: AccessRecord) -> None:
-        """Return once ``record`` is durable; raise ServiceUnavailable if that does not happen in time."""
+        """Return once ``record`` is durable; raise ServiceUnavailable if that does not happen in time.
+
+        The deadline is kept by the group commit, not by a timer per request: each batch must commit before its
+        oldest record's deadline (records queue in arrival order, so that is the earliest), and a batch whose
+        oldest deadline has passed fails without being tried."""
         if self._skip:
             return
         if self._closing:
             raise ServiceUnavailable("The server is shutting down")
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._queue.append((record, future))
+        loop = asyncio.get_running_loop()
+        pending = _Pending(record, loop.create_future(), loop.time() + self._timeout)
+        self._queue.append(pending)
         self._wakeup.set()
         try:
-            async with asyncio.timeout(self._timeout):  # a timed-out request cancels only its own future
-                await future
+            await pending.future
         except (asyncio.TimeoutError, OSError, asyncpg.PostgresError) as exc:
             if self._metrics is not None:
                 self._metrics.access_record_failures.inc()
@@ -240,13 +246,21 @@ class AccessRecorder:
                     await asyncio.sleep(self._gather)
                 batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
                 self._last_batch = len(batch)
-                await self._flush(batch)
+                try:
+                    await self._flush(batch)
+                except BaseException as exc:  # nothing may leave a request waiting for ever
+                    self._fail(batch, OSError(f"access recorder: {type(exc).__name__}"))
+                    if not isinstance(exc, Exception):
+                        self._fail(self._queue, OSError("access recorder stopped"))
+                        raise
+                    log.exception("access recorder failed on a batch")
             if self._closing and not self._queue:
                 return
 
-    async def _flush(self, batch: list[tuple[AccessRecord, asyncio.Future[None]]]) -> None:
+    async def _flush(self, batch: list[_Pending]) -> None:
         try:
-            await self._append([record for record, _ in batch])
+            async with asyncio.timeout_at(batch[0].deadline):
+                await self._append([pending.record for pending in batch])
         except asyncpg.DataError:
             if len(batch) > 1:  # one unstorable record must not fail the others: isolate it
                 for one in batch:
@@ -259,22 +273,33 @@ class AccessRecorder:
             return
         if self._metrics is not None:
             self._metrics.access_record_batches.observe(len(batch))
-        for record, future in batch:
-            record.persisted = True
-            if not future.done():
-                future.set_result(None)
+        for pending in batch:
+            pending.record.persisted = True
+            if not pending.future.done():
+                pending.future.set_result(None)
 
     async def _append(self, records: list[AccessRecord]) -> None:
-        async with asyncio.timeout(self._timeout):
-            transcoder = self._repository.mapper.transcoder
-            stored = [record.stored_event(transcoder) for record in records]
-            touched = last_access_times((r.recorded_at, r.accessed_streams) for r in records if r.success)
-            async with self._pool.acquire() as conn:
-                await conn.execute(_RECORD_ACCESS, READ_MODEL_SWAP_KEY, *touched,
-                                   *self._repository.store.append_arguments(stored))
+        loop = asyncio.get_running_loop()
+        transcoder = self._repository.mapper.transcoder
+        stored = [record.stored_event(transcoder) for record in records]
+        touched = last_access_times((r.recorded_at, r.accessed_streams) for r in records if r.success)
+        # Runners woken a moment ago are still polling (see WAKEUP_COVERS_SECONDS): no NOTIFY needed.
+        wake = loop.time() - self._woke_runners_at >= WAKEUP_COVERS_SECONDS
+        async with self._pool.acquire() as conn:
+            await conn.execute(_RECORD_ACCESS, READ_MODEL_SWAP_KEY, *touched,
+                               *self._repository.store.append_arguments(stored, wake=wake))
+        if wake:
+            self._woke_runners_at = loop.time()
 
     @staticmethod
-    def _fail(batch: list[tuple[AccessRecord, asyncio.Future[None]]], exc: BaseException) -> None:
-        for _, future in batch:
-            if not future.done():
-                future.set_exception(exc)
+    def _fail(batch: list[_Pending], exc: BaseException) -> None:
+        for pending in batch:
+            if not pending.future.done():
+                pending.future.set_exception(exc)
+
+
+@dataclass(slots=True)
+class _Pending:
+    record: AccessRecord
+    future: asyncio.Future[None]
+    deadline: float  # loop time by which the record must be durable, or the request fails closed

@@ -38,6 +38,11 @@ def _identifier(name: str) -> str:
     return f'"{name}"'
 
 
+# An appender may leave out the NOTIFY only within this long of its last committed one, and a projection runner keeps
+# polling for twice this long after it last found events: a wake-up it was sent still covers those appends.
+WAKEUP_COVERS_SECONDS = 0.5
+
+
 class EventStoreConflict(Exception):
     """An (originator_id, originator_version) was already taken: a concurrent writer won.
 
@@ -89,12 +94,13 @@ class PostgresEventStore:
             raise EventStoreConflict(str(e)) from e
         return [row[0] for row in rows]
 
-    def append_arguments(self, stored_events: Sequence[StoredEvent]) -> tuple[Any, ...]:
+    def append_arguments(self, stored_events: Sequence[StoredEvent], *, wake: bool = True) -> tuple[Any, ...]:
         """The arguments of ``scaivault_append_events`` (events table, channel, lock timeout, then the events'
-        columns), for SQL functions that append as one step of a larger statement."""
+        columns), for SQL functions that append as one step of a larger statement. ``wake=False`` leaves out the
+        NOTIFY (an empty channel; migration 0015)."""
         return (
             self._events_table,
-            self.channel,
+            self.channel if wake else "",
             self._lock_timeout,
             [e.originator_id for e in stored_events],
             [e.originator_version for e in stored_events],
@@ -141,9 +147,11 @@ class PostgresEventStore:
         *,
         stop: int | None = None,
         topics: Sequence[str] = (),
+        exclude_topics: Sequence[str] = (),
         inclusive_of_start: bool = True,
     ) -> list[Notification]:
-        """Events in notification order from ``start``, at most ``limit``; same semantics as eventsourcing's."""
+        """Events in notification order from ``start``, at most ``limit``; same semantics as eventsourcing's, plus
+        ``exclude_topics``."""
         sql = self._select_notifications_sql + (">= $1" if inclusive_of_start else "> $1")
         args: list[object] = [start]
         if stop is not None:
@@ -152,6 +160,9 @@ class PostgresEventStore:
         if topics:
             args.append(list(topics))
             sql += f" AND topic = ANY(${len(args)}::text[])"
+        if exclude_topics:
+            args.append(list(exclude_topics))
+            sql += f" AND topic <> ALL(${len(args)}::text[])"
         args.append(limit)
         sql += f" ORDER BY notification_id LIMIT ${len(args)}"
         rows = await conn.fetch(sql, *args)
