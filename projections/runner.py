@@ -147,7 +147,7 @@ class ProjectionRunner:
         *,
         batch_size: int = 500,
         poll_seconds: float = 1.0,
-        gather_seconds: float = 0.1,
+        gather_seconds: float = 0.25,
         max_backoff_seconds: float = 60.0,
         on_progress: Callable[[str, int, int], None] | None = None,
     ) -> None:

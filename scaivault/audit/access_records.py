@@ -25,7 +25,7 @@ from eventsourcing.persistence import StoredEvent, Transcoder
 
 from scaivault.domain.access import ACCESS_TOPIC, AccessRecorded, access_stream_id
 from scaivault.eventstore.locks import READ_MODEL_SWAP_KEY
-from scaivault.eventstore.mapper import decode_tag, untag
+from scaivault.eventstore.mapper import DATETIME_TAG, UUID_TAG, OrjsonTranscoder, decode_tag, untag
 from scaivault.domain.errors import ServiceUnavailable
 from scaivault.eventstore.recorder import WAKEUP_COVERS_SECONDS
 from scaivault.eventstore.repository import Repository
@@ -69,11 +69,17 @@ class AccessRecord:
     def stored_event(self, transcoder: Transcoder) -> StoredEvent:
         """What ``mapper.to_stored_event(self.event())`` gives, built directly: the group commit maps thousands of
         records a second, and going through a DomainEvent and the generic mapper took most of its time."""
+        fields = self.storable_fields()
+        if fields["extra"] or type(transcoder) is not OrjsonTranscoder or type(self.recorded_at) is not datetime:
+            state = transcoder.encode(fields)
+        else:
+            # The transcoder's very bytes, without its walk in search of values to tag: here the only ones are
+            # known (nine reads in ten have no `extra`), and the walk was a third of the group commit's time.
+            fields["timestamp"] = {"_type_": DATETIME_TAG, "_data_": self.recorded_at.isoformat()}
+            fields["accessed_streams"] = [{"_type_": UUID_TAG, "_data_": s.hex} for s in fields["accessed_streams"]]
+            state = orjson.dumps(fields)
         return StoredEvent(
-            originator_id=access_stream_id(self.request_id),
-            originator_version=1,
-            topic=ACCESS_TOPIC,
-            state=transcoder.encode(self.storable_fields()),
+            originator_id=access_stream_id(self.request_id), originator_version=1, topic=ACCESS_TOPIC, state=state
         )
 
     def storable_fields(self) -> dict[str, Any]:
