@@ -13,7 +13,7 @@ import asyncio
 import logging
 import re
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timezone
 from collections.abc import Iterable, Sequence
 from typing import Any
 from uuid import UUID
@@ -34,6 +34,8 @@ from scaivault.metrics import Metrics
 log = logging.getLogger(__name__)
 
 MAX_BATCH = 1000
+MAX_REMEMBERED_STREAMS = 100_000  # last-access times remembered per process (forgotten all at once beyond it)
+_EPOCH = datetime.min.replace(tzinfo=timezone.utc)
 
 
 @dataclass
@@ -206,6 +208,9 @@ class AccessRecorder:
         self._gather = gather_seconds
         self._last_batch = 0  # records in the batch flushed last
         self._woke_runners_at = -WAKEUP_COVERS_SECONDS  # loop time of the last committed NOTIFY
+        # The last-access time (a whole second) this process last committed per secret stream: a hot secret is read
+        # many times a second, and only the first read of each second can move its row.
+        self._last_access_written: dict[UUID, datetime] = {}
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="access-recorder")
@@ -288,7 +293,9 @@ class AccessRecorder:
         loop = asyncio.get_running_loop()
         transcoder = self._repository.mapper.transcoder
         stored = [record.stored_event(transcoder) for record in records]
-        touched = last_access_times((r.recorded_at, r.accessed_streams) for r in records if r.success)
+        touched = self._not_yet_written(
+            last_access_times((r.recorded_at, r.accessed_streams) for r in records if r.success)
+        )
         # Runners woken a moment ago are still polling (see WAKEUP_COVERS_SECONDS): no NOTIFY needed.
         wake = loop.time() - self._woke_runners_at >= WAKEUP_COVERS_SECONDS
         async with self._pool.acquire() as conn:
@@ -296,6 +303,17 @@ class AccessRecorder:
                                *self._repository.store.append_arguments(stored, wake=wake))
         if wake:
             self._woke_runners_at = loop.time()
+        if len(self._last_access_written) > MAX_REMEMBERED_STREAMS:
+            self._last_access_written.clear()
+        self._last_access_written.update(zip(*touched, strict=True))
+
+    def _not_yet_written(self, touched: tuple[list[UUID], list[datetime]]) -> tuple[list[UUID], list[datetime]]:
+        """The last-access times that would move a row, as far as this process knows (a row only moves forward,
+        and rows are removed only with their secret or after years, so skipping a time this process already
+        committed never loses one)."""
+        written = self._last_access_written
+        kept = [(stream, at) for stream, at in zip(*touched, strict=True) if written.get(stream, _EPOCH) < at]
+        return [stream for stream, _ in kept], [at for _, at in kept]
 
     @staticmethod
     def _fail(batch: list[_Pending], exc: BaseException) -> None:
