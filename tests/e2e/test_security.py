@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime
 import base64
 import logging
 
@@ -18,7 +19,10 @@ from eventsourcing.persistence import StoredEvent
 from commands.tokens import IssueToken, issue_token, revoke_token
 from scaivault.bootstrap import Container, build_container
 from scaivault.config import Settings
+from scaivault.audit.access_records import AccessRecord
 from scaivault.domain.access import AccessRecorded
+from scaivault.domain.errors import ServiceUnavailable
+from scaivault.http.middleware import new_request_id
 from scaivault.eventstore.mapper import create_mapper
 from scaivault.http.app import create_app
 from tests.e2e.conftest import PARTNER, TENANT, TokenFactory, bearer
@@ -160,6 +164,40 @@ async def test_audit_is_fail_closed_and_recovers(
     read = await client.get("/v1/secrets/app/audited", headers=t)
     assert read.status == 200
     assert (await read.json())["data"] == {"v": "1"}  # the refused write changed nothing
+
+
+async def test_records_queued_behind_a_hung_batch_fail_by_their_own_deadline(
+    pool: asyncpg.Pool, settings: Settings
+) -> None:
+    """The audit timeout is kept per batch, not by a timer per request: a batch must commit before its oldest
+    record's deadline, so no request waits longer than the timeout, even queued behind a batch that hangs (here
+    PostgreSQL itself would wait 30 s for the lock). Records that joined a batch late fail with it, sooner."""
+    patient = settings.model_copy(update={"audit_timeout_seconds": 0.5, "event_lock_timeout_seconds": 30.0})
+    container = await build_container(patient)
+    await container.access_recorder.start()
+    blocker = await pool.acquire()
+    transaction = blocker.transaction()
+    await transaction.start()
+    await blocker.execute("LOCK TABLE scaivault_events IN ACCESS EXCLUSIVE MODE")
+    loop = asyncio.get_running_loop()
+
+    async def one(delay: float) -> float:
+        await asyncio.sleep(delay)
+        started = loop.time()
+        with pytest.raises(ServiceUnavailable):
+            await container.access_recorder.record(AccessRecord(
+                recorded_at=datetime.now(UTC), request_id=new_request_id(), method="GET", route="/v1/health",
+                action="read", status=200))
+        return loop.time() - started
+
+    try:
+        waited = await asyncio.gather(*(one(delay) for delay in (0, 0.1, 0.2, 0.3, 0.45, 0.6)))
+    finally:
+        await transaction.rollback()
+        await pool.release(blocker)
+        await container.close()
+    assert all(seconds < 0.5 + 0.3 for seconds in waited), waited
+    assert waited[0] > 0.45 and waited[-1] > 0.45, waited  # a record alone in its batch gets all its time
 
 
 async def test_revoked_and_unknown_personal_access_tokens(client: TestClient, container: Container) -> None:

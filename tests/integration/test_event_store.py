@@ -110,7 +110,28 @@ async def test_append_read_and_notifications(pool: asyncpg.Pool) -> None:
     assert [n.id for n in await store.select_notifications(pool, ids[1], 10, inclusive_of_start=False)] == ids[2:]
     assert [n.id for n in await store.select_notifications(pool, 1, 10, stop=ids[1])] == ids[:2]
     assert [n.id for n in await store.select_notifications(pool, 1, 10, topics=["tests:B"])] == [ids[2]]
+    assert [n.id for n in await store.select_notifications(pool, 1, 10, exclude_topics=["tests:B"])] == [
+        *ids[:2], ids[3]]
     assert await store.max_notification_id(pool) == ids[-1]
+
+
+async def test_a_store_on_a_table_of_its_own_appends_there(pool: asyncpg.Pool) -> None:
+    """The append function plans its statements once for the event store's own table; any other table takes the
+    dynamic path, which must behave the same."""
+    await pool.execute("CREATE TABLE other_events (LIKE scaivault_events INCLUDING ALL)")
+    other, default = PostgresEventStore(events_table="other_events"), PostgresEventStore()
+    a = uuid4()
+    async with pool.acquire() as conn:
+        async with conn.transaction():
+            ids = await other.append(conn, [stored(a, 1, b"a1"), stored(a, 2, b"a2")])
+        with pytest.raises(EventStoreConflict):
+            async with conn.transaction():
+                await other.append(conn, [stored(a, 2, b"again")])
+        async with conn.transaction():
+            mine = await default.append(conn, [stored(a, 1, b"mine")])
+    assert [n.id for n in await other.select_notifications(pool, 1, 10)] == ids
+    assert [e.state for e in await other.read_stream(pool, a)] == [b"a1", b"a2"]
+    assert [e.state for e in await default.read_stream(pool, a)] == [b"mine"] and len(mine) == 1
 
 
 async def test_conflict_keeps_nothing_from_the_transaction(pool: asyncpg.Pool) -> None:

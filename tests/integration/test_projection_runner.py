@@ -12,7 +12,7 @@ import pytest
 from eventsourcing.domain import Aggregate, event
 from eventsourcing.utils import get_topic
 
-from projections.runner import Projection, ProjectionRunner
+from projections.runner import HOT_SECONDS, SCAN_WINDOW, AllTopicsExcept, Projection, ProjectionRunner
 from scaivault.eventstore.mapper import create_mapper
 from scaivault.eventstore.recorder import PostgresEventStore
 from scaivault.eventstore.repository import Repository
@@ -159,6 +159,97 @@ async def test_two_runners_racing_from_the_start_apply_each_event_once(counted: 
     finally:
         for r in runners:
             await r.stop()
+
+
+class Noise(Aggregate):
+    @event("Made")
+    def make(self, n: int) -> None:
+        pass
+
+
+class EverythingButTallies(CountingProjection):
+    name = "test_everything_but_tallies"
+    topics = AllTopicsExcept({COUNTED, get_topic(Tally.Created), get_topic(Noise.Created)})
+
+
+async def write_noise(pool: asyncpg.Pool, count: int) -> None:
+    repository = Repository(PostgresEventStore(), create_mapper())
+    noise = Noise()
+    for n in range(count):
+        noise.make(n=n)
+    async with pool.acquire() as conn, conn.transaction():
+        await repository.save(conn, noise.collect_events(), [noise])
+
+
+async def test_events_a_projection_skips_are_not_read_yet_move_it_on(
+    counted: asyncpg.Pool, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PostgreSQL filters out the topics a projection does not consume; its position still passes them, a long run
+    of them included (longer than the scan window), and a projection of every topic but one sees the rest."""
+    read: list[str] = []
+    select = PostgresEventStore.select_notifications
+
+    async def spying(self: PostgresEventStore, *args: Any, **kwargs: Any) -> Any:
+        notifications = await select(self, *args, **kwargs)
+        read.extend(n.topic for n in notifications)
+        return notifications
+
+    monkeypatch.setattr(PostgresEventStore, "select_notifications", spying)
+    await write_events(counted, 30)
+    await write_noise(counted, SCAN_WINDOW * 50 + 70)  # past one scan window of the runner's batches (50)
+    await write_events(counted, 30, start=30)
+    await write_noise(counted, 10)  # the log ends on events the counting projection skips
+    worker = runner(database_url, CountingProjection())
+    await worker.start()
+    try:
+        await wait_for(lambda: _length_is(counted, 60))
+        await wait_for(lambda: _lag_is_zero(worker, counted, "test_counting"))
+    finally:
+        await worker.stop()
+    assert await counted_ns(counted) == list(range(60))
+    assert set(read) == {COUNTED}
+
+    await counted.execute("TRUNCATE test_counted")
+    read.clear()
+    others = runner(database_url, EverythingButTallies())
+    await others.start()
+    try:
+        await wait_for(lambda: _length_is(counted, SCAN_WINDOW * 50 + 80))
+        await wait_for(lambda: _lag_is_zero(others, counted, "test_everything_but_tallies"))
+    finally:
+        await others.stop()
+    assert await counted_ns(counted) == [*range(SCAN_WINDOW * 50 + 70), *range(10)]
+    assert COUNTED not in set(read)
+
+
+async def test_an_append_without_a_wakeup_is_applied_while_the_runner_still_polls(
+    counted: asyncpg.Pool, database_url: str
+) -> None:
+    """The group commit of access records leaves out the NOTIFY within WAKEUP_COVERS_SECONDS of its last one: a
+    runner that found events keeps polling that long, so such appends are applied without a wake-up (the idle poll
+    here is a minute: only a wake-up or that polling can find anything)."""
+    store, mapper = PostgresEventStore(), create_mapper()
+    worker = ProjectionRunner(database_url, store, mapper, [CountingProjection()], poll_seconds=60, batch_size=50)
+    await worker.start()
+    try:
+        await asyncio.sleep(0.3)  # the runner is idle, waiting for a wake-up
+        await write_events(counted, 5)  # wakes it
+        await wait_for(lambda: _length_is(counted, 5), timeout=5)
+        tally = Tally()
+        for n in range(5, 10):
+            tally.count(n=n)
+        stored = [mapper.to_stored_event(e) for e in tally.collect_events()]
+        async with counted.acquire() as conn, conn.transaction():
+            await conn.fetch("SELECT * FROM scaivault_append_events($1::regclass, $2, $3, $4, $5, $6, $7)",
+                             *store.append_arguments(stored, wake=False))
+        await wait_for(lambda: _length_is(counted, 10), timeout=HOT_SECONDS)
+    finally:
+        await worker.stop()
+    assert await counted_ns(counted) == list(range(10))
+
+
+async def _lag_is_zero(worker: ProjectionRunner, pool: asyncpg.Pool, name: str) -> bool:
+    return (await worker.status(pool))[name]["lag"] == 0
 
 
 async def _length_is(pool: asyncpg.Pool, count: int) -> bool:
