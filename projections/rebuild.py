@@ -23,12 +23,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
-from eventsourcing.persistence import Mapper, Notification
+from eventsourcing.persistence import Mapper
 
 from projections.runner import TRACKING_TABLE, Projection, swap_key, tracked_position
 from scaivault.database import connect
 from scaivault.eventstore.locks import EXCLUSIVE_READ_MODEL_LOCK, MAINTENANCE_KEY, READ_MODEL_SWAP_KEY
-from scaivault.eventstore.recorder import PostgresEventStore
+from scaivault.eventstore.recorder import EventRow, PostgresEventStore
 
 Progress = Callable[[int, int], None]  # (events replayed so far, head)
 REPLAY_BATCH = 5000
@@ -152,7 +152,7 @@ class Rebuilder:
         replayed = 0
         if in_transaction:
             while True:
-                batch = await self._store.select_notifications(conn, position + 1, REPLAY_BATCH, stop=stop)
+                batch = await self._store.select_event_rows(conn, position + 1, REPLAY_BATCH, stop=stop)
                 if not batch:
                     return position, replayed
                 await model.projection.apply(conn, await self._decode(model, batch))
@@ -201,7 +201,7 @@ class Rebuilder:
         From position 0 (an empty copy) each page also goes through the projection's page preparer, if any."""
         prepare = model.projection.page_preparer() if position == 0 else None
         try:
-            while batch := await self._store.select_notifications(reader, position + 1, REPLAY_BATCH, stop=stop):
+            while batch := await self._store.select_event_rows(reader, position + 1, REPLAY_BATCH, stop=stop):
                 events = await self._decode(model, batch)
                 await pages.put((batch[-1].id, len(batch), await prepare(reader, events) if prepare else events))
                 position = batch[-1].id
@@ -209,12 +209,12 @@ class Rebuilder:
         except Exception as exc:  # the applying side raises it
             await pages.put(exc)
 
-    async def _decode(self, model: ReadModel, batch: list[Notification]) -> list[tuple[int, Any]]:
+    async def _decode(self, model: ReadModel, batch: list[EventRow]) -> list[tuple[int, Any]]:
         """The page's events the projection consumes, decoded (the others only move the position). Yields to the
         event loop between chunks, so a page being applied meanwhile gets its next statement sent."""
         wanted, decode, mapper, events = model.projection.topics, model.projection.decode, self._mapper, []
         for start in range(0, len(batch), DECODE_CHUNK):
-            # A Notification is a StoredEvent (its subclass): it is decoded as it is.
+            # An EventRow reads like a StoredEvent: it is decoded as it is.
             events += [(n.id, decode(mapper, n)) for n in batch[start : start + DECODE_CHUNK] if n.topic in wanted]
             await asyncio.sleep(0)
         return events

@@ -20,11 +20,11 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import asyncpg
-from eventsourcing.persistence import Mapper, Notification, StoredEvent
+from eventsourcing.persistence import Mapper, StoredEvent
 
 from scaivault.database import connect
 from scaivault.eventstore.locks import SHARED_READ_MODEL_LOCK, advisory_key
-from scaivault.eventstore.recorder import WAKEUP_COVERS_SECONDS, EventStoreListener, PostgresEventStore
+from scaivault.eventstore.recorder import WAKEUP_COVERS_SECONDS, EventRow, EventStoreListener, PostgresEventStore
 from scaivault.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
@@ -105,7 +105,7 @@ class AllTopicsExcept(frozenset):  # type: ignore[type-arg]
 
 @dataclass
 class _Batch:
-    events: list[Notification]  # of the topics the projection consumes
+    events: list[EventRow]  # of the topics the projection consumes
     upto: int  # the position applying them reaches
     more: bool = False  # whether more events are known to follow
 
@@ -295,7 +295,7 @@ class ProjectionRunner:
         if stop <= state.position:
             return _Batch([], state.position)
         topics = projection.topics
-        events = await self._store.select_notifications(
+        events = await self._store.select_event_rows(
             conn, state.position + 1, limit, stop=stop,
             **({"exclude_topics": list(topics)} if isinstance(topics, AllTopicsExcept) else {"topics": list(topics)}),
         )
@@ -352,10 +352,10 @@ class ProjectionRunner:
         if self._on_progress is not None:
             self._on_progress(state.name, state.position, self._head)
 
-    def _decode(self, projection: Projection, batch: list[Notification]) -> list[tuple[int, Any]]:
+    def _decode(self, projection: Projection, batch: list[EventRow]) -> list[tuple[int, Any]]:
         """Only the events the projection consumes are decoded: the others just move its position."""
         wanted, decode, mapper = projection.topics, projection.decode, self._mapper
-        # A Notification is a StoredEvent (its subclass): it is decoded as it is.
+        # An EventRow reads like a StoredEvent: it is decoded as it is.
         return [(n.id, decode(mapper, n)) for n in batch if n.topic in wanted]
 
     @staticmethod

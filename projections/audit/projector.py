@@ -8,7 +8,6 @@ same bytes as ``scaivault.audit.chain.entry_hash``.
 from __future__ import annotations
 
 import asyncio
-import hmac
 import weakref
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -22,18 +21,18 @@ from eventsourcing.persistence import Mapper, StoredEvent
 
 from projections.runner import Projection
 from scaivault.audit.access_records import ACCESS_FIELDS_AS_STORED, access_fields
-from scaivault.audit.chain import ENTRY_FIELDS, GENESIS, SYSTEM_CHAIN, _canonical_value, canonical, entry_hash
+from scaivault.audit.chain import ENTRY_FIELDS, GENESIS, SYSTEM_CHAIN, _canonical_value, canonical, chain_mac, entry_hash
 from scaivault.domain.access import ACCESS_TOPIC
+from scaivault.eventstore.mapper import DATETIME_TAG
 
 _TABLE = "scaivault_audit_log"
 _COLUMNS = (*ENTRY_FIELDS, "prev_hash", "hash")
-_fields = itemgetter(*ENTRY_FIELDS)
 # Connections whose jsonb codec is binary, which asyncpg's binary COPY needs (the pool's is text).
 _binary_jsonb: weakref.WeakSet[asyncpg.Connection] = weakref.WeakSet()
 
 
 def audit_entry(notification_id: int, event: Mapping[str, Any]) -> dict[str, Any]:
-    """The entry for an AccessRecorded event's fields (as ``AuditLogProjection.decode`` gives them)."""
+    """The entry for an AccessRecorded event's fields (as ``access_fields`` decodes them)."""
     return {
         "chain": event["tenant_id"] or SYSTEM_CHAIN,
         "seq": 0,
@@ -66,12 +65,12 @@ class AuditLogProjection(Projection):
     def __init__(self, chain_key: Callable[[asyncpg.Connection], Awaitable[bytes]]) -> None:
         self._chain_key = chain_key
 
-    def decode(self, mapper: Mapper[Any], stored: StoredEvent) -> Mapping[str, Any]:
-        """The event's fields, without building the DomainEvent: an entry is made of them alone, and a rebuild
-        decodes a million of them."""
+    def decode(self, mapper: Mapper[Any], stored: StoredEvent) -> Decoded:
+        """The event as an entry ready to chain, without building the DomainEvent (a rebuild decodes a million of
+        them): straight from the stored JSON when it has the usual shape, else from its decoded fields."""
         if not ACCESS_FIELDS_AS_STORED:
-            return vars(mapper.to_domain_event(stored))
-        return access_fields(stored.state, streams=False)
+            return _decoded(vars(mapper.to_domain_event(stored)))
+        return _decoded_as_stored(stored.state) or _decoded(access_fields(stored.state, streams=False))
 
     async def apply(self, conn: asyncpg.Connection, events: Sequence[tuple[int, Any]] | ChainedPage) -> None:
         if isinstance(events, ChainedPage):  # a rebuild's page, chained ahead by page_preparer()
@@ -79,7 +78,7 @@ class AuditLogProjection(Projection):
             return
         if not events:
             return
-        chains = sorted({event["tenant_id"] or SYSTEM_CHAIN for _, event in events})
+        chains = sorted({entry["chain"] for _, (entry, _at) in events})
         heads = {
             row["chain"]: (row["seq"], bytes(row["head"]))
             for row in await conn.fetch(
@@ -102,7 +101,7 @@ class AuditLogProjection(Projection):
         anchored: set[str] = set()
 
         async def prepare(conn: asyncpg.Connection, events: list[tuple[int, Any]]) -> ChainedPage:
-            new = sorted({event["tenant_id"] or SYSTEM_CHAIN for _, event in events} - anchored)
+            new = sorted({entry["chain"] for _, (entry, _at) in events} - anchored)
             if new:
                 for row in await conn.fetch(
                     "SELECT chain, seq, hash FROM scaivault_audit_anchors WHERE chain = ANY($1::text[])", new
@@ -148,35 +147,69 @@ class ChainedPage:
     heads: dict[str, tuple[int, bytes]]
 
 
-def _chain(key: bytes, heads: dict[str, tuple[int, bytes]], events: Sequence[tuple[int, Any]]) -> ChainedPage:
+# An access event decoded for the chain: its entry (ENTRY_FIELDS, with ``recorded_at`` as the canonical text and
+# ``seq``/``notification_id`` still 0), and ``recorded_at`` as the time it is stored as.
+Decoded = tuple[dict[str, Any], datetime]
+_AFTER_TIME = itemgetter(*ENTRY_FIELDS[4:])  # the row's fields after chain, seq, notification_id, recorded_at
+assert ENTRY_FIELDS[:4] == ("chain", "seq", "notification_id", "recorded_at")
+# An AccessRecorded state's keys (18): the entry's but chain, seq, notification_id and recorded_at, plus timestamp
+# and accessed_streams.
+_STORED_KEYS = len(ENTRY_FIELDS) - 2
+
+
+def _decoded(fields: Mapping[str, Any]) -> Decoded:
+    """The reference path, from an AccessRecorded event's fields."""
+    entry = audit_entry(0, fields)
+    at = entry["recorded_at"]
+    entry["recorded_at"] = _utc_text(at)
+    return entry, at
+
+
+def _decoded_as_stored(state: bytes) -> Decoded | None:
+    """``_decoded(access_fields(state))`` made from the stored JSON itself, for the usual event (a UTC time with
+    microseconds, nothing in ``extra``): its keys become the entry's, and the time's text its canonical text, so no
+    second dict is built and no time is formatted. None for any other event (the caller takes the reference path)."""
+    entry = orjson.loads(state)
+    if len(entry) != _STORED_KEYS or entry.get("extra") != {}:
+        return None
+    tag = entry.pop("timestamp", None)
+    if entry.pop("accessed_streams", None) is None or type(tag) is not dict or tag.get("_type_") != DATETIME_TAG:
+        return None
+    text = tag["_data_"]
+    if type(text) is not str or len(text) != 32 or not text.endswith("+00:00") or text[0] == "0":
+        return None  # not UTC with microseconds from the year 1000 on: the reference path formats it
+    entry["recorded_at"] = text[:26] + "Z"
+    entry["chain"] = entry["tenant_id"] or SYSTEM_CHAIN
+    entry["seq"] = entry["notification_id"] = 0
+    if len(entry) != len(ENTRY_FIELDS):
+        return None
+    return entry, datetime.fromisoformat(text)
+
+
+def _chain(key: bytes, heads: dict[str, tuple[int, bytes]], events: Sequence[tuple[int, Decoded]]) -> ChainedPage:
     """The entries of ``events`` extending ``heads`` (which it moves on), with their hashes."""
     page = ChainedPage([], {})
     if not events:
         return page
-    probe = audit_entry(*events[0])
-    fast = _fast_canonical(dict(probe)) == canonical(probe)  # else the batch takes the reference path
-    for notification_id, event in events:
-        entry = audit_entry(notification_id, event)
+    # The canonical text is orjson's sorted dump of the prepared entry; the first entry is checked against the
+    # reference (``scaivault.audit.chain.canonical``), and should they ever differ the batch takes that path.
+    notification_id, (probe, at) = events[0]
+    reference = dict(probe, recorded_at=at, notification_id=notification_id)
+    fast = orjson.dumps(dict(probe, notification_id=notification_id), option=orjson.OPT_SORT_KEYS) == canonical(
+        reference)
+    mac = chain_mac(key)
+    for notification_id, (entry, at) in events:
         chain = entry["chain"]
         seq, prev_hash = heads.get(chain, (0, GENESIS))
         entry["seq"] = seq = seq + 1
-        row = _fields(entry)
+        entry["notification_id"] = notification_id
         if fast:
-            digest = hmac.digest(key, prev_hash + _fast_canonical(entry), "sha256")
+            digest = mac(prev_hash + orjson.dumps(entry, option=orjson.OPT_SORT_KEYS))
         else:
-            digest = entry_hash(key, prev_hash, entry)
+            digest = entry_hash(key, prev_hash, dict(entry, recorded_at=at))
         heads[chain] = page.heads[chain] = (seq, digest)
-        page.rows.append(row + (prev_hash, digest))
+        page.rows.append((chain, seq, notification_id, at, *_AFTER_TIME(entry), prev_hash, digest))
     return page
-
-
-def _fast_canonical(entry: dict[str, Any]) -> bytes:
-    """``canonical(entry)`` in about half the time, for an entry made by ``audit_entry``, which it changes (its
-    ``recorded_at`` becomes text). Such an entry has exactly the keys of ``ENTRY_FIELDS``, and ``recorded_at`` is its
-    only datetime (AccessRecorded's other fields are text, numbers, booleans and the ``extra`` object). ``apply``
-    checks each batch's first entry against ``canonical`` and takes the reference path if they differ."""
-    entry["recorded_at"] = _utc_text(entry["recorded_at"])
-    return orjson.dumps(entry, option=orjson.OPT_SORT_KEYS)
 
 
 def _utc_text(value: Any) -> Any:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
@@ -61,6 +61,20 @@ def entry_hash(key: bytes, prev_hash: bytes, entry: Mapping[str, Any]) -> bytes:
     return hmac.new(key, prev_hash + canonical(entry), hashlib.sha256).digest()
 
 
+def chain_mac(key: bytes) -> Callable[[bytes], bytes]:
+    """HMAC-SHA256 under ``key``, for hashing many entries: the key is set up once and copied for each message
+    (OpenSSL 3 looks the algorithm up again on every one-shot ``hmac.digest``, a quarter of an audit rebuild's time
+    per entry; a copy costs about half as much)."""
+    keyed = hmac.new(key, digestmod=hashlib.sha256)
+
+    def mac(message: bytes) -> bytes:
+        h = keyed.copy()
+        h.update(message)
+        return h.digest()
+
+    return mac
+
+
 @dataclass(frozen=True)
 class ChainBreak:
     seq: int
@@ -79,13 +93,14 @@ def verify_chain(
     - ``altered``: an entry points at the right predecessor, but its own fields no longer match its hash.
     """
     expected_seq, prev_hash, verified = start_seq, start_hash, 0
+    mac = chain_mac(key)
     for entry in entries:
         seq = entry["seq"]
         if seq > expected_seq:
             return verified, ChainBreak(expected_seq, "removed", f"entries {expected_seq}..{seq - 1} are missing")
         if seq < expected_seq or bytes(entry["prev_hash"]) != prev_hash:
             return verified, ChainBreak(seq, "reordered", "the entry does not follow its predecessor")
-        if not hmac.compare_digest(entry_hash(key, prev_hash, entry), bytes(entry["hash"])):
+        if not hmac.compare_digest(mac(prev_hash + canonical(entry)), bytes(entry["hash"])):
             return verified, ChainBreak(seq, "altered", "the entry's fields do not match its hash")
         prev_hash, expected_seq, verified = bytes(entry["hash"]), seq + 1, verified + 1
     if expected_seq <= head_seq:

@@ -43,6 +43,23 @@ def _identifier(name: str) -> str:
 WAKEUP_COVERS_SECONDS = 0.5
 
 
+class EventRow:
+    """A stored event with its notification id, as a ``Notification`` has them (and read the same way by the
+    mapper), built in about a third of the time: the stream id becomes a standard UUID only when asked for, and a
+    rebuild of the audit log, which reads a million events, never asks."""
+
+    __slots__ = ("id", "_stream", "originator_version", "topic", "state")
+
+    def __init__(self, id: int, stream: UUID, originator_version: int, topic: str, state: bytes) -> None:  # noqa: A002
+        self.id, self._stream, self.originator_version, self.topic, self.state = (
+            id, stream, originator_version, topic, state)
+
+    @property
+    def originator_id(self) -> UUID:
+        # asyncpg's own UUID subclass would leak into domain events: the standard type.
+        return UUID(bytes=self._stream.bytes)
+
+
 class EventStoreConflict(Exception):
     """An (originator_id, originator_version) was already taken: a concurrent writer won.
 
@@ -152,6 +169,39 @@ class PostgresEventStore:
     ) -> list[Notification]:
         """Events in notification order from ``start``, at most ``limit``; same semantics as eventsourcing's, plus
         ``exclude_topics``."""
+        rows = await self._notification_rows(conn, start, limit, stop, topics, exclude_topics, inclusive_of_start)
+        # asyncpg's own UUID subclass would leak into domain events: convert to the standard type.
+        return [
+            Notification(
+                id=row[0], originator_id=UUID(bytes=row[1].bytes), originator_version=row[2], topic=row[3], state=row[4]
+            )
+            for row in rows
+        ]
+
+    async def select_event_rows(
+        self,
+        conn: Queryable,
+        start: int,
+        limit: int,
+        *,
+        stop: int | None = None,
+        topics: Sequence[str] = (),
+        exclude_topics: Sequence[str] = (),
+    ) -> list[EventRow]:
+        """``select_notifications``, as ``EventRow``s: for readers that go through many events (projection runners,
+        rebuilds), most of which they decode only in part."""
+        return [EventRow(*row) for row in await self._notification_rows(conn, start, limit, stop, topics, exclude_topics)]
+
+    async def _notification_rows(
+        self,
+        conn: Queryable,
+        start: int,
+        limit: int,
+        stop: int | None,
+        topics: Sequence[str],
+        exclude_topics: Sequence[str],
+        inclusive_of_start: bool = True,
+    ) -> list[asyncpg.Record]:
         sql = self._select_notifications_sql + (">= $1" if inclusive_of_start else "> $1")
         args: list[object] = [start]
         if stop is not None:
@@ -165,14 +215,7 @@ class PostgresEventStore:
             sql += f" AND topic <> ALL(${len(args)}::text[])"
         args.append(limit)
         sql += f" ORDER BY notification_id LIMIT ${len(args)}"
-        rows = await conn.fetch(sql, *args)
-        # asyncpg's own UUID subclass would leak into domain events: convert to the standard type.
-        return [
-            Notification(
-                id=row[0], originator_id=UUID(bytes=row[1].bytes), originator_version=row[2], topic=row[3], state=row[4]
-            )
-            for row in rows
-        ]
+        return await conn.fetch(sql, *args)
 
     async def max_notification_id(self, conn: Queryable) -> int:
         """The highest notification ID recorded, 0 when there is none."""

@@ -187,14 +187,14 @@ async def test_events_a_projection_skips_are_not_read_yet_move_it_on(
     """PostgreSQL filters out the topics a projection does not consume; its position still passes them, a long run
     of them included (longer than the scan window), and a projection of every topic but one sees the rest."""
     read: list[str] = []
-    select = PostgresEventStore.select_notifications
+    select = PostgresEventStore.select_event_rows
 
     async def spying(self: PostgresEventStore, *args: Any, **kwargs: Any) -> Any:
         notifications = await select(self, *args, **kwargs)
         read.extend(n.topic for n in notifications)
         return notifications
 
-    monkeypatch.setattr(PostgresEventStore, "select_notifications", spying)
+    monkeypatch.setattr(PostgresEventStore, "select_event_rows", spying)
     await write_events(counted, 30)
     await write_noise(counted, SCAN_WINDOW * 50 + 70)  # past one scan window of the runner's batches (50)
     await write_events(counted, 30, start=30)
