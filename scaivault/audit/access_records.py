@@ -25,7 +25,7 @@ from eventsourcing.persistence import StoredEvent, Transcoder
 
 from scaivault.domain.access import ACCESS_TOPIC, AccessRecorded, access_stream_id
 from scaivault.eventstore.locks import READ_MODEL_SWAP_KEY
-from scaivault.eventstore.mapper import DATETIME_TAG, UUID_TAG, OrjsonTranscoder, decode_tag, untag
+from scaivault.eventstore.mapper import _TAG_KEYS, DATETIME_TAG, UUID_TAG, OrjsonTranscoder, decode_tag, untag
 from scaivault.domain.errors import ServiceUnavailable
 from scaivault.eventstore.recorder import WAKEUP_COVERS_SECONDS
 from scaivault.eventstore.repository import Repository
@@ -72,11 +72,17 @@ class AccessRecord:
         """What ``mapper.to_stored_event(self.event())`` gives, built directly: the group commit maps thousands of
         records a second, and going through a DomainEvent and the generic mapper took most of its time."""
         fields = self.storable_fields()
-        if fields["extra"] or type(transcoder) is not OrjsonTranscoder or type(self.recorded_at) is not datetime:
+        extra = fields["extra"]
+        if (
+            type(transcoder) is not OrjsonTranscoder
+            or type(self.recorded_at) is not datetime
+            or not has_plain_values(extra)
+        ):
             state = transcoder.encode(fields)
         else:
             # The transcoder's very bytes, without its walk in search of values to tag: here the only ones are
-            # known (nine reads in ten have no `extra`), and the walk was a third of the group commit's time.
+            # known (`extra` of a read holds a version number at most), and the walk was a third of the group
+            # commit's time.
             fields["timestamp"] = {"_type_": DATETIME_TAG, "_data_": self.recorded_at.isoformat()}
             fields["accessed_streams"] = [{"_type_": UUID_TAG, "_data_": s.hex} for s in fields["accessed_streams"]]
             state = orjson.dumps(fields)
@@ -139,6 +145,14 @@ def touched_no_secret(state: bytes) -> bool:
 _NO_STREAMS = b'"accessed_streams":[]}'
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_PLAIN = frozenset((str, int, bool, float, type(None)))
+
+
+def has_plain_values(extra: object) -> bool:
+    """Whether ``extra`` is a dict whose values are all plain (text, numbers, booleans, None) and that cannot be
+    read as a tag: the transcoder then tags nothing in it, so its JSON is orjson's, both ways."""
+    return type(extra) is dict and (not extra or (
+        all(type(value) in _PLAIN for value in extra.values()) and extra.keys() != _TAG_KEYS))
 
 
 def _storable(value: str | None, limit: int) -> str | None:

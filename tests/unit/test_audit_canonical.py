@@ -53,6 +53,8 @@ def test_the_usual_access_event_is_decoded_straight_from_its_json() -> None:
     usual = AccessRecord(recorded_at=datetime(2026, 11, 28, 7, 0, 0, 123456, tzinfo=UTC), request_id="req_1",
                          method="GET", route="/v1/secrets/{path}", action="read", tenant_id="tnt_a", status=200)
     assert _decoded_as_stored(usual.stored_event(MAPPER.transcoder).state) is not None
-    for unusual in ({"extra": {"version": 3}}, {"recorded_at": datetime(2026, 11, 28, 7, tzinfo=UTC)}):
+    read = AccessRecord(**{**vars(usual), "extra": {"version": 3}})
+    assert _decoded_as_stored(read.stored_event(MAPPER.transcoder).state) is not None
+    for unusual in ({"extra": {"ids": [1]}}, {"recorded_at": datetime(2026, 11, 28, 7, tzinfo=UTC)}):
         record = AccessRecord(**{**vars(usual), **unusual})
         assert _decoded_as_stored(record.stored_event(MAPPER.transcoder).state) is None
