@@ -273,7 +273,7 @@ class ProjectionRunner:
         except Exception:
             await self._pinpoint_failure(conn, projection, state)
             return 1
-        moved, state.position = min(batch.upto - state.position, self._batch_size), batch.upto
+        moved, state.position = batch.upto - state.position, batch.upto
         self._progress(state, max(self._head, state.position))
         if state.failed_notification_id is not None:
             await self._report(conn, state, failed=None, error=None)

@@ -283,6 +283,9 @@ class AccessRecorder:
                 return
 
     async def _flush(self, batch: list[_Pending]) -> None:
+        if asyncio.get_running_loop().time() >= batch[0].deadline:  # too late already: not even tried
+            self._fail(batch, TimeoutError())
+            return
         try:
             async with asyncio.timeout_at(batch[0].deadline):
                 await self._append([pending.record for pending in batch])

@@ -114,6 +114,11 @@ async def test_append_read_and_notifications(pool: asyncpg.Pool) -> None:
         *ids[:2], ids[3]]
     assert await store.max_notification_id(pool) == ids[-1]
 
+    rows = await store.select_event_rows(pool, 1, 10, exclude_topics=["tests:B"])
+    assert [(r.id, r.originator_id, r.originator_version, r.topic, r.state) for r in rows] == [
+        (n.id, n.originator_id, n.originator_version, n.topic, n.state) for n in everything if n.topic != "tests:B"]
+    assert all(type(r.originator_id) is UUID for r in rows)  # never asyncpg's own UUID type
+
 
 async def test_a_store_on_a_table_of_its_own_appends_there(pool: asyncpg.Pool) -> None:
     """The append function plans its statements once for the event store's own table; any other table takes the
