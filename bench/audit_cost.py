@@ -3,7 +3,7 @@ auditing reads can be taken apart without HTTP in the way:
 
     record       the group commit: N records handed to ``AccessRecorder.record`` by 32 concurrent "requests"
     audit_log    the audit-log projection applying those N events (hash chain, COPY), as a runner does
-    event_index  the event-index projection passing over them (it skips access records)
+    event_index  the event-index projection passing over them (PostgreSQL filters access records out for it)
 
 CPU time, unlike throughput, hardly depends on what else the machine is doing, which is why this is the figure to
 watch while working on the audit path. Runs in its own database, dropped at the end.
