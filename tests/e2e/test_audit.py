@@ -66,6 +66,11 @@ async def test_filters_and_pagination(client: TestClient, token: TokenFactory, c
     assert {e["secret_path"] for e in under["logs"]} == {f"svc/a{n}" for n in range(5)} | {"svc/missing"}
     one = writes["logs"][0]
     assert [e["id"] for e in (await logs(client, auditor, f"?request_id={one['request_id']}"))["logs"]] == [one["id"]]
+    # Found through its access event's stream (no request-id index), and only in the caller's own chain.
+    other = await logs(client, token("audit:read", tenant=OTHER_TENANT), f"?request_id={one['request_id']}")
+    assert other["logs"] == []
+    for unknown in ("req_nothing", "%ED%A0%80", "x" * 300):
+        assert (await logs(client, auditor, f"?request_id={unknown}"))["logs"] == []
     future = await logs(client, auditor, "?from=2999-01-01T00:00:00Z")
     assert future["logs"] == [] and future["has_more"] is False
 
