@@ -353,10 +353,10 @@ class ProjectionRunner:
             self._on_progress(state.name, state.position, self._head)
 
     def _decode(self, projection: Projection, batch: list[EventRow]) -> list[tuple[int, Any]]:
-        """Only the events the projection consumes are decoded: the others just move its position."""
-        wanted, decode, mapper = projection.topics, projection.decode, self._mapper
+        """The batch holds only topics the projection consumes (``_next_batch`` has PostgreSQL filter the rest)."""
+        decode, mapper = projection.decode, self._mapper
         # An EventRow reads like a StoredEvent: it is decoded as it is.
-        return [(n.id, decode(mapper, n)) for n in batch if n.topic in wanted]
+        return [(n.id, decode(mapper, n)) for n in batch]
 
     @staticmethod
     async def _sleep(woken: asyncio.Event, seconds: float) -> None:

@@ -20,10 +20,10 @@ import orjson
 from eventsourcing.persistence import Mapper, StoredEvent
 
 from projections.runner import Projection
-from scaivault.audit.access_records import ACCESS_FIELDS_AS_STORED, access_fields, has_plain_values
+from scaivault.audit.access_records import ACCESS_FIELDS_AS_STORED, access_fields
 from scaivault.audit.chain import ENTRY_FIELDS, GENESIS, SYSTEM_CHAIN, _canonical_value, canonical, chain_mac, entry_hash
 from scaivault.domain.access import ACCESS_TOPIC
-from scaivault.eventstore.mapper import DATETIME_TAG
+from scaivault.eventstore.mapper import datetime_tag_text, is_plain_object
 
 _TABLE = "scaivault_audit_log"
 _COLUMNS = (*ENTRY_FIELDS, "prev_hash", "hash")
@@ -167,16 +167,16 @@ def _decoded(fields: Mapping[str, Any]) -> Decoded:
 
 def _decoded_as_stored(state: bytes) -> Decoded | None:
     """``_decoded(access_fields(state))`` made from the stored JSON itself, for the usual event (a UTC time with
-    microseconds, nothing tagged in ``extra``, such as a read's version number): its keys become the entry's, and the time's text its canonical text, so no
-    second dict is built and no time is formatted. None for any other event (the caller takes the reference path)."""
+    microseconds, nothing tagged in ``extra``, such as a read's version number): its keys become the entry's and
+    the time's text its canonical text, so no second dict is built and no time is formatted. None for any other
+    event (the caller takes the reference path)."""
     entry = orjson.loads(state)
-    if len(entry) != _STORED_KEYS or not has_plain_values(entry.get("extra")):
+    if len(entry) != _STORED_KEYS or not is_plain_object(entry.get("extra")):
         return None
-    tag = entry.pop("timestamp", None)
-    if entry.pop("accessed_streams", None) is None or type(tag) is not dict or tag.get("_type_") != DATETIME_TAG:
+    text = datetime_tag_text(entry.pop("timestamp", None))
+    if entry.pop("accessed_streams", None) is None or text is None:
         return None
-    text = tag["_data_"]
-    if type(text) is not str or len(text) != 32 or not text.endswith("+00:00") or text[0] == "0":
+    if len(text) != 32 or not text.endswith("+00:00") or text[0] == "0":
         return None  # not UTC with microseconds from the year 1000 on: the reference path formats it
     entry["recorded_at"] = text[:26] + "Z"
     entry["chain"] = entry["tenant_id"] or SYSTEM_CHAIN

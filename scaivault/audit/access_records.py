@@ -25,7 +25,14 @@ from eventsourcing.persistence import StoredEvent, Transcoder
 
 from scaivault.domain.access import ACCESS_TOPIC, AccessRecorded, access_stream_id
 from scaivault.eventstore.locks import READ_MODEL_SWAP_KEY
-from scaivault.eventstore.mapper import _TAG_KEYS, DATETIME_TAG, UUID_TAG, OrjsonTranscoder, decode_tag, untag
+from scaivault.eventstore.mapper import (
+    OrjsonTranscoder,
+    datetime_tag,
+    decode_tag,
+    is_plain_object,
+    untag,
+    uuid_tag,
+)
 from scaivault.domain.errors import ServiceUnavailable
 from scaivault.eventstore.recorder import WAKEUP_COVERS_SECONDS
 from scaivault.eventstore.repository import Repository
@@ -73,18 +80,16 @@ class AccessRecord:
         records a second, and going through a DomainEvent and the generic mapper took most of its time."""
         fields = self.storable_fields()
         extra = fields["extra"]
-        if (
-            type(transcoder) is not OrjsonTranscoder
-            or type(self.recorded_at) is not datetime
-            or not has_plain_values(extra)
+        if type(transcoder) is not OrjsonTranscoder or type(self.recorded_at) is not datetime or not is_plain_object(
+            extra
         ):
             state = transcoder.encode(fields)
         else:
             # The transcoder's very bytes, without its walk in search of values to tag: here the only ones are
             # known (`extra` of a read holds a version number at most), and the walk was a third of the group
             # commit's time.
-            fields["timestamp"] = {"_type_": DATETIME_TAG, "_data_": self.recorded_at.isoformat()}
-            fields["accessed_streams"] = [{"_type_": UUID_TAG, "_data_": s.hex} for s in fields["accessed_streams"]]
+            fields["timestamp"] = datetime_tag(self.recorded_at)
+            fields["accessed_streams"] = [uuid_tag(stream) for stream in fields["accessed_streams"]]
             state = orjson.dumps(fields)
         return StoredEvent(
             originator_id=access_stream_id(self.request_id), originator_version=1, topic=ACCESS_TOPIC, state=state
@@ -145,16 +150,6 @@ def touched_no_secret(state: bytes) -> bool:
 _NO_STREAMS = b'"accessed_streams":[]}'
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-_PLAIN = frozenset((str, int, bool, float, type(None)))
-
-
-def has_plain_values(extra: object) -> bool:
-    """Whether ``extra`` is a dict whose values are all plain (text, numbers, booleans, None) and that cannot be
-    read as a tag: the transcoder then tags nothing in it, so its JSON is orjson's, both ways."""
-    return type(extra) is dict and (not extra or (
-        all(type(value) in _PLAIN for value in extra.values()) and extra.keys() != _TAG_KEYS))
-
-
 def _storable(value: str | None, limit: int) -> str | None:
     if not value:
         return None

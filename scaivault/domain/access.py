@@ -3,7 +3,6 @@ audit log is a projection like any other read model (rebuildable, tracked, exact
 
 from __future__ import annotations
 
-import hashlib
 from datetime import datetime
 from typing import Any
 from uuid import NAMESPACE_URL, UUID, uuid5
@@ -12,18 +11,11 @@ from eventsourcing.domain import DomainEvent
 from eventsourcing.utils import get_topic
 
 _NAMESPACE = uuid5(NAMESPACE_URL, "https://scaivault.dev/streams/access")
-_NAMESPACE_BYTES = _NAMESPACE.bytes
 
 
 def access_stream_id(request_id: str) -> UUID:
-    """One single-event stream per request: recording the same request twice is a conflict, never a duplicate.
-
-    ``uuid5(_NAMESPACE, request_id)``, in half its time (every request makes one): the same SHA-1, with the version
-    and variant bits set on the bytes rather than on a 128-bit integer."""
-    digest = bytearray(hashlib.sha1(_NAMESPACE_BYTES + request_id.encode()).digest()[:16])
-    digest[6] = (digest[6] & 0x0F) | 0x50  # version 5
-    digest[8] = (digest[8] & 0x3F) | 0x80  # RFC 4122 variant
-    return UUID(bytes=bytes(digest))
+    """One single-event stream per request: recording the same request twice is a conflict, never a duplicate."""
+    return uuid5(_NAMESPACE, request_id)
 
 
 class AccessRecorded(DomainEvent):

@@ -23,10 +23,35 @@ _TAG_KEYS = frozenset(("_type_", "_data_"))
 _TAG_MARKER = b'"_type_"'
 
 
+def datetime_tag(value: datetime) -> dict[str, str]:
+    return {"_type_": DATETIME_TAG, "_data_": value.isoformat()}
+
+
+def uuid_tag(value: UUID) -> dict[str, str]:
+    return {"_type_": UUID_TAG, "_data_": value.hex}
+
+
+def datetime_tag_text(value: Any) -> str | None:
+    """The ISO text a datetime tag holds; None for anything else."""
+    if type(value) is dict and value.get("_type_") == DATETIME_TAG and type(value.get("_data_")) is str:
+        return value["_data_"]
+    return None
+
+
+_PLAIN = frozenset((str, int, float, bool, type(None)))
+
+
+def is_plain_object(value: Any) -> bool:
+    """Whether ``value`` is a dict the transcoder writes (and reads back) exactly as orjson does: its values are
+    text, numbers, booleans or None, and its keys cannot read as a tag. Lets a hot path skip the walk for tags."""
+    return type(value) is dict and (not value or (
+        all(type(item) in _PLAIN for item in value.values()) and value.keys() != _TAG_KEYS))
+
+
 def _encode_default(obj: Any) -> dict[str, str]:
     # orjson calls this for the types it does not serialise itself (datetime only because of PASSTHROUGH_DATETIME).
     if isinstance(obj, datetime):
-        return {"_type_": DATETIME_TAG, "_data_": obj.isoformat()}
+        return datetime_tag(obj)
     if isinstance(obj, bytes):
         return {"_type_": BYTES_TAG, "_data_": base64.b64encode(obj).decode("ascii")}
     msg = f"Object of type {type(obj)} is not serializable by OrjsonTranscoder"
@@ -71,7 +96,7 @@ def _tag_uuids(obj: Any) -> Any:
                     items[index] = new
         return obj if items is None else items
     if isinstance(obj, UUID):
-        return {"_type_": UUID_TAG, "_data_": obj.hex}
+        return uuid_tag(obj)
     return obj
 
 

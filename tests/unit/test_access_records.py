@@ -4,14 +4,12 @@ generic path (DomainEvent, then eventsourcing's Mapper) gives, for any record a 
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from uuid import uuid4, uuid5
+from uuid import uuid4
 
 from hypothesis import given
 from hypothesis import strategies as st
 
 from scaivault.audit.access_records import AccessRecord, access_fields, last_access_times, touched_no_secret
-from scaivault.domain.access import _NAMESPACE as ACCESS_NAMESPACE
-from scaivault.domain.access import access_stream_id
 from scaivault.eventstore.mapper import create_mapper
 
 MAPPER = create_mapper()
@@ -71,11 +69,6 @@ def test_stored_text_has_no_control_characters_and_is_bounded(record: AccessReco
         value = fields[name]
         assert value is None or (value and len(value) <= 512 and not any(ord(c) < 32 or ord(c) == 127 for c in value))
     assert fields["accessed_streams"] == (record.accessed_streams if record.success else [])
-
-
-@given(st.text(max_size=60))
-def test_an_access_stream_id_is_the_uuid5_of_the_request_id(request_id: str) -> None:
-    assert access_stream_id(request_id) == uuid5(ACCESS_NAMESPACE, request_id)
 
 
 def test_last_access_is_the_latest_time_per_stream_in_a_fixed_order() -> None:
