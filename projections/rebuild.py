@@ -77,8 +77,9 @@ class Rebuilder:
             # One maintenance job at a time (audit retention rewrites history-derived state too); released with
             # the connection.
             await conn.execute("SELECT pg_advisory_lock($1)", MAINTENANCE_KEY)
-            schema = await self._create_copy(conn, model)
+            schema, deferred = await self._create_copy(conn, model)
             position, replayed = await self._replay(conn, model, 0, progress)
+            await _build_indexes(conn, deferred)
             async with conn.transaction():
                 await self._lock_out_writers(conn, model)
                 position, more = await self._replay(conn, model, position, progress, in_transaction=True)
@@ -100,8 +101,9 @@ class Rebuilder:
         """Build a copy at the live model's position and compare every table's checksum with the live one."""
         conn = await connect(self._dsn)
         try:
-            schema = await self._create_copy(conn, model)
+            schema, deferred = await self._create_copy(conn, model)
             position, _ = await self._replay(conn, model, 0, progress)
+            await _build_indexes(conn, deferred)
             tables: dict[str, dict[str, Any]] = {}
             while not tables:
                 async with conn.transaction():
@@ -124,14 +126,28 @@ class Rebuilder:
         return {"name": model.name, "position": position, "identical": all(t["identical"] for t in tables.values()),
                 "tables": tables}
 
-    async def _create_copy(self, conn: asyncpg.Connection, model: ReadModel) -> str:
+    async def _create_copy(self, conn: asyncpg.Connection, model: ReadModel) -> tuple[str, list[str]]:
+        """The copy's schema, and the statements that build the indexes the projection defers until its replay is
+        in. The copy's constraints and indexes take the live ones' names (``LIKE ... INCLUDING ALL`` would make up
+        new ones), so that migrations find them by name after a swap."""
         schema = f"scaivault_rebuild_{model.name}"
         await conn.execute("SET search_path = public")
         await conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema}")
+        deferred: list[str] = []
         for table in model.projection.tables:
-            await conn.execute(f"CREATE TABLE {schema}.{table} (LIKE public.{table} INCLUDING ALL)")
+            await conn.execute(f"CREATE TABLE {schema}.{table} (LIKE public.{table} INCLUDING ALL EXCLUDING INDEXES)")
+            for index in await conn.fetch(_INDEXES, f"public.{table}"):
+                if index["constraint_name"] is not None:
+                    await conn.execute(f"ALTER TABLE {schema}.{table} ADD CONSTRAINT {index['constraint_name']} "
+                                       f"{index['constraint_definition']}")
+                    continue
+                statement = index["definition"].replace(f" ON public.{table} ", f" ON {schema}.{table} ", 1)
+                if (table, index["columns"]) in model.projection.indexes_built_after_replay:
+                    deferred.append(statement)
+                else:
+                    await conn.execute(statement)
         await conn.execute(f"SET search_path = {schema}, public")
-        return schema
+        return schema, deferred
 
     async def _replay(
         self,
@@ -255,6 +271,30 @@ def fewer_collections() -> Iterator[None]:
         _gc_users -= 1
         if _gc_users == 0:
             gc.set_threshold(*_gc_threshold)
+
+
+# A table's indexes: the statement that creates each, its column list, and the constraint it backs (if any).
+_INDEXES = """
+    SELECT pg_get_indexdef(i.indexrelid) AS definition,
+           (SELECT string_agg(pg_get_indexdef(i.indexrelid, k, true), ', ' ORDER BY k)
+            FROM generate_series(1, i.indnkeyatts) k) AS columns,
+           c.conname AS constraint_name, pg_get_constraintdef(c.oid) AS constraint_definition
+    FROM pg_index i LEFT JOIN pg_constraint c ON c.conindid = i.indexrelid AND c.conrelid = i.indrelid
+    WHERE i.indrelid = $1::regclass
+    ORDER BY i.indexrelid"""
+# Sort memory for a deferred index build (PostgreSQL's default of 64 MB spills a million rows to disk).
+INDEX_BUILD_MEMORY = "256MB"
+
+
+async def _build_indexes(conn: asyncpg.Connection, statements: list[str]) -> None:
+    if not statements:
+        return
+    await conn.execute(f"SET maintenance_work_mem = '{INDEX_BUILD_MEMORY}'")
+    try:
+        for statement in statements:
+            await conn.execute(statement)
+    finally:
+        await conn.execute("RESET maintenance_work_mem")
 
 
 async def _checksum(conn: asyncpg.Connection, schema: str, table: str) -> str:

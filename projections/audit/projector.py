@@ -61,6 +61,9 @@ class AuditLogProjection(Projection):
     name = "audit_log"
     topics = frozenset({ACCESS_TOPIC})
     tables = ("scaivault_audit_log", "scaivault_audit_chains")
+    # Paths arrive in any order: maintained row by row during a rebuild, this index cost PostgreSQL about three
+    # times its sorted build (5.6 against 1.8 us per entry), and more than the other five together.
+    indexes_built_after_replay = frozenset({("scaivault_audit_log", "chain, secret_path, seq")})
 
     def __init__(self, chain_key: Callable[[asyncpg.Connection], Awaitable[bytes]]) -> None:
         self._chain_key = chain_key

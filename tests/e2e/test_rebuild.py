@@ -6,8 +6,10 @@ from __future__ import annotations
 import asyncio
 import random
 from datetime import timedelta
+from typing import Any
 
 import asyncpg
+import pytest
 from aiohttp.test_utils import TestClient
 
 from commands.secrets import Actor, SecretAddress, UpdateSecretMetadata, WriteSecret
@@ -129,3 +131,48 @@ async def test_a_secret_read_then_purged_rebuilds_without_its_last_access(
     assert (await client.delete("/v1/secrets/gone/soon?permanent=true", headers=headers)).status in (200, 204)
     assert await container.pool.fetchval("SELECT count(*) FROM scaivault_secret_last_access") == 0
     assert (await verify_all(container))["secrets"]
+
+
+async def _schema(pool: asyncpg.Pool, schema: str, tables: list[str]) -> set[tuple[str, str, str]]:
+    """(table, index name, definition) of every index of ``tables`` in ``schema``, constraints' included."""
+    rows = await pool.fetch(
+        "SELECT tablename, indexname, replace(indexdef, $1 || '.', '') AS definition FROM pg_indexes"
+        " WHERE schemaname = $1 AND tablename = ANY($2::text[])", schema, tables)
+    return {(r["tablename"], r["indexname"], r["definition"]) for r in rows}
+
+
+async def test_a_rebuild_keeps_the_live_index_names_and_builds_random_order_indexes_last(
+    client: TestClient, token: TokenFactory, container: Container, pool: asyncpg.Pool,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Migrations refer to indexes by name, so a swapped-in copy carries the live names; an index a projection
+    defers (audit_log's path index) is absent while the copy is replayed, and present once it is swapped in."""
+    t = token()
+    for n in range(20):
+        await client.get(f"/v1/secrets/app/s{n}", headers=bearer(t))
+    await caught_up(container)
+    models = {model.name: model for model in read_models(container.keyring)}
+    tables = [table for model in models.values() for table in model.projection.tables]
+    live = await _schema(pool, "public", tables)
+    assert ("scaivault_audit_log", "scaivault_audit_log_path_idx",
+            "CREATE INDEX scaivault_audit_log_path_idx ON scaivault_audit_log USING btree (chain, secret_path, seq)"
+            ) in live
+
+    audit = models["audit_log"].projection
+    during: list[set[str]] = []
+    apply = audit.apply
+
+    async def apply_and_look(conn: asyncpg.Connection, events: Any) -> None:
+        names = await conn.fetch("SELECT indexname FROM pg_indexes WHERE schemaname = 'scaivault_rebuild_audit_log'"
+                                 " AND tablename = 'scaivault_audit_log'")
+        during.append({r["indexname"] for r in names})
+        await apply(conn, events)
+
+    monkeypatch.setattr(audit, "apply", apply_and_look)
+    rebuilder = Rebuilder(container.database_url, container.store, container.repository.mapper)
+    for model in models.values():
+        await rebuilder.rebuild(model)
+    assert during and "scaivault_audit_log_path_idx" not in during[0]
+    assert "scaivault_audit_log_identity_idx" in during[0] and "scaivault_audit_log_pkey" in during[0]
+    assert await _schema(pool, "public", tables) == live
+    assert all((await verify_all(container)).values())
