@@ -4,13 +4,15 @@ generic path (DomainEvent, then eventsourcing's Mapper) gives, for any record a 
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from uuid import uuid4
+from uuid import UUID, uuid4
 
 from hypothesis import given
 from hypothesis import strategies as st
 
 from scaivault.audit.access_records import AccessRecord, access_fields, last_access_times, touched_no_secret
+from scaivault.domain.access import access_stream_id
 from scaivault.eventstore.mapper import create_mapper
+from scaivault.ids import new_id, ulid_text
 
 MAPPER = create_mapper()
 ANY_TEXT = st.none() | st.text(max_size=600)  # control characters, NUL, non-ASCII, over-long: all of it
@@ -23,7 +25,7 @@ JSON_VALUES = st.recursive(
 records = st.builds(
     AccessRecord,
     recorded_at=st.datetimes(timezones=st.just(UTC)),
-    request_id=st.text(min_size=1, max_size=40),
+    request_id=st.text(min_size=1, max_size=40) | st.integers(0, 2**128 - 1).map(lambda v: "req_" + ulid_text(v)),
     method=st.text(min_size=1, max_size=20),
     route=st.text(max_size=300),
     action=st.sampled_from(["read", "write", "list", "unknown"]),
@@ -93,3 +95,30 @@ def test_a_read_is_seen_whatever_extra_holds() -> None:
     record.accessed_streams = []
     for stored in (record.stored_event(MAPPER.transcoder), MAPPER.to_stored_event(record.event())):
         assert touched_no_secret(stored.state)
+
+
+VERSION_AND_VARIANT = 0xF << 76 | 0x3 << 62
+
+
+@given(st.integers(0, 2**128 - 1))
+def test_a_request_ids_stream_is_its_ulid_as_a_uuid7(value: int) -> None:
+    stream = access_stream_id("req_" + ulid_text(value))
+    assert (stream.version, stream.variant) == (7, "specified in RFC 4122")
+    assert stream.int & ~VERSION_AND_VARIANT == value & ~VERSION_AND_VARIANT
+
+
+@given(st.integers(0, 2**48 - 2), st.integers(1, 2**48 - 1), st.integers(0, 2**80 - 1), st.integers(0, 2**80 - 1))
+def test_streams_of_later_requests_sort_after_earlier_ones(ms: int, later_by: int, first: int, second: int) -> None:
+    """So the event store's primary key grows at its right edge as requests are recorded."""
+    later = min(ms + later_by, 2**48 - 1)
+    assert access_stream_id("req_" + ulid_text(ms << 80 | first)) < access_stream_id("req_" + ulid_text(later << 80 | second))
+
+
+def test_the_server_s_request_ids_map_to_uuid7_and_any_other_id_keeps_its_uuid5() -> None:
+    assert access_stream_id(new_id("req_")).version == 7
+    # Events recorded before keep the stream ids they were stored with.
+    assert access_stream_id("req_test") == UUID("2e5b80c7-9e16-5afa-83fa-09d13ee853c6")
+    ulid = new_id("req_")[4:]
+    for other in ("REQ_" + ulid, "req_" + ulid.upper(), "req_" + ulid[:-1], "req_8" + ulid[1:], "req_" + ulid[:-1] + "u",
+                  "tok_" + ulid, "req_" + ulid + "0"):
+        assert access_stream_id(other).version == 5 and access_stream_id(other) == access_stream_id(other)
