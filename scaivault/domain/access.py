@@ -30,7 +30,8 @@ def access_stream_id(request_id: str) -> UUID:
     its 80 random bits), so it is in time order. Every request appends one of these streams, and the event store's
     primary key then grows at its right edge: a hashed id (uuid5) sent each append to a random leaf page, which
     cost PostgreSQL more CPU and WAL per append, and on a log of hundreds of millions of access events a page read
-    per request. Any other request id (events recorded before, or ids made elsewhere) keeps its uuid5."""
+    per request. A request id of another form (tests, tools) gets a uuid5. Events already stored keep the uuid5 ids
+    they were stored with: a stream id is read from the log, never derived again from its request id."""
     if _is_ulid_request_id(request_id):
         return UUID(int=int(request_id[4:].encode().translate(_CROCKFORD_AS_BASE32), 32) & _V7_MASK | _V7_BITS)
     return uuid5(_NAMESPACE, request_id)

@@ -116,7 +116,7 @@ def test_streams_of_later_requests_sort_after_earlier_ones(ms: int, later_by: in
 
 def test_the_server_s_request_ids_map_to_uuid7_and_any_other_id_keeps_its_uuid5() -> None:
     assert access_stream_id(new_id("req_")).version == 7
-    # Events recorded before keep the stream ids they were stored with.
+    # Any other id gets its uuid5, pinned here so that the namespace cannot drift.
     assert access_stream_id("req_test") == UUID("2e5b80c7-9e16-5afa-83fa-09d13ee853c6")
     ulid = new_id("req_")[4:]
     for other in ("REQ_" + ulid, "req_" + ulid.upper(), "req_" + ulid[:-1], "req_8" + ulid[1:], "req_" + ulid[:-1] + "u",
