@@ -34,6 +34,11 @@ TRACKING_TABLE = "scaivault_tracking"
 # than WAKEUP_COVERS_SECONDS before they skip a NOTIFY (the group commit of access records does).
 HOT_SECONDS = 2 * WAKEUP_COVERS_SECONDS
 MIN_GATHER_SECONDS = 0.01
+# While events flow, a runner takes them in batches this far apart. Every batch is a few round trips and a commit
+# (a WAL flush the group commit of access records then waits behind), for each projection: at 1 s rather than
+# 0.25 s, audited reads ran at 92.1% of unaudited ones against 86.6% (side by side, four runs). The audit log is
+# therefore up to about a second behind under load; a lone event is still applied as soon as its NOTIFY arrives.
+GATHER_SECONDS = 1.0
 # How far past its position (in batches) a runner looks for events it consumes in one go: topics it skips are
 # filtered out by PostgreSQL, and a long run of them must not become one huge scan.
 SCAN_WINDOW = 20
@@ -152,7 +157,7 @@ class ProjectionRunner:
         *,
         batch_size: int = 500,
         poll_seconds: float = 1.0,
-        gather_seconds: float = 0.25,
+        gather_seconds: float = GATHER_SECONDS,
         max_backoff_seconds: float = 60.0,
         on_progress: Callable[[str, int, int], None] | None = None,
     ) -> None:
