@@ -1,6 +1,7 @@
 """/v1/audit: the tenant's audit log, per-secret and per-identity trails, summaries and chain verification
 (spec reference/audit, api-guides/audit-logs). The log is a projection: entries appear once the projection has
-applied their events (normally within milliseconds; the lag is in /v1/health/detailed)."""
+applied their events (a lone request's at once, under sustained load within about a second: see
+projections/runner.py GATHER_SECONDS; the lag is in /v1/health/detailed)."""
 
 from __future__ import annotations
 
