@@ -289,12 +289,10 @@ INDEX_BUILD_MEMORY = "256MB"
 async def _build_indexes(conn: asyncpg.Connection, statements: list[str]) -> None:
     if not statements:
         return
-    await conn.execute(f"SET maintenance_work_mem = '{INDEX_BUILD_MEMORY}'")
-    try:
+    async with conn.transaction():  # the setting ends with it
+        await conn.execute(f"SET LOCAL maintenance_work_mem = '{INDEX_BUILD_MEMORY}'")
         for statement in statements:
             await conn.execute(statement)
-    finally:
-        await conn.execute("RESET maintenance_work_mem")
 
 
 async def _checksum(conn: asyncpg.Connection, schema: str, table: str) -> str:
