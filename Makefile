@@ -5,12 +5,12 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 BIND_ADDRESS ?= 127.0.0.1:8443
 
-.PHONY: run test install bench clean
+.PHONY: run test lint install bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -e '.[aws,embedded,dev]'
 	rm -f $(VENV)/.installed-*
 	touch $@
 
@@ -20,9 +20,14 @@ install: $(STAMP)
 run: $(STAMP)
 	BIND_ADDRESS=$(BIND_ADDRESS) $(BIN)/scaivault serve --demo
 
-## Run the test suite (SCAIVAULT_TEST_DATABASE_URL, else an embedded PostgreSQL).
-test: $(STAMP)
+## Lint and type-check, then run the test suite (SCAIVAULT_TEST_DATABASE_URL, else an embedded PostgreSQL).
+test: lint
 	$(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+
+## ruff over the whole tree, mypy over the packages (configured in pyproject.toml).
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/mypy
 
 ## Benchmarks (not tests): writes figures to bench/results/ and prints a summary.
 bench: $(STAMP)

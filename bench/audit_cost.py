@@ -64,31 +64,32 @@ async def measure(records: int, admin_url: str, clients: int = CLIENTS) -> dict[
                                 run_projections=False)
             container = await build_container(settings)
             try:
-                await container.start_background()
-                await container.tenancy_commands.register_tenant("ptn_bench", "tnt_bench")
-                counter = iter(range(records))
+                async with container.running_background():
+                    await container.tenancy_commands.register_tenant("ptn_bench", "tnt_bench")
+                    counter = iter(range(records))
 
-                async def client() -> None:
-                    for n in counter:
-                        await container.access_recorder.record(access_record(n))
+                    async def client() -> None:
+                        for n in counter:
+                            await container.access_recorder.record(access_record(n))
 
-                cpu, started = Cpu(database), time.perf_counter()
-                await asyncio.gather(*(client() for _ in range(clients)))
-                seconds = time.perf_counter() - started
-                result["record"] = per_record(cpu.cores(), seconds, records) | {"records_per_s": round(records / seconds)}
-                head = await container.store.max_notification_id(container.pool)
-                for projection in catch_up_projections(container.keyring):
-                    runner = ProjectionRunner(container.database_url, container.store, container.repository.mapper,
-                                              [projection])
                     cpu, started = Cpu(database), time.perf_counter()
-                    await runner.start()
-                    try:
-                        while await tracked_position(container.pool, projection.name) < head:
-                            await asyncio.sleep(0.01)
-                    finally:
-                        await runner.stop()
+                    await asyncio.gather(*(client() for _ in range(clients)))
                     seconds = time.perf_counter() - started
-                    result[projection.name] = per_record(cpu.cores(), seconds, records)
+                    rate = {"records_per_s": round(records / seconds)}
+                    result["record"] = per_record(cpu.cores(), seconds, records) | rate
+                    head = await container.store.max_notification_id(container.pool)
+                    for projection in catch_up_projections(container.keyring):
+                        runner = ProjectionRunner(container.database_url, container.store, container.repository.mapper,
+                                                  [projection])
+                        cpu, started = Cpu(database), time.perf_counter()
+                        await runner.start()
+                        try:
+                            while await tracked_position(container.pool, projection.name) < head:
+                                await asyncio.sleep(0.01)
+                        finally:
+                            await runner.stop()
+                        seconds = time.perf_counter() - started
+                        result[projection.name] = per_record(cpu.cores(), seconds, records)
             finally:
                 await container.close()
     finally:

@@ -42,15 +42,15 @@ from uuid import UUID
 import asyncpg
 from eventsourcing.domain import Aggregate, DomainEvent
 
-from bench.run import ADMIN_URL, RESULTS, _machine_cpu, _process_cpu, source_version
-from projections.rebuild import REPLAY_BATCH, Rebuilder, RebuildReport, fewer_collections
+from bench.run import ADMIN_URL, RESULTS, machine_cpu, process_cpu, source_version
+from projections.maintenance.rebuild import REPLAY_BATCH, Rebuilder, RebuildReport, fewer_collections
 from scaivault.audit.access_records import AccessRecord
 from scaivault.bootstrap import Container, build_container, read_models
 from scaivault.config import Settings
 from scaivault.database import connect
 from scaivault.domain.errors import ScaiVaultError, SecretNotFound
 from scaivault.domain.secrets import Secret
-from scaivault.http.responses import STATUS_BY_CODE
+from scaivault.http.status import STATUS_BY_CODE
 from scaivault.ids import new_id
 
 DEFAULT_EVENTS = 1_000_000
@@ -247,7 +247,7 @@ def _backends(database: str) -> dict[int, float]:
     for proc in Path("/proc").glob("[0-9]*"):
         try:
             if f" {database} ".encode() in (proc / "cmdline").read_bytes():
-                found[int(proc.name)] = _process_cpu(int(proc.name))
+                found[int(proc.name)] = process_cpu(int(proc.name))
         except (OSError, IndexError, ValueError):
             continue
     return found
@@ -262,7 +262,7 @@ class Cpu:
         self._database = database
         self._first = _backends(database)
         self._last = dict(self._first)
-        self._start = Counter({"bench": time.process_time(), "machine": _machine_cpu()})
+        self._start = Counter({"bench": time.process_time(), "machine": machine_cpu()})
         self._wall = time.perf_counter()
         self._task = asyncio.get_running_loop().create_task(self._sample())
 
@@ -275,7 +275,7 @@ class Cpu:
         self._task.cancel()
         self._last.update(_backends(self._database))
         wall = time.perf_counter() - self._wall
-        used = Counter({"bench": time.process_time(), "machine": _machine_cpu()}) - self._start
+        used = Counter({"bench": time.process_time(), "machine": machine_cpu()}) - self._start
         used["postgres"] = sum(cpu - self._first.get(pid, 0.0) for pid, cpu in self._last.items())
         busy = {k: used[k] / wall for k in ("bench", "postgres", "machine")}
         busy["other"] = max(0.0, busy["machine"] - busy["bench"] - busy["postgres"])
@@ -390,7 +390,10 @@ def print_history(result: dict[str, Any]) -> None:
     history = result["history"]
     kinds = ", ".join(f"{k} {v:,}" for k, v in history["topics"].items())
     print(f"\nhistory: {history['events']:,} events ({kinds})")
-    print(f"{'rebuild':<17}{'events':>10}{'seconds':>9}{'events/s':>11}{'% of raw':>10}   cpu cores: bench / postgres / other")
+    print(
+        f"{'rebuild':<17}{'events':>10}{'seconds':>9}{'events/s':>11}{'% of raw':>10}"
+        "   cpu cores: bench / postgres / other"
+    )
     for raw in result["raw_replay"]:
         c = raw["cpu_cores"]
         print(f"{'raw decode':<17}{raw['events']:>10,}{raw['seconds']:>9.2f}{raw['rate']:>11,.0f}{'':>10}"
@@ -400,7 +403,10 @@ def print_history(result: dict[str, Any]) -> None:
         print(f"{r['model']:<17}{r['events']:>10,}{r['seconds']:>9.2f}{r['rate']:>11,.0f}{r['pct_of_raw']:>9.1f}%"
               f"   {c['bench']:.2f} / {c['postgres']:.2f} / {c['other']:.2f}")
     o = result["overall"]
-    print(f"{'all ' + str(len(result['rebuilds'])):<17}{o['events_replayed']:>10,}{o['seconds']:>9.2f}{o['rate']:>11,.0f}{o['pct_of_raw']:>9.1f}%")
+    print(
+        f"{'all ' + str(len(result['rebuilds'])):<17}{o['events_replayed']:>10,}{o['seconds']:>9.2f}"
+        f"{o['rate']:>11,.0f}{o['pct_of_raw']:>9.1f}%"
+    )
     s = result["slowest"]
     verdict = "met" if result["target_met"] else "MISSED"
     print(f"\nrebuild: slowest model {s['model']} at {s['rate']:,.0f} events/s = {s['pct_of_raw']:.1f}% of raw decode "

@@ -31,8 +31,8 @@ from bench.run import (
     HOST,
     RESULTS,
     Load,
-    admin,
     add_load_options,
+    admin,
     cli,
     expect,
     free_port,
@@ -115,8 +115,8 @@ async def benchmark(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
             admin_reads, _ = await secret_ops(session, base, admin_token)
             policy_ids = await create_policies(session, base, admin_token, args.policies, args.rules)
             plain = Load("P0 reads, admin", "req/s", admin_reads, pid)
-            bound = Load(f"P  reads, {args.policies}x{args.rules}", "req/s", reads(session, read_urls(base), reader_token),
-                         pid)
+            bound_reads = reads(session, read_urls(base), reader_token)
+            bound = Load(f"P  reads, {args.policies}x{args.rules}", "req/s", bound_reads, pid)
             await interleaved(plain, bound, args)
             cold = await cold_reads(session, base, admin_token, reader_token, policy_ids[0])
     cost = 100 * (1 - bound.rate / plain.rate) if plain.rate else float("nan")

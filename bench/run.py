@@ -73,7 +73,7 @@ async def expect(response: aiohttp.ClientResponse, status: int) -> None:
 # ---- CPU accounting: who was busy during a slice, in CPU seconds ---------------------------------------------------
 
 
-def _process_cpu(pid: int) -> float:
+def process_cpu(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime + stime, all threads
 
@@ -84,21 +84,21 @@ def _postgres_cpu(database: str) -> float:
     for proc in Path("/proc").glob("[0-9]*"):
         with contextlib.suppress(OSError, IndexError, ValueError):
             if f" {database} ".encode() in (proc / "cmdline").read_bytes():
-                total += _process_cpu(int(proc.name))
+                total += process_cpu(int(proc.name))
     return total
 
 
-def _machine_cpu() -> float:
+def machine_cpu() -> float:
     jiffies = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
     return (sum(jiffies) - jiffies[3] - jiffies[4]) / CLK_TCK  # all but idle and iowait
 
 
 def cpu_snapshot(server_pid: int | None, database: str) -> Counter[str]:
     return Counter({
-        "server": _process_cpu(server_pid) if server_pid else 0.0,
+        "server": process_cpu(server_pid) if server_pid else 0.0,
         "loadgen": time.process_time(),
         "postgres": _postgres_cpu(database),
-        "machine": _machine_cpu(),
+        "machine": machine_cpu(),
     })
 
 

@@ -1,6 +1,11 @@
 """Policy use cases: create, replace or patch, delete, bind and unbind. One command = one transaction, which also
-raises the owner's authorization generation (so every server's cache notices); once it commits, this process's
-cache is invalidated at once (``on_change``), so the change holds from the very next request."""
+tells ``changed_in_transaction(conn, owner)`` (the composition root raises the owner's authorization generation
+there, so every server's cache notices); once it commits, this process's cache is invalidated at once
+(``on_change``), so the change holds from the very next request.
+
+Who may change policies (docs/policies.md): an admin role, ``tenant_admin`` for its own tenant's policies,
+``partner_admin`` for its partner's too. Otherwise anyone allowed to write policies could bind themselves a policy
+granting ``admin`` on ``**``."""
 
 from __future__ import annotations
 
@@ -9,16 +14,21 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
 
+import asyncpg
+
 from commands.secrets import Actor
 from commands.unit_of_work import UnitOfWork, UnitOfWorkRunner, record_outcome, utcnow
 from scaivault.audit.access_records import AccessRecord
-from scaivault.auth.authorization import bump_generation
+from scaivault.auth.caller import Caller
 from scaivault.domain.errors import AccessDenied, InvalidPolicy, PolicyNotFound
+from scaivault.domain.outcomes import Outcome
 from scaivault.domain.policies import Policy, policy_stream_id
 from scaivault.ids import new_id
 
 T = TypeVar("T")
 UNSET: Any = object()  # a PATCH field that was not given
+# Called inside a command's transaction with the owner (tenant or partner id) whose policies it changes.
+OwnerChanged = Callable[[asyncpg.Connection, str], Awaitable[None]]
 
 
 @dataclass(frozen=True)
@@ -38,6 +48,38 @@ class PolicyAccess:
     visible: frozenset[str]
     manageable: frozenset[str]
 
+    @classmethod
+    def of(cls, caller: Caller) -> PolicyAccess:
+        """Visible: the caller's tenant's policies and its partner's. Manageable: by role (see the module doc)."""
+        visible = frozenset(owner for owner in (caller.tenant_id, caller.partner_id) if owner is not None)
+        principal, tenant_id = caller.principal, caller.tenant_id
+        if principal.is_partner_admin:
+            manageable = visible
+        elif "tenant_admin" in principal.roles and tenant_id is not None and tenant_id == principal.tenant_id:
+            manageable = frozenset({tenant_id})
+        else:
+            manageable = frozenset()
+        return cls(visible=visible, manageable=manageable)
+
+    @classmethod
+    def of_manager(cls, caller: Caller) -> PolicyAccess:
+        """The caller's access, if it may change any policy at all (``AccessDenied`` otherwise)."""
+        access = cls.of(caller)
+        if not access.manageable:
+            raise AccessDenied("Changing policies needs the tenant_admin or partner_admin role")
+        return access
+
+    def new_policy_owner(self, caller: Caller, scope: str) -> PolicyOwner:
+        """Where a policy the caller creates with ``scope`` lives, if the caller may manage it there."""
+        if scope == "partner":
+            owner = PolicyOwner("partner", caller.require_partner(), None, caller.require_partner())
+        else:
+            tenant_id = caller.require_tenant()
+            owner = PolicyOwner("tenant", tenant_id, tenant_id, caller.partner_id or "")
+        if owner.owner not in self.manageable:
+            raise AccessDenied("Only partner admins may create partner-scoped policies")
+        return owner
+
 
 @dataclass(frozen=True)
 class PolicyChanges:
@@ -55,10 +97,14 @@ class PolicyCommands:
         self,
         runner: UnitOfWorkRunner,
         *,
+        changed_in_transaction: OwnerChanged,
         on_change: Callable[[str], None] = lambda owner: None,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
+        """``changed_in_transaction``: for other servers (they learn of the change when it commits);
+        ``on_change``: for this one, right after the commit."""
         self._runner = runner
+        self._changed_in_transaction = changed_in_transaction
         self._on_change = on_change
         self._clock = clock
 
@@ -75,14 +121,15 @@ class PolicyCommands:
                 at=self._clock(), actor=actor.identity_id, request_id=actor.request_id,
             )
             uow.add(policy)
-            await bump_generation(uow.conn, owner.owner)
-            record_outcome(access, 201, policy_id=policy_id)
+            await self._changed_in_transaction(uow.conn, owner.owner)
+            record_outcome(access, Outcome.CREATED, policy_id=policy_id)
             return owner.owner, policy
 
         return await self._run(work, access)
 
     async def change(
-        self, policy_id: str, changes: PolicyChanges, who: PolicyAccess, actor: Actor, access: AccessRecord | None = None
+        self, policy_id: str, changes: PolicyChanges, who: PolicyAccess, actor: Actor,
+        access: AccessRecord | None = None,
     ) -> Policy:
         async def work(uow: UnitOfWork) -> tuple[str, Policy]:
             policy = await self._load(uow, policy_id, who, access)
@@ -96,7 +143,7 @@ class PolicyCommands:
                 at=self._clock(), actor=actor.identity_id, request_id=actor.request_id,
             )
             uow.add(policy)
-            await bump_generation(uow.conn, policy.owner)
+            await self._changed_in_transaction(uow.conn, policy.owner)
             return policy.owner, policy
 
         return await self._run(work, access)
@@ -108,7 +155,7 @@ class PolicyCommands:
             policy = await self._load(uow, policy_id, who, access)
             removed = policy.delete(force=force, at=self._clock(), actor=actor.identity_id, request_id=actor.request_id)
             uow.add(policy)
-            await bump_generation(uow.conn, policy.owner)
+            await self._changed_in_transaction(uow.conn, policy.owner)
             if access is not None:
                 access.extra["removed_bindings"] = len(removed)
             return policy.owner, removed
@@ -128,8 +175,8 @@ class PolicyCommands:
                 at=self._clock(), actor=actor.identity_id, request_id=actor.request_id,
             )
             uow.add(policy)
-            await bump_generation(uow.conn, policy.owner)
-            record_outcome(access, 201, binding_id=binding_id)
+            await self._changed_in_transaction(uow.conn, policy.owner)
+            record_outcome(access, Outcome.CREATED, binding_id=binding_id)
             return policy.owner, {**binding, "policy_id": policy_id}
 
         return await self._run(work, access)
@@ -141,7 +188,7 @@ class PolicyCommands:
             policy = await self._load(uow, policy_id, who, access)
             policy.unbind(binding_id=binding_id, at=self._clock(), actor=actor.identity_id, request_id=actor.request_id)
             uow.add(policy)
-            await bump_generation(uow.conn, policy.owner)
+            await self._changed_in_transaction(uow.conn, policy.owner)
             return policy.owner, None
 
         await self._run(work, access)

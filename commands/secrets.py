@@ -6,27 +6,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
+from uuid import UUID
 
-from commands.unit_of_work import UnitOfWork, UnitOfWorkRunner, utcnow
+from commands.ports import SecretLookup
+from commands.unit_of_work import UnitOfWork, UnitOfWorkRunner, record_outcome, utcnow
 from scaivault.audit.access_records import AccessRecord
 from scaivault.crypto.keyring import KeyRing
 from scaivault.crypto.secret_values import seal_value
 from scaivault.domain.errors import SecretNotFound
-from scaivault.domain.secrets import Secret, secret_stream_id, shredded_data_keys
-
-
-@dataclass(frozen=True)
-class SecretAddress:
-    """Where a secret lives: its owner (a tenant id, or a partner id for partner secrets) and its path."""
-
-    owner: str
-    partner_id: str
-    tenant_id: str | None
-    path: str
-
-    @property
-    def stream_id(self) -> Any:
-        return secret_stream_id(self.owner, self.path)
+from scaivault.domain.outcomes import Outcome
+from scaivault.domain.secrets import Secret, SecretAddress, shredded_data_keys
 
 
 @dataclass(frozen=True)
@@ -64,6 +53,7 @@ class SecretCommands:
         self,
         runner: UnitOfWorkRunner,
         keyring: KeyRing,
+        lookup: SecretLookup,
         *,
         delete_retention: timedelta,
         default_max_versions: int,
@@ -71,6 +61,7 @@ class SecretCommands:
     ) -> None:
         self._runner = runner
         self._keyring = keyring
+        self._lookup = lookup
         self._retention = delete_retention
         self._default_max_versions = default_max_versions
         self._clock = clock
@@ -108,14 +99,15 @@ class SecretCommands:
                 rotation_policy_id=cmd.rotation_policy_id,
                 cas=cmd.cas,
             )
-            if access is not None:
-                access.status = 201 if created else 200
+            record_outcome(access, Outcome.CREATED if created else Outcome.OK)
             await self._commit(uow, secret)
             return secret, created
 
         return await self._runner.run(work, access=access)
 
-    async def update_metadata(self, cmd: UpdateSecretMetadata, actor: Actor, access: AccessRecord | None = None) -> Secret:
+    async def update_metadata(
+        self, cmd: UpdateSecretMetadata, actor: Actor, access: AccessRecord | None = None
+    ) -> Secret:
         async def work(uow: UnitOfWork) -> Secret:
             secret = await self._existing(uow, cmd.address)
             secret.update_metadata(
@@ -138,7 +130,9 @@ class SecretCommands:
     async def delete(self, address: SecretAddress, actor: Actor, access: AccessRecord | None = None) -> Secret:
         async def work(uow: UnitOfWork) -> Secret:
             secret = await self._existing(uow, address)
-            secret.delete(at=self._clock(), retention=self._retention, actor=actor.identity_id, request_id=actor.request_id)
+            secret.delete(
+                at=self._clock(), retention=self._retention, actor=actor.identity_id, request_id=actor.request_id
+            )
             await self._commit(uow, secret)
             return secret
 
@@ -178,15 +172,12 @@ class SecretCommands:
 
     async def purge_expired_deletions(self, *, limit: int = 500) -> int:
         """Purge soft-deleted secrets whose retention has passed (a background job; safe to run anywhere)."""
-        rows = await self._runner.pool.fetch(
-            "SELECT stream_id FROM scaivault_secrets WHERE recoverable_until <= $1 ORDER BY recoverable_until LIMIT $2",
-            self._clock(),
-            limit,
-        )
+        async with self._runner.pool.acquire() as conn:
+            due = await self._lookup.deletions_past_retention(conn, self._clock(), limit)
         purged = 0
-        for row in rows:
+        for stream_id in due:
 
-            async def work(uow: UnitOfWork, stream_id: Any = row["stream_id"]) -> bool:
+            async def work(uow: UnitOfWork, stream_id: UUID = stream_id) -> bool:
                 secret = await uow.get(stream_id)
                 if secret is None or not secret.purge_if_retention_expired(at=self._clock(), actor="system:retention"):
                     return False

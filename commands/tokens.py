@@ -7,21 +7,19 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
-from typing import TYPE_CHECKING
+from datetime import UTC, datetime, timedelta
+from typing import TypedDict
 
 import jwt
 
-from commands.unit_of_work import UnitOfWork, utcnow
-from projections.tenancy import partner_exists, tenant_partner
+from commands.ports import TenancyLookup
+from commands.unit_of_work import UnitOfWork, UnitOfWorkRunner, utcnow
+from scaivault.auth.issuer import BuiltinIssuer
 from scaivault.auth.pats import PAT_PREFIX, find_pat, issue_pat, revoke_pat
 from scaivault.auth.revocation import revoke
 from scaivault.domain.errors import InvalidRequest, TenantNotFound
 from scaivault.domain.tenancy import parse_partner_id, parse_tenant_id
 from scaivault.domain.tokens import JwtRevocation, PersonalAccessToken
-
-if TYPE_CHECKING:
-    from scaivault.bootstrap import Container
 
 IDENTITY_PREFIXES = ("user:", "sa:")
 
@@ -39,68 +37,84 @@ class IssueToken:
     actor: str = "system:cli"
 
 
-async def issue_token(container: Container, cmd: IssueToken) -> str:
-    partner_id = parse_partner_id(cmd.partner_id)
-    tenant_id = parse_tenant_id(cmd.tenant_id) if cmd.tenant_id is not None else None
-    if not cmd.identity_id.startswith(IDENTITY_PREFIXES) or len(cmd.identity_id) > 320:
-        raise InvalidRequest("The identity is user:<email> or sa:<name>")
-    if not cmd.scopes:
-        raise InvalidRequest("A token needs at least one scope")
+class _Rights(TypedDict):
+    """Who a token is for and what it lets them do: the same for a JWT, a PAT, and the PAT's Issued event."""
 
-    async def work(uow: UnitOfWork) -> str:
-        if tenant_id is not None:
-            if await tenant_partner(uow.conn, tenant_id) != partner_id:
-                raise TenantNotFound(
-                    "No such tenant under that partner: run `scaivault tenants create` first", tenant_id=tenant_id
-                )
-        elif not await partner_exists(uow.conn, partner_id):
-            raise TenantNotFound("No such partner: run `scaivault tenants create` first", partner_id=partner_id)
-        rights = {
-            "identity_id": cmd.identity_id,
-            "tenant_id": tenant_id,
-            "partner_id": partner_id,
-            "scopes": list(cmd.scopes),
-            "roles": list(cmd.roles),
-            "groups": list(cmd.groups),
-        }
-        if not cmd.personal_access_token:
-            return container.issuer.issue(**rights, ttl=cmd.ttl)
-        token, pat_id = await issue_pat(uow.conn, **rights, ttl=cmd.ttl)
-        now = utcnow()
-        uow.add(PersonalAccessToken(pat_id=pat_id, **rights, expires_at=now + cmd.ttl, at=now, actor=cmd.actor))
-        return token
-
-    return await container.runner.run(work)
+    identity_id: str
+    tenant_id: str | None
+    partner_id: str
+    scopes: list[str]
+    roles: list[str]
+    groups: list[str]
 
 
-async def revoke_token(container: Container, token_or_id: str, *, actor: str = "system:cli") -> bool:
-    """Revoke a PAT (its text or pat_ id) or a JWT (its text or jti); servers drop it on the NOTIFY or next poll.
-    False when there is nothing (more) to revoke."""
+class TokenCommands:
+    def __init__(self, runner: UnitOfWorkRunner, issuer: BuiltinIssuer, tenancy: TenancyLookup) -> None:
+        self._runner = runner
+        self._issuer = issuer
+        self._tenancy = tenancy
 
-    token_or_id = token_or_id.strip()
+    async def issue(self, cmd: IssueToken) -> str:
+        partner_id = parse_partner_id(cmd.partner_id)
+        tenant_id = parse_tenant_id(cmd.tenant_id) if cmd.tenant_id is not None else None
+        if not cmd.identity_id.startswith(IDENTITY_PREFIXES) or len(cmd.identity_id) > 320:
+            raise InvalidRequest("The identity is user:<email> or sa:<name>")
+        if not cmd.scopes:
+            raise InvalidRequest("A token needs at least one scope")
 
-    async def work(uow: UnitOfWork) -> bool:
-        if token_or_id.startswith(("skt_", "pat_")):
-            pat_id = token_or_id
-            if token_or_id.startswith(PAT_PREFIX):
-                row = await find_pat(uow.conn, token_or_id)
-                if row is None:
+        async def work(uow: UnitOfWork) -> str:
+            if tenant_id is not None:
+                if await self._tenancy.partner_of(uow.conn, tenant_id) != partner_id:
+                    raise TenantNotFound(
+                        "No such tenant under that partner: run `scaivault tenants create` first", tenant_id=tenant_id
+                    )
+            elif not await self._tenancy.partner_exists(uow.conn, partner_id):
+                raise TenantNotFound("No such partner: run `scaivault tenants create` first", partner_id=partner_id)
+            rights: _Rights = {
+                "identity_id": cmd.identity_id,
+                "tenant_id": tenant_id,
+                "partner_id": partner_id,
+                "scopes": list(cmd.scopes),
+                "roles": list(cmd.roles),
+                "groups": list(cmd.groups),
+            }
+            if not cmd.personal_access_token:
+                return self._issuer.issue(**rights, ttl=cmd.ttl)
+            token, pat_id = await issue_pat(uow.conn, **rights, ttl=cmd.ttl)
+            now = utcnow()
+            uow.add(PersonalAccessToken(pat_id=pat_id, **rights, expires_at=now + cmd.ttl, at=now, actor=cmd.actor))
+            return token
+
+        return await self._runner.run(work)
+
+    async def revoke(self, token_or_id: str, *, actor: str = "system:cli") -> bool:
+        """Revoke a PAT (its text or pat_ id) or a JWT (its text or jti); servers drop it on the NOTIFY or next poll.
+        False when there is nothing (more) to revoke."""
+
+        token_or_id = token_or_id.strip()
+
+        async def work(uow: UnitOfWork) -> bool:
+            if token_or_id.startswith(("skt_", "pat_")):
+                pat_id = token_or_id
+                if token_or_id.startswith(PAT_PREFIX):
+                    row = await find_pat(uow.conn, token_or_id)
+                    if row is None:
+                        return False
+                    pat_id = row["id"]
+                pat = await uow.get(PersonalAccessToken.create_id(pat_id))
+                if pat is None or not await revoke_pat(uow.conn, pat_id):
                     return False
-                pat_id = row["id"]
-            pat = await uow.get(PersonalAccessToken.create_id(pat_id))
-            if pat is None or not await revoke_pat(uow.conn, pat_id):
+                pat.revoke(at=utcnow(), actor=actor)
+                uow.add(pat)
+                return True
+            jti, expires_at = _jti_and_expiry(token_or_id)
+            if await uow.get(JwtRevocation.create_id(jti)) is not None:
                 return False
-            pat.revoke(at=utcnow(), actor=actor)
-            uow.add(pat)
+            await revoke(uow.conn, "jti", jti, expires_at)
+            uow.add(JwtRevocation(jti=jti, expires_at=expires_at, at=utcnow(), actor=actor))
             return True
-        jti, expires_at = _jti_and_expiry(token_or_id)
-        if await uow.get(JwtRevocation.create_id(jti)) is not None:
-            return False
-        await revoke(uow.conn, "jti", jti, expires_at)
-        uow.add(JwtRevocation(jti=jti, expires_at=expires_at, at=utcnow(), actor=actor))
-        return True
 
-    return await container.runner.run(work)
+        return await self._runner.run(work)
 
 
 _JTI = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
@@ -121,4 +135,4 @@ def _jti_and_expiry(token_or_jti: str) -> tuple[str, datetime | None]:
     if not isinstance(jti, str) or not _JTI.fullmatch(jti):
         raise InvalidRequest("That token has no jti to revoke")
     exp = claims.get("exp")
-    return jti, datetime.fromtimestamp(int(exp), timezone.utc) if isinstance(exp, (int, float)) else None
+    return jti, datetime.fromtimestamp(int(exp), UTC) if isinstance(exp, (int, float)) else None

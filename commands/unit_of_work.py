@@ -13,15 +13,16 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 from uuid import UUID
 
 import asyncpg
-from eventsourcing.domain import Aggregate
+from eventsourcing.domain import Aggregate, DomainEventProtocol
 
 from scaivault.audit.access_records import AccessRecord, touch_last_access
 from scaivault.domain.errors import VersionConflict
+from scaivault.domain.outcomes import Outcome
 from scaivault.eventstore.locks import READ_MODEL_SWAP_KEY, SHARED_READ_MODEL_LOCK
 from scaivault.eventstore.recorder import EventStoreConflict
 from scaivault.eventstore.repository import Repository
@@ -29,19 +30,17 @@ from scaivault.eventstore.repository import Repository
 T = TypeVar("T")
 Projector = Callable[[asyncpg.Connection, Any], Awaitable[None]]
 MAX_ATTEMPTS = 8
-# Unique keys of inline read models that a concurrent writer of the same stream can hit first.
-READ_MODEL_KEYS = frozenset({"scaivault_secret_versions_pkey", "scaivault_secrets_pkey", "scaivault_secrets_stream_id_key"})
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
-def record_outcome(access: AccessRecord | None, status: int, **extra: Any) -> None:
-    """What a command's request answers, for its access record (committed with the command): the status when not
-    200 (201 created, 202 accepted) and the ids it made; nothing without a record (CLI, background work)."""
+def record_outcome(access: AccessRecord | None, outcome: Outcome, **extra: Any) -> None:
+    """What the command did, for its request's access record (committed with the command): the outcome, which the
+    record's edge turns into its status, and the ids it made; nothing without a record (CLI, background work)."""
     if access is not None:
-        access.status = status
+        access.outcome = outcome
         access.extra.update(extra)
 
 
@@ -74,7 +73,9 @@ class UnitOfWork:
                 self.aggregates.append(aggregate)
 
     async def flush(self) -> list[Any]:
-        events = [e for aggregate in self.aggregates for e in aggregate.collect_events()]
+        events: list[DomainEventProtocol[UUID]] = [
+            e for aggregate in self.aggregates for e in aggregate.collect_events()
+        ]
         if not self._holds_read_model_lock and (events or self.access is not None):
             await self.conn.execute(SHARED_READ_MODEL_LOCK, READ_MODEL_SWAP_KEY)
             self._holds_read_model_lock = True
@@ -83,7 +84,7 @@ class UnitOfWork:
                 await project(self.conn, domain_event)
         if self.access is not None:
             # Committing means the request succeeds: record it as the success it is about to be.
-            self.access.status = self.access.status or 200
+            self.access.settle(Outcome.OK)
             self.access.duration_ms = int((utcnow() - self.access.recorded_at).total_seconds() * 1000)
             access_event = self.access.event()
             await touch_last_access(self.conn, [(access_event.timestamp, access_event.accessed_streams)])
@@ -93,10 +94,20 @@ class UnitOfWork:
 
 
 class UnitOfWorkRunner:
-    def __init__(self, pool: asyncpg.Pool, repository: Repository, projectors: Sequence[Projector]) -> None:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        repository: Repository,
+        projectors: Sequence[Projector],
+        *,
+        conflict_keys: frozenset[str] = frozenset(),
+    ) -> None:
+        """``conflict_keys``: unique keys of the inline read models that a concurrent writer of the same stream can
+        hit before the event store does (the same conflict, so the command is retried)."""
         self.pool = pool
         self.repository = repository
         self.projectors = projectors
+        self._conflict_keys = conflict_keys
 
     async def run(self, work: Callable[[UnitOfWork], Awaitable[T]], *, access: AccessRecord | None = None) -> T:
         """Run ``work`` in a transaction and commit what it did; retry it from scratch on a concurrent write."""
@@ -113,7 +124,7 @@ class UnitOfWorkRunner:
                 return result
             except (EventStoreConflict, asyncpg.UniqueViolationError) as exc:
                 # An inline read model can notice the concurrent writer first (same version row): same conflict.
-                if isinstance(exc, asyncpg.UniqueViolationError) and exc.constraint_name not in READ_MODEL_KEYS:
+                if isinstance(exc, asyncpg.UniqueViolationError) and exc.constraint_name not in self._conflict_keys:
                     raise
                 await asyncio.sleep(random.uniform(0, 0.002 * (attempt + 1)))
         raise VersionConflict("The secret kept changing concurrently; re-read it and retry")

@@ -25,6 +25,7 @@ from eventsourcing.utils import get_topic
 
 from projections.audit.projector import AuditLogProjection
 from projections.runner import AllTopicsExcept, Projection, tracked_position
+from scaivault.database import Queryable
 from scaivault.domain.access import ACCESS_TOPIC
 from scaivault.domain.secrets import Secret
 
@@ -75,7 +76,8 @@ class EventIndexProjection(Projection):
                 unresolved.append(len(rows))
             actor = _text(getattr(e, "actor", None)) or _text(getattr(e, "identity_id", None))
             rows.append(
-                [notification_id, stream_id, topic, *owner, actor, _text(getattr(e, "request_id", None)), _event_time(e)]
+                [notification_id, stream_id, topic, *owner, actor, _text(getattr(e, "request_id", None)),
+                 _event_time(e)]
             )
         if unresolved:
             await self._resolve(conn, [rows[i] for i in unresolved])
@@ -119,7 +121,7 @@ class EventFilter:
     limit: int = 100
 
 
-async def known_topics(conn: asyncpg.Connection | asyncpg.Pool) -> list[str]:
+async def known_topics(conn: Queryable) -> list[str]:
     """The distinct topics indexed so far (a loose index scan over the topic index: one probe per topic), and the
     access-record topic when the audit log holds any."""
     rows = await conn.fetch(
@@ -167,7 +169,7 @@ _FILTERS = {
 }
 
 
-async def list_events(conn: asyncpg.Connection | asyncpg.Pool, where: EventFilter) -> list[asyncpg.Record]:
+async def list_events(conn: Queryable, where: EventFilter) -> list[asyncpg.Record]:
     """Indexed events matching ``where``, in notification order, with their stored state."""
     args: list[Any] = [where.after, where.limit]
     indexed, access = ["notification_id > $1"], ["a.notification_id > $1"]
@@ -194,7 +196,7 @@ async def list_events(conn: asyncpg.Connection | asyncpg.Pool, where: EventFilte
     return await conn.fetch(sql, *args)
 
 
-async def event_by_id(conn: asyncpg.Connection | asyncpg.Pool, notification_id: int) -> asyncpg.Record | None:
+async def event_by_id(conn: Queryable, notification_id: int) -> asyncpg.Record | None:
     """One event from the log, with its index entry when it has one (the log itself is the truth)."""
     return await conn.fetchrow(
         f"""SELECT e.notification_id, e.originator_id AS stream_id, e.originator_version, e.topic, e.state,
@@ -208,7 +210,7 @@ async def event_by_id(conn: asyncpg.Connection | asyncpg.Pool, notification_id: 
     )
 
 
-async def index_lag(conn: asyncpg.Connection | asyncpg.Pool) -> tuple[int, int]:
+async def index_lag(conn: Queryable) -> tuple[int, int]:
     """(head of the event log, position of the index: the lesser of the event index's and the audit log's)."""
     head = await conn.fetchval("SELECT COALESCE(MAX(notification_id), 0) FROM scaivault_events")
     position = min(await tracked_position(conn, NAME), await tracked_position(conn, AuditLogProjection.name))

@@ -17,12 +17,12 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import asyncpg
 from eventsourcing.persistence import Mapper, StoredEvent
 
-from scaivault.database import connect
+from scaivault.database import Queryable, connect
 from scaivault.eventstore.locks import SHARED_READ_MODEL_LOCK, advisory_key
 from scaivault.eventstore.recorder import WAKEUP_COVERS_SECONDS, EventRow, EventStoreListener, PostgresEventStore
 from scaivault.tasks import cancel_and_wait
@@ -35,9 +35,9 @@ TRACKING_TABLE = "scaivault_tracking"
 HOT_SECONDS = 2 * WAKEUP_COVERS_SECONDS
 MIN_GATHER_SECONDS = 0.01
 # While events flow, a runner takes them in batches this far apart. Every batch is a few round trips and a commit
-# (a WAL flush the group commit of access records then waits behind), for each projection: at 1 s rather than
-# 0.25 s, audited reads ran at 92.1% of unaudited ones against 86.6% (side by side, four runs). The audit log is
-# therefore up to about a second behind under load; a lone event is still applied as soon as its NOTIFY arrives.
+# (a WAL flush the group commit of access records then waits behind), for each projection: fewer, larger batches
+# leave audited reads faster (docs/adr/0004). The audit log is therefore up to about a second behind under load; a
+# lone event is still applied as soon as its NOTIFY arrives.
 GATHER_SECONDS = 1.0
 # How far past its position (in batches) a runner looks for events it consumes in one go: topics it skips are
 # filtered out by PostgreSQL, and a long run of them must not become one huge scan.
@@ -76,7 +76,7 @@ class Projection(ABC):
         return mapper.to_domain_event(stored)
 
 
-async def tracked_position(conn: asyncpg.Connection | asyncpg.Pool, name: str) -> int:
+async def tracked_position(conn: Queryable, name: str) -> int:
     position = await conn.fetchval(f"SELECT notification_id FROM {TRACKING_TABLE} WHERE application_name = $1", name)
     return int(position or 0)
 
@@ -105,7 +105,7 @@ def swap_key(name: str) -> int:
     return advisory_key(f"projection-swap:{name}")
 
 
-class AllTopicsExcept(frozenset):  # type: ignore[type-arg]
+class AllTopicsExcept(frozenset[str]):
     """``Projection.topics`` for a projection that consumes every topic but the ones given: ``in`` answers for
     the topics consumed, iterating gives the ones left out (which the runner asks PostgreSQL not to send)."""
 
@@ -188,7 +188,7 @@ class ProjectionRunner:
                 conn.terminate()
         self._tasks.clear()
 
-    async def status(self, conn: asyncpg.Connection | asyncpg.Pool) -> dict[str, dict[str, Any]]:
+    async def status(self, conn: Queryable) -> dict[str, dict[str, Any]]:
         """Position, head and lag of every projection, and the failure of any that stopped (from any process)."""
         head = await self._store.max_notification_id(conn)
         rows = await conn.fetch(
@@ -238,7 +238,9 @@ class ProjectionRunner:
             except asyncio.CancelledError:
                 raise
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-                log.warning("projection connection lost", extra={"projection": projection.name, "error": type(exc).__name__})
+                log.warning(
+                    "projection connection lost", extra={"projection": projection.name, "error": type(exc).__name__}
+                )
                 await asyncio.sleep(self._poll)
             finally:
                 if conn is not None:
@@ -280,7 +282,7 @@ class ProjectionRunner:
                 await record_position(conn, projection.name, batch.upto)
         except (OSError, asyncpg.InterfaceError, asyncpg.ConnectionDoesNotExistError):
             raise  # the connection is gone: reconnect, re-take the lock, resume from the committed position
-        except Exception:
+        except Exception:  # noqa: BLE001 - whatever an event did wrong, the one at fault is found and reported
             await self._pinpoint_failure(conn, projection, state)
             return 1
         moved, state.position = batch.upto - state.position, batch.upto
@@ -327,7 +329,7 @@ class ProjectionRunner:
                     await record_position(conn, projection.name, batch.upto)
             except (OSError, asyncpg.InterfaceError, asyncpg.ConnectionDoesNotExistError):
                 raise
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - any failure of an event stops the projection there, reported
                 failed_id = batch.events[0].id if batch.events else state.position + 1
                 error = f"{type(exc).__name__}: {str(exc)[:500]}"
                 log.error(
@@ -340,7 +342,9 @@ class ProjectionRunner:
                 return
             state.position = batch.upto
 
-    async def _report(self, conn: asyncpg.Connection, state: ProjectionState, *, failed: int | None, error: str | None) -> None:
+    async def _report(
+        self, conn: asyncpg.Connection, state: ProjectionState, *, failed: int | None, error: str | None
+    ) -> None:
         state.failed_notification_id, state.error = failed, error
         state.state = "failed" if failed is not None else "running"
         if failed is None:
@@ -365,8 +369,8 @@ class ProjectionRunner:
     def _decode(self, projection: Projection, batch: list[EventRow]) -> list[tuple[int, Any]]:
         """The batch holds only topics the projection consumes (``_next_batch`` has PostgreSQL filter the rest)."""
         decode, mapper = projection.decode, self._mapper
-        # An EventRow reads like a StoredEvent: it is decoded as it is.
-        return [(n.id, decode(mapper, n)) for n in batch]
+        # An EventRow reads like a StoredEvent (the mapper reads the same four attributes): it is decoded as it is.
+        return [(n.id, decode(mapper, cast(StoredEvent, n))) for n in batch]
 
     @staticmethod
     async def _sleep(woken: asyncio.Event, seconds: float) -> None:

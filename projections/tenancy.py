@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import asyncpg
-
-from collections.abc import Sequence
-
 from eventsourcing.utils import get_topic
 
 from projections.runner import Projection
+from scaivault.database import Queryable
 from scaivault.domain.tenancy import Partner, Tenant
 
 
@@ -34,12 +33,22 @@ async def project_tenancy(conn: asyncpg.Connection, domain_event: Any) -> None:
         )
 
 
-async def tenant_partner(conn: asyncpg.Connection | asyncpg.Pool, tenant_id: str) -> str | None:
+async def tenant_partner(conn: Queryable, tenant_id: str) -> str | None:
     return await conn.fetchval("SELECT partner_id FROM scaivault_tenants WHERE tenant_id = $1", tenant_id)
 
 
-async def partner_exists(conn: asyncpg.Connection | asyncpg.Pool, partner_id: str) -> bool:
+async def partner_exists(conn: Queryable, partner_id: str) -> bool:
     return bool(await conn.fetchval("SELECT 1 FROM scaivault_partners WHERE partner_id = $1", partner_id))
+
+
+class TenancyReadModel:
+    """The tenancy lookups commands ask for (``commands.ports.TenancyLookup``), read in their transaction."""
+
+    async def partner_of(self, conn: asyncpg.Connection, tenant_id: str) -> str | None:
+        return await tenant_partner(conn, tenant_id)
+
+    async def partner_exists(self, conn: asyncpg.Connection, partner_id: str) -> bool:
+        return await partner_exists(conn, partner_id)
 
 
 class TenancyProjection(Projection):

@@ -3,37 +3,48 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-import time
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 
 import aiohttp
 import asyncpg
 
 from commands.audit_exports import AuditExportCommands
-from commands.audit_retention import enforce_audit_retention
 from commands.policies import PolicyCommands
 from commands.secrets import SecretCommands
 from commands.tenancy import TenancyCommands
+from commands.tokens import TokenCommands
+from commands.unit_of_work import UnitOfWorkRunner, utcnow
+from projections.audit.projector import AuditLogProjection
+from projections.audit.reader import AuditLogReader
+from projections.audit_exports import (
+    AuditExportLookup,
+    AuditExportReader,
+    AuditExportsProjection,
+    project_audit_export,
+)
+from projections.event_index import EventIndexProjection
 from projections.identity.projection import IdentityProjection
 from projections.identity.projector import project_identity_event
 from projections.identity.queries import groups_of
-from commands.unit_of_work import UnitOfWorkRunner, utcnow
-from projections.secrets.projector import project_secret_event
-from projections.tenancy import TenancyProjection, project_tenancy
-from projections.audit.projector import AuditLogProjection
-from projections.audit_exports import AuditExportsProjection, project_audit_export
+from projections.maintenance.rebuild import ReadModel
+from projections.maintenance.retention import enforce_audit_retention
 from projections.policies.projection import PoliciesProjection
 from projections.policies.projector import project_policy_event
-from projections.event_index import EventIndexProjection
-from projections.rebuild import ReadModel
+from projections.policies.reader import PolicyReader
 from projections.runner import Projection, ProjectionRunner
 from projections.secrets.projection import SecretsProjection
+from projections.secrets.projector import project_secret_event
+from projections.secrets.queries import SecretsReadModel
+from projections.secrets.reader import SecretReader
+from projections.tenancy import TenancyProjection, TenancyReadModel, project_tenancy
 from projections.tenant_directory import TenantDirectory
 from scaivault.audit.access_records import AccessRecorder
-from scaivault.audit.exports import AuditExportWorker
 from scaivault.audit.chain import CHAIN_KEY_NAME
+from scaivault.audit.exports.credentials import RequesterCredentials
+from scaivault.audit.exports.worker import AuditExportWorker
 from scaivault.auth.authenticator import TokenAuthenticator
 from scaivault.auth.authorization import Authorizer, bump_generation
 from scaivault.auth.issuer import BuiltinIssuer
@@ -50,6 +61,7 @@ from scaivault.eventstore.mapper import create_mapper
 from scaivault.eventstore.migrations import apply_migrations
 from scaivault.eventstore.recorder import EventStoreListener, PostgresEventStore
 from scaivault.eventstore.repository import Repository
+from scaivault.health import HealthChecks
 from scaivault.identity.services import IdentityServices, build_identity_services
 from scaivault.metrics import Metrics
 from scaivault.ratelimit import RateLimiter
@@ -59,6 +71,29 @@ log = logging.getLogger(__name__)
 
 REVOCATION_POLL_SECONDS = 2.0
 HOUSEKEEPING_SECONDS = 60.0
+
+
+@dataclass(frozen=True)
+class BackgroundJob:
+    """Work a serving process runs beside requests, started and stopped by the app's cleanup context."""
+
+    name: str
+    start: Callable[[], Awaitable[None]]
+    stop: Callable[[], Awaitable[None]]
+
+
+def forever(name: str, work: Callable[[], Awaitable[None]]) -> BackgroundJob:
+    """A job that is one task running until it is cancelled."""
+    tasks: list[asyncio.Task[None]] = []
+
+    async def start() -> None:
+        tasks.append(asyncio.create_task(work(), name=name))  # type: ignore[arg-type]
+
+    async def stop() -> None:
+        await cancel_and_wait(tasks)
+        tasks.clear()
+
+    return BackgroundJob(name, start, stop)
 
 
 @dataclass
@@ -74,45 +109,69 @@ class Container:
     authenticator: TokenAuthenticator
     access_recorder: AccessRecorder
     runner: UnitOfWorkRunner
-    secret_commands: SecretCommands
-    tenancy_commands: TenancyCommands
     tenants: TenantDirectory
     http_session: aiohttp.ClientSession | None
     metrics: Metrics
     projections: ProjectionRunner
-    audit_exports: AuditExportCommands
-    export_worker: AuditExportWorker
     authorizer: Authorizer
-    policy_commands: PolicyCommands
-    identity: IdentityServices
     rate_limiter: RateLimiter
-    started_at: float = field(default_factory=time.monotonic)
-    encryption_checked_at: float = float("-inf")  # last successful root-key round trip (readiness)
-    _tasks: list[asyncio.Task[Any]] = field(default_factory=list)
+    health: HealthChecks
+    # the write side
+    secret_commands: SecretCommands
+    tenancy_commands: TenancyCommands
+    token_commands: TokenCommands
+    policy_commands: PolicyCommands
+    audit_exports: AuditExportCommands
+    identity: IdentityServices
+    # the read side
+    secret_reader: SecretReader
+    audit_export_reader: AuditExportReader
+    audit_log: AuditLogReader
+    policy_reader: PolicyReader
+    # background work
+    export_worker: AuditExportWorker
 
-    async def start_background(self) -> None:
-        """Jobs a serving process runs: access-record group commit, revocation sync, housekeeping."""
-        await self.access_recorder.start()
-        await self.rate_limiter.start()
+    def background_jobs(self) -> list[BackgroundJob]:
+        """What a serving process runs besides answering requests, in start order (stopped in reverse)."""
+        jobs = [
+            BackgroundJob("access-records", self.access_recorder.start, self.access_recorder.close),
+            BackgroundJob("rate-limit-redis-probe", self.rate_limiter.start, self.rate_limiter.close),
+        ]
         if self.settings.run_projections:
-            await self.projections.start()
-        self._tasks.append(asyncio.create_task(self._sync_revocations(), name="revocation-sync"))
-        self._tasks.append(asyncio.create_task(self._housekeeping(), name="housekeeping"))
-        self._tasks.append(asyncio.create_task(self.export_worker.run(), name="audit-exports"))
-        self._tasks.append(asyncio.create_task(self.authorizer.run_sync(self.database_url), name="authorization-sync"))
+            jobs.append(BackgroundJob("projections", self.projections.start, self.projections.stop))
+        return jobs + [
+            forever("revocation-sync", self._sync_revocations),
+            forever("housekeeping", self._housekeeping),
+            forever("audit-exports", self.export_worker.run),
+            forever("authorization-sync", lambda: self.authorizer.run_sync(self.database_url)),
+        ]
+
+    @contextlib.asynccontextmanager
+    async def running_background(self) -> AsyncIterator[None]:
+        """The background jobs running, outside an app (benchmarks, tests); a serving app runs each in its cleanup
+        context instead."""
+        started: list[BackgroundJob] = []
+        try:
+            for job in self.background_jobs():
+                await job.start()
+                started.append(job)
+            yield
+        finally:
+            for job in reversed(started):
+                await job.stop()
 
     async def _sync_revocations(self) -> None:
         async with EventStoreListener(self.database_url, channel=REVOCATION_CHANNEL) as listener:
             while True:
                 try:
                     await self.revocations.refresh(self.pool)
-                except Exception as exc:  # never let the sync die: revocations must keep arriving
+                except Exception as exc:  # noqa: BLE001 - never let the sync die: revocations must keep arriving
                     log.warning("revocation refresh failed: %s", type(exc).__name__)
                 await listener.wait(REVOCATION_POLL_SECONDS)
 
     async def _housekeeping(self) -> None:
-        """Purge soft-deleted secrets past retention and revocations of tokens long expired. Idempotent, so every
-        server may run it."""
+        """Purge soft-deleted secrets past retention, revocations of tokens long expired and audit entries past
+        retention. Idempotent, so every server may run it."""
         while True:
             try:
                 purged = await self.secret_commands.purge_expired_deletions()
@@ -125,21 +184,18 @@ class Container:
                 )
                 if retention.removed_entries:
                     log.info("audit entries past retention removed", extra={"count": retention.removed_entries})
-            except Exception as exc:  # a failed round is retried next time; the job must not die
+            except Exception as exc:  # noqa: BLE001 - a failed round is retried next time; the job must not die
                 log.warning("housekeeping failed: %s", type(exc).__name__)
             await asyncio.sleep(HOUSEKEEPING_SECONDS)
 
     async def close(self) -> None:
-        await self.projections.stop()
-        await cancel_and_wait(self._tasks)
-        await self.access_recorder.close()
+        """Release what the container holds (a serving app has stopped its background jobs first)."""
         await self.identity.close()
-        await self.rate_limiter.close()
         if self.http_session is not None:
             await self.http_session.close()
         try:
             await asyncio.wait_for(self.pool.close(), timeout=10)
-        except asyncio.TimeoutError:  # a connection still held by a stuck task: do not wait for it for ever
+        except TimeoutError:  # a connection still held by a stuck task: do not wait for it for ever
             log.warning("database pool did not close in time; terminating its connections")
             self.pool.terminate()
 
@@ -180,8 +236,9 @@ async def build_container(settings: Settings, *, migrate: bool = True) -> Contai
         repository = Repository(store, create_mapper(), snapshot_interval=settings.snapshot_interval)
         keyring = KeyRing(root_key_provider(settings))
         runner = UnitOfWorkRunner(
-            pool, repository, [project_secret_event, project_tenancy, project_audit_export, project_identity_event,
-                          project_policy_event]
+            pool, repository,
+            [project_secret_event, project_tenancy, project_audit_export, project_identity_event, project_policy_event],
+            conflict_keys=SecretsProjection.concurrent_write_keys,
         )
         async with pool.acquire() as conn:
             issuer = await BuiltinIssuer.load(
@@ -191,9 +248,11 @@ async def build_container(settings: Settings, *, migrate: bool = True) -> Contai
         await revocations.refresh(pool)
         http_session = None
         jwks = None
-        if settings.scaikey_jwks_url or settings.scaikey_url:
+        jwks_url = settings.scaikey_jwks_url or (
+            settings.scaikey_url and settings.scaikey_url.rstrip("/") + "/.well-known/jwks.json"
+        )
+        if jwks_url:
             http_session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5))
-            jwks_url = settings.scaikey_jwks_url or settings.scaikey_url.rstrip("/") + "/.well-known/jwks.json"
             jwks = JwksClient(jwks_url, http_session)
         authenticator = TokenAuthenticator(
             pool,
@@ -216,18 +275,34 @@ async def build_container(settings: Settings, *, migrate: bool = True) -> Contai
             pool, repository, timeout=settings.audit_timeout_seconds, metrics=metrics,
             skip=settings.unsafe_skip_read_audit,
         )
-        audit_exports = AuditExportCommands(runner)
+        authorizer = Authorizer(pool, groups_of=groups_of)
+        tenants = TenantDirectory(pool)
+        tenancy_commands = TenancyCommands(runner, keyring)
+        rate_limiter = RateLimiter.from_settings(settings, metrics)
+        identity = build_identity_services(
+            settings,
+            pool=pool,
+            runner=runner,
+            tenancy=tenancy_commands,
+            tenants=tenants,
+            http_session=http_session,
+            # Policy evaluation caches group memberships: other servers learn of a change when its transaction
+            # commits (the generation), this one at once (invalidate).
+            on_membership_changed=authorizer.invalidate,
+            membership_changed_in_transaction=bump_generation,
+        )
+        secret_reader = SecretReader(pool, repository, keyring, authorizer, metrics)
+        audit_exports = AuditExportCommands(runner, authorizer, AuditExportLookup())
         export_worker = AuditExportWorker(
             dsn=url,
             pool=pool,
             store=store,
             commands=audit_exports,
-            keyring=keyring,
-            access_recorder=access_recorder,
+            # The job reads an S3 export's credentials on its requester's behalf, as a GET would.
+            credentials=RequesterCredentials(secret_reader, identity.roles, revocations, access_recorder),
             export_dir=settings.exports_directory,
             egress_allow=parse_allow_list(settings.egress_allow),
         )
-        authorizer = Authorizer(pool, groups_of=groups_of)
         return Container(
             settings=settings,
             database_url=url,
@@ -240,34 +315,32 @@ async def build_container(settings: Settings, *, migrate: bool = True) -> Contai
             authenticator=authenticator,
             access_recorder=access_recorder,
             runner=runner,
-            secret_commands=SecretCommands(
-                runner,
-                keyring,
-                delete_retention=parse_duration(settings.delete_retention),
-                default_max_versions=settings.default_max_versions,
-            ),
-            tenancy_commands=TenancyCommands(runner, keyring),
-            tenants=TenantDirectory(pool),
+            tenants=tenants,
             http_session=http_session,
             metrics=metrics,
             projections=projections,
-            audit_exports=audit_exports,
-            export_worker=export_worker,
             authorizer=authorizer,
-            policy_commands=PolicyCommands(runner, on_change=authorizer.invalidate),
-            identity=build_identity_services(
-                settings,
-                pool=pool,
-                runner=runner,
-                tenancy=TenancyCommands(runner, keyring),
-                tenants=TenantDirectory(pool),
-                http_session=http_session,
-                # Policy evaluation caches group memberships: other servers learn of a change when its transaction
-                # commits (the generation), this one at once (invalidate).
-                on_membership_changed=authorizer.invalidate,
-                membership_changed_in_transaction=bump_generation,
+            rate_limiter=rate_limiter,
+            health=HealthChecks(pool, keyring, rate_limiter, projections),
+            secret_commands=SecretCommands(
+                runner,
+                keyring,
+                SecretsReadModel(),
+                delete_retention=parse_duration(settings.delete_retention),
+                default_max_versions=settings.default_max_versions,
             ),
-            rate_limiter=RateLimiter.from_settings(settings, metrics),
+            tenancy_commands=tenancy_commands,
+            token_commands=TokenCommands(runner, issuer, TenancyReadModel()),
+            policy_commands=PolicyCommands(
+                runner, changed_in_transaction=bump_generation, on_change=authorizer.invalidate
+            ),
+            audit_exports=audit_exports,
+            identity=identity,
+            secret_reader=secret_reader,
+            audit_export_reader=AuditExportReader(pool),
+            audit_log=AuditLogReader(pool, keyring),
+            policy_reader=PolicyReader(pool, authorizer),
+            export_worker=export_worker,
         )
     except BaseException:
         await pool.close()

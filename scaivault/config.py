@@ -225,11 +225,12 @@ class Settings(BaseModel):
         values: dict[str, object] = {field: environ[var] for var, field in ENVIRONMENT.items() if environ.get(var)}
         values.update(overrides)
         try:
-            return cls(**values)
+            return cls.model_validate(values)
         except ValidationError as exc:
             error = exc.errors()[0]
             if not error["loc"]:  # a rule across several variables: its message names them
-                raise ConfigurationError(f"invalid configuration: {error['msg'].removeprefix('Value error, ')}") from None
+                message = error["msg"].removeprefix("Value error, ")
+                raise ConfigurationError(f"invalid configuration: {message}") from None
             field = str(error["loc"][0])
             variable = next((var for var, name in ENVIRONMENT.items() if name == field), field)
             raise ConfigurationError(f"invalid configuration: {variable}: {error['msg']}") from None

@@ -2,13 +2,40 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from pathlib import Path
+from typing import TypeAlias
 
 import asyncpg
 import orjson
+from asyncpg.pool import PoolConnectionProxy
+
+from scaivault.config import ConfigurationError
+
+# Failures meaning the database is down, overloaded or locked up: transient, so a client may retry (503).
+UNAVAILABLE: tuple[type[BaseException], ...] = (
+    OSError,
+    asyncio.TimeoutError,
+    asyncpg.InterfaceError,
+    asyncpg.LockNotAvailableError,
+    asyncpg.QueryCanceledError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.TooManyConnectionsError,
+    asyncpg.AdminShutdownError,
+)
+# PostgreSQL refusing a character of a value (a NUL in text or JSON): the request's fault (400).
+UNSTORABLE_TEXT: tuple[type[BaseException], ...] = (
+    asyncpg.CharacterNotInRepertoireError,
+    asyncpg.UntranslatableCharacterError,
+)
 
 log = logging.getLogger(__name__)
+
+# What a transaction runs on: a connection of our own, or one lent by the pool (asyncpg hands out a proxy).
+Connection: TypeAlias = asyncpg.Connection | PoolConnectionProxy
+# Reads need no transaction, so they also accept a pool (one statement per call).
+Queryable: TypeAlias = asyncpg.Connection | PoolConnectionProxy | asyncpg.Pool
 
 
 async def _init_connection(conn: asyncpg.Connection) -> None:
@@ -62,7 +89,13 @@ def embedded_postgres_url(data_dir: Path) -> str:
     The server is the ``pgserver`` wheel's; it outlives this process so the CLI and the server share it, and it is
     reused by the next start.
     """
-    import pgserver  # imported lazily: only single-node set-ups need it
+    try:
+        import pgserver  # imported lazily: only single-node set-ups need it
+    except ImportError:
+        raise ConfigurationError(
+            "invalid configuration: no DATABASE_URL, and the embedded PostgreSQL is not installed"
+            " (pip install 'scaivault[embedded]', or set DATABASE_URL)"
+        ) from None
 
     pgdata = (data_dir / "postgres").resolve()
     pgdata.parent.mkdir(parents=True, exist_ok=True)

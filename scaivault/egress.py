@@ -2,13 +2,23 @@
 validation, federation backends) may reach only publicly routable addresses.
 
 A host is resolved first and every address it resolves to is checked: loopback, link-local, private (RFC 1918,
-unique-local), carrier-grade NAT, multicast, unspecified, other non-global ranges and the cloud metadata addresses are
-refused, unless the operator allows them in static configuration (``SCAIVAULT_EGRESS_ALLOW``: comma-separated CIDRs).
-IPv4 addresses embedded in IPv6 ones (IPv4-mapped, 6to4, Teredo, NAT64) are checked as the IPv4 address too, so
-``::ffff:127.0.0.1`` is loopback.
+unique-local), site-local, carrier-grade NAT, multicast, unspecified, other special-purpose ranges and the cloud
+metadata addresses are refused, unless the operator allows them in static configuration (``SCAIVAULT_EGRESS_ALLOW``:
+comma-separated CIDRs).
 
-The caller should connect to one of the addresses returned, or accept that a resolver answering differently a moment
-later (DNS rebinding) is a residual risk.
+IPv6 addresses that carry an IPv4 address come in two kinds:
+
+- embeddings that never appear on the wire (IPv4-compatible ``::a.b.c.d``, IPv4-mapped ``::ffff:a.b.c.d``,
+  IPv4-translated ``::ffff:0:a.b.c.d``) are refused whatever they embed, unless an IPv6 network in the allow list
+  contains them (an IPv4 entry does not open its mapped form);
+- routing embeddings (NAT64 ``64:ff9b::/96`` and the local-use ``64:ff9b:1::/48`` with the IPv4 address in the last
+  32 bits, 6to4, Teredo's server and client, ISATAP interface identifiers) are checked twice: the embedded IPv4
+  address against the IPv4 rules and allow entries, the IPv6 address against the IPv6 ones. So an IPv6-only host
+  behind DNS64 reaches public hosts through ``64:ff9b::/96``, never ``64:ff9b::a9fe:a9fe`` (the metadata address).
+
+Connect to the address that was checked: ``pin_url`` returns it, and ``scaivault.egress_aiohttp`` and
+``scaivault.egress_botocore`` build clients that connect only there (no second DNS lookup for a rebinding resolver
+to answer differently) and follow no redirect.
 """
 
 from __future__ import annotations
@@ -17,6 +27,7 @@ import asyncio
 import ipaddress
 import socket
 from collections.abc import Iterable
+from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -36,17 +47,59 @@ METADATA_ADDRESSES = frozenset(
         "192.0.0.192",  # Oracle Cloud (legacy)
     )
 )
-_NAT64 = ipaddress.ip_network("64:ff9b::/96")
+_GLOBAL_UNICAST = ipaddress.IPv6Network("2000::/3")
+_IPV4_COMPATIBLE = ipaddress.IPv6Network("::/96")
+_IPV4_TRANSLATED = ipaddress.IPv6Network("::ffff:0:0:0/96")
+_NAT64_WELL_KNOWN = ipaddress.IPv6Network("64:ff9b::/96")
+_NAT64_PREFIXES = (_NAT64_WELL_KNOWN, ipaddress.IPv6Network("64:ff9b:1::/48"))
+# Special-purpose blocks that are not globally reachable, named here because Python's ``is_global`` tables differ
+# between patch releases (the guard's answers for these must not depend on the interpreter).
+_NOT_GLOBAL_IPV6 = tuple(
+    ipaddress.IPv6Network(n)
+    for n in (
+        "64:ff9b:1::/48",  # local-use NAT64 (RFC 8215)
+        "2001::/32",  # Teredo
+        "2001:2::/48",  # benchmarking
+        "2001:10::/28",  # ORCHID (deprecated)
+        "2001:db8::/32",  # documentation
+        "2002::/16",  # 6to4
+        "3fff::/20",  # documentation
+    )
+)
+_ISATAP_MARKER = 0x00005EFE  # the interface identifier's first 32 bits, with the u and g bits masked off
+_ISATAP_MASK = 0xFCFFFFFF
+_DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
 RESOLVE_TIMEOUT_SECONDS = 5.0
+
+_REFUSED_PUBLICLY = (
+    "Refused to connect: the destination is not a publicly routable address; an operator may allow it with "
+    "SCAIVAULT_EGRESS_ALLOW"
+)
+_UNRESOLVED_PUBLICLY = "Refused to connect: the destination host could not be resolved"
 
 
 class EgressRefused(Exception):
-    """The destination may not be reached. ``str()`` is safe to show to the caller who aimed it."""
+    """The destination may not be reached.
 
-    def __init__(self, message: str, *, host: str | None = None, address: str | None = None) -> None:
+    ``str()`` may name the host and address: fit for the operator's logs and for a caller who aimed the destination
+    itself. ``public_message`` names neither, for a caller who may not know the destination (one read from a secret);
+    ``reason`` is the kind of address refused (``"a loopback address"``), when an address was.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        host: str | None = None,
+        address: str | None = None,
+        reason: str | None = None,
+        public_message: str | None = None,
+    ) -> None:
         super().__init__(message)
         self.host = host
         self.address = address
+        self.reason = reason
+        self.public_message = public_message or message
 
 
 def parse_allow_list(value: str | Iterable[str] | None) -> tuple[IPNetwork, ...]:
@@ -65,18 +118,27 @@ def parse_allow_list(value: str | Iterable[str] | None) -> tuple[IPNetwork, ...]
     return tuple(networks)
 
 
-def _embedded_ipv4(address: IPAddress) -> ipaddress.IPv4Address | None:
-    if not isinstance(address, ipaddress.IPv6Address):
-        return None
-    if address.ipv4_mapped is not None:
-        return address.ipv4_mapped
+def _embeds_ipv4_off_the_wire(address: ipaddress.IPv6Address) -> bool:
+    """An IPv4 address written in an IPv6 form that no network routes (``::`` and ``::1`` are not embeddings)."""
+    return (
+        address.ipv4_mapped is not None
+        or address in _IPV4_TRANSLATED
+        or (address in _IPV4_COMPATIBLE and int(address) > 1)
+    )
+
+
+def _routed_ipv4(address: ipaddress.IPv6Address) -> tuple[ipaddress.IPv4Address, ...]:
+    """The IPv4 addresses a transition mechanism would carry traffic for ``address`` to."""
     if address.sixtofour is not None:
-        return address.sixtofour
+        return (address.sixtofour,)
     if address.teredo is not None:
-        return address.teredo[1]  # the client's address
-    if address in _NAT64:
-        return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
-    return None
+        return address.teredo  # the Teredo server and the client
+    last_32_bits = ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+    if any(address in prefix for prefix in _NAT64_PREFIXES):
+        return (last_32_bits,)
+    if (int(address) >> 32) & _ISATAP_MASK == _ISATAP_MARKER:
+        return (last_32_bits,)
+    return ()
 
 
 def _reason(address: IPAddress) -> str | None:
@@ -90,52 +152,64 @@ def _reason(address: IPAddress) -> str | None:
         return "an unspecified address"
     if address.is_multicast:
         return "a multicast address"
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.is_site_local:
+            return "a site-local address"
+        if any(address in network for network in _NOT_GLOBAL_IPV6):
+            return "not a publicly routable address"
     if address.is_private:
         return "a private address"
     if not address.is_global:
         return "not a publicly routable address"
+    outside_unicast = isinstance(address, ipaddress.IPv6Address) and address not in _GLOBAL_UNICAST
+    if outside_unicast and address not in _NAT64_WELL_KNOWN:
+        return "not a publicly routable address"
+    return None
+
+
+def _listed(address: IPAddress, allow: Iterable[IPNetwork]) -> bool:
+    return any(address.version == network.version and address in network for network in allow)
+
+
+def _refusal(address: IPAddress, allow: tuple[IPNetwork, ...]) -> str | None:
+    if isinstance(address, ipaddress.IPv6Address):
+        if _embeds_ipv4_off_the_wire(address):
+            return None if _listed(address, allow) else "an IPv4-embedding address"
+        for embedded in _routed_ipv4(address):
+            reason = _reason(embedded)
+            if reason is not None and not _listed(embedded, allow):
+                return f"an address embedding {embedded}, {reason}"
+    reason = _reason(address)
+    if reason is not None and not _listed(address, allow):
+        return reason
     return None
 
 
 def refusal_reason(address: IPAddress | str) -> str | None:
     """Why ``address`` may not be reached (ignoring any allow list), or None when it is publicly routable."""
     address = ipaddress.ip_address(address) if isinstance(address, str) else address
-    embedded = _embedded_ipv4(address)
-    if embedded is not None:
-        reason = _reason(embedded)
-        if reason is not None:
-            return reason
-    return _reason(address)
-
-
-def _allowed(address: IPAddress, allow: Iterable[IPNetwork]) -> bool:
-    candidates = [address]
-    embedded = _embedded_ipv4(address)
-    if embedded is not None:
-        candidates.append(embedded)
-    return any(
-        candidate in network for candidate in candidates for network in allow if candidate.version == network.version
-    )
+    return _refusal(address, ())
 
 
 def check_address(address: IPAddress | str, allow: Iterable[IPNetwork] = (), *, host: str | None = None) -> None:
-    """Raise ``EgressRefused`` unless ``address`` is publicly routable or inside an allowed network."""
+    """Raise ``EgressRefused`` unless ``address`` is publicly routable or allowed (see the module's docstring)."""
     address = ipaddress.ip_address(address) if isinstance(address, str) else address
-    allow = tuple(allow)
-    reason = refusal_reason(address)
-    if reason is None or _allowed(address, allow):
+    reason = _refusal(address, tuple(allow))
+    if reason is None:
         return
     named = f"{host} resolves to {address}" if host and host != str(address) else f"{address}"
     raise EgressRefused(
         f"Refused to connect: {named}, {reason}; an operator may allow it with SCAIVAULT_EGRESS_ALLOW",
         host=host,
         address=str(address),
+        reason=reason,
+        public_message=_REFUSED_PUBLICLY,
     )
 
 
 async def resolve_and_check(host: str, port: int, allow: Iterable[IPNetwork] = ()) -> list[str]:
-    """Resolve ``host`` and check every address; return them (connect to one of these). Refuses a host that does
-    not resolve, and refuses the whole host when any one of its addresses is refused."""
+    """Resolve ``host`` and check every address; return them, the resolver's preferred first. Refuses a host that
+    does not resolve, and refuses the whole host when any one of its addresses is refused."""
     allow = tuple(allow)
     host = host.strip("[]")
     try:
@@ -145,26 +219,74 @@ async def resolve_and_check(host: str, port: int, allow: Iterable[IPNetwork] = (
     if literal is not None:
         check_address(literal, allow, host=host)
         return [str(literal)]
+    unresolved = EgressRefused(
+        f"Refused to connect: the host {host[:253]} could not be resolved",
+        host=host,
+        public_message=_UNRESOLVED_PUBLICLY,
+    )
     loop = asyncio.get_running_loop()
     try:
         infos = await asyncio.wait_for(
             loop.getaddrinfo(host, port, type=socket.SOCK_STREAM), timeout=RESOLVE_TIMEOUT_SECONDS
         )
-    except (OSError, asyncio.TimeoutError, UnicodeError):
-        raise EgressRefused(f"Refused to connect: the host {host[:253]} could not be resolved", host=host) from None
-    addresses = list(dict.fromkeys(info[4][0].split("%", 1)[0] for info in infos))
+    except (TimeoutError, OSError, UnicodeError):
+        raise unresolved from None
+    addresses = list(dict.fromkeys(str(info[4][0]).split("%", 1)[0] for info in infos))
     if not addresses:
-        raise EgressRefused(f"Refused to connect: the host {host[:253]} could not be resolved", host=host)
+        raise unresolved
     for address in addresses:
         check_address(address, allow, host=host)
     return addresses
 
 
-async def check_url(
+def normalize_host(host: str) -> str:
+    """A URL's host as the guard compares it: no IPv6 brackets, no trailing dot, lower case."""
+    return host.strip("[]").rstrip(".").lower()
+
+
+@dataclass(frozen=True)
+class PinnedTarget:
+    """A checked destination: connect to ``address`` (or another of ``addresses``, all checked), speaking to ``host``
+    (the TLS server name and the ``Host`` header) on ``port``."""
+
+    scheme: str
+    host: str
+    port: int
+    address: str
+    addresses: tuple[str, ...]
+
+    @property
+    def host_header(self) -> str:
+        """The ``Host`` header a client sends when it connects by name (what SigV4 signs)."""
+        bracketed = f"[{self.host}]" if ":" in self.host else self.host
+        return bracketed if _DEFAULT_PORTS.get(self.scheme) == self.port else f"{bracketed}:{self.port}"
+
+    def is_origin_of(self, url: str) -> bool:
+        """Whether ``url`` has this target's scheme, host and port."""
+        try:
+            parts = urlsplit(url)
+            port = parts.port or _DEFAULT_PORTS.get(parts.scheme)
+        except ValueError:
+            return False
+        return (
+            parts.scheme == self.scheme
+            and normalize_host(parts.hostname or "") == self.host
+            and port == self.port
+        )
+
+    def refuse_other(self, url_or_host: str) -> EgressRefused:
+        """The refusal for a request aimed elsewhere than this target (a redirect, another host or port)."""
+        return EgressRefused(
+            f"Refused to connect: {url_or_host[:300]} is not the checked destination {self.host_header}",
+            public_message="Refused to connect: only the checked destination may be reached",
+        )
+
+
+async def pin_url(
     url: str, allow: Iterable[IPNetwork] = (), *, schemes: tuple[str, ...] = ("https", "http")
-) -> list[str]:
-    """Check the host of an http(s) URL (see ``resolve_and_check``); a URL of another scheme, with credentials or
-    without a host is refused."""
+) -> PinnedTarget:
+    """Check the host of a URL (see ``resolve_and_check``) and return what to connect to. A URL of another scheme,
+    with credentials, without a host, or without a port where its scheme has no default is refused."""
     try:
         parts = urlsplit(url)
         port = parts.port
@@ -176,5 +298,17 @@ async def check_url(
         raise EgressRefused("Refused to connect: the URL may not contain credentials")
     if not parts.hostname:
         raise EgressRefused("Refused to connect: the URL has no host")
-    default_port = 443 if parts.scheme == "https" else 80
-    return await resolve_and_check(parts.hostname, port or default_port, allow)
+    port = port or _DEFAULT_PORTS.get(parts.scheme)
+    if port is None:
+        raise EgressRefused("Refused to connect: the URL has no port")
+    host = normalize_host(parts.hostname)
+    addresses = await resolve_and_check(host, port, allow)
+    return PinnedTarget(parts.scheme, host, port, addresses[0], tuple(addresses))
+
+
+async def check_url(
+    url: str, allow: Iterable[IPNetwork] = (), *, schemes: tuple[str, ...] = ("https", "http")
+) -> list[str]:
+    """Check the host of an http(s) URL; return its checked addresses. Prefer ``pin_url``, whose result clients
+    connect to without resolving the name again."""
+    return list((await pin_url(url, allow, schemes=schemes)).addresses)

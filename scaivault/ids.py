@@ -17,3 +17,8 @@ def new_id(prefix: str) -> str:
 def ulid_text(value: int) -> str:
     """A 128-bit value as 26 Crockford base32 digits, most significant first (the first is at most 7)."""
     return "".join(_CROCKFORD[(value >> shift) & 31] for shift in range(125, -1, -5))
+
+
+def new_request_id() -> str:
+    """A request's id (``req_``): what the API answers in ``X-Request-ID`` and access records carry."""
+    return new_id("req_")

@@ -1,14 +1,15 @@
 """Structured logs: one JSON object per line (LOG_FORMAT=json, the default) or plain text.
 
 Only fields passed deliberately through ``extra=`` are emitted; request bodies, headers and secret values are never
-handed to a logger, so they cannot reach a log line.
+handed to a logger, so they cannot reach a log line. Libraries' loggers stay at WARNING whatever ``LOG_LEVEL`` says:
+their debug output is not ours to vet.
 """
 
 from __future__ import annotations
 
 import logging
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import orjson
 
@@ -19,7 +20,7 @@ _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         entry = {
-            "ts": datetime.fromtimestamp(record.created, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+            "ts": datetime.fromtimestamp(record.created, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
             "level": record.levelname.lower(),
             "logger": record.name,
             "msg": record.getMessage(),
@@ -30,11 +31,18 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(entry, default=str).decode()
 
 
+# Our own loggers (``logging.getLogger(__name__)`` in these packages) follow LOG_LEVEL; every other library stays
+# at WARNING whatever it is: at debug, some print what they send (botocore printed STS session tokens).
+OWN_LOGGERS = ("scaivault", "projections", "commands")
+THIRD_PARTY_LEVEL = logging.WARNING
+
+
 def configure_logging(level: str = "info", fmt: str = "json") -> None:
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    text = logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s")
+    handler.setFormatter(JsonFormatter() if fmt == "json" else text)
     root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel(_LEVELS.get(level, logging.INFO))
-    # aiohttp's own access log would repeat ours, without request ids.
-    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    root.setLevel(THIRD_PARTY_LEVEL)
+    for name in OWN_LOGGERS:
+        logging.getLogger(name).setLevel(_LEVELS.get(level, logging.INFO))

@@ -22,7 +22,9 @@ class Metrics:
             buckets=LATENCY_BUCKETS, registry=r,
         )
         self.active_requests = Gauge("scaivault_active_requests", "Requests in flight", ["path_category"], registry=r)
-        self.secret_reads = Counter("scaivault_secret_reads_total", "Secret values read", ["tenant", "secret_type"], registry=r)
+        self.secret_reads = Counter(
+            "scaivault_secret_reads_total", "Secret values read", ["tenant", "secret_type"], registry=r
+        )
         self.secret_writes = Counter("scaivault_secret_writes_total", "Secret versions written", ["tenant"], registry=r)
         self.access_record_batches = Histogram(
             "scaivault_access_record_batch_size", "Access records made durable per group commit",

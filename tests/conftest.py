@@ -1,19 +1,25 @@
 """Shared fixtures: a real PostgreSQL (SCAIVAULT_TEST_DATABASE_URL, else an embedded one), migrated once per run and
-emptied before every test that asks for it."""
+emptied before every test that asks for it; the machine's Redis with a proxy that can take it away; the stand-in
+ScaiKey."""
 
 from __future__ import annotations
 
 import asyncio
 import os
 import tempfile
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import asyncpg
 import pytest
+import redis.asyncio as redis
+from aiohttp.test_utils import TestServer
 
 from scaivault.database import connect, create_pool, embedded_postgres_url
 from scaivault.eventstore.migrations import apply_migrations
+from tests.redis_helpers import REDIS_URL, RedisProxy
+from tests.scaikey_standin import ScaiKeyStandIn
 
 
 def _embedded_database_for_this_run() -> tuple[str, str]:
@@ -123,3 +129,41 @@ async def _hang_watchdog() -> AsyncIterator[None]:
         yield
     finally:
         handle.cancel()
+
+
+@pytest.fixture
+async def standin() -> AsyncIterator[tuple[ScaiKeyStandIn, str]]:
+    """The stand-in ScaiKey served on loopback, and its base URL."""
+    server = ScaiKeyStandIn()
+    async with TestServer(server.app(), host="127.0.0.1") as test_server:
+        yield server, str(test_server.make_url("")).rstrip("/")
+
+
+@pytest.fixture
+async def redis_prefix() -> AsyncIterator[str]:
+    """A key prefix of the test's own in the real Redis; its keys are deleted afterwards."""
+    prefix = f"scaivault-test-{uuid.uuid4().hex}:"
+    yield prefix
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        keys = [key async for key in client.scan_iter(match=prefix + "*")]
+        if keys:
+            await client.delete(*keys)
+    finally:
+        await client.aclose()
+
+
+@pytest.fixture
+async def raw_redis() -> AsyncIterator[redis.Redis]:
+    client = redis.Redis.from_url(REDIS_URL)
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+async def redis_proxy() -> AsyncIterator[RedisProxy]:
+    proxy = RedisProxy()
+    await proxy.open()
+    yield proxy
+    if proxy.is_open:
+        await proxy.shut()

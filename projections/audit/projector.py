@@ -1,8 +1,8 @@
 """Builds the audit log from AccessRecorded events, extending each tenant's hash chain.
 
 A batch is written with one binary COPY (a rebuild replays a million entries; into this table and its six indexes,
-COPY took 12-15 us a row against executemany's 19-21), and its hashes are computed by a fast path that gives the
-same bytes as ``scaivault.audit.chain.entry_hash``.
+COPY took 12-15 us a row against executemany's 19-21). Events are decoded and chained by a fast path
+(``projections/audit/fast_chain.py``) that gives what ``audit_entry`` and ``scaivault.audit.chain.entry_hash`` give.
 """
 
 from __future__ import annotations
@@ -10,20 +10,23 @@ from __future__ import annotations
 import asyncio
 import weakref
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
-from datetime import datetime, timezone
-from operator import itemgetter
 from typing import Any
 
 import asyncpg
 import orjson
 from eventsourcing.persistence import Mapper, StoredEvent
 
+from projections.audit.fast_chain import (
+    ChainedPage,
+    Decoded,
+    chain_entries,
+    decoded_as_stored,
+    utc_text,
+)
 from projections.runner import Projection
-from scaivault.audit.access_records import ACCESS_FIELDS_AS_STORED, access_fields
-from scaivault.audit.chain import ENTRY_FIELDS, GENESIS, SYSTEM_CHAIN, _canonical_value, canonical, chain_mac, entry_hash
+from scaivault.audit.access_encoding import ACCESS_FIELDS_AS_STORED, access_fields
+from scaivault.audit.chain import ENTRY_FIELDS, SYSTEM_CHAIN
 from scaivault.domain.access import ACCESS_TOPIC
-from scaivault.eventstore.mapper import datetime_tag_text, is_plain_object
 
 _TABLE = "scaivault_audit_log"
 _COLUMNS = (*ENTRY_FIELDS, "prev_hash", "hash")
@@ -72,8 +75,8 @@ class AuditLogProjection(Projection):
         """The event as an entry ready to chain, without building the DomainEvent (a rebuild decodes a million of
         them): straight from the stored JSON when it has the usual shape, else from its decoded fields."""
         if not ACCESS_FIELDS_AS_STORED:
-            return _decoded(vars(mapper.to_domain_event(stored)))
-        return _decoded_as_stored(stored.state) or _decoded(access_fields(stored.state, streams=False))
+            return decoded_from_fields(vars(mapper.to_domain_event(stored)))
+        return decoded_as_stored(stored.state) or decoded_from_fields(access_fields(stored.state, streams=False))
 
     async def apply(self, conn: asyncpg.Connection, events: Sequence[tuple[int, Any]] | ChainedPage) -> None:
         if isinstance(events, ChainedPage):  # a rebuild's page, chained ahead by page_preparer()
@@ -94,7 +97,7 @@ class AuditLogProjection(Projection):
                 chains,
             )
         }
-        await self._write(conn, _chain(await self._chain_key(conn), heads, events))
+        await self._write(conn, chain_entries(await self._chain_key(conn), heads, events))
 
     def page_preparer(self) -> Callable[[asyncpg.Connection, list[tuple[int, Any]]], Awaitable[ChainedPage]]:
         """For a rebuild into an empty copy: pages are chained (entries, hashes) as they are read, while the pages
@@ -114,7 +117,7 @@ class AuditLogProjection(Projection):
             key = await self._chain_key(conn)
             page = ChainedPage([], {})
             for start in range(0, len(events), _CHAIN_CHUNK):  # yields, so the page being written keeps flowing
-                chunk = _chain(key, heads, events[start : start + _CHAIN_CHUNK])
+                chunk = chain_entries(key, heads, events[start : start + _CHAIN_CHUNK])
                 page.rows += chunk.rows
                 page.heads.update(chunk.heads)
                 await asyncio.sleep(0)
@@ -142,90 +145,12 @@ class AuditLogProjection(Projection):
 _CHAIN_CHUNK = 500  # entries chained between yields to the event loop
 
 
-@dataclass
-class ChainedPage:
-    """Audit rows ready to write, and the heads of the chains they extend."""
-
-    rows: list[tuple[Any, ...]]
-    heads: dict[str, tuple[int, bytes]]
-
-
-# An access event decoded for the chain: its entry (ENTRY_FIELDS, with ``recorded_at`` as the canonical text and
-# ``seq``/``notification_id`` still 0), and ``recorded_at`` as the time it is stored as.
-Decoded = tuple[dict[str, Any], datetime]
-_AFTER_TIME = itemgetter(*ENTRY_FIELDS[4:])  # the row's fields after chain, seq, notification_id, recorded_at
-assert ENTRY_FIELDS[:4] == ("chain", "seq", "notification_id", "recorded_at")
-# An AccessRecorded state's keys (18): the entry's but chain, seq, notification_id and recorded_at, plus timestamp
-# and accessed_streams.
-_STORED_KEYS = len(ENTRY_FIELDS) - 2
-
-
-def _decoded(fields: Mapping[str, Any]) -> Decoded:
+def decoded_from_fields(fields: Mapping[str, Any]) -> Decoded:
     """The reference path, from an AccessRecorded event's fields."""
     entry = audit_entry(0, fields)
     at = entry["recorded_at"]
-    entry["recorded_at"] = _utc_text(at)
+    entry["recorded_at"] = utc_text(at)
     return entry, at
-
-
-def _decoded_as_stored(state: bytes) -> Decoded | None:
-    """``_decoded(access_fields(state))`` made from the stored JSON itself, for the usual event (a UTC time with
-    microseconds, nothing tagged in ``extra``, such as a read's version number): its keys become the entry's and
-    the time's text its canonical text, so no second dict is built and no time is formatted. None for any other
-    event (the caller takes the reference path)."""
-    entry = orjson.loads(state)
-    if len(entry) != _STORED_KEYS or not is_plain_object(entry.get("extra")):
-        return None
-    text = datetime_tag_text(entry.pop("timestamp", None))
-    if entry.pop("accessed_streams", None) is None or text is None:
-        return None
-    if len(text) != 32 or not text.endswith("+00:00") or text[0] == "0":
-        return None  # not UTC with microseconds from the year 1000 on: the reference path formats it
-    entry["recorded_at"] = text[:26] + "Z"
-    entry["chain"] = entry["tenant_id"] or SYSTEM_CHAIN
-    entry["seq"] = entry["notification_id"] = 0
-    if len(entry) != len(ENTRY_FIELDS):
-        return None
-    return entry, datetime.fromisoformat(text)
-
-
-def _chain(key: bytes, heads: dict[str, tuple[int, bytes]], events: Sequence[tuple[int, Decoded]]) -> ChainedPage:
-    """The entries of ``events`` extending ``heads`` (which it moves on), with their hashes."""
-    page = ChainedPage([], {})
-    if not events:
-        return page
-    # The canonical text is orjson's sorted dump of the prepared entry; the first entry is checked against the
-    # reference (``scaivault.audit.chain.canonical``), and should they ever differ the batch takes that path.
-    notification_id, (probe, at) = events[0]
-    reference = dict(probe, recorded_at=at, notification_id=notification_id)
-    fast = orjson.dumps(dict(probe, notification_id=notification_id), option=orjson.OPT_SORT_KEYS) == canonical(
-        reference)
-    mac = chain_mac(key)
-    for notification_id, (entry, at) in events:
-        chain = entry["chain"]
-        seq, prev_hash = heads.get(chain, (0, GENESIS))
-        entry["seq"] = seq = seq + 1
-        entry["notification_id"] = notification_id
-        if fast:
-            digest = mac(prev_hash + orjson.dumps(entry, option=orjson.OPT_SORT_KEYS))
-        else:
-            digest = entry_hash(key, prev_hash, dict(entry, recorded_at=at))
-        heads[chain] = page.heads[chain] = (seq, digest)
-        page.rows.append((chain, seq, notification_id, at, *_AFTER_TIME(entry), prev_hash, digest))
-    return page
-
-
-def _utc_text(value: Any) -> Any:
-    """What ``canonical`` makes of a value: a datetime becomes its UTC time with microseconds and Z (isoformat is
-    twice strftime's speed and gives the same text from the year 1000 on); anything else stays as it is."""
-    if type(value) is not datetime:
-        return _canonical_value(value)
-    if value.tzinfo is timezone.utc and value.microsecond and value.year >= 1000:
-        return value.isoformat()[:-6] + "Z"  # already UTC (as recorded), and isoformat shows the microseconds
-    at = value.astimezone(timezone.utc)
-    if at.year < 1000:
-        return _canonical_value(value)
-    return at.isoformat(timespec="microseconds")[:-6] + "Z"
 
 
 async def _binary_jsonb_codec(conn: asyncpg.Connection) -> None:

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import asyncpg
 
-Executor = asyncpg.Connection | asyncpg.Pool
+from scaivault.database import Queryable
 
 _ENTRY_COLUMNS = """seq, recorded_at, action, identity_type, identity_id, secret_path, source_ip, user_agent, success,
     status, error_code, duration_ms, request_id, method, route, extra, hash"""
@@ -28,7 +28,6 @@ class AuditFilter:
     success: bool | None = None
     source_ip: str | None = None
     request_id: str | None = None
-    args: list[Any] = field(default_factory=list, repr=False)
 
     @classmethod
     def of(cls, filters: dict[str, Any], *, since: datetime | None, until: datetime | None) -> AuditFilter:
@@ -78,7 +77,7 @@ class AuditFilter:
 
 
 async def audit_entries(
-    conn: Executor, chain: str, audit_filter: AuditFilter, *, before_seq: int | None, limit: int
+    conn: Queryable, chain: str, audit_filter: AuditFilter, *, before_seq: int | None, limit: int
 ) -> list[asyncpg.Record]:
     """Newest first; keyset pagination on the chain's sequence number."""
     where, args = audit_filter.where(chain)
@@ -92,7 +91,7 @@ async def audit_entries(
 
 
 async def audit_entries_ascending(
-    conn: Executor, chain: str, audit_filter: AuditFilter, *, after_seq: int, through_seq: int, limit: int
+    conn: Queryable, chain: str, audit_filter: AuditFilter, *, after_seq: int, through_seq: int, limit: int
 ) -> list[asyncpg.Record]:
     """Oldest first, in the sequence range (after_seq, through_seq]: pages of a stream read (audit exports)."""
     where, args = audit_filter.where(chain)
@@ -105,12 +104,12 @@ async def audit_entries_ascending(
     )
 
 
-async def audit_count(conn: Executor, chain: str, audit_filter: AuditFilter) -> int:
+async def audit_count(conn: Queryable, chain: str, audit_filter: AuditFilter) -> int:
     where, args = audit_filter.where(chain)
     return int(await conn.fetchval(f"SELECT count(*) FROM scaivault_audit_log WHERE {where}", *args))
 
 
-async def audit_summary(conn: Executor, chain: str, audit_filter: AuditFilter) -> dict[str, Any]:
+async def audit_summary(conn: Queryable, chain: str, audit_filter: AuditFilter) -> dict[str, Any]:
     where, args = audit_filter.where(chain)
     totals = await conn.fetchrow(
         f"""SELECT count(*) AS total, count(*) FILTER (WHERE success) AS successful,
@@ -150,10 +149,15 @@ async def chain_entries_in_order(conn: asyncpg.Connection, chain: str) -> Any:
     return conn.cursor("SELECT * FROM scaivault_audit_log WHERE chain = $1 ORDER BY seq", chain, prefetch=2000)
 
 
-async def chain_head(conn: Executor, chain: str) -> tuple[int, bytes]:
+async def chain_head(conn: Queryable, chain: str) -> tuple[int, bytes]:
     row = await conn.fetchrow("SELECT seq, head FROM scaivault_audit_chains WHERE chain = $1", chain)
     return (0, bytes(32)) if row is None else (row["seq"], bytes(row["head"]))
 
 
-async def chains(conn: Executor) -> list[str]:
+async def chain_anchor(conn: Queryable, chain: str) -> asyncpg.Record | None:
+    """Where retention cut the chain (None while nothing was removed)."""
+    return await conn.fetchrow("SELECT * FROM scaivault_audit_anchors WHERE chain = $1", chain)
+
+
+async def chains(conn: Queryable) -> list[str]:
     return [row["chain"] for row in await conn.fetch("SELECT chain FROM scaivault_audit_chains ORDER BY chain")]

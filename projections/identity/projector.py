@@ -2,7 +2,8 @@
 (scaivault/domain/identities.py), so a command's answer and every later read agree.
 
 Rows of removed users and groups are deleted (with their memberships); a reinstated one is inserted again from
-its ``Reinstated`` event. ``last_synced_at`` moves whenever ScaiKey (a sync or a webhook) wrote or confirmed a row.
+its ``Reinstated`` event. A user's ``authority`` is its author's, and only rises with later changes (as the
+aggregate's does). ``last_synced_at`` moves whenever ScaiKey (a sync or a webhook) wrote or confirmed a row.
 """
 
 from __future__ import annotations
@@ -39,10 +40,11 @@ async def _insert_user(conn: asyncpg.Connection, e: Any, tenant_id: str, user_id
     profile = e.profile
     await conn.execute(
         """INSERT INTO scaivault_identity_users (tenant_id, user_id, stream_id, email, principal_ref, display_name,
-               status, mfa_enabled, source, created_at, updated_at, last_synced_at)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10, $11)""",
+               status, mfa_enabled, source, created_at, updated_at, last_synced_at, authority)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10, $11, $12)""",
         tenant_id, user_id, e.originator_id, profile["email"], principal_ref(profile["email"]),
         profile["display_name"], profile["status"], profile["mfa_enabled"], e.source, e.at, _synced_at(e),
+        e.authority,
     )
 
 
@@ -89,24 +91,24 @@ async def project_identity_event(conn: asyncpg.Connection, e: Any) -> None:
     if isinstance(e, (MirroredPartner.Mirrored, MirroredPartner.Changed, MirroredPartner.Synced,
                       MirroredTenant.Mirrored, MirroredTenant.Changed, MirroredTenant.Synced)):
         await _project_directory(conn, e)
-    elif isinstance(e, User.Created):
-        await _insert_user(conn, e, e.tenant_id, e.user_id)
-    elif isinstance(e, User.Reinstated):
+    elif isinstance(e, (User.Created, User.Reinstated)):
         await _insert_user(conn, e, e.tenant_id, e.user_id)
     elif isinstance(e, User.ProfileChanged):
         p = e.profile
         await conn.execute(
             """UPDATE scaivault_identity_users SET email = $2, principal_ref = $3, display_name = $4, status = $5,
-                   mfa_enabled = $6, updated_at = $7, last_synced_at = coalesce($8, last_synced_at)
+                   mfa_enabled = $6, updated_at = $7, last_synced_at = coalesce($8, last_synced_at),
+                   authority = greatest(authority, $9)
                WHERE stream_id = $1""",
             e.originator_id, p["email"], principal_ref(p["email"]), p["display_name"], p["status"], p["mfa_enabled"],
-            e.at, _synced_at(e),
+            e.at, _synced_at(e), e.authority,
         )
     elif isinstance(e, User.RolesChanged):
         await conn.execute(
             """UPDATE scaivault_identity_users SET roles = $2, roles_set_locally = roles_set_locally OR $3,
-                   updated_at = $4, last_synced_at = coalesce($5, last_synced_at) WHERE stream_id = $1""",
-            e.originator_id, list(e.roles), e.source == SCAIVAULT, e.at, _synced_at(e),
+                   updated_at = $4, last_synced_at = coalesce($5, last_synced_at),
+                   authority = greatest(authority, $6) WHERE stream_id = $1""",
+            e.originator_id, list(e.roles), e.source == SCAIVAULT, e.at, _synced_at(e), e.authority,
         )
     elif isinstance(e, User.Removed):
         await conn.execute(
@@ -150,9 +152,9 @@ async def project_identity_event(conn: asyncpg.Connection, e: Any) -> None:
             e.sync_id, e.originator_id, e.partner_id, e.tenant_id, e.trigger, e.actor, e.request_id, e.at,
         )
     elif isinstance(e, (IdentitySync.Completed, IdentitySync.Failed)):
-        failed = isinstance(e, IdentitySync.Failed)
+        error = e.error if isinstance(e, IdentitySync.Failed) else None
         await conn.execute(
             """UPDATE scaivault_identity_syncs SET status = $2, stats = $3, error = $4, finished_at = $5
                WHERE stream_id = $1""",
-            e.originator_id, "failed" if failed else "completed", e.stats, e.error if failed else None, e.at,
+            e.originator_id, "completed" if error is None else "failed", e.stats, error, e.at,
         )

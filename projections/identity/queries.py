@@ -1,7 +1,7 @@
 """Queries on the identity mirror. Everything about users and groups is asked within one tenant: a caller never
 names a user or group of another tenant, and another tenant's answers exactly like a missing one.
 
-``groups_of`` and ``roles_of`` answer for authorization: only an ACTIVE user in an ACTIVE group counts, so
+``groups_of`` and ``role_records`` answer for authorization: only an ACTIVE user in an ACTIVE group counts, so
 suspending a user in ScaiKey (or here) takes away what their groups and roles gave them.
 """
 
@@ -13,18 +13,18 @@ from typing import Any
 
 import asyncpg
 
+from scaivault.database import Queryable
 from scaivault.domain.identities import (
     ACTIVE,
     SCAIKEY,
     MirroredUser,
     MirrorState,
+    RoleRecord,
     group_ref,
     identity_not_found,
     is_group_id,
     is_user_id,
 )
-
-Executor = asyncpg.Connection | asyncpg.Pool
 
 
 @dataclass(frozen=True)
@@ -46,7 +46,7 @@ def _user_key(identity_id: str) -> str:
     return lowered if lowered.startswith("user:") else "user:" + lowered
 
 
-async def groups_of(conn: Executor, tenant_id: str | None, identity_id: str) -> list[str]:
+async def groups_of(conn: Queryable, tenant_id: str | None, identity_id: str) -> list[str]:
     """What the identity is known as through its groups, for group bindings: each ACTIVE group the ACTIVE user
     belongs to, by its id (``grp_...``) and by its reference (``group:<name>``, the form tokens and the spec's policy
     bindings use), so a binding naming either matches. ``identity_id`` is a user id or ``user:<email>`` (e-mail
@@ -63,20 +63,17 @@ async def groups_of(conn: Executor, tenant_id: str | None, identity_id: str) -> 
     return sorted({row["group_id"] for row in rows} | {group_ref(row["name"]) for row in rows})
 
 
-async def roles_of(conn: Executor, tenant_id: str | None, identity_id: str) -> list[str] | None:
-    """The mirrored roles of a user, or None when the mirror does not know the identity. A user that is not ACTIVE
-    has none; should two mirrored users share the address, only the roles both hold count."""
+async def role_records(conn: Queryable, tenant_id: str | None, identity_id: str) -> list[RoleRecord]:
+    """What the mirror holds of a user for its roles (each record: roles, ACTIVE or not, authority); empty when the
+    mirror does not know the identity (or no tenant). ScaiKey may report two users with one address: both count."""
     if tenant_id is None or not (is_user_id(identity_id) or identity_id.lower().startswith("user:")):
-        return None
+        return []
     rows = await conn.fetch(
-        """SELECT roles, status FROM scaivault_identity_users
+        """SELECT roles, status, authority FROM scaivault_identity_users
            WHERE tenant_id = $1 AND (user_id = $2 OR principal_ref = $2)""",
         tenant_id, _user_key(identity_id),
     )
-    if not rows:
-        return None
-    held = [set(row["roles"]) if row["status"] == ACTIVE else set() for row in rows]
-    return sorted(set.intersection(*held))
+    return [RoleRecord(frozenset(row["roles"]), row["status"] == ACTIVE, row["authority"]) for row in rows]
 
 
 _USER_COLUMNS = """u.user_id, u.tenant_id, u.email, u.display_name, u.status, u.mfa_enabled, u.roles,
@@ -97,7 +94,7 @@ _GROUP_FROM = """scaivault_identity_groups g
     LEFT JOIN scaivault_identity_tenants t ON t.tenant_id = g.tenant_id"""
 
 
-async def find_user(conn: Executor, tenant_id: str, reference: str) -> asyncpg.Record | None:
+async def find_user(conn: Queryable, tenant_id: str, reference: str) -> asyncpg.Record | None:
     """A user of the tenant by id, ``user:<email>`` or e-mail address."""
     return await conn.fetchrow(
         f"""SELECT {_USER_COLUMNS} FROM {_USER_FROM}
@@ -106,7 +103,7 @@ async def find_user(conn: Executor, tenant_id: str, reference: str) -> asyncpg.R
     )
 
 
-async def find_group(conn: Executor, tenant_id: str, reference: str) -> asyncpg.Record | None:
+async def find_group(conn: Queryable, tenant_id: str, reference: str) -> asyncpg.Record | None:
     """A group of the tenant by id, ``group:<name>`` or name."""
     if is_group_id(reference):
         condition, key = "g.group_id = $2", reference
@@ -125,18 +122,18 @@ def _existing(row: asyncpg.Record | None, kind: str, reference: str) -> asyncpg.
     return row
 
 
-async def existing_user(conn: Executor, tenant_id: str, reference: str) -> asyncpg.Record:
+async def existing_user(conn: Queryable, tenant_id: str, reference: str) -> asyncpg.Record:
     """``find_user``, else ``identity_not_found``."""
     return _existing(await find_user(conn, tenant_id, reference), "user", reference)
 
 
-async def existing_group(conn: Executor, tenant_id: str, reference: str) -> asyncpg.Record:
+async def existing_group(conn: Queryable, tenant_id: str, reference: str) -> asyncpg.Record:
     """``find_group``, else ``identity_not_found``."""
     return _existing(await find_group(conn, tenant_id, reference), "group", reference)
 
 
 async def _paged(
-    conn: Executor, count: str, select: str, args: Sequence[Any], page: PageRequest
+    conn: Queryable, count: str, select: str, args: Sequence[Any], page: PageRequest
 ) -> tuple[list[asyncpg.Record], int]:
     """One page of ``select`` (ordered, without LIMIT/OFFSET: they follow ``args``) and the total, which ``count``
     counts with the same ``args``."""
@@ -148,7 +145,7 @@ async def _paged(
 
 
 async def user_rows(
-    conn: Executor, tenant_id: str, page: PageRequest, *, status: str | None = None, query: str | None = None
+    conn: Queryable, tenant_id: str, page: PageRequest, *, status: str | None = None, query: str | None = None
 ) -> tuple[list[asyncpg.Record], int]:
     """The tenant's users by e-mail address; ``query`` matches inside the address or the display name."""
     where = """u.tenant_id = $1 AND ($2::text IS NULL OR u.status = $2)
@@ -163,7 +160,7 @@ async def user_rows(
 
 
 async def group_rows(
-    conn: Executor, tenant_id: str, page: PageRequest, *, status: str | None = None
+    conn: Queryable, tenant_id: str, page: PageRequest, *, status: str | None = None
 ) -> tuple[list[asyncpg.Record], int]:
     where = "g.tenant_id = $1 AND ($2::text IS NULL OR g.status = $2)"
     return await _paged(
@@ -176,7 +173,7 @@ async def group_rows(
 
 
 async def member_rows(
-    conn: Executor, tenant_id: str, group_id: str, page: PageRequest
+    conn: Queryable, tenant_id: str, group_id: str, page: PageRequest
 ) -> tuple[list[asyncpg.Record], int]:
     return await _paged(
         conn,
@@ -190,7 +187,16 @@ async def member_rows(
     )
 
 
-async def user_group_ids(conn: Executor, tenant_id: str, user_id: str) -> list[str]:
+async def groups_by_id(conn: Queryable, tenant_id: str, group_ids: Sequence[str]) -> list[asyncpg.Record]:
+    """The tenant's groups among ``group_ids`` (id, name, status), by id."""
+    return await conn.fetch(
+        """SELECT group_id, name, status FROM scaivault_identity_groups
+           WHERE tenant_id = $1 AND group_id = ANY($2::text[]) ORDER BY group_id""",
+        tenant_id, list(group_ids),
+    )
+
+
+async def user_group_ids(conn: Queryable, tenant_id: str, user_id: str) -> list[str]:
     rows = await conn.fetch(
         "SELECT group_id FROM scaivault_identity_members WHERE tenant_id = $1 AND user_id = $2 ORDER BY group_id",
         tenant_id, user_id,
@@ -198,14 +204,14 @@ async def user_group_ids(conn: Executor, tenant_id: str, user_id: str) -> list[s
     return [row["group_id"] for row in rows]
 
 
-async def email_taken(conn: Executor, tenant_id: str, email: str) -> bool:
+async def email_taken(conn: Queryable, tenant_id: str, email: str) -> bool:
     return bool(await conn.fetchval(
         "SELECT 1 FROM scaivault_identity_users WHERE tenant_id = $1 AND principal_ref = $2",
         tenant_id, _user_key(email),
     ))
 
 
-async def group_name_taken(conn: Executor, tenant_id: str, name: str) -> bool:
+async def group_name_taken(conn: Queryable, tenant_id: str, name: str) -> bool:
     return bool(await conn.fetchval(
         "SELECT 1 FROM scaivault_identity_groups WHERE tenant_id = $1 AND name = $2", tenant_id, name
     ))
@@ -223,7 +229,7 @@ _TENANTS = """SELECT coalesce(t.tenant_id, it.tenant_id) AS id, coalesce(t.partn
 
 
 async def partner_rows(
-    conn: Executor, page: PageRequest, *, only: Sequence[str] | None, status: str | None
+    conn: Queryable, page: PageRequest, *, only: Sequence[str] | None, status: str | None
 ) -> tuple[list[asyncpg.Record], int]:
     """Partners (``only``: those the caller may see; None for all)."""
     where = "($1::text[] IS NULL OR id = ANY($1)) AND ($2::text IS NULL OR status = $2)"
@@ -237,7 +243,7 @@ async def partner_rows(
 
 
 async def tenant_rows(
-    conn: Executor,
+    conn: Queryable,
     page: PageRequest,
     *,
     partner_id: str | None,
@@ -269,34 +275,45 @@ class SyncVisibility:
     tenant_id: str | None = None
 
 
+# The one statement of which runs a visibility covers ($1 everything, $2 partner_id, $3 tenant_id).
+_SYNC_VISIBLE = """($1 OR ($2::text IS NOT NULL AND $3::text IS NULL AND partner_id = $2)
+    OR ($3::text IS NOT NULL AND (tenant_id = $3 OR (tenant_id IS NULL AND partner_id = $2))))"""
+_SYNC_COLUMNS = "sync_id, partner_id, tenant_id, trigger, status, stats, error, requested_by, started_at, finished_at"
+
+
+def _visibility_args(visibility: SyncVisibility) -> tuple[bool, str | None, str | None]:
+    return visibility.everything, visibility.partner_id, visibility.tenant_id
+
+
 async def sync_rows(
-    conn: Executor, visibility: SyncVisibility, page: PageRequest
+    conn: Queryable, visibility: SyncVisibility, page: PageRequest
 ) -> tuple[list[asyncpg.Record], int]:
-    where = """($1 OR ($2::text IS NOT NULL AND $3::text IS NULL AND partner_id = $2)
-        OR ($3::text IS NOT NULL AND (tenant_id = $3 OR (tenant_id IS NULL AND partner_id = $2))))"""
     return await _paged(
         conn,
-        f"SELECT count(*) FROM scaivault_identity_syncs WHERE {where}",
-        f"""SELECT sync_id, partner_id, tenant_id, trigger, status, stats, error, requested_by, started_at,
-                finished_at FROM scaivault_identity_syncs WHERE {where}
+        f"SELECT count(*) FROM scaivault_identity_syncs WHERE {_SYNC_VISIBLE}",
+        f"""SELECT {_SYNC_COLUMNS} FROM scaivault_identity_syncs WHERE {_SYNC_VISIBLE}
             ORDER BY started_at DESC, sync_id DESC""",
-        (visibility.everything, visibility.partner_id, visibility.tenant_id),
+        _visibility_args(visibility),
         page,
     )
 
 
-async def sync_row(conn: Executor, sync_id: str) -> asyncpg.Record | None:
+async def sync_row(conn: Queryable, sync_id: str) -> asyncpg.Record | None:
+    return await conn.fetchrow(f"SELECT {_SYNC_COLUMNS} FROM scaivault_identity_syncs WHERE sync_id = $1", sync_id)
+
+
+async def visible_sync_row(conn: Queryable, visibility: SyncVisibility, sync_id: str) -> asyncpg.Record | None:
+    """``sync_row``, when ``visibility`` covers the run."""
     return await conn.fetchrow(
-        """SELECT sync_id, partner_id, tenant_id, trigger, status, stats, error, requested_by, started_at, finished_at
-           FROM scaivault_identity_syncs WHERE sync_id = $1""",
-        sync_id,
+        f"SELECT {_SYNC_COLUMNS} FROM scaivault_identity_syncs WHERE {_SYNC_VISIBLE} AND sync_id = $4",
+        *_visibility_args(visibility), sync_id,
     )
 
 
 # --- what a sync compares with ScaiKey's report ---------------------------------------------------------------------
 
 
-async def scaikey_state(conn: Executor, tenant_id: str) -> MirrorState:
+async def scaikey_state(conn: Queryable, tenant_id: str) -> MirrorState:
     """The tenant's users and groups that came from ScaiKey, and the memberships in those groups."""
     state = MirrorState()
     for row in await conn.fetch(
@@ -322,7 +339,3 @@ async def scaikey_state(conn: Executor, tenant_id: str) -> MirrorState:
         )
     }
     return state
-
-
-def as_dict(row: asyncpg.Record | None) -> dict[str, Any] | None:
-    return None if row is None else dict(row)

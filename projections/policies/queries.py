@@ -8,7 +8,7 @@ from datetime import datetime
 
 import asyncpg
 
-Executor = asyncpg.Connection | asyncpg.Pool
+from scaivault.database import Queryable
 
 _POLICY_COLUMNS = """p.policy_id, p.scope, p.owner, p.partner_id, p.tenant_id, p.name, p.description, p.rules,
     p.rule_count, p.is_active, p.created_at, p.created_by, p.updated_at, p.updated_by,
@@ -18,7 +18,7 @@ _BINDING_COLUMNS = "binding_id, policy_id, identity_type, identity_id, expires_a
 
 
 async def policy_rows(
-    conn: Executor, owners: Sequence[str], *, at: datetime, include_inactive: bool, after: str | None, limit: int
+    conn: Queryable, owners: Sequence[str], *, at: datetime, include_inactive: bool, after: str | None, limit: int
 ) -> list[asyncpg.Record]:
     """The owners' policies in id order (ids sort by creation time), after ``after`` (keyset pagination)."""
     return await conn.fetch(
@@ -29,14 +29,14 @@ async def policy_rows(
     )
 
 
-async def policy_row(conn: Executor, owners: Sequence[str], policy_id: str, *, at: datetime) -> asyncpg.Record | None:
+async def policy_row(conn: Queryable, owners: Sequence[str], policy_id: str, *, at: datetime) -> asyncpg.Record | None:
     return await conn.fetchrow(
         f"SELECT {_POLICY_COLUMNS} FROM scaivault_policies p WHERE p.owner = ANY($1::text[]) AND p.policy_id = $3",
         list(owners), at, policy_id,
     )
 
 
-async def binding_rows(conn: Executor, policy_id: str, *, after: str | None, limit: int) -> list[asyncpg.Record]:
+async def binding_rows(conn: Queryable, policy_id: str, *, after: str | None, limit: int) -> list[asyncpg.Record]:
     return await conn.fetch(
         f"""SELECT {_BINDING_COLUMNS} FROM scaivault_policy_bindings
             WHERE policy_id = $1 AND binding_id > coalesce($2, '') ORDER BY binding_id LIMIT $3""",
@@ -45,7 +45,7 @@ async def binding_rows(conn: Executor, policy_id: str, *, after: str | None, lim
 
 
 async def bound_policy_rows(
-    conn: Executor, owners: Sequence[str], identity_ids: Sequence[str], *, at: datetime
+    conn: Queryable, owners: Sequence[str], identity_ids: Sequence[str], *, at: datetime
 ) -> list[asyncpg.Record]:
     """Active policies of ``owners`` with a binding in force at ``at`` naming one of ``identity_ids`` (an identity
     and its groups), one row per such binding."""

@@ -12,18 +12,15 @@ data key as stored *now*; a version destroyed since then has no data key any mor
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
-import asyncpg
-
+from scaivault.database import Queryable
 from scaivault.domain.errors import InvalidRequest
 from scaivault.domain.secrets import Secret, secret_stream_id
 from scaivault.domain.timestamps import parse_timestamp
 from scaivault.eventstore.repository import Repository
-
-Executor = asyncpg.Connection | asyncpg.Pool
 
 
 def parse_as_of(raw: str, *, now: datetime | None = None) -> datetime:
@@ -35,7 +32,7 @@ def parse_as_of(raw: str, *, now: datetime | None = None) -> datetime:
         value = parse_timestamp(text)
     except ValueError:
         raise InvalidRequest("'as_of' must be an ISO 8601 timestamp", parameter="as_of") from None
-    if value > (now or datetime.now(timezone.utc)):
+    if value > (now or datetime.now(UTC)):
         raise InvalidRequest("'as_of' must not be in the future", parameter="as_of")
     return value
 
@@ -76,7 +73,7 @@ class SecretAsOf:
 
 
 async def secret_as_of(
-    conn: Executor, repository: Repository, owner: str, path: str, as_of: datetime
+    conn: Queryable, repository: Repository, owner: str, path: str, as_of: datetime
 ) -> SecretAsOf | None:
     """The secret at (owner, path) as it was at ``as_of``; None if its stream had no event by then."""
     stream_id = secret_stream_id(owner, path)
@@ -151,7 +148,7 @@ def _secret_columns(state: SecretAsOf) -> dict[str, Any]:
 
 
 async def secret_metadata_row_as_of(
-    conn: Executor, repository: Repository, owner: str, path: str, as_of: datetime
+    conn: Queryable, repository: Repository, owner: str, path: str, as_of: datetime
 ) -> dict[str, Any] | None:
     """Like ``queries.secret_metadata_row``, at ``as_of``: None when no secret (live or soft-deleted) existed."""
     state = await secret_as_of(conn, repository, owner, path, as_of)
@@ -161,7 +158,7 @@ async def secret_metadata_row_as_of(
 
 
 async def secret_versions_as_of(
-    conn: Executor, repository: Repository, owner: str, path: str, as_of: datetime
+    conn: Queryable, repository: Repository, owner: str, path: str, as_of: datetime
 ) -> tuple[dict[str, Any], list[dict[str, Any]]] | None:
     """The metadata row and the retained versions (newest first, like ``queries.version_rows``) at ``as_of``."""
     state = await secret_as_of(conn, repository, owner, path, as_of)
@@ -183,7 +180,7 @@ async def secret_versions_as_of(
 
 
 async def secret_value_row_as_of(
-    conn: Executor, repository: Repository, owner: str, path: str, version: int | None, as_of: datetime
+    conn: Queryable, repository: Repository, owner: str, path: str, version: int | None, as_of: datetime
 ) -> dict[str, Any] | None:
     """Like ``queries.secret_value_row``, at ``as_of``: the secret with one version (the one current at T unless
     ``version`` is given). Version columns are None when that version was not retained at T; ``ciphertext`` is

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
+from uuid import UUID
 
 import asyncpg
 
-Executor = asyncpg.Connection | asyncpg.Pool
+from scaivault.database import Queryable
 
 _SECRET_COLUMNS = """
     s.owner, s.path, s.stream_id, s.partner_id, s.tenant_id, s.secret_type, s.current_version, s.metadata,
@@ -31,18 +33,18 @@ WHERE s.owner = $1 AND s.path = ANY($2::text[])
 """
 
 
-async def secret_value_rows(conn: Executor, owner: str, paths: list[str], version: int | None) -> list[asyncpg.Record]:
+async def secret_value_rows(conn: Queryable, owner: str, paths: list[str], version: int | None) -> list[asyncpg.Record]:
     """Secrets with one version's ciphertext and wrapped data key each (the current version when ``version`` is
     None). Version columns are NULL when the secret exists but that version does not (or no longer does)."""
     return await conn.fetch(_VALUE_QUERY, owner, paths, version)
 
 
-async def secret_value_row(conn: Executor, owner: str, path: str, version: int | None) -> asyncpg.Record | None:
+async def secret_value_row(conn: Queryable, owner: str, path: str, version: int | None) -> asyncpg.Record | None:
     rows = await secret_value_rows(conn, owner, [path], version)
     return rows[0] if rows else None
 
 
-async def secret_metadata_row(conn: Executor, owner: str, path: str) -> asyncpg.Record | None:
+async def secret_metadata_row(conn: Queryable, owner: str, path: str) -> asyncpg.Record | None:
     return await conn.fetchrow(
         f"""SELECT {_SECRET_COLUMNS} FROM scaivault_secrets s
         LEFT JOIN scaivault_secret_last_access a ON a.stream_id = s.stream_id
@@ -53,7 +55,7 @@ async def secret_metadata_row(conn: Executor, owner: str, path: str) -> asyncpg.
 
 
 async def list_secret_rows(
-    conn: Executor, owner: str, *, prefix: str, after: str | None, limit: int, include_deleted: bool
+    conn: Queryable, owner: str, *, prefix: str, after: str | None, limit: int, include_deleted: bool
 ) -> list[asyncpg.Record]:
     """Secrets whose path starts with ``prefix``, in path order, after the path ``after`` (keyset pagination).
 
@@ -73,7 +75,7 @@ async def list_secret_rows(
     )
 
 
-async def version_rows(conn: Executor, stream_id: Any) -> list[asyncpg.Record]:
+async def version_rows(conn: Queryable, stream_id: Any) -> list[asyncpg.Record]:
     return await conn.fetch(
         "SELECT version, created_at, created_by, expires_at, destroyed_at FROM scaivault_secret_versions"
         " WHERE stream_id = $1 ORDER BY version DESC",
@@ -105,3 +107,15 @@ def metadata_document(row: asyncpg.Record | dict[str, Any]) -> dict[str, Any]:
         document["deleted_at"] = row["deleted_at"]
         document["recoverable_until"] = row["recoverable_until"]
     return document
+
+
+class SecretsReadModel:
+    """The secrets lookups commands ask for (``commands.ports.SecretLookup``)."""
+
+    async def deletions_past_retention(self, conn: asyncpg.Connection, at: datetime, limit: int) -> list[UUID]:
+        rows = await conn.fetch(
+            "SELECT stream_id FROM scaivault_secrets WHERE recoverable_until <= $1 ORDER BY recoverable_until LIMIT $2",
+            at,
+            limit,
+        )
+        return [row["stream_id"] for row in rows]

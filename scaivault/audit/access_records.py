@@ -12,28 +12,20 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
 import asyncpg
 
-import orjson
-from eventsourcing.persistence import StoredEvent, Transcoder
-
-from scaivault.domain.access import ACCESS_TOPIC, AccessRecorded, access_stream_id
-from scaivault.eventstore.locks import READ_MODEL_SWAP_KEY
-from scaivault.eventstore.mapper import (
-    OrjsonTranscoder,
-    datetime_tag,
-    decode_tag,
-    is_plain_object,
-    untag,
-    uuid_tag,
-)
+from scaivault.audit.access_encoding import stored_access_event
+from scaivault.domain.access import AccessRecorded
 from scaivault.domain.errors import ServiceUnavailable
+from scaivault.domain.outcomes import Outcome
+from scaivault.eventstore.append_functions import record_access
+from scaivault.eventstore.locks import READ_MODEL_SWAP_KEY
 from scaivault.eventstore.recorder import WAKEUP_COVERS_SECONDS
 from scaivault.eventstore.repository import Repository
 from scaivault.metrics import Metrics
@@ -42,7 +34,7 @@ log = logging.getLogger(__name__)
 
 MAX_BATCH = 1000
 MAX_REMEMBERED_STREAMS = 100_000  # last-access times remembered per process (forgotten all at once beyond it)
-_EPOCH = datetime.min.replace(tzinfo=timezone.utc)
+_EPOCH = datetime.min.replace(tzinfo=UTC)
 
 
 @dataclass
@@ -66,39 +58,30 @@ class AccessRecord:
     # Successful value reads of these secret streams refresh their last_accessed_at.
     accessed_streams: list[UUID] = field(default_factory=list)
     persisted: bool = False
+    # What the request's command did, and how the edge that made this record reports an outcome (its status code):
+    # a record that commits with a command needs its status before the answer exists.
+    outcome: Outcome | None = None
+    status_of: Callable[[Outcome], int] | None = None
+
+    def settle(self, outcome: Outcome) -> None:
+        """Before the record commits with a command: the status its edge gives the command's outcome."""
+        self.outcome = self.outcome or outcome
+        if self.status_of is not None:
+            self.status = self.status_of(self.outcome)
 
     @property
     def success(self) -> bool:
         return 200 <= self.status < 400
 
     def event(self) -> AccessRecorded:
-        """The record as an event (for a write command, which appends it with its own events)."""
+        """The record as an event (for a write command, which appends it with its own events). The group commit
+        encodes the same fields straight to a stored event (``scaivault/audit/access_encoding.py``)."""
         return AccessRecorded.of(**self.storable_fields())
 
-    def stored_event(self, transcoder: Transcoder) -> StoredEvent:
-        """What ``mapper.to_stored_event(self.event())`` gives, built directly: the group commit maps thousands of
-        records a second, and going through a DomainEvent and the generic mapper took most of its time."""
-        fields = self.storable_fields()
-        extra = fields["extra"]
-        if type(transcoder) is not OrjsonTranscoder or type(self.recorded_at) is not datetime or not is_plain_object(
-            extra
-        ):
-            state = transcoder.encode(fields)
-        else:
-            # The transcoder's very bytes, without its walk in search of values to tag: here the only ones are
-            # known (`extra` of a read holds a version number at most), and the walk was a third of the group
-            # commit's time.
-            fields["timestamp"] = datetime_tag(self.recorded_at)
-            fields["accessed_streams"] = [uuid_tag(stream) for stream in fields["accessed_streams"]]
-            state = orjson.dumps(fields)
-        return StoredEvent(
-            originator_id=access_stream_id(self.request_id), originator_version=1, topic=ACCESS_TOPIC, state=state
-        )
-
     def storable_fields(self) -> dict[str, Any]:
-        """The event's fields. Every text field is made storable here (no NUL or other control characters, bounded
-        length): a request may carry anything in its path or headers, and one unstorable record must not fail a
-        batch, stall the audit log or sit in the event log for ever."""
+        """The event's fields. Every text field is made storable here (no NUL, other control characters or lone
+        surrogates, bounded length): a request may carry anything in its path or headers, and one unstorable record
+        must not fail a batch, stall the audit log or sit in the event log for ever."""
         return {
             "timestamp": self.recorded_at,
             "request_id": self.request_id,
@@ -121,40 +104,16 @@ class AccessRecord:
         }
 
 
-# ``access_fields`` reads the stored fields as they are: should AccessRecorded ever get a class_version, old events
-# need the mapper's upcasting, and readers must decode through the mapper instead.
-ACCESS_FIELDS_AS_STORED = getattr(AccessRecorded, "class_version", 1) == 1
+# Control characters, and lone surrogates (how aiohttp reads a header's bytes that are not UTF-8): UTF-8, hence the
+# event store, cannot hold those.
+_UNSTORABLE = re.compile(r"[\x00-\x1f\x7f\ud800-\udfff]")
 
 
-def access_fields(state: bytes, *, streams: bool = True) -> dict[str, Any]:
-    """The fields of a stored AccessRecorded event, the inverse of ``AccessRecord.stored_event``: what the mapper's
-    transcoder decodes, found more cheaply by decoding only the values that can be tagged (the time, the secret
-    streams, anything in ``extra``) instead of walking every value. A rebuild decodes a million of these. With
-    ``streams=False`` the secret streams are left out (as an empty list), for readers that do not use them."""
-    fields = orjson.loads(state)
-    fields["timestamp"] = decode_tag(fields["timestamp"])
-    fields["accessed_streams"] = [decode_tag(tag) for tag in fields["accessed_streams"]] if streams else []
-    if fields["extra"]:
-        fields["extra"] = untag(fields["extra"])
-    return fields
-
-
-def touched_no_secret(state: bytes) -> bool:
-    """Whether a stored AccessRecorded event read no secret value (most do not), told without decoding it. False
-    when unsure: the caller then decodes."""
-    return state.endswith(_NO_STREAMS)
-
-
-# How the transcoder (orjson, compact, keys in field order) ends an event that read no secret: accessed_streams is
-# the event's last field, and matching the end means a key of the same name inside `extra` cannot fool it.
-_NO_STREAMS = b'"accessed_streams":[]}'
-
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 def _storable(value: str | None, limit: int) -> str | None:
     if not value:
         return None
     value = value[:limit]
-    return value if value.isascii() and value.isprintable() else _CONTROL.sub("\ufffd", value)
+    return value if value.isascii() and value.isprintable() else _UNSTORABLE.sub("\ufffd", value)
 
 
 _TOUCH = "SELECT scaivault_touch_last_access($1::uuid[], $2::timestamptz[])"  # migration 0014
@@ -184,10 +143,6 @@ async def touch_last_access(
     streams, times = last_access_times(accesses)
     if streams:
         await conn.execute(_TOUCH, streams, times)
-
-
-# The group commit's whole transaction (swap lock, last-access times, append) as one statement: migration 0014.
-_RECORD_ACCESS = "SELECT scaivault_record_access($1, $2, $3, $4::regclass, $5, $6, $7, $8, $9, $10)"
 
 
 class AccessRecorder:
@@ -247,7 +202,7 @@ class AccessRecorder:
         self._wakeup.set()
         try:
             await pending.future
-        except (asyncio.TimeoutError, OSError, asyncpg.PostgresError) as exc:
+        except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
             if self._metrics is not None:
                 self._metrics.access_record_failures.inc()
             log.warning("access record not durable: %s", type(exc).__name__)
@@ -291,7 +246,7 @@ class AccessRecorder:
                 return
             self._fail(batch, OSError("unstorable access record"))
             return
-        except Exception as exc:  # the requests waiting on this batch fail closed; the next batch tries afresh
+        except Exception as exc:  # noqa: BLE001 (its requests fail closed; the next batch tries afresh)
             self._fail(batch, exc if isinstance(exc, (OSError, asyncpg.PostgresError)) else OSError(str(exc)))
             return
         if self._metrics is not None:
@@ -304,15 +259,15 @@ class AccessRecorder:
     async def _append(self, records: list[AccessRecord]) -> None:
         loop = asyncio.get_running_loop()
         transcoder = self._repository.mapper.transcoder
-        stored = [record.stored_event(transcoder) for record in records]
+        stored = [stored_access_event(record.storable_fields(), transcoder) for record in records]
         touched = self._not_yet_written(
             last_access_times((r.recorded_at, r.accessed_streams) for r in records if r.success)
         )
         # Runners woken a moment ago are still polling (see WAKEUP_COVERS_SECONDS): no NOTIFY needed.
         wake = loop.time() - self._woke_runners_at >= WAKEUP_COVERS_SECONDS
         async with self._pool.acquire() as conn:
-            await conn.execute(_RECORD_ACCESS, READ_MODEL_SWAP_KEY, *touched,
-                               *self._repository.store.append_arguments(stored, wake=wake))
+            await record_access(conn, READ_MODEL_SWAP_KEY, touched, self._repository.store.events_table, stored,
+                                wake=wake)
         if wake:
             self._woke_runners_at = loop.time()
         if len(self._last_access_written) > MAX_REMEMBERED_STREAMS:

@@ -11,7 +11,7 @@ import hashlib
 import hmac
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -45,16 +45,16 @@ ENTRY_FIELDS = (
 )
 
 
-def _canonical_value(value: Any) -> Any:
+def canonical_value(value: Any) -> Any:
     if isinstance(value, datetime):
-        return value.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     return value
 
 
 def canonical(entry: Mapping[str, Any]) -> bytes:
     """One byte string per entry, whether built from an event or read back from PostgreSQL (jsonb reorders keys,
     so keys are sorted; timestamps are microsecond UTC strings)."""
-    return orjson.dumps({name: _canonical_value(entry[name]) for name in ENTRY_FIELDS}, option=orjson.OPT_SORT_KEYS)
+    return orjson.dumps({name: canonical_value(entry[name]) for name in ENTRY_FIELDS}, option=orjson.OPT_SORT_KEYS)
 
 
 def entry_hash(key: bytes, prev_hash: bytes, entry: Mapping[str, Any]) -> bytes:
@@ -113,6 +113,6 @@ def verify_chain(
 def anchor_mac(key: bytes, chain: str, seq: int, entry_hash: bytes, removed_before: datetime) -> bytes:
     """Seals a retention anchor (where a chain resumes after its oldest entries were removed)."""
     message = b"\x00".join(
-        [b"audit-anchor", chain.encode(), str(seq).encode(), entry_hash, _canonical_value(removed_before).encode()]
+        [b"audit-anchor", chain.encode(), str(seq).encode(), entry_hash, canonical_value(removed_before).encode()]
     )
     return hmac.new(key, message, hashlib.sha256).digest()

@@ -34,7 +34,9 @@ from typing import Any
 import asyncpg
 
 from projections.policies.queries import bound_policy_rows
+from scaivault.auth.caller import Caller
 from scaivault.auth.principal import Principal
+from scaivault.database import Queryable
 from scaivault.domain.errors import ServiceUnavailable
 from scaivault.domain.policies import (
     Candidate,
@@ -50,6 +52,7 @@ from scaivault.domain.policies import (
     decide,
     plan_listing,
 )
+from scaivault.domain.secrets import SecretAddress
 from scaivault.eventstore.recorder import EventStoreListener
 
 log = logging.getLogger(__name__)
@@ -58,9 +61,8 @@ AUTHORIZATION_CHANNEL = "scaivault_authorization"
 SYNC_SECONDS = 2.0
 MAX_STALENESS_SECONDS = 5.0
 
-Executor = asyncpg.Connection | asyncpg.Pool
 # (connection or pool, tenant id, identity id) -> the identity's group ids, from the identity mirror.
-GroupsOf = Callable[[Executor, str | None, str], Awaitable[Iterable[str]]]
+GroupsOf = Callable[[Queryable, str | None, str], Awaitable[Iterable[str]]]
 
 
 async def bump_generation(conn: asyncpg.Connection, owner: str) -> None:
@@ -74,7 +76,7 @@ async def bump_generation(conn: asyncpg.Connection, owner: str) -> None:
     await conn.execute("SELECT pg_notify($1, $2)", AUTHORIZATION_CHANNEL, owner)
 
 
-async def read_generations(conn: Executor, owners: Sequence[str]) -> dict[str, int]:
+async def read_generations(conn: Queryable, owners: Sequence[str]) -> dict[str, int]:
     rows = await conn.fetch(
         "SELECT owner, generation FROM scaivault_authorization_generations WHERE owner = ANY($1::text[])", list(owners)
     )
@@ -173,6 +175,15 @@ class Authorizer:
             raise decision.error()
         return decision
 
+    async def require_on_secret(self, caller: Caller, address: SecretAddress, permission: str) -> None:
+        """Raise the policy decision's error unless the caller may exercise ``permission`` on the secret. Partner
+        secrets keep the spec's own rule instead (docs/policies.md): readable by every identity of the partner's
+        tenants, changed only by partner admins (which the caller of this checks)."""
+        if not address.partner_owned:
+            await self.require(
+                caller.principal, caller.tenant_id, caller.partner_id, address.path, permission, caller.context()
+            )
+
     async def listing(
         self, principal: Principal, tenant_id: str | None, partner_id: str | None, prefix: str, context: RequestContext
     ) -> ListingPlan | None:
@@ -222,7 +233,8 @@ class Authorizer:
         if entry is not None and (entry.valid_until is None or at < entry.valid_until):
             self._callers.move_to_end(key)
             return entry
-        subject = Subject.of(principal.identity_id, await self.groups(tenant_id, principal.identity_id, principal.groups))
+        groups = await self.groups(tenant_id, principal.identity_id, principal.groups)
+        subject = Subject.of(principal.identity_id, groups)
         owners = _owners(tenant_id, partner_id)
         epochs = [self._epochs.get(owner, 0) for owner in owners]
         async with self._pool.acquire() as conn:
@@ -281,7 +293,7 @@ class Authorizer:
             while True:
                 try:
                     await self.sync()
-                except Exception as exc:  # never let the sync die: requests would fall back to syncing inline
+                except Exception as exc:  # noqa: BLE001 - never let the sync die: requests would fall back to syncing inline
                     log.warning("authorization sync failed: %s", type(exc).__name__)
                 await listener.wait(poll_seconds)
 

@@ -22,9 +22,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from scaivault.auth.principal import identity_type_of
 from scaivault.crypto.aead import DecryptionFailed
 from scaivault.crypto.keyring import issuer_key_aad
-from scaivault.ids import new_id
 from scaivault.crypto.root_keys import RootKeyProvider
 from scaivault.domain.durations import MAX_DURATION
+from scaivault.ids import new_id
 
 # pg_advisory_xact_lock id meaning "the issuer key is being created" (the migration lock is 0x5CA17A01).
 ISSUER_LOCK_ID = 0x5CA1_7A02

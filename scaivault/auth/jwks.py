@@ -40,11 +40,13 @@ def parse_jwks(document: Any) -> dict[str, jwt.PyJWK]:
     for jwk in document["keys"]:
         if not isinstance(jwk, dict) or not isinstance(jwk.get("kid"), str) or jwk.get("use", "sig") != "sig":
             continue
-        kty, alg = jwk.get("kty"), jwk.get("alg")
+        kty, alg, crv = jwk.get("kty"), jwk.get("alg"), jwk.get("crv")
+        inferred: str | None
         if kty == "RSA":
             inferred = "RS256"
         elif kty in _CURVES:
-            inferred = _CURVES[kty].get(jwk.get("crv"))  # type: ignore[arg-type]
+            # A curve that is not a name (a list, say) is an unknown curve: that key is skipped, the others still count.
+            inferred = _CURVES[kty].get(crv) if isinstance(crv, str) else None
         else:
             continue
         if inferred is None or (alg is not None and alg != inferred):
@@ -89,7 +91,7 @@ class JwksClient:
     def __repr__(self) -> str:
         return f"<JwksClient {self.url} keys={len(self._keys)}>"
 
-    async def get_signing_key(self, kid: str) -> jwt.PyJWK:
+    async def get_signing_key(self, kid: object) -> jwt.PyJWK:
         """The key for ``kid``; TokenInvalid when the JWKS (as last fetched) has no such key; ServiceUnavailable
         when it is not cached and cannot be fetched."""
         if not isinstance(kid, str) or not kid:
@@ -147,7 +149,7 @@ class JwksClient:
             self.fetches += 1
             try:
                 keys = await self._fetch()
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - any failure to fetch or parse is the same outage (503), logged
                 self._last_ok = False
                 log.warning("JWKS fetch failed", extra={"jwks_url": self.url, "error": type(exc).__name__})
                 raise _unavailable() from None

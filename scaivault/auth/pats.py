@@ -17,8 +17,8 @@ import asyncpg
 
 from scaivault.auth.principal import identity_type_of
 from scaivault.auth.revocation import revoke
-from scaivault.ids import new_id
 from scaivault.domain.durations import MAX_DURATION
+from scaivault.ids import new_id
 
 PAT_PREFIX = "skt_"
 PAT_ID_PREFIX = "pat_"

@@ -56,7 +56,7 @@ class Principal:
     def from_claims(cls, claims: Mapping[str, Any], *, token_kind: str = "jwt") -> Principal:
         """Build from verified JWT claims. Malformed claim types raise TokenInvalid (no claim values echoed)."""
         identity_id = claims.get("sub")
-        if not isinstance(identity_id, str) or not identity_id:
+        if not isinstance(identity_id, str) or not identity_id or not _storable(identity_id):
             raise TokenInvalid("The token has no usable subject")
         identity_type = claims.get("identity_type")
         if identity_type is None:
@@ -81,8 +81,19 @@ class Principal:
         )
 
 
+def _storable(text: str) -> bool:
+    """JSON lets a claim carry a NUL or a lone surrogate (``\\ud800``); no answer, query or record can hold one."""
+    if "\x00" in text:
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _string(value: Any, claim: str) -> str:
-    if not isinstance(value, str) or not value:
+    if not isinstance(value, str) or not value or not _storable(value):
         raise TokenInvalid(f"The token's {claim} claim is malformed")
     return value
 
@@ -95,7 +106,7 @@ def _strings(value: Any, claim: str) -> list[str]:
     if not isinstance(value, Iterable) or isinstance(value, str | bytes | Mapping):
         raise TokenInvalid(f"The token's {claim} claim is malformed")
     items = list(value)
-    if not all(isinstance(item, str) for item in items):
+    if not all(isinstance(item, str) and _storable(item) for item in items):
         raise TokenInvalid(f"The token's {claim} claim is malformed")
     return items
 
@@ -103,7 +114,7 @@ def _strings(value: Any, claim: str) -> list[str]:
 def _scope_string(value: Any) -> list[str]:
     if value is None:
         return []
-    if not isinstance(value, str):
+    if not isinstance(value, str) or not _storable(value):
         raise TokenInvalid("The token's scope claim is malformed")
     return value.split()
 

@@ -13,6 +13,8 @@ from datetime import UTC, datetime
 
 import asyncpg
 
+from scaivault.database import Queryable
+
 REVOCATION_CHANNEL = "scaivault_token_revocations"
 KINDS = frozenset({"jti", "pat"})
 GAP_RECHECK_SECONDS = 120.0
@@ -66,7 +68,7 @@ class RevocationCache:
     def is_revoked(self, kind: str, value: str) -> bool:
         return (kind, value) in self._revoked
 
-    async def refresh(self, conn: asyncpg.Connection | asyncpg.Pool) -> int:
+    async def refresh(self, conn: Queryable) -> int:
         """Read revocations not seen yet (one query: a connection or a pool will do); return how many were added."""
         rows = await conn.fetch(
             """SELECT id, kind, value, expires_at FROM scaivault_token_revocations

@@ -20,7 +20,7 @@ import orjson
 from projections import event_index
 from scaivault.domain.timestamps import parse_timestamp
 from scaivault.eventstore.mapper import create_mapper
-from scaivault.http.responses import format_timestamp
+from scaivault.serialization import format_timestamp
 
 T = TypeVar("T")
 Runner = Callable[[Callable[[Any], Awaitable[Any]]], Any]

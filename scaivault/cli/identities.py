@@ -1,61 +1,82 @@
 """``scaivault identities``: manage the identity mirror without ScaiKey (users, groups, members, roles), and run a
 sync from ScaiKey by hand.
 
-The operator acts as ``system:cli``, through the same commands (and events) as the API. An operator with the
-database and the root key is above the API's role rules: ``users roles`` may grant any role, super_admin included,
-and ``members add`` may add anyone. Users and groups are named by id or by e-mail address / group name.
+The operator acts as ``system:cli``, through the same commands (and events) as the API, and reads through the same
+directory (``projections/identity/directory.py``): ``--json`` prints the API's documents, one per line. An operator
+with the database and the root key is above the API's role rules: ``users roles`` may grant any role, super_admin
+included, and ``members add`` may add anyone. Users and groups are named by id or by e-mail address / group name.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 from typing import Any, TypeVar
 
 import click
-import orjson
 
 from commands.secrets import Actor
-from projections.identity import queries
-from projections.identity.queries import PageRequest
+from projections.identity.directory import OPERATOR, IdentityDirectory, Listing, PageRequest
+from scaivault.bootstrap import Container
 from scaivault.domain.errors import TenantNotFound
 from scaivault.domain.identities import ACTIVE, ROLES, parse_roles, profile_of_group, profile_of_user
 from scaivault.domain.tenancy import parse_partner_id, parse_tenant_id
-from scaivault.http.responses import dumps
+from scaivault.serialization import dumps, format_timestamp
 
 T = TypeVar("T")
-Runner = Callable[[Callable[[Any], Awaitable[Any]]], Any]
+Runner = Callable[[Callable[[Container], Awaitable[Any]]], Any]
 CLI_ACTOR = Actor(identity_id="system:cli", request_id=None)
 OPERATOR_ROLES = frozenset({"super_admin"})
-LIST_LIMIT = 1000
-FIRST_PAGE = PageRequest(1, LIST_LIMIT)
+LIST_PAGE_SIZE = 1000
 
 
-async def _tenant(container: Any, tenant_id: str) -> str:
+async def _tenant(container: Container, tenant_id: str) -> str:
     tenant_id = parse_tenant_id(tenant_id)
     if await container.tenants.partner_of(tenant_id) is None:
         raise TenantNotFound("No such tenant; register it first (scaivault tenants create)", tenant_id=tenant_id)
     return tenant_id
 
 
-async def _user_id(container: Any, tenant_id: str, reference: str) -> str:
-    return str((await queries.existing_user(container.pool, tenant_id, reference))["user_id"])
+def _directory(container: Container) -> IdentityDirectory:
+    return container.identity.directory
 
 
-async def _group_id(container: Any, tenant_id: str, reference: str) -> str:
-    return str((await queries.existing_group(container.pool, tenant_id, reference))["group_id"])
+async def _user_id(container: Container, tenant_id: str, reference: str) -> str:
+    return str((await _directory(container).user(tenant_id, reference))["id"])
 
 
-async def _listed(found: Awaitable[tuple[list[Any], int]]) -> list[dict[str, Any]]:
-    rows, _ = await found
-    return [dict(row) for row in rows]
+async def _group_id(container: Container, tenant_id: str, reference: str) -> str:
+    return str((await _directory(container).group(tenant_id, reference))["id"])
 
 
-def _print_rows(rows: list[dict[str, Any]], as_json: bool, columns: tuple[str, ...]) -> None:
-    for row in rows:
+async def _every(list_page: Callable[[PageRequest], Awaitable[Listing]]) -> list[dict[str, Any]]:
+    """Every item of a list, page after page."""
+    items: list[dict[str, Any]] = []
+    page = PageRequest(1, LIST_PAGE_SIZE)
+    while True:
+        listing = await list_page(page)
+        items.extend(listing.items)
+        if not listing.has_more:
+            return items
+        page = PageRequest(page.page + 1, page.page_size)
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, datetime):
+        return format_timestamp(value)
+    if isinstance(value, list):
+        return ",".join(str(item) for item in value)
+    return str(value)
+
+
+def _print_documents(documents: list[dict[str, Any]], as_json: bool, columns: tuple[str, ...]) -> None:
+    for document in documents:
         if as_json:
-            click.echo(dumps(row).decode())
+            click.echo(dumps(document).decode())
         else:
-            click.echo("  ".join(str(row.get(column) if row.get(column) is not None else "-") for column in columns))
+            click.echo("  ".join(_cell(document.get(column)) for column in columns))
 
 
 def identities_group(run: Runner) -> click.Group:
@@ -70,13 +91,13 @@ def identities_group(run: Runner) -> click.Group:
     group_option = click.option("--group", "group", required=True, help="Group id or name.")
     user_option = click.option("--user", "user", required=True, help="User id or e-mail address.")
 
-    def in_tenant(tenant_id: str, work: Callable[[Any, str], Awaitable[T]]) -> T:
+    def in_tenant(tenant_id: str, work: Callable[[Container, str], Awaitable[T]]) -> T:
         """``work(container, tenant)`` through the CLI's runner, once the tenant is known to be registered."""
 
-        async def call(container: Any) -> T:
+        async def call(container: Container) -> T:
             return await work(container, await _tenant(container, tenant_id))
 
-        return run(call)  # type: ignore[no-any-return]
+        return run(call)
 
     @identities.group("users")
     def users() -> None:
@@ -92,8 +113,10 @@ def identities_group(run: Runner) -> click.Group:
         """Create a user; prints its id."""
         raw = {"email": email, "display_name": display_name, "status": status, "mfa_enabled": mfa_enabled}
 
-        async def create(container: Any, tenant: str) -> str:
-            return await container.identity.commands.create_user(tenant, profile_of_user(raw), CLI_ACTOR)
+        async def create(container: Container, tenant: str) -> str:
+            return await container.identity.commands.create_user(
+                tenant, profile_of_user(raw), CLI_ACTOR, actor_roles=OPERATOR_ROLES
+            )
 
         click.echo(in_tenant(tenant_id, create))
 
@@ -103,12 +126,10 @@ def identities_group(run: Runner) -> click.Group:
     @json_option
     def users_list(tenant_id: str, query: str | None, as_json: bool) -> None:
         """List users (id, e-mail, status, roles, groups)."""
-        rows = in_tenant(
-            tenant_id, lambda c, tenant: _listed(queries.user_rows(c.pool, tenant, FIRST_PAGE, query=query))
+        users = in_tenant(
+            tenant_id, lambda c, tenant: _every(lambda page: _directory(c).users(tenant, page, query=query))
         )
-        for row in rows:
-            row["roles"], row["groups"] = ",".join(row["roles"]), ",".join(row["groups"])
-        _print_rows(rows, as_json, ("user_id", "email", "status", "roles", "groups"))
+        _print_documents(users, as_json, ("id", "email", "status", "roles", "groups"))
 
     @users.command("remove")
     @tenant_option
@@ -116,8 +137,10 @@ def identities_group(run: Runner) -> click.Group:
     def users_remove(tenant_id: str, user: str) -> None:
         """Remove a user (and its memberships)."""
 
-        async def remove(container: Any, tenant: str) -> None:
-            await container.identity.commands.remove_user(tenant, await _user_id(container, tenant, user), CLI_ACTOR)
+        async def remove(container: Container, tenant: str) -> None:
+            await container.identity.commands.remove_user(
+                tenant, await _user_id(container, tenant, user), CLI_ACTOR, actor_roles=OPERATOR_ROLES
+            )
 
         in_tenant(tenant_id, remove)
         click.echo("removed")
@@ -129,7 +152,7 @@ def identities_group(run: Runner) -> click.Group:
     def users_roles(tenant_id: str, user: str, roles: str) -> None:
         """Replace a user's roles."""
 
-        async def assign(container: Any) -> list[str]:
+        async def assign(container: Container) -> list[str]:
             wanted = parse_roles(roles.replace(",", " ").split())  # inside the run: its errors are reported like all
             tenant = await _tenant(container, tenant_id)
             user_id = await _user_id(container, tenant, user)
@@ -151,7 +174,7 @@ def identities_group(run: Runner) -> click.Group:
         """Create a group; prints its id."""
         raw = {"name": name, "description": description}
 
-        async def create(container: Any, tenant: str) -> str:
+        async def create(container: Container, tenant: str) -> str:
             return await container.identity.commands.create_group(tenant, profile_of_group(raw), CLI_ACTOR)
 
         click.echo(in_tenant(tenant_id, create))
@@ -161,8 +184,8 @@ def identities_group(run: Runner) -> click.Group:
     @json_option
     def groups_list(tenant_id: str, as_json: bool) -> None:
         """List groups (id, name, status, members)."""
-        rows = in_tenant(tenant_id, lambda c, tenant: _listed(queries.group_rows(c.pool, tenant, FIRST_PAGE)))
-        _print_rows(rows, as_json, ("group_id", "name", "status", "member_count"))
+        groups = in_tenant(tenant_id, lambda c, tenant: _every(lambda page: _directory(c).groups(tenant, page)))
+        _print_documents(groups, as_json, ("id", "name", "status", "member_count"))
 
     @groups.command("remove")
     @tenant_option
@@ -170,7 +193,7 @@ def identities_group(run: Runner) -> click.Group:
     def groups_remove(tenant_id: str, group: str) -> None:
         """Remove a group (and every membership in it)."""
 
-        async def remove(container: Any, tenant: str) -> None:
+        async def remove(container: Container, tenant: str) -> None:
             await container.identity.commands.remove_group(tenant, await _group_id(container, tenant, group), CLI_ACTOR)
 
         in_tenant(tenant_id, remove)
@@ -181,10 +204,10 @@ def identities_group(run: Runner) -> click.Group:
         """Group memberships."""
 
     def change_membership(tenant_id: str, group: str, user: str, *, adding: bool) -> None:
-        async def apply(container: Any, tenant: str) -> bool:
+        async def apply(container: Container, tenant: str) -> bool:
             return await container.identity.commands.change_membership(
                 tenant, await _group_id(container, tenant, group), await _user_id(container, tenant, user),
-                CLI_ACTOR, adding=adding,
+                CLI_ACTOR, adding=adding, actor_roles=OPERATOR_ROLES,
             )
 
         changed = in_tenant(tenant_id, apply)
@@ -213,20 +236,21 @@ def identities_group(run: Runner) -> click.Group:
     def members_list(tenant_id: str, group: str, as_json: bool) -> None:
         """List a group's members (user id, e-mail, type, added)."""
 
-        async def fetch(container: Any, tenant: str) -> list[dict[str, Any]]:
+        async def fetch(container: Container, tenant: str) -> list[dict[str, Any]]:
             group_id = await _group_id(container, tenant, group)
-            return await _listed(queries.member_rows(container.pool, tenant, group_id, FIRST_PAGE))
+            return await _every(lambda page: _directory(container).members(tenant, group_id, page))
 
-        _print_rows(in_tenant(tenant_id, fetch), as_json, ("user_id", "email", "membership_type", "added_at"))
+        _print_documents(in_tenant(tenant_id, fetch), as_json, ("user_id", "email", "membership_type", "added_at"))
 
     @identities.command("sync")
     @click.option("--partner", "partner_id", default=None, help="Only this partner, ptn_...")
     @click.option("--tenant", "tenant_id", default=None, help="Only this tenant, tnt_...")
     def sync(partner_id: str | None, tenant_id: str | None) -> None:
-        """Sync from ScaiKey (SCAIKEY_URL) now and wait for it; prints the run's counts. Exit 1 if it failed."""
+        """Sync from ScaiKey (SCAIKEY_URL) now and wait for it; prints the run (its counts in ``stats``) as JSON.
+        Exit 1 if it failed."""
         from scaivault.identity.sync import SyncScope
 
-        async def run_sync(container: Any) -> dict[str, Any]:
+        async def run_sync(container: Container) -> dict[str, Any]:
             scope = SyncScope(
                 partner_id=parse_partner_id(partner_id) if partner_id else None,
                 tenant_id=parse_tenant_id(tenant_id) if tenant_id else None,
@@ -234,15 +258,11 @@ def identities_group(run: Runner) -> click.Group:
             synchronizer = container.identity.synchronizer
             started = await synchronizer.start(scope, CLI_ACTOR, trigger="cli")
             await synchronizer.wait()
-            row = await queries.sync_row(container.pool, started.sync_id)
-            return dict(row) if row is not None else {}
+            return await _directory(container).sync_run(OPERATOR, started.sync_id)
 
         outcome = run(run_sync)
-        click.echo(orjson.dumps(
-            {"sync_id": outcome.get("sync_id"), "status": outcome.get("status"), "stats": outcome.get("stats"),
-             "error": outcome.get("error")}, option=orjson.OPT_INDENT_2,
-        ).decode())
-        if outcome.get("status") != "completed":
+        click.echo(dumps(outcome).decode())
+        if outcome["status"] != "completed":
             raise SystemExit(1)
 
     return identities

@@ -9,7 +9,6 @@ issues are the ones the server accepts. Exit codes follow the spec's CLI page: 1
 from __future__ import annotations
 
 import asyncio
-import logging
 import ssl
 import sys
 import time
@@ -21,7 +20,7 @@ import click
 import orjson
 
 import scaivault
-from projections.rebuild import ReadModel, RebuildReport, Rebuilder
+from projections.maintenance.rebuild import ReadModel, Rebuilder, RebuildReport
 from scaivault.bootstrap import Container, build_container, read_models
 from scaivault.config import ConfigurationError, Settings
 from scaivault.domain.durations import parse_duration
@@ -63,10 +62,10 @@ def _run(action: Callable[[Container], Awaitable[T]]) -> T:
     try:
         return asyncio.run(main())
     except ScaiVaultError as exc:
-        from scaivault.http.responses import STATUS_BY_CODE
+        from scaivault.http.status import status_of
 
         click.echo(f"error: {exc.code}: {exc.message}", err=True)
-        sys.exit(EXIT_BY_STATUS_CLASS.get(STATUS_BY_CODE.get(exc.code, 500), 1))
+        sys.exit(EXIT_BY_STATUS_CLASS.get(status_of(exc.code), 1))
     except ConfigurationError as exc:
         click.echo(str(exc), err=True)
         sys.exit(5)
@@ -85,7 +84,6 @@ def serve(demo: bool) -> None:
     from aiohttp import web
 
     from scaivault.http.app import create_app
-    from scaivault.http.metrics import start_internal_metrics
 
     settings = _settings()
     configure_logging(settings.log_level, settings.log_format)
@@ -94,20 +92,9 @@ def serve(demo: bool) -> None:
         container = await build_container(settings)
         if demo:
             await _print_demo_credentials(container)
-        app = create_app(settings, container=container)
-        metrics_runner = None
-        if settings.metrics_bind_address != "off":
-            host, _, port = settings.metrics_bind_address.rpartition(":")
-            try:
-                metrics_runner = await start_internal_metrics(container, host, int(port))
-            except OSError as exc:  # losing the metrics listener must not take the secrets API down with it
-                logging.getLogger("scaivault").error(
-                    "internal metrics not served", extra={"address": settings.metrics_bind_address, "error": str(exc)}
-                )
+        app = create_app(container, internal_address=True)
 
         async def close(_: web.Application) -> None:
-            if metrics_runner is not None:
-                await metrics_runner.cleanup()
             await container.close()
 
         app.on_cleanup.append(close)
@@ -214,18 +201,14 @@ def token_issue(
         ttl=parse_duration(ttl) if ttl else (timedelta(days=90) if pat else timedelta(hours=1)),
         personal_access_token=pat,
     )
-    from commands.tokens import issue_token
-
-    click.echo(_run(lambda c: issue_token(c, command)))
+    click.echo(_run(lambda c: c.token_commands.issue(command)))
 
 
 @token.command("revoke")
 @click.argument("token_or_id")
 def token_revoke(token_or_id: str) -> None:
     """Revoke a token: a PAT (skt_... or its pat_ id), a JWT, or a JWT's jti (tok_...)."""
-    from commands.tokens import revoke_token
-
-    revoked = _run(lambda c: revoke_token(c, token_or_id))
+    revoked = _run(lambda c: c.token_commands.revoke(token_or_id))
     click.echo("revoked" if revoked else "unknown or already revoked")
     if not revoked:
         sys.exit(4)
@@ -244,7 +227,7 @@ def audit_verify(tenant_id: str | None, as_json: bool) -> None:
     from projections.audit.queries import chains
     from projections.audit.verification import verify_audit_chain
 
-    async def verify(container: Container) -> dict[str, dict[str, object]]:
+    async def verify(container: Container) -> dict[str, dict[str, Any]]:
         names = [tenant_id] if tenant_id is not None else await chains(container.pool)
         return {name: await verify_audit_chain(container.pool, container.keyring, name) for name in names}
 
@@ -303,7 +286,9 @@ def projections_status(as_json: bool) -> None:
         click.echo(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode())
         return
     for name, entry in report.items():
-        line = f"{name:<12} {entry['state']:<8} position {entry['position']} / head {entry['head']} (lag {entry['lag']})"
+        line = (
+            f"{name:<12} {entry['state']:<8} position {entry['position']} / head {entry['head']} (lag {entry['lag']})"
+        )
         if entry["state"] == "failed":
             line += f": stopped at event {entry['failed_notification_id']}: {entry['error']}"
         click.echo(line)

@@ -24,6 +24,7 @@ import asyncpg
 
 from scaivault.crypto.aead import DecryptionFailed, context, generate_key, open_sealed, seal
 from scaivault.crypto.root_keys import RootKeyProvider
+from scaivault.database import Queryable
 from scaivault.domain.errors import ScaiVaultError, VersionNotFound
 from scaivault.ids import new_id
 
@@ -113,9 +114,6 @@ class _Lru:
     def pop(self, owner: str) -> None:
         self._items.pop(owner, None)
 
-    def clear(self) -> None:
-        self._items.clear()
-
     def __len__(self) -> int:
         return len(self._items)
 
@@ -151,10 +149,6 @@ class KeyRing:
 
     def __repr__(self) -> str:
         return f"<KeyRing root={self.root.name} cached={len(self._partner_keys) + len(self._tenant_keys)}>"
-
-    def clear_cache(self) -> None:
-        self._partner_keys.clear()
-        self._tenant_keys.clear()
 
     # --- provisioning -------------------------------------------------------------------------------------------
 
@@ -311,7 +305,7 @@ class KeyRing:
                 wrapped,
             )
 
-    async def system_key(self, conn: asyncpg.Connection | asyncpg.Pool, name: str) -> bytes:
+    async def system_key(self, conn: Queryable, name: str) -> bytes:
         """A 256-bit key of the server's own (e.g. the audit chain's MAC key), created on first use, wrapped by the
         root key. Two processes creating it at once agree on the first one stored."""
         known = self._system_keys.get(name)
@@ -340,7 +334,7 @@ class KeyRing:
 
     # --- internals ----------------------------------------------------------------------------------------------
 
-    async def _owner_key(self, conn: asyncpg.Connection | asyncpg.Pool, owner: str) -> bytes:
+    async def _owner_key(self, conn: Queryable, owner: str) -> bytes:
         """The unwrapped key of a tenant or partner, as committed (or as written by ``conn``'s transaction)."""
         row = await conn.fetchrow(_OWNER_CHAIN, owner)
         if row is None or (owner.startswith(TENANT_PREFIX) and row["tenant_wrapped"] is None):

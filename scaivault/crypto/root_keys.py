@@ -268,7 +268,7 @@ class KmsRootKeyProvider(RootKeyProvider):
             return await asyncio.to_thread(function, *args, **kwargs)
         except DecryptionFailed:
             raise
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - any SDK failure is a 503, without the SDK's message
             raise ServiceUnavailable(f"The {self.name} root key service failed ({type(exc).__name__})") from None
 
 

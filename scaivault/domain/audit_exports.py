@@ -1,12 +1,18 @@
-"""The AuditExport aggregate: one stream per export job.
+"""The AuditExport aggregate: one stream per export job, and the rules for the names a destination may carry.
 
 Lifecycle: pending (Requested) -> running (Started; again after a crash, counting attempts) -> completed (with its
-manifest) or failed (with an error message safe to show: never a credential). Every mutator takes the time ``at``
-from the caller, so the domain reads no clock.
+manifest) or failed (with an error message safe to show to anyone who may see the export: never a credential, nor
+the host, address or a field value of a secret). Every mutator takes the time ``at`` from the caller, so the domain
+reads no clock.
+
+An export records who requested it (``Requester``: never the token itself), because its job acts on that identity's
+behalf: it reads the upload credentials only if the requester may still read them when the job runs.
 """
 
 from __future__ import annotations
 
+import re
+from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
 from uuid import NAMESPACE_URL, UUID, uuid5
@@ -17,8 +23,11 @@ from scaivault.domain.errors import InvalidRequest
 
 FORMATS = frozenset({"jsonl", "csv"})
 DESTINATION_TYPES = frozenset({"s3", "local"})
-STATUSES = ("pending", "running", "completed", "failed")
 MAX_ERROR_LENGTH = 1000
+EXPORT_ID_PATTERN = re.compile(r"exp_[0-9a-z]{26}")
+PREFIX_PATTERN = re.compile(r"[a-z0-9_-]+(/[a-z0-9_-]+)*")
+MAX_PREFIX_LENGTH = 256
+BUCKET_PATTERN = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 _NAMESPACE = uuid5(NAMESPACE_URL, "https://scaivault.dev/streams/audit-export")
 
 
@@ -26,18 +35,94 @@ def audit_export_stream_id(export_id: str) -> UUID:
     return uuid5(_NAMESPACE, export_id)
 
 
+def valid_export_id(export_id: str) -> bool:
+    return EXPORT_ID_PATTERN.fullmatch(export_id) is not None
+
+
+def valid_prefix(prefix: str) -> bool:
+    """A destination prefix: lower-case segments separated by '/', nothing that could climb out of a folder."""
+    return prefix == "" or (len(prefix) <= MAX_PREFIX_LENGTH and PREFIX_PATTERN.fullmatch(prefix) is not None)
+
+
+def valid_bucket(bucket: str) -> bool:
+    return BUCKET_PATTERN.fullmatch(bucket) is not None and ".." not in bucket
+
+
+def object_key(prefix: str, export_id: str, name: str) -> str:
+    return f"{prefix}/{export_id}/{name}" if prefix else f"{export_id}/{name}"
+
+
+@dataclass(frozen=True)
+class Requester:
+    """Who requested an export, as a job acting for them needs it to decide again: the identity, the token's tenant
+    and partner, its scopes, roles and groups, when MFA was verified, and the request's source address. The token's
+    kind and id (a JWT's ``jti`` or a PAT's id: names, not credentials) let the job see a revocation."""
+
+    identity_id: str
+    identity_type: str
+    tenant_id: str | None
+    partner_id: str | None
+    scopes: tuple[str, ...]
+    roles: tuple[str, ...]
+    groups: tuple[str, ...]
+    mfa_verified_at: datetime | None
+    source_ip: str | None
+    token_kind: str
+    token_id: str
+
+    def state(self) -> dict[str, Any]:
+        return {**asdict(self), "scopes": list(self.scopes), "roles": list(self.roles), "groups": list(self.groups)}
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> Requester:
+        return cls(
+            **{
+                **state,
+                "scopes": tuple(state["scopes"]),
+                "roles": tuple(state["roles"]),
+                "groups": tuple(state["groups"]),
+            }
+        )
+
+
+def _nobody_recorded(state: dict[str, Any]) -> None:
+    """Upcasts an export (its request event, or a snapshot) stored before exports recorded their requester: with no
+    requester, its job can read no credentials (it fails its credentials check rather than pass it)."""
+    state["requester"] = None
+
+
 class AuditExport(Aggregate):
+    class_version = 2  # snapshots: version 1 had no requester
+    upcast_v1_v2 = staticmethod(_nobody_recorded)
+
     @staticmethod
-    def create_id(export_id: str) -> UUID:  # type: ignore[override]
+    def create_id(export_id: str) -> UUID:
         return audit_export_stream_id(export_id)
 
-    @event("Requested")
+    class Requested(Aggregate.Created):
+        class_version = 2
+        export_id: str
+        tenant_id: str
+        partner_id: str | None
+        format: str
+        since: datetime
+        until: datetime
+        filters: dict[str, Any]
+        destination: dict[str, Any]
+        estimated_records: int
+        at: datetime
+        actor: str
+        request_id: str | None
+        requester: dict[str, Any] | None
+        upcast_v1_v2 = staticmethod(_nobody_recorded)
+
+    @event(Requested)
     def __init__(
         self,
         export_id: str,
         tenant_id: str,
         partner_id: str | None,
-        format: str,  # noqa: A002 - the API's name
+        format: str,
         since: datetime,
         until: datetime,
         filters: dict[str, Any],
@@ -46,6 +131,7 @@ class AuditExport(Aggregate):
         at: datetime,
         actor: str,
         request_id: str | None,
+        requester: dict[str, Any] | None,
     ) -> None:
         if format not in FORMATS:
             raise InvalidRequest(f"format must be one of {', '.join(sorted(FORMATS))}")
@@ -64,12 +150,18 @@ class AuditExport(Aggregate):
         self.estimated_records = estimated_records
         self.created_at = at
         self.created_by = actor
+        self.requester = requester
         self.status = "pending"
         self.attempts = 0
         self.started_at: datetime | None = None
         self.completed_at: datetime | None = None
         self.manifest: dict[str, Any] | None = None
         self.error: str | None = None
+
+    @property
+    def requested_by(self) -> Requester | None:
+        """Who requested the export; None for an export stored before requesters were recorded."""
+        return Requester.from_state(self.requester) if self.requester is not None else None
 
     @property
     def finished(self) -> bool:
@@ -82,7 +174,11 @@ class AuditExport(Aggregate):
         self._started(at=at, attempt=self.attempts + 1)
         return True
 
-    @event("Started")
+    class Started(Aggregate.Event):
+        at: datetime
+        attempt: int
+
+    @event(Started)
     def _started(self, *, at: datetime, attempt: int) -> None:
         self.status = "running"
         self.attempts = attempt
@@ -94,7 +190,11 @@ class AuditExport(Aggregate):
         self._completed(manifest=manifest, at=at)
         return True
 
-    @event("Completed")
+    class Completed(Aggregate.Event):
+        manifest: dict[str, Any]
+        at: datetime
+
+    @event(Completed)
     def _completed(self, *, manifest: dict[str, Any], at: datetime) -> None:
         self.status = "completed"
         self.manifest = manifest
@@ -106,7 +206,11 @@ class AuditExport(Aggregate):
         self._failed(error=error[:MAX_ERROR_LENGTH], at=at)
         return True
 
-    @event("Failed")
+    class Failed(Aggregate.Event):
+        error: str
+        at: datetime
+
+    @event(Failed)
     def _failed(self, *, error: str, at: datetime) -> None:
         self.status = "failed"
         self.error = error

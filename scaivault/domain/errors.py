@@ -19,42 +19,118 @@ class ScaiVaultError(Exception):
         super().__init__(self.message)
 
 
-def _error(name: str, code: str, message: str) -> type[ScaiVaultError]:
-    return type(name, (ScaiVaultError,), {"code": code, "default_message": message})
-
-
 # Authentication (401)
-AuthenticationRequired = _error("AuthenticationRequired", "authentication_required", "Authentication is required")
-TokenExpired = _error("TokenExpired", "token_expired", "The token has expired")
-TokenInvalid = _error("TokenInvalid", "token_invalid", "The token could not be verified")
-TokenRevoked = _error("TokenRevoked", "token_revoked", "The token was revoked")
-TokenIssuerInvalid = _error("TokenIssuerInvalid", "token_issuer_invalid", "The token was issued by an untrusted issuer")
-TokenAlgorithmNotAllowed = _error(
-    "TokenAlgorithmNotAllowed", "token_algorithm_not_allowed", "The token's signing algorithm is not accepted"
-)
-TokenAudienceInvalid = _error("TokenAudienceInvalid", "token_audience_invalid", "The token is not meant for this service")
+class AuthenticationRequired(ScaiVaultError):
+    code = "authentication_required"
+    default_message = "Authentication is required"
+
+
+class TokenExpired(ScaiVaultError):
+    code = "token_expired"
+    default_message = "The token has expired"
+
+
+class TokenInvalid(ScaiVaultError):
+    code = "token_invalid"
+    default_message = "The token could not be verified"
+
+
+class TokenRevoked(ScaiVaultError):
+    code = "token_revoked"
+    default_message = "The token was revoked"
+
+
+class TokenIssuerInvalid(ScaiVaultError):
+    code = "token_issuer_invalid"
+    default_message = "The token was issued by an untrusted issuer"
+
+
+class TokenAlgorithmNotAllowed(ScaiVaultError):
+    code = "token_algorithm_not_allowed"
+    default_message = "The token's signing algorithm is not accepted"
+
+
+class TokenAudienceInvalid(ScaiVaultError):
+    code = "token_audience_invalid"
+    default_message = "The token is not meant for this service"
+
 
 # Authorization (403)
-AccessDenied = _error("AccessDenied", "access_denied", "Access denied")
-InsufficientScope = _error("InsufficientScope", "insufficient_scope", "The token's scopes do not cover this request")
-TenantAccessDenied = _error("TenantAccessDenied", "tenant_access_denied", "Access to this tenant is denied")
-Forbidden = _error("Forbidden", "forbidden", "Forbidden")
+class AccessDenied(ScaiVaultError):
+    code = "access_denied"
+    default_message = "Access denied"
+
+
+class InsufficientScope(ScaiVaultError):
+    code = "insufficient_scope"
+    default_message = "The token's scopes do not cover this request"
+
+
+class TenantAccessDenied(ScaiVaultError):
+    code = "tenant_access_denied"
+    default_message = "Access to this tenant is denied"
+
+
+class Forbidden(ScaiVaultError):
+    code = "forbidden"
+    default_message = "Forbidden"
+
+
 # Policy conditions (spec reference/error-codes): a rule matched, but one of its conditions did not hold.
-IpNotAllowed = _error("IpNotAllowed", "ip_not_allowed", "The caller's IP address is outside the allowed ranges")
-MfaRequired = _error("MfaRequired", "mfa_required", "This access needs a recent multi-factor authentication")
-TimeWindowViolation = _error(
-    "TimeWindowViolation", "time_window_violation", "The request falls outside the allowed time window"
-)
+class IpNotAllowed(ScaiVaultError):
+    code = "ip_not_allowed"
+    default_message = "The caller's IP address is outside the allowed ranges"
+
+
+class MfaRequired(ScaiVaultError):
+    code = "mfa_required"
+    default_message = "This access needs a recent multi-factor authentication"
+
+
+class TimeWindowViolation(ScaiVaultError):
+    code = "time_window_violation"
+    default_message = "The request falls outside the allowed time window"
+
 
 # Validation (400 / 422)
-InvalidRequest = _error("InvalidRequest", "invalid_request", "The request is malformed")
-InvalidPath = _error("InvalidPath", "invalid_path", "The path breaks the path-format rules")
-InvalidSecretType = _error("InvalidSecretType", "invalid_secret_type", "Unknown secret_type")
-InvalidCursor = _error("InvalidCursor", "invalid_cursor", "The pagination cursor is malformed or expired")
-ValidationFailed = _error("ValidationFailed", "validation_error", "Field-level validation failed")
-InvalidConfig = _error("InvalidConfig", "invalid_config", "The configuration was rejected")
-InvalidRole = _error("InvalidRole", "invalid_role", "The role name is invalid")
-InvalidPolicy = _error("InvalidPolicy", "invalid_policy", "The policy's rules or bindings are invalid")
+class InvalidRequest(ScaiVaultError):
+    code = "invalid_request"
+    default_message = "The request is malformed"
+
+
+class InvalidPath(ScaiVaultError):
+    code = "invalid_path"
+    default_message = "The path breaks the path-format rules"
+
+
+class InvalidSecretType(ScaiVaultError):
+    code = "invalid_secret_type"
+    default_message = "Unknown secret_type"
+
+
+class InvalidCursor(ScaiVaultError):
+    code = "invalid_cursor"
+    default_message = "The pagination cursor is malformed or expired"
+
+
+class ValidationFailed(ScaiVaultError):
+    code = "validation_error"
+    default_message = "Field-level validation failed"
+
+
+class InvalidConfig(ScaiVaultError):
+    code = "invalid_config"
+    default_message = "The configuration was rejected"
+
+
+class InvalidRole(ScaiVaultError):
+    code = "invalid_role"
+    default_message = "The role name is invalid"
+
+
+class InvalidPolicy(ScaiVaultError):
+    code = "invalid_policy"
+    default_message = "The policy's rules or bindings are invalid"
 
 
 class InvalidDuration(ScaiVaultError):
@@ -70,31 +146,104 @@ class InvalidDuration(ScaiVaultError):
 
 
 # Not found (404)
-SecretNotFound = _error("SecretNotFound", "secret_not_found", "No secret at that path")
-VersionNotFound = _error("VersionNotFound", "version_not_found", "That version does not exist or is no longer kept")
-TenantNotFound = _error("TenantNotFound", "tenant_not_found", "Tenant not found")
-IdentityNotFound = _error("IdentityNotFound", "identity_not_found", "No such identity in this tenant")
-PolicyNotFound = _error("PolicyNotFound", "policy_not_found", "No policy with that id")
-BindingNotFound = _error("BindingNotFound", "binding_not_found", "No binding with that id on this policy")
-ExportNotFound = _error("ExportNotFound", "export_not_found", "No audit export with that id")
-RouteNotFound = _error("RouteNotFound", "not_found", "No such endpoint")
-MethodNotAllowed = _error("MethodNotAllowed", "method_not_allowed", "Method not allowed on this endpoint")
+class SecretNotFound(ScaiVaultError):
+    code = "secret_not_found"
+    default_message = "No secret at that path"
+
+
+class VersionNotFound(ScaiVaultError):
+    code = "version_not_found"
+    default_message = "That version does not exist or is no longer kept"
+
+
+class TenantNotFound(ScaiVaultError):
+    code = "tenant_not_found"
+    default_message = "Tenant not found"
+
+
+class IdentityNotFound(ScaiVaultError):
+    code = "identity_not_found"
+    default_message = "No such identity in this tenant"
+
+
+class PolicyNotFound(ScaiVaultError):
+    code = "policy_not_found"
+    default_message = "No policy with that id"
+
+
+class BindingNotFound(ScaiVaultError):
+    code = "binding_not_found"
+    default_message = "No binding with that id on this policy"
+
+
+class ExportNotFound(ScaiVaultError):
+    code = "export_not_found"
+    default_message = "No audit export with that id"
+
+
+class RouteNotFound(ScaiVaultError):
+    code = "not_found"
+    default_message = "No such endpoint"
+
+
+class MethodNotAllowed(ScaiVaultError):
+    code = "method_not_allowed"
+    default_message = "Method not allowed on this endpoint"
+
 
 # Conflict (409)
-SecretExists = _error(
-    "SecretExists", "secret_exists", "The path is soft-deleted and still in its retention period; restore it first"
-)
-VersionConflict = _error("VersionConflict", "version_conflict", "The secret was changed concurrently")
-IdentityExists = _error("IdentityExists", "identity_exists", "An identity with that name already exists in this tenant")
-PolicyInUse = _error("PolicyInUse", "policy_in_use", "The policy still has bindings; remove them or use force=true")
-BindingExists = _error("BindingExists", "binding_exists", "The identity is already bound to this policy")
+class SecretExists(ScaiVaultError):
+    code = "secret_exists"
+    default_message = "The path is soft-deleted and still in its retention period; restore it first"
+
+
+class VersionConflict(ScaiVaultError):
+    code = "version_conflict"
+    default_message = "The secret was changed concurrently"
+
+
+class IdentityExists(ScaiVaultError):
+    code = "identity_exists"
+    default_message = "An identity with that name already exists in this tenant"
+
+
+class PolicyInUse(ScaiVaultError):
+    code = "policy_in_use"
+    default_message = "The policy still has bindings; remove them or use force=true"
+
+
+class BindingExists(ScaiVaultError):
+    code = "binding_exists"
+    default_message = "The identity is already bound to this policy"
+
 
 # ScaiKey webhook deliveries (401): an unsigned, forged or stale delivery is refused before it is read.
-SignatureInvalid = _error("SignatureInvalid", "signature_invalid", "The webhook signature did not verify")
-SignatureExpired = _error("SignatureExpired", "signature_expired", "The webhook timestamp is outside the accepted window")
+class SignatureInvalid(ScaiVaultError):
+    code = "signature_invalid"
+    default_message = "The webhook signature did not verify"
+
+
+class SignatureExpired(ScaiVaultError):
+    code = "signature_expired"
+    default_message = "The webhook timestamp is outside the accepted window"
+
 
 # Size / availability
-PayloadTooLarge = _error("PayloadTooLarge", "payload_too_large", "The request body is too large")
-RateLimited = _error("RateLimited", "rate_limited", "Too many requests: wait as long as the Retry-After header says")
-ServiceUnavailable = _error("ServiceUnavailable", "service_unavailable", "The service is temporarily unavailable")
-InternalError = _error("InternalError", "internal_error", "An internal error occurred")
+class PayloadTooLarge(ScaiVaultError):
+    code = "payload_too_large"
+    default_message = "The request body is too large"
+
+
+class RateLimited(ScaiVaultError):
+    code = "rate_limited"
+    default_message = "Too many requests: wait as long as the Retry-After header says"
+
+
+class ServiceUnavailable(ScaiVaultError):
+    code = "service_unavailable"
+    default_message = "The service is temporarily unavailable"
+
+
+class InternalError(ScaiVaultError):
+    code = "internal_error"
+    default_message = "An internal error occurred"

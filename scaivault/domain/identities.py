@@ -6,9 +6,13 @@ per sync run. Every change says where it came from: ``scaikey`` (a sync or a web
 (the API or the CLI). A user's roles set in ScaiVault are ScaiVault's from then on: a sync no longer overwrites them
 (``roles_set_locally``), so an administrator who takes a role away is not overruled by the next sync.
 
-Also here, pure: the role-change and membership rules, the value rules for identities, and ``plan_tenant_sync``,
-which turns "what the mirror holds" and "what ScaiKey reports" into the changes to make. The domain reads no clock
-and does no I/O: time comes in as ``at``.
+A user's record also carries its ``authority``: the rank (``ROLE_RANKS``) of the strongest actor that set its roles
+or status. The record speaks for the token roles up to that rank and no further (``scaivault/identity/roles.py``),
+and only an actor that reaches that far may remove it (``check_within_reach``).
+
+Also here, pure: the role-change, reach and membership rules, the value rules for identities, and
+``plan_tenant_sync``, which turns "what the mirror holds" and "what ScaiKey reports" into the changes to make. The
+domain reads no clock and does no I/O: time comes in as ``at``.
 """
 
 from __future__ import annotations
@@ -22,11 +26,10 @@ from uuid import NAMESPACE_URL, UUID, uuid5
 
 from eventsourcing.domain import Aggregate, event
 
-from scaivault.domain.errors import AccessDenied, IdentityNotFound, InvalidRole, ValidationFailed
+from scaivault.domain.errors import AccessDenied, IdentityNotFound, InvalidRole, ScaiVaultError, ValidationFailed
 
 SCAIKEY = "scaikey"
 SCAIVAULT = "scaivault"
-SOURCES = frozenset({SCAIKEY, SCAIVAULT})
 
 # Admin roles that can be assigned (GET /v1/identity/roles), strongest first.
 ROLES: dict[str, str] = {
@@ -35,6 +38,16 @@ ROLES: dict[str, str] = {
     "tenant_admin": "Administers its own tenant",
 }
 ROLE_CHANGERS = frozenset({"super_admin", "partner_admin"})
+# How far an administrator reaches: the rank of its strongest role (no admin role: 0).
+ROLE_RANKS: dict[str, int] = {"tenant_admin": 1, "partner_admin": 2, "super_admin": 3}
+NO_AUTHORITY = 0
+# ScaiKey (sync runs, webhook deliveries) and the operator (the CLI) act with the top authority.
+TOP_AUTHORITY = 3
+# User events stored before records carried an authority count as set by the top authority. That is what they meant
+# then (a record replaced every token role), so the upgrade gives no one a role back; and only an actor of the top
+# reach may remove or re-status a record whose author is unknown. A lower default would hand every token role above
+# it back to users whom an administrator had demoted or suspended.
+LEGACY_AUTHORITY = TOP_AUTHORITY
 DIRECT = "DIRECT"
 ACTIVE = "ACTIVE"
 
@@ -52,7 +65,7 @@ MAX_DESCRIPTION = 1024
 _NAMESPACE = uuid5(NAMESPACE_URL, "https://scaivault.dev/streams/identity")
 
 
-def _invalid(field_name: str, message: str) -> ValidationFailed:
+def _invalid(field_name: str, message: str) -> ScaiVaultError:
     return ValidationFailed(fields=[{"field": field_name, "message": message}])
 
 
@@ -129,7 +142,16 @@ def parse_roles(raw: Iterable[object]) -> list[str]:
     return sorted(set(roles))  # type: ignore[arg-type]
 
 
-def identity_not_found(kind: str, reference: str) -> IdentityNotFound:
+def role_rank(role: str) -> int:
+    return ROLE_RANKS.get(role, NO_AUTHORITY)
+
+
+def reach_of(roles: Iterable[str]) -> int:
+    """The rank of the strongest admin role among ``roles`` (``NO_AUTHORITY`` for none)."""
+    return max((role_rank(role) for role in roles), default=NO_AUTHORITY)
+
+
+def identity_not_found(kind: str, reference: str) -> ScaiVaultError:
     """No such ``user`` or ``group`` in the tenant; another tenant's answers exactly the same."""
     return IdentityNotFound(f"No such {kind} in this tenant", identity_type=kind, identity_id=reference[:80])
 
@@ -182,6 +204,17 @@ def check_role_change(
         raise AccessDenied("No one may raise their own privileges", reason="self_elevation")
 
 
+def check_within_reach(*, actor_reach: int, roles: Iterable[str], authority: int, whole_record: bool) -> None:
+    """An actor changes only users within its reach: none whose mirrored roles rank above its own. Removing the
+    record (or changing its status), ``whole_record``, also undoes what its author decided about the token's roles
+    up to the record's ``authority``: only an actor that reaches that far may (so a tenant admin cannot undo a
+    partner admin's suspension or demotion). Changing roles within reach keeps a higher authority on the record."""
+    if reach_of(roles) > actor_reach:
+        raise AccessDenied("The user holds a role above yours", reason="outside_reach")
+    if whole_record and authority > actor_reach:
+        raise AccessDenied("An administrator above you decided this user's record", reason="outside_reach")
+
+
 def check_membership_change(*, adding: bool, changing_self: bool) -> None:
     """Groups carry policy bindings, so joining one is gaining rights: no one adds themselves (leaving is fine)."""
     if adding and changing_self:
@@ -191,36 +224,62 @@ def check_membership_change(*, adding: bool, changing_self: bool) -> None:
 # --- aggregates ---------------------------------------------------------------------------------------------------
 
 
-# What the aggregates below share lives in plain mixins (commands) and in factories of event methods, called in each
-# aggregate's own body. Not in a shared Aggregate base class: eventsourcing names an event after the class that
-# declares it (topic ``scaivault.domain.identities:<Class>.<Event>``), so events declared on a base class would get
-# new topics and the events already stored would no longer decode. tests/unit/test_identity_events.py pins them.
+# What the aggregates below share lives in plain mixins (commands), in base classes of their events' fields and in
+# factories of event methods, called in each aggregate's own body. Not in a shared Aggregate base class: eventsourcing
+# names an event after the class that declares it (topic ``scaivault.domain.identities:<Class>.<Event>``), so events
+# declared on a base class would get new topics and the events already stored would no longer decode. Each event
+# class is declared in its aggregate's body, so its topic stays; tests/unit/test_identity_events.py pins them.
 
 
-def _changed_event() -> Any:
-    """``Changed`` (MirroredPartner, MirroredTenant): ScaiKey's new profile."""
+class _DirectoryChanged(Aggregate.Event):
+    """ScaiKey's new profile of a partner or tenant."""
 
-    @event("Changed")
+    profile: dict[str, Any]
+    at: datetime
+    actor: str
+
+
+class _DirectorySynced(Aggregate.Event):
+    """A sync confirmed a partner's or tenant's data at ``at`` (its ``last_synced_at``)."""
+
+    sync_id: str
+    at: datetime
+
+
+class _Stamped(Aggregate.Event):
+    """A user's or group's change: who made it, and from where (``scaikey`` or ``scaivault``)."""
+
+    source: str
+    at: datetime
+    actor: str
+    request_id: str | None
+
+
+def _changed_event(event_class: type[_DirectoryChanged]) -> Any:
+    """The ``_changed`` method of MirroredPartner and MirroredTenant, emitting their own ``Changed``."""
+
+    @event(event_class)
     def _changed(self: Any, *, profile: dict[str, Any], at: datetime, actor: str) -> None:
         self.profile = profile
 
     return _changed
 
 
-def _profile_changed_event() -> Any:
-    """``ProfileChanged`` (User, Group)."""
+def _synced_event(event_class: type[_DirectorySynced]) -> Any:
+    """The ``synced`` method of MirroredPartner and MirroredTenant, emitting their own ``Synced``."""
 
-    @event("ProfileChanged")
-    def _profile_changed(
-        self: Any, *, profile: dict[str, Any], source: str, at: datetime, actor: str, request_id: str | None
-    ) -> None:
-        self.profile = profile
+    @event(event_class)
+    def synced(self: Any, *, sync_id: str, at: datetime) -> None:
+        """A sync confirmed the data (for a tenant: every user and group of it) at ``at``."""
 
-    return _profile_changed
+    return synced
 
 
 class _MirroredDirectoryEntry:
-    """``update`` of MirroredPartner and MirroredTenant; each has ``profile`` and ``_changed = _changed_event()``."""
+    """``update`` of MirroredPartner and MirroredTenant; each has ``profile`` and ``_changed = _changed_event(...)``."""
+
+    profile: dict[str, Any]
+    _changed: Any
 
     def update(self, *, profile: dict[str, Any], at: datetime, actor: str) -> bool:
         if profile == self.profile:
@@ -231,12 +290,21 @@ class _MirroredDirectoryEntry:
 
 class _TenantIdentity:
     """``update`` and ``remove`` of User and Group. Each has ``profile``, ``removed``, ``_ids()`` (what its
-    ``Reinstated`` event carries besides the profile), ``_profile_changed = _profile_changed_event()``, and its own
-    ``_reinstated`` and ``_removed`` events."""
+    ``Reinstated`` event carries besides the profile), and its own ``_profile_changed``, ``_reinstated`` and
+    ``_removed`` events. ``stamp``: what every event of the aggregate carries besides its own fields (``source``,
+    ``at``, ``actor``, ``request_id``; a user's also ``authority``)."""
 
-    def update(self, *, profile: dict[str, Any], source: str, at: datetime, actor: str, request_id: str | None) -> bool:
+    profile: dict[str, Any]
+    removed: bool
+    _profile_changed: Any
+    _reinstated: Any
+    _removed: Any
+
+    def _ids(self) -> dict[str, str]:
+        raise NotImplementedError
+
+    def update(self, *, profile: dict[str, Any], **stamp: Any) -> bool:
         """Set the profile (bringing a removed one back); False when nothing changes."""
-        stamp = {"source": source, "at": at, "actor": actor, "request_id": request_id}
         if self.removed:
             self._reinstated(**self._ids(), profile=profile, **stamp)
             return True
@@ -245,10 +313,10 @@ class _TenantIdentity:
         self._profile_changed(profile=profile, **stamp)
         return True
 
-    def remove(self, *, source: str, at: datetime, actor: str, request_id: str | None) -> bool:
+    def remove(self, **stamp: Any) -> bool:
         if self.removed:
             return False
-        self._removed(source=source, at=at, actor=actor, request_id=request_id)
+        self._removed(**stamp)
         return True
 
 
@@ -256,47 +324,96 @@ class MirroredPartner(_MirroredDirectoryEntry, Aggregate):
     """ScaiKey's view of a partner (name, slug, region, status); ScaiVault's own registry is domain/tenancy.py."""
 
     @staticmethod
-    def create_id(partner_id: str) -> UUID:  # type: ignore[override]
+    def create_id(partner_id: str) -> UUID:
         return partner_stream_id(partner_id)
 
-    @event("Mirrored")
+    class Mirrored(Aggregate.Created):
+        partner_id: str
+        profile: dict[str, Any]
+        at: datetime
+        actor: str
+
+    @event(Mirrored)
     def __init__(self, partner_id: str, profile: dict[str, Any], at: datetime, actor: str) -> None:
         self.partner_id = partner_id
         self.profile = profile
 
-    _changed = _changed_event()
+    class Changed(_DirectoryChanged):
+        """ScaiKey's new profile of the partner."""
 
-    @event("Synced")
-    def synced(self, *, sync_id: str, at: datetime) -> None:
-        """A sync confirmed this partner's data at ``at`` (its ``last_synced_at``)."""
+    class Synced(_DirectorySynced):
+        """A sync confirmed the partner."""
+
+    _changed = _changed_event(Changed)
+    synced = _synced_event(Synced)
 
 
 class MirroredTenant(_MirroredDirectoryEntry, Aggregate):
     @staticmethod
-    def create_id(tenant_id: str) -> UUID:  # type: ignore[override]
+    def create_id(tenant_id: str) -> UUID:
         return tenant_stream_id(tenant_id)
 
-    @event("Mirrored")
+    class Mirrored(Aggregate.Created):
+        tenant_id: str
+        partner_id: str
+        profile: dict[str, Any]
+        at: datetime
+        actor: str
+
+    @event(Mirrored)
     def __init__(self, tenant_id: str, partner_id: str, profile: dict[str, Any], at: datetime, actor: str) -> None:
         self.tenant_id = tenant_id
         self.partner_id = partner_id
         self.profile = profile
 
-    _changed = _changed_event()
+    class Changed(_DirectoryChanged):
+        """ScaiKey's new profile of the tenant."""
 
-    @event("Synced")
-    def synced(self, *, sync_id: str, at: datetime) -> None:
-        """A sync confirmed every user and group of this tenant at ``at``."""
+    class Synced(_DirectorySynced):
+        """A sync confirmed every user and group of the tenant."""
+
+    _changed = _changed_event(Changed)
+    synced = _synced_event(Synced)
+
+
+def _legacy_authority(state: dict[str, Any]) -> None:
+    """Upcasts a user's event or snapshot stored before records carried an authority (see ``LEGACY_AUTHORITY``)."""
+    state["authority"] = LEGACY_AUTHORITY
+
+
+class _UserEvent(_Stamped):
+    """A user's change: also with what authority (the actor's rank)."""
+
+    class_version = 2
+    authority: int
+    upcast_v1_v2 = staticmethod(_legacy_authority)
 
 
 class User(_TenantIdentity, Aggregate):
-    """A user of one tenant. ``profile``: email (lower-case), display_name, status, mfa_enabled."""
+    """A user of one tenant. ``profile``: email (lower-case), display_name, status, mfa_enabled. ``authority``: the
+    highest rank that set its roles or status (``check_within_reach``, and effective roles in
+    scaivault/identity/roles.py)."""
+
+    class_version = 2  # snapshots: version 1 had no authority
+    upcast_v1_v2 = staticmethod(_legacy_authority)
 
     @staticmethod
-    def create_id(tenant_id: str, user_id: str) -> UUID:  # type: ignore[override]
+    def create_id(tenant_id: str, user_id: str) -> UUID:
         return user_stream_id(tenant_id, user_id)
 
-    @event("Created")
+    class Created(Aggregate.Created):
+        class_version = 2
+        tenant_id: str
+        user_id: str
+        profile: dict[str, Any]
+        source: str
+        at: datetime
+        actor: str
+        request_id: str | None
+        authority: int
+        upcast_v1_v2 = staticmethod(_legacy_authority)
+
+    @event(Created)
     def __init__(
         self,
         tenant_id: str,
@@ -306,6 +423,7 @@ class User(_TenantIdentity, Aggregate):
         at: datetime,
         actor: str,
         request_id: str | None,
+        authority: int,
     ) -> None:
         self.tenant_id = tenant_id
         self.user_id = user_id
@@ -313,6 +431,7 @@ class User(_TenantIdentity, Aggregate):
         self.roles: list[str] = []
         self.roles_set_locally = False
         self.removed = False
+        self.authority = authority
 
     @property
     def email(self) -> str:
@@ -321,9 +440,22 @@ class User(_TenantIdentity, Aggregate):
     def _ids(self) -> dict[str, str]:
         return {"tenant_id": self.tenant_id, "user_id": self.user_id}
 
-    _profile_changed = _profile_changed_event()
+    class ProfileChanged(_UserEvent):
+        profile: dict[str, Any]
 
-    @event("Reinstated")
+    @event(ProfileChanged)
+    def _profile_changed(
+        self, *, profile: dict[str, Any], source: str, at: datetime, actor: str, request_id: str | None, authority: int
+    ) -> None:
+        self.profile = profile
+        self.authority = max(self.authority, authority)
+
+    class Reinstated(_UserEvent):
+        tenant_id: str
+        user_id: str
+        profile: dict[str, Any]
+
+    @event(Reinstated)
     def _reinstated(
         self,
         *,
@@ -334,32 +466,49 @@ class User(_TenantIdentity, Aggregate):
         at: datetime,
         actor: str,
         request_id: str | None,
+        authority: int,
     ) -> None:
-        """Carries the ids again: the read model forgot the user when it was removed."""
+        """Carries the ids again: the read model forgot the user when it was removed. A new record: the authority
+        is its author's."""
         self.profile = profile
         self.removed = False
+        self.authority = authority
 
     def set_roles(
-        self, *, roles: list[str], source: str, at: datetime, actor: str, request_id: str | None
+        self, *, roles: list[str], source: str, at: datetime, actor: str, request_id: str | None, authority: int
     ) -> bool:
-        """Replace the roles. ScaiKey's word counts only until ScaiVault has set them itself."""
+        """Replace the roles. ScaiKey's word counts only until ScaiVault has set them itself. Setting the same roles
+        again still counts when it makes them ScaiVault's, or puts them under a higher authority (a partner admin
+        confirming a tenant admin's record takes it out of the tenant admin's reach)."""
         if source == SCAIKEY and self.roles_set_locally:
             return False
-        if roles == self.roles and (source == SCAIKEY or self.roles_set_locally):
+        settled = source == SCAIKEY or self.roles_set_locally
+        if roles == self.roles and settled and authority <= self.authority:
             return False
-        self._roles_changed(roles=roles, source=source, at=at, actor=actor, request_id=request_id)
+        self._roles_changed(
+            roles=roles, source=source, at=at, actor=actor, request_id=request_id, authority=authority
+        )
         return True
 
-    @event("RolesChanged")
+    class RolesChanged(_UserEvent):
+        roles: list[str]
+
+    @event(RolesChanged)
     def _roles_changed(
-        self, *, roles: list[str], source: str, at: datetime, actor: str, request_id: str | None
+        self, *, roles: list[str], source: str, at: datetime, actor: str, request_id: str | None, authority: int
     ) -> None:
+        """A lower actor changing roles within its reach leaves a higher authority in place: what that authority
+        decided about the token roles above the lower actor's reach still holds."""
         self.roles = roles
+        self.authority = max(self.authority, authority)
         if source == SCAIVAULT:
             self.roles_set_locally = True
 
-    @event("Removed")
-    def _removed(self, *, source: str, at: datetime, actor: str, request_id: str | None) -> None:
+    class Removed(_UserEvent):
+        """The user is gone (its memberships are removed in the same transaction)."""
+
+    @event(Removed)
+    def _removed(self, *, source: str, at: datetime, actor: str, request_id: str | None, authority: int) -> None:
         """A removed user keeps nothing: no roles, and (removed by the same command) no memberships."""
         self.removed = True
         self.roles = []
@@ -370,10 +519,19 @@ class Group(_TenantIdentity, Aggregate):
     """A group of one tenant and its members (user ids). ``profile``: name (lower-case), description, status."""
 
     @staticmethod
-    def create_id(tenant_id: str, group_id: str) -> UUID:  # type: ignore[override]
+    def create_id(tenant_id: str, group_id: str) -> UUID:
         return group_stream_id(tenant_id, group_id)
 
-    @event("Created")
+    class Created(Aggregate.Created):
+        tenant_id: str
+        group_id: str
+        profile: dict[str, Any]
+        source: str
+        at: datetime
+        actor: str
+        request_id: str | None
+
+    @event(Created)
     def __init__(
         self,
         tenant_id: str,
@@ -393,9 +551,21 @@ class Group(_TenantIdentity, Aggregate):
     def _ids(self) -> dict[str, str]:
         return {"tenant_id": self.tenant_id, "group_id": self.group_id}
 
-    _profile_changed = _profile_changed_event()
+    class ProfileChanged(_Stamped):
+        profile: dict[str, Any]
 
-    @event("Reinstated")
+    @event(ProfileChanged)
+    def _profile_changed(
+        self, *, profile: dict[str, Any], source: str, at: datetime, actor: str, request_id: str | None
+    ) -> None:
+        self.profile = profile
+
+    class Reinstated(_Stamped):
+        tenant_id: str
+        group_id: str
+        profile: dict[str, Any]
+
+    @event(Reinstated)
     def _reinstated(
         self,
         *,
@@ -418,7 +588,11 @@ class Group(_TenantIdentity, Aggregate):
         )
         return True
 
-    @event("MemberAdded")
+    class MemberAdded(_Stamped):
+        user_id: str
+        membership_type: str
+
+    @event(MemberAdded)
     def _member_added(
         self, *, user_id: str, membership_type: str, source: str, at: datetime, actor: str, request_id: str | None
     ) -> None:
@@ -430,18 +604,23 @@ class Group(_TenantIdentity, Aggregate):
         self._member_removed(user_id=user_id, source=source, at=at, actor=actor, request_id=request_id)
         return True
 
-    @event("MemberRemoved")
+    class MemberRemoved(_Stamped):
+        user_id: str
+
+    @event(MemberRemoved)
     def _member_removed(self, *, user_id: str, source: str, at: datetime, actor: str, request_id: str | None) -> None:
         del self.members[user_id]
 
-    @event("Removed")
+    class Removed(_Stamped):
+        """The group is gone, with every membership in it."""
+
+    @event(Removed)
     def _removed(self, *, source: str, at: datetime, actor: str, request_id: str | None) -> None:
         """Removing a group ends every membership in it (the event says so; no MemberRemoved per member)."""
         self.removed = True
         self.members = {}
 
 
-SYNC_STATUSES = ("running", "completed", "failed")
 MAX_SYNC_ERROR = 1000
 
 
@@ -449,10 +628,19 @@ class IdentitySync(Aggregate):
     """One sync run from ScaiKey: its scope (every partner, one partner, or one tenant), outcome and counts."""
 
     @staticmethod
-    def create_id(sync_id: str) -> UUID:  # type: ignore[override]
+    def create_id(sync_id: str) -> UUID:
         return sync_stream_id(sync_id)
 
-    @event("Started")
+    class Started(Aggregate.Created):
+        sync_id: str
+        partner_id: str | None
+        tenant_id: str | None
+        trigger: str
+        at: datetime
+        actor: str
+        request_id: str | None
+
+    @event(Started)
     def __init__(
         self,
         sync_id: str,
@@ -475,7 +663,11 @@ class IdentitySync(Aggregate):
         self._completed(stats=stats, at=at)
         return True
 
-    @event("Completed")
+    class Completed(Aggregate.Event):
+        stats: dict[str, Any]
+        at: datetime
+
+    @event(Completed)
     def _completed(self, *, stats: dict[str, Any], at: datetime) -> None:
         self.status = "completed"
 
@@ -485,12 +677,26 @@ class IdentitySync(Aggregate):
         self._failed(error=error[:MAX_SYNC_ERROR], stats=stats, at=at)
         return True
 
-    @event("Failed")
+    class Failed(Aggregate.Event):
+        error: str
+        stats: dict[str, Any]
+        at: datetime
+
+    @event(Failed)
     def _failed(self, *, error: str, stats: dict[str, Any], at: datetime) -> None:
         self.status = "failed"
 
 
 # --- reconciling with ScaiKey -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RoleRecord:
+    """What the mirror holds of a user for authorization (scaivault/identity/roles.py)."""
+
+    roles: frozenset[str]
+    active: bool
+    authority: int
 
 
 @dataclass(frozen=True)
@@ -556,9 +762,10 @@ def plan_tenant_sync(mirror: MirrorState, reported: ReportedState, *, complete: 
         known = mirror.users.get(user_id)
         if known is None or known.profile != user.profile:
             plan.users_to_write[user_id] = user.profile
-        if user.roles is not None and not (known is not None and known.roles_set_locally):
-            if list(known.roles if known is not None else ()) != list(user.roles):
-                plan.roles_to_write[user_id] = list(user.roles)
+        scaikey_decides_roles = known is None or not known.roles_set_locally
+        held = list(known.roles) if known is not None else []
+        if user.roles is not None and scaikey_decides_roles and held != list(user.roles):
+            plan.roles_to_write[user_id] = list(user.roles)
     for group_id, profile in reported.groups.items():
         if mirror.groups.get(group_id) != profile:
             plan.groups_to_write[group_id] = profile

@@ -11,6 +11,7 @@ Every mutator takes the time ``at`` from the caller, so the domain reads no cloc
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 from uuid import NAMESPACE_URL, UUID, uuid5
@@ -39,6 +40,25 @@ def secret_stream_id(owner: str, path: str) -> UUID:
     return uuid5(_STREAM_NAMESPACE, f"{owner}\x00{path}")
 
 
+@dataclass(frozen=True)
+class SecretAddress:
+    """Where a secret lives: its owner (a tenant id, or a partner id for partner secrets) and its path."""
+
+    owner: str
+    partner_id: str
+    tenant_id: str | None
+    path: str
+
+    @property
+    def stream_id(self) -> UUID:
+        return secret_stream_id(self.owner, self.path)
+
+    @property
+    def partner_owned(self) -> bool:
+        """A partner secret: readable by every tenant of its partner, not governed by tenants' policies."""
+        return self.tenant_id is None
+
+
 def check_secret_type(secret_type: str) -> str:
     if secret_type not in SECRET_TYPES:
         raise InvalidSecretType(
@@ -49,10 +69,18 @@ def check_secret_type(secret_type: str) -> str:
 
 class Secret(Aggregate):
     @staticmethod
-    def create_id(owner: str, path: str) -> UUID:  # type: ignore[override]
+    def create_id(owner: str, path: str) -> UUID:
         return secret_stream_id(owner, path)
 
-    @event("Created")
+    # Event classes are declared, not made by ``@event("Name")``, so that a type checker sees them; each keeps the
+    # name, and so the stored topic (``scaivault.domain.secrets:Secret.<Name>``), and the fields it was stored with.
+    class Created(Aggregate.Created):
+        owner: str
+        path: str
+        partner_id: str
+        tenant_id: str | None
+
+    @event(Created)
     def __init__(self, owner: str, path: str, partner_id: str, tenant_id: str | None) -> None:
         self.owner = owner
         self.path = path
@@ -273,7 +301,22 @@ class Secret(Aggregate):
 
     # ---- events (the method bodies are the mutators, replayed on load) ------------------------------------------
 
-    @event("VersionWritten")
+    class VersionWritten(Aggregate.Event):
+        version: int
+        ciphertext: bytes
+        data_key_id: str
+        at: datetime
+        actor: str
+        request_id: str | None
+        secret_type: str
+        metadata: dict[str, Any]
+        max_versions: int
+        expires_at: datetime | None
+        rotation_policy_id: str | None
+        created: bool
+        is_rotation: bool
+
+    @event(VersionWritten)
     def _version_written(
         self,
         *,
@@ -307,7 +350,18 @@ class Secret(Aggregate):
         self.rotation_policy_id = rotation_policy_id
         self.updated_at = at
 
-    @event("MetadataUpdated")
+    class MetadataUpdated(Aggregate.Event):
+        at: datetime
+        actor: str
+        request_id: str | None
+        metadata: dict[str, Any]
+        secret_type: str
+        max_versions: int
+        expires_at: datetime | None
+        rotation_policy_id: str | None
+        secret_policy_id: str | None
+
+    @event(MetadataUpdated)
     def _metadata_updated(
         self,
         *,
@@ -329,7 +383,15 @@ class Secret(Aggregate):
         self.secret_policy_id = secret_policy_id
         self.updated_at = at
 
-    @event("VersionsDestroyed")
+    class VersionsDestroyed(Aggregate.Event):
+        versions: list[int]
+        data_key_ids: list[str]
+        reason: str
+        at: datetime
+        actor: str
+        request_id: str | None
+
+    @event(VersionsDestroyed)
     def _versions_destroyed(
         self,
         *,
@@ -349,19 +411,38 @@ class Secret(Aggregate):
                     entry["destroyed"] = True
         self.updated_at = at
 
-    @event("Deleted")
+    class Deleted(Aggregate.Event):
+        at: datetime
+        recoverable_until: datetime
+        actor: str
+        request_id: str | None
+
+    @event(Deleted)
     def _deleted(self, *, at: datetime, recoverable_until: datetime, actor: str, request_id: str | None) -> None:
         self.deleted_at = at
         self.recoverable_until = recoverable_until
         self.updated_at = at
 
-    @event("Restored")
+    class Restored(Aggregate.Event):
+        at: datetime
+        actor: str
+        request_id: str | None
+
+    @event(Restored)
     def _restored(self, *, at: datetime, actor: str, request_id: str | None) -> None:
         self.deleted_at = None
         self.recoverable_until = None
         self.updated_at = at
 
-    @event("Purged")
+    class Purged(Aggregate.Event):
+        versions: list[int]
+        data_key_ids: list[str]
+        reason: str
+        at: datetime
+        actor: str
+        request_id: str | None
+
+    @event(Purged)
     def _purged(
         self,
         *,

@@ -2,6 +2,10 @@
 
 Non-JSON values are written as ``{"_type_": name, "_data_": value}``, the format of eventsourcing's ``JSONTranscoder``
 (same names for ``datetime`` and ``UUID``), so its tools can decode our events with the stock transcodings.
+
+Access events are also written and read by hand, for speed (``scaivault/audit/access_encoding.py``, and the audit
+log's ``projections/audit/fast_chain.py``): a change to the format here must be followed there, and their
+equivalence tests fail until it is.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ DATETIME_TAG = "datetime_iso"  # eventsourcing.persistence.DatetimeAsISO.name
 UUID_TAG = "uuid_hex"  # eventsourcing.persistence.UUIDAsHex.name
 BYTES_TAG = "bytes_b64"
 
-_TAG_KEYS = frozenset(("_type_", "_data_"))
+TAG_KEYS = frozenset(("_type_", "_data_"))  # a dict with exactly these keys is a tag
 # Cheap pre-check on the raw bytes: most values need no walk after orjson.loads.
 _TAG_MARKER = b'"_type_"'
 
@@ -29,23 +33,6 @@ def datetime_tag(value: datetime) -> dict[str, str]:
 
 def uuid_tag(value: UUID) -> dict[str, str]:
     return {"_type_": UUID_TAG, "_data_": value.hex}
-
-
-def datetime_tag_text(value: Any) -> str | None:
-    """The ISO text a datetime tag holds; None for anything else."""
-    if type(value) is dict and value.get("_type_") == DATETIME_TAG and type(value.get("_data_")) is str:
-        return value["_data_"]
-    return None
-
-
-_PLAIN = frozenset((str, int, float, bool, type(None)))
-
-
-def is_plain_object(value: Any) -> bool:
-    """Whether ``value`` is a dict the transcoder writes (and reads back) exactly as orjson does: its values are
-    text, numbers, booleans or None, and its keys cannot read as a tag. Lets a hot path skip the walk for tags."""
-    return type(value) is dict and (not value or (
-        all(type(item) in _PLAIN for item in value.values()) and value.keys() != _TAG_KEYS))
 
 
 def _encode_default(obj: Any) -> dict[str, str]:
@@ -69,8 +56,8 @@ def _tag_uuids(obj: Any) -> Any:
     UUIDs, so they are tagged before ``dumps``. The walk also refuses dicts that would read back as tags.
     """
     if isinstance(obj, dict):
-        if obj.keys() == _TAG_KEYS:
-            msg = f"A dict with exactly the keys {sorted(_TAG_KEYS)} cannot be encoded: it would decode as a tag"
+        if obj.keys() == TAG_KEYS:
+            msg = f"A dict with exactly the keys {sorted(TAG_KEYS)} cannot be encoded: it would decode as a tag"
             raise ValueError(msg)
         changed: dict[Any, Any] | None = None
         for key, value in obj.items():
@@ -116,7 +103,7 @@ def decode_tag(tag: dict[str, Any]) -> Any:
 def untag(obj: Any) -> Any:
     """Replace tags by their values, in place (the structure is fresh from ``orjson.loads``)."""
     if type(obj) is dict:
-        if len(obj) == 2 and obj.keys() == _TAG_KEYS:
+        if len(obj) == 2 and obj.keys() == TAG_KEYS:
             return decode_tag(obj)
         for key, value in obj.items():
             if type(value) is dict or type(value) is list:

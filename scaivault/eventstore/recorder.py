@@ -1,7 +1,8 @@
 """Async (asyncpg) event recorder over the tables of eventsourcing's ``PostgresApplicationRecorder``.
 
 Writes follow eventsourcing's protocol exactly: inside the caller's transaction, ``SET LOCAL lock_timeout``,
-``LOCK TABLE <events> IN EXCLUSIVE MODE``, ``NOTIFY <channel>``, then one ``INSERT ... RETURNING notification_id``.
+``LOCK TABLE <events> IN EXCLUSIVE MODE``, ``NOTIFY <channel>``, then one ``INSERT ... RETURNING notification_id``,
+all in one call of a SQL function (``scaivault/eventstore/append_functions.py``).
 The lock makes notification IDs be handed out in commit order, so a reader tailing by ``notification_id`` never
 passes over a row that commits later. Rolled-back transactions still burn sequence values: gaps are normal.
 """
@@ -14,18 +15,16 @@ import logging
 import re
 from collections.abc import Sequence
 from types import TracebackType
-from typing import Any, Self, TypeAlias
+from typing import Self
 from uuid import UUID
 
 import asyncpg
-from asyncpg.pool import PoolConnectionProxy
 from eventsourcing.persistence import Notification, StoredEvent
 
-log = logging.getLogger(__name__)
+from scaivault.database import Connection, Queryable
+from scaivault.eventstore.append_functions import EventsTable, append_events
 
-Connection: TypeAlias = asyncpg.Connection | PoolConnectionProxy
-# Reads need no transaction, so they also accept a pool (one statement per call).
-Queryable: TypeAlias = asyncpg.Connection | PoolConnectionProxy | asyncpg.Pool
+log = logging.getLogger(__name__)
 
 _IDENTIFIER = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 
@@ -48,9 +47,9 @@ class EventRow:
     mapper), built in about a third of the time: the stream id becomes a standard UUID only when asked for, and a
     rebuild of the audit log, which reads a million events, never asks."""
 
-    __slots__ = ("id", "_stream", "originator_version", "topic", "state")
+    __slots__ = ("_stream", "id", "originator_version", "state", "topic")
 
-    def __init__(self, id: int, stream: UUID, originator_version: int, topic: str, state: bytes) -> None:  # noqa: A002
+    def __init__(self, id: int, stream: UUID, originator_version: int, topic: str, state: bytes) -> None:
         self.id, self._stream, self.originator_version, self.topic, self.state = (
             id, stream, originator_version, topic, state)
 
@@ -83,11 +82,8 @@ class PostgresEventStore:
         snapshots = _identifier(snapshots_table)
         self.channel = channel
         columns = "originator_id, originator_version, topic, state"
-        # One round trip (see migrations/0004): lock, wake-up, insert. The lock timeout bounds how long a stuck
-        # writer can stall all others.
-        self._events_table = events
-        self._lock_timeout = f"{round(lock_timeout_seconds * 1000)}ms"
-        self._append_sql = "SELECT * FROM scaivault_append_events($1::regclass, $2, $3, $4, $5, $6, $7)"
+        # The lock timeout bounds how long a stuck writer can stall all others.
+        self.events_table = EventsTable(events, channel, f"{round(lock_timeout_seconds * 1000)}ms")
         self._select_events_sql = f"SELECT {columns} FROM {events} WHERE originator_id = $1"
         self._select_notifications_sql = f"SELECT notification_id, {columns} FROM {events} WHERE notification_id "
         self._max_notification_id_sql = f"SELECT COALESCE(MAX(notification_id), 0) FROM {events}"
@@ -106,24 +102,9 @@ class PostgresEventStore:
             return []
         assert conn.is_in_transaction(), "append() must run inside the caller's transaction"
         try:
-            rows = await conn.fetch(self._append_sql, *self.append_arguments(stored_events))
+            return await append_events(conn, self.events_table, stored_events)
         except asyncpg.UniqueViolationError as e:
             raise EventStoreConflict(str(e)) from e
-        return [row[0] for row in rows]
-
-    def append_arguments(self, stored_events: Sequence[StoredEvent], *, wake: bool = True) -> tuple[Any, ...]:
-        """The arguments of ``scaivault_append_events`` (events table, channel, lock timeout, then the events'
-        columns), for SQL functions that append as one step of a larger statement. ``wake=False`` leaves out the
-        NOTIFY (an empty channel; migration 0015)."""
-        return (
-            self._events_table,
-            self.channel if wake else "",
-            self._lock_timeout,
-            [e.originator_id for e in stored_events],
-            [e.originator_version for e in stored_events],
-            [e.topic for e in stored_events],
-            [e.state for e in stored_events],
-        )
 
     async def read_stream(
         self,
@@ -190,7 +171,8 @@ class PostgresEventStore:
     ) -> list[EventRow]:
         """``select_notifications``, as ``EventRow``s: for readers that go through many events (projection runners,
         rebuilds), most of which they decode only in part."""
-        return [EventRow(*row) for row in await self._notification_rows(conn, start, limit, stop, topics, exclude_topics)]
+        rows = await self._notification_rows(conn, start, limit, stop, topics, exclude_topics)
+        return [EventRow(*row) for row in rows]
 
     async def _notification_rows(
         self,
@@ -233,7 +215,8 @@ class PostgresEventStore:
     ) -> tuple[str, list[object]]:
         # Conditions are added only when used (rather than "$2 IS NULL OR ..."), so every variant gets a plan that
         # walks the primary key range.
-        sql, args = base, [originator_id]
+        sql = base
+        args: list[object] = [originator_id]
         if gt is not None:
             args.append(gt)
             sql += f" AND originator_version > ${len(args)}"
@@ -284,9 +267,7 @@ class EventStoreListener:
     async def wait(self, timeout: float) -> bool:
         """Wait until a NOTIFY arrives (True) or ``timeout`` seconds pass (False)."""
         if self._conn is None or self._conn.is_closed():
-            if await self._reconnect(timeout):
-                return True
-            return False
+            return await self._reconnect(timeout)
         if not self._notified.is_set():
             try:
                 await asyncio.wait_for(self._notified.wait(), timeout)

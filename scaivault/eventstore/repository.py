@@ -9,10 +9,11 @@ from itertools import chain
 from typing import Any, cast
 from uuid import UUID
 
-from eventsourcing.domain import Aggregate, DomainEvent, Snapshot
+from eventsourcing.domain import Aggregate, AggregateEvent, DomainEventProtocol, Snapshot
 from eventsourcing.persistence import Mapper
 
-from scaivault.eventstore.recorder import Connection, PostgresEventStore, Queryable
+from scaivault.database import Connection, Queryable
+from scaivault.eventstore.recorder import PostgresEventStore
 
 
 class Repository:
@@ -66,7 +67,7 @@ class Repository:
             self._cache.popitem(last=False)
 
     async def save(
-        self, conn: Connection, events: Sequence[DomainEvent], aggregates: Sequence[Aggregate] = ()
+        self, conn: Connection, events: Sequence[DomainEventProtocol[UUID]], aggregates: Sequence[Aggregate] = ()
     ) -> list[int]:
         """Record ``events`` in the caller's transaction; return their notification IDs.
 
@@ -82,12 +83,14 @@ class Repository:
             await self.store.write_snapshot(conn, snapshot)
         return await self.store.append(conn, stored_events)
 
-    async def history(self, conn: Queryable, originator_id: UUID) -> list[DomainEvent]:
+    async def history(self, conn: Queryable, originator_id: UUID) -> list[AggregateEvent]:
         """All events of a stream, oldest first."""
         stored_events = await self.store.read_stream(conn, originator_id)
-        return [cast("DomainEvent", self.mapper.to_domain_event(e)) for e in stored_events]
+        return [cast("AggregateEvent", self.mapper.to_domain_event(e)) for e in stored_events]
 
-    def _due_for_snapshot(self, events: Sequence[DomainEvent], aggregates: Sequence[Aggregate]) -> list[Aggregate]:
+    def _due_for_snapshot(
+        self, events: Sequence[DomainEventProtocol[UUID]], aggregates: Sequence[Aggregate]
+    ) -> list[Aggregate]:
         if not aggregates:
             return []
         versions: dict[UUID, tuple[int, int]] = {}
@@ -109,8 +112,8 @@ class Repository:
 
 
 def _replay(aggregate: Any, events: Iterable[Any]) -> Any:
-    """eventsourcing's ``project_aggregate`` without its per-event runtime Protocol check, which cost more than
-    the mutations themselves (measured: two thirds of a write's CPU)."""
+    """eventsourcing's ``project_aggregate`` without its per-event runtime Protocol check, which costs more than
+    the mutations themselves (docs/adr/0010)."""
     for domain_event in events:
         aggregate = domain_event.mutate(aggregate)
     return aggregate

@@ -1,42 +1,108 @@
-"""The aiohttp application factory."""
+"""The aiohttp application factory: the HTTP half of the composition root. Every API object gets the services it
+uses from the container, its routes go into one table (with their audit actions), and the container's background
+jobs run in the app's cleanup context."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import logging
+from collections.abc import AsyncIterator, Callable
 
 from aiohttp import web
+from aiohttp.web_urldispatcher import AbstractRoute
 
-from scaivault.bootstrap import Container, build_container
-from scaivault.config import Settings
-from scaivault.http import audit, audit_exports, auth, health, metrics, secrets
-from scaivault.http import identity
-from scaivault.http import policies
-from scaivault.http.keys import CONTAINER
-from scaivault.http.middleware import front_door
+from scaivault.auth.authenticator import MAX_TOKEN_LENGTH
+from scaivault.bootstrap import BackgroundJob, Container
+from scaivault.egress import parse_allow_list
+from scaivault.http import secrets
+from scaivault.http.audit import AuditApi
+from scaivault.http.audit_exports import AuditExportsApi
+from scaivault.http.auth import AuthApi
+from scaivault.http.context import Callers
+from scaivault.http.health import HealthApi
+from scaivault.http.identity import IdentityManagementApi, IdentityReadsApi, IdentitySyncApi, ScaiKeyWebhookApi
+from scaivault.http.metrics import MetricsApi, start_internal_address
+from scaivault.http.middleware import FrontDoor
+from scaivault.http.policies import PoliciesApi
+from scaivault.http.responses import MAX_BODY_BYTES
+from scaivault.http.routing import RouteTable, Unaudited
+from scaivault.ratelimit.http import RequestCharges
 
-# Secret data is capped at 64 KiB; JSON escaping and metadata fit comfortably under this.
-MAX_BODY_BYTES = 512 * 1024
+log = logging.getLogger(__name__)
+
+MAX_AUTHORIZATION_BYTES = MAX_TOKEN_LENGTH + 1024
+
+# The audit action of every installed route (what the front door records), for diagnostics and tests.
+ROUTE_ACTIONS: web.AppKey[dict[AbstractRoute, str | Unaudited]] = web.AppKey("route_actions")
 
 
-def create_app(settings: Settings | None = None, *, container: Container | None = None) -> web.Application:
-    """Build the app. With a ``container`` the caller owns it (tests); otherwise the app builds and closes one."""
-    app = web.Application(middlewares=[front_door], client_max_size=MAX_BODY_BYTES)
-    health.add_routes(app)
-    auth.add_routes(app)
-    secrets.add_routes(app)
-    metrics.add_routes(app)
-    audit.add_routes(app)
-    audit_exports.add_routes(app)
-    policies.add_routes(app)
-    identity.add_routes(app)
-
-    async def lifecycle(app: web.Application) -> AsyncIterator[None]:
-        owned = container is None
-        app[CONTAINER] = container if container is not None else await build_container(settings or Settings.from_env())
-        await app[CONTAINER].start_background()
+def _running(job: BackgroundJob) -> Callable[[web.Application], AsyncIterator[None]]:
+    async def context(_: web.Application) -> AsyncIterator[None]:
+        await job.start()
         yield
-        if owned:
-            await app[CONTAINER].close()
+        await job.stop()
 
-    app.cleanup_ctx.append(lifecycle)
+    return context
+
+
+def create_app(container: Container, *, internal_address: bool = False) -> web.Application:
+    """The API over ``container`` (which the caller owns and closes). ``internal_address``: also serve metrics and
+    detailed health, unauthenticated, on ``METRICS_BIND_ADDRESS`` (the server does; tests need not)."""
+    charges = RequestCharges(container.rate_limiter)
+    callers = Callers(container.authenticator, container.identity.roles, container.tenants, charges)
+    health = HealthApi(callers, container.health)
+    metrics = MetricsApi(callers, container.metrics)
+    table = RouteTable()
+    health.add_routes(table)
+    AuthApi(callers, container.authenticator, container.identity.roles).add_routes(table)
+    secrets.add_routes(
+        table,
+        secrets.SecretReadsApi(callers, container.secret_reader, charges),
+        secrets.SecretWritesApi(callers, container.secret_commands, container.authorizer, container.metrics),
+    )
+    metrics.add_routes(table)
+    AuditApi(callers, container.audit_log).add_routes(table)
+    PoliciesApi(callers, container.policy_commands, container.policy_reader).add_routes(table)
+    AuditExportsApi(
+        callers, container.audit_exports, container.audit_export_reader, container.export_worker.wake
+    ).add_routes(table)
+    identity = container.identity
+    IdentityReadsApi(callers, identity.directory).add_routes(table)
+    IdentityManagementApi(callers, identity.commands, identity.directory).add_routes(table)
+    IdentitySyncApi(callers, identity.synchronizer, identity.directory, container.tenants).add_routes(table)
+    ScaiKeyWebhookApi(identity.webhooks, identity.webhook_secrets).add_routes(table)
+
+    # The parser's header limit (8 KiB by default) must admit the longest token the authenticator accepts: a longer
+    # header is answered by the parser itself, in plain text quoting the header's start, and logged so.
+    app = web.Application(client_max_size=MAX_BODY_BYTES, handler_args={"max_field_size": MAX_AUTHORIZATION_BYTES})
+    actions = table.install(app.router)
+    app[ROUTE_ACTIONS] = actions
+    front_door = FrontDoor(
+        access_recorder=container.access_recorder,
+        metrics=container.metrics,
+        trusted_proxies=parse_allow_list(container.settings.trusted_proxies),
+        actions=actions,
+    )
+    app.middlewares.append(front_door.handle)
+    for job in container.background_jobs():
+        app.cleanup_ctx.append(_running(job))
+    address = container.settings.metrics_bind_address
+    if internal_address and address != "off":
+        host, _, port = address.rpartition(":")
+        app.cleanup_ctx.append(_running(_internal_address(metrics, health, host, int(port))))
     return app
+
+
+def _internal_address(metrics: MetricsApi, health: HealthApi, host: str, port: int) -> BackgroundJob:
+    runners: list[web.AppRunner] = []
+
+    async def start() -> None:
+        try:
+            runners.append(await start_internal_address(metrics, health, host, port))
+        except OSError as exc:  # losing the internal listener must not take the secrets API down with it
+            log.error("internal address not served", extra={"address": f"{host}:{port}", "error": str(exc)})
+
+    async def stop() -> None:
+        for runner in runners:
+            await runner.cleanup()
+
+    return BackgroundJob("internal-address", start, stop)

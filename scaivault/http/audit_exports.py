@@ -1,34 +1,35 @@
 """/v1/audit/export and /v1/audit/exports: audit export jobs (spec reference/audit, api-guides/audit-logs).
 
 Creating an export records the request (an event) and answers 202 at once; a background worker
-(``scaivault/audit/exports.py``) writes the files. Everything is confined to the caller's tenant."""
+(``scaivault/audit/exports/``) writes the files. Everything is confined to the caller's tenant. An S3 export's
+credentials secret must be readable by the caller (``commands/audit_exports.py``)."""
 
 from __future__ import annotations
 
-import re
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any, Literal
 
 from aiohttp import web
 from pydantic import Field, field_validator, model_validator
 
-from commands.audit_exports import RequestExport
-from commands.secrets import Actor
-from projections.audit import queries as audit_queries
-from projections.audit_exports import export_row, export_rows
-from projections.secrets.queries import secret_metadata_row
-from scaivault.audit.exports import MAX_PREFIX_LENGTH, valid_bucket, valid_prefix
-from scaivault.domain.errors import ExportNotFound, InvalidConfig, InvalidCursor, ValidationFailed
+from commands.audit_exports import AuditExportCommands, RequestExport
+from projections.audit_exports import AuditExportReader
+from scaivault.auth.caller import Caller
+from scaivault.domain.audit import IdentityType, parse_actions
+from scaivault.domain.audit_exports import MAX_PREFIX_LENGTH, valid_bucket, valid_prefix
+from scaivault.domain.errors import InvalidConfig, ValidationFailed
 from scaivault.domain.paths import parse_path, parse_prefix
 from scaivault.domain.timestamps import in_utc
-from scaivault.http.audit import ACTIONS, IDENTITY_TYPES, _limit
-from scaivault.http.cursors import decode_cursor, encode_cursor
-from scaivault.http.context import Caller, caller
-from scaivault.http.keys import ACCESS, CONTAINER, REQUEST_ID
+from scaivault.http.context import Callers
+from scaivault.http.keys import ACCESS, REQUEST_ID
+from scaivault.http.query import Limit, QueryModel, parse_query
 from scaivault.http.responses import json_response, read_json_object
+from scaivault.http.routing import RouteTable
 from scaivault.http.schemas import Strict, parse_body
 
-EXPORT_ID = re.compile(r"exp_[0-9a-z]{26}")
+EXPORT_SCOPE = "audit:export"
+DEFAULT_LIST_LIMIT = 100
 # Keys that mean someone tried to pass cloud credentials inline (refused: they belong in a secret).
 INLINE_CREDENTIAL_KEYS = frozenset(
     {
@@ -44,7 +45,7 @@ NOT_IN_THIS_BUILD = frozenset({"gcs", "azure_blob"})
 class ExportFiltersIn(Strict):
     action: list[str] | str | None = None
     identity_id: str | None = Field(default=None, max_length=320)
-    identity_type: str | None = None
+    identity_type: IdentityType | None = None
     path_prefix: str | None = None
     success: bool | None = None
     source_ip: str | None = Field(default=None, max_length=64)
@@ -53,20 +54,7 @@ class ExportFiltersIn(Strict):
     @field_validator("action")
     @classmethod
     def _actions(cls, value: list[str] | str | None) -> list[str] | None:
-        if value is None:
-            return None
-        actions = [a.strip() for a in value.split(",")] if isinstance(value, str) else [a.strip() for a in value]
-        actions = [a for a in actions if a]
-        if not actions or any(a not in ACTIONS for a in actions):
-            raise ValueError(f"each action must be one of {', '.join(sorted(ACTIONS))}")
-        return list(dict.fromkeys(actions))
-
-    @field_validator("identity_type")
-    @classmethod
-    def _identity_type(cls, value: str | None) -> str | None:
-        if value is not None and value not in IDENTITY_TYPES:
-            raise ValueError(f"must be one of {', '.join(sorted(IDENTITY_TYPES))}")
-        return value
+        return None if value is None else list(dict.fromkeys(parse_actions(value)))
 
 
 class ExportIn(Strict):
@@ -88,10 +76,17 @@ class ExportIn(Strict):
         return self
 
 
+class ListQuery(QueryModel):
+    limit: Limit = DEFAULT_LIST_LIMIT
+    cursor: str | None = None
+
+
 def _destination(raw: dict[str, Any]) -> dict[str, Any]:
     """The destination as stored: validated names only. Problems with it are ``invalid_config`` (400); unknown
     fields are ``validation_error`` (422) like everywhere else; inline credentials are refused without echoing them."""
     kind = raw.get("type")
+    if not isinstance(kind, str):  # a list or an object cannot even be looked up among the types
+        kind = None
     if kind in NOT_IN_THIS_BUILD:
         raise InvalidConfig(
             f"Destination type {kind} is not available in this build; use s3 or local", field="destination.type"
@@ -145,114 +140,55 @@ def _filters(body: ExportFiltersIn) -> dict[str, Any]:
     return {name: value for name, value in filters.items() if value is not None}
 
 
-async def _exporter(request: web.Request) -> tuple[Caller, str]:
-    who = await caller(request)
-    who.require_scope("audit:export")
-    return who, who.require_tenant()
+class AuditExportsApi:
+    def __init__(
+        self,
+        callers: Callers,
+        commands: AuditExportCommands,
+        reader: AuditExportReader,
+        worker_wakeup: Callable[[], None] = lambda: None,
+    ) -> None:
+        self._callers = callers
+        self._commands = commands
+        self._reader = reader
+        self._worker_wakeup = worker_wakeup
 
+    def add_routes(self, table: RouteTable) -> None:
+        for base in ("/v1/audit", "/v1/t/{tenant_id}/audit"):
+            table.add("POST", base + "/export", self.create_export, action="export_created")
+            table.add("GET", base + "/exports", self.list_exports, action="audit_read")
+            table.add("GET", base + "/exports/{export_id}", self.get_export, action="audit_read")
 
-async def create_export(request: web.Request) -> web.Response:
-    who, tenant = await _exporter(request)
-    body = parse_body(ExportIn, await read_json_object(request))
-    destination = _destination(body.destination)
-    filters = _filters(body.filters)
-    container = request.app[CONTAINER]
-    if destination["type"] == "s3":
-        # Fail fast on a missing secret; the value itself is read (and that read audited) only by the job.
-        row = await secret_metadata_row(container.pool, tenant, destination["credentials_path"])
-        if row is None or row["deleted_at"] is not None:
-            raise InvalidConfig("No secret at destination.credentials_path", field="destination.credentials_path")
-    audit_filter = audit_queries.AuditFilter.of(filters, since=body.since, until=body.until)
-    estimated = await audit_queries.audit_count(container.pool, tenant, audit_filter)
-    command = RequestExport(
-        tenant_id=tenant,
-        partner_id=who.partner_id,
-        format=body.format,
-        since=body.since,
-        until=body.until,
-        filters=filters,
-        destination=destination,
-        estimated_records=estimated,
-    )
-    actor = Actor(identity_id=who.principal.identity_id, request_id=request[REQUEST_ID])
-    export = await container.audit_exports.request(command, actor, request[ACCESS])
-    container.export_worker.wake()
-    return json_response(
-        {"export_id": export.export_id, "status": export.status, "estimated_records": estimated},
-        status=202,
-        headers={"Location": f"/v1/audit/exports/{export.export_id}"},
-    )
+    async def _exporter(self, request: web.Request) -> tuple[Caller, str]:
+        who = await self._callers.caller(request)
+        who.require_scope(EXPORT_SCOPE)
+        return who, who.require_tenant()
 
+    async def create_export(self, request: web.Request) -> web.Response:
+        who, tenant = await self._exporter(request)
+        body = parse_body(ExportIn, await read_json_object(request))
+        command = RequestExport(
+            tenant_id=tenant,
+            partner_id=who.partner_id,
+            format=body.format,
+            since=body.since,
+            until=body.until,
+            filters=_filters(body.filters),
+            destination=_destination(body.destination),
+        )
+        export = await self._commands.request(command, who, request[REQUEST_ID], request[ACCESS])
+        self._worker_wakeup()
+        return json_response(
+            {"export_id": export.export_id, "status": export.status, "estimated_records": export.estimated_records},
+            status=202,
+            headers={"Location": f"/v1/audit/exports/{export.export_id}"},
+        )
 
-def _document(row: Any) -> dict[str, Any]:
-    document: dict[str, Any] = {
-        "export_id": row["export_id"],
-        "status": row["status"],
-        "format": row["format"],
-        "from": row["range_from"],
-        "to": row["range_to"],
-        "filters": row["filters"],
-        "destination": row["destination"],
-        "estimated_records": row["estimated_records"],
-        "attempts": row["attempts"],
-        "created_at": row["created_at"],
-        "created_by": row["created_by"],
-        "started_at": row["started_at"],
-        "completed_at": row["completed_at"],
-        "failed_at": row["failed_at"],
-    }
-    if row["status"] == "completed":
-        document["manifest"] = row["manifest"]
-    if row["status"] == "failed":
-        document["error"] = row["error"]
-    return document
+    async def list_exports(self, request: web.Request) -> web.Response:
+        _, tenant = await self._exporter(request)
+        query = parse_query(ListQuery, request)
+        return json_response(await self._reader.listing(tenant, cursor=query.cursor, limit=query.limit))
 
-
-def _encode_cursor(export_id: str) -> str:
-    return encode_cursor({"before": export_id})
-
-
-def _decode_cursor(request: web.Request) -> str | None:
-    raw = request.query.get("cursor")
-    if raw is None:
-        return None
-    before = decode_cursor(raw).get("before")
-    if not isinstance(before, str) or not EXPORT_ID.fullmatch(before):
-        raise InvalidCursor()
-    return before
-
-
-async def list_exports(request: web.Request) -> web.Response:
-    _, tenant = await _exporter(request)
-    limit = _limit(request)
-    rows = await export_rows(request.app[CONTAINER].pool, tenant, before=_decode_cursor(request), limit=limit + 1)
-    has_more = len(rows) > limit
-    rows = rows[:limit]
-    return json_response(
-        {
-            "exports": [_document(row) for row in rows],
-            "cursor": _encode_cursor(rows[-1]["export_id"]) if has_more else None,
-            "has_more": has_more,
-        }
-    )
-
-
-async def get_export(request: web.Request) -> web.Response:
-    _, tenant = await _exporter(request)
-    export_id = request.match_info["export_id"]
-    row = await export_row(request.app[CONTAINER].pool, tenant, export_id) if EXPORT_ID.fullmatch(export_id) else None
-    if row is None:  # another tenant's export answers exactly like a missing one
-        raise ExportNotFound(export_id=export_id[:64])
-    return json_response(_document(row))
-
-
-create_export.audit_action = "export_created"  # type: ignore[attr-defined]
-list_exports.audit_action = "audit_read"  # type: ignore[attr-defined]
-get_export.audit_action = "audit_read"  # type: ignore[attr-defined]
-
-
-def add_routes(app: web.Application) -> None:
-    for base in ("/v1/audit", "/v1/t/{tenant_id}/audit"):
-        app.router.add_post(base + "/export", create_export)
-        app.router.add_get(base + "/exports", list_exports)
-        app.router.add_get(base + "/exports/{export_id}", get_export)
+    async def get_export(self, request: web.Request) -> web.Response:
+        _, tenant = await self._exporter(request)
+        return json_response(await self._reader.get(tenant, request.match_info["export_id"]))

@@ -9,18 +9,9 @@ no ``ip_ranges`` condition accepts.
 
 from __future__ import annotations
 
-from functools import lru_cache
-
 from aiohttp import web
 
 from scaivault.domain.policies import IPAddress, IPNetwork, parse_ip
-from scaivault.egress import parse_allow_list
-from scaivault.http.keys import CONTAINER
-
-
-@lru_cache(maxsize=8)
-def _trusted(setting: str) -> tuple[IPNetwork, ...]:
-    return parse_allow_list(setting)
 
 
 def _is_trusted(address: IPAddress, proxies: tuple[IPNetwork, ...]) -> bool:
@@ -43,8 +34,5 @@ def forwarded_client(peer: str | None, forwarded_for: list[str], proxies: tuple[
     return str(client)
 
 
-def client_ip(request: web.Request) -> str | None:
-    settings = request.app[CONTAINER].settings
-    return forwarded_client(
-        request.remote, request.headers.getall("X-Forwarded-For", []), _trusted(settings.trusted_proxies)
-    )
+def client_ip(request: web.Request, trusted_proxies: tuple[IPNetwork, ...]) -> str | None:
+    return forwarded_client(request.remote, request.headers.getall("X-Forwarded-For", []), trusted_proxies)

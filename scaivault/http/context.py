@@ -8,104 +8,96 @@ partner gets ``tenant_access_denied`` whether or not it exists, so no answer rev
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from aiohttp import web
 
+from projections.tenant_directory import TenantDirectory
+from scaivault.auth.authenticator import TokenAuthenticator
+from scaivault.auth.caller import Caller
 from scaivault.auth.principal import Principal
-from scaivault.domain.errors import (
-    AccessDenied,
-    InsufficientScope,
-    InvalidRequest,
-    ScaiVaultError,
-    TenantAccessDenied,
-    TenantNotFound,
-)
+from scaivault.domain.errors import ScaiVaultError, TenantAccessDenied, TenantNotFound
+from scaivault.domain.policies import parse_ip
 from scaivault.domain.tenancy import parse_tenant_id
-from scaivault.http.keys import ACCESS, CALLER, CONTAINER
-from scaivault.ratelimit.http import charge_failed_authentication, charge_request
+from scaivault.http.keys import ACCESS, CALLER, CLIENT_IP, PRINCIPAL
+from scaivault.identity.roles import MirroredRoles
+from scaivault.ratelimit.http import RequestCharges
 
 
-@dataclass(frozen=True)
-class Caller:
-    principal: Principal
-    tenant_id: str | None
-    partner_id: str | None
+class Callers:
+    """Authenticates a request once, and resolves the tenant it acts in."""
 
-    def require_scope(self, scope: str) -> None:
-        if not self.principal.has_scope(scope):
-            raise InsufficientScope(f"This request needs the scope {scope}", required_scope=scope)
+    def __init__(
+        self,
+        authenticator: TokenAuthenticator,
+        roles: MirroredRoles,
+        tenants: TenantDirectory,
+        charges: RequestCharges,
+    ) -> None:
+        self._authenticator = authenticator
+        self._roles = roles
+        self._tenants = tenants
+        self._charges = charges
 
-    def require_tenant(self) -> str:
-        if self.tenant_id is None:
-            raise InvalidRequest("No tenant: use /v1/t/{tenant_id}/... or the X-Tenant-ID header")
-        return self.tenant_id
+    async def principal(self, request: web.Request) -> Principal:
+        """Authenticate the request (once) and charge it to the caller's rate-limit bucket (RateLimited when
+        empty); endpoints that act in no tenant need no more."""
+        known = request.get(PRINCIPAL)
+        if known is not None:
+            return known
+        try:
+            principal = await self._authenticator.authenticate(request.headers.get("Authorization"))
+        except ScaiVaultError as exc:
+            await self._charges.charge_failed_authentication(request, exc)
+            raise
+        # The identity mirror's roles win over the token's where it knows the caller (scaivault/identity/roles.py).
+        principal = await self._roles.effective(principal)
+        access = request.get(ACCESS)
+        if access is not None:
+            access.identity_id = principal.identity_id
+            access.identity_type = principal.identity_type
+            access.partner_id = principal.partner_id
+            access.tenant_id = principal.tenant_id
+        request[PRINCIPAL] = principal  # before charging: a refused charge must not authenticate twice
+        await self._charges.charge_request(request, principal)
+        return principal
 
-    def require_partner(self) -> str:
-        if self.partner_id is None:
-            raise AccessDenied("The token belongs to no partner")
-        return self.partner_id
+    async def caller(self, request: web.Request) -> Caller:
+        """Authenticate the request and resolve its tenant (once per request)."""
+        known = request.get(CALLER)
+        if known is not None:
+            return known
+        principal = await self.principal(request)
+        requested = request.match_info.get("tenant_id") or request.headers.get("X-Tenant-ID") or None
+        tenant_id, partner_id = await self._resolve_tenant(principal, requested)
+        resolved = Caller(principal, tenant_id, partner_id, parse_ip(request[CLIENT_IP]))
+        request[CALLER] = resolved
+        access = request.get(ACCESS)
+        if access is not None:
+            access.tenant_id, access.partner_id = tenant_id, partner_id
+        return resolved
 
-
-async def authenticated_principal(request: web.Request) -> Principal:
-    """Authenticate the request and charge it to the caller's rate-limit bucket (RateLimited when empty)."""
-    container = request.app[CONTAINER]
-    try:
-        principal = await container.authenticator.authenticate(request.headers.get("Authorization"))
-    except ScaiVaultError as exc:
-        await charge_failed_authentication(request, exc)
-        raise
-    # The identity mirror's roles win over the token's when it knows the caller (scaivault/identity/roles.py).
-    principal = await container.identity.roles.effective(principal)
-    access = request.get(ACCESS)
-    if access is not None:
-        access.identity_id = principal.identity_id
-        access.identity_type = principal.identity_type
-        access.partner_id = principal.partner_id
-        access.tenant_id = principal.tenant_id
-    await charge_request(request, principal)
-    return principal
-
-
-async def caller(request: web.Request) -> Caller:
-    """Authenticate the request and resolve its tenant (once per request)."""
-    known = request.get(CALLER)
-    if known is not None:
-        return known
-    principal = await authenticated_principal(request)
-    requested = request.match_info.get("tenant_id") or request.headers.get("X-Tenant-ID") or None
-    tenant_id, partner_id = await _resolve_tenant(request, principal, requested)
-    resolved = Caller(principal=principal, tenant_id=tenant_id, partner_id=partner_id)
-    request[CALLER] = resolved
-    access = request.get(ACCESS)
-    if access is not None:
-        access.tenant_id, access.partner_id = tenant_id, partner_id
-    return resolved
-
-
-async def _resolve_tenant(
-    request: web.Request, principal: Principal, requested: str | None
-) -> tuple[str | None, str | None]:
-    directory = request.app[CONTAINER].tenants
-    if requested is None or requested == principal.tenant_id:
-        if principal.tenant_id is None:  # a partner-level token: its partner must be one we know
-            if principal.partner_id is None or not await directory.partner_exists(principal.partner_id):
-                raise TenantNotFound("The token's partner is not registered", partner_id=principal.partner_id)
-            return None, principal.partner_id
-        partner = await directory.partner_of(principal.tenant_id)
-        if partner is None:
-            raise TenantNotFound(tenant_id=principal.tenant_id)
-        if principal.partner_id is not None and partner != principal.partner_id:
-            raise TenantAccessDenied("The token's tenant does not belong to the token's partner")
-        return principal.tenant_id, partner
-    tenant_id = parse_tenant_id(requested)
-    if not principal.is_partner_admin:
-        raise TenantAccessDenied("Only partner admins may act in another tenant", tenant_id=tenant_id)
-    partner = await directory.partner_of(tenant_id)
-    if "super_admin" in principal.roles:
-        if partner is None:
-            raise TenantNotFound(tenant_id=tenant_id)
+    async def _resolve_tenant(self, principal: Principal, requested: str | None) -> tuple[str | None, str | None]:
+        directory = self._tenants
+        if requested is None or requested == principal.tenant_id:
+            if principal.tenant_id is None:  # a partner-level token: its partner must be one we know
+                if principal.partner_id is None or not await directory.partner_exists(principal.partner_id):
+                    raise TenantNotFound("The token's partner is not registered", partner_id=principal.partner_id)
+                return None, principal.partner_id
+            partner = await directory.partner_of(principal.tenant_id)
+            if partner is None:
+                raise TenantNotFound(tenant_id=principal.tenant_id)
+            if principal.partner_id is not None and partner != principal.partner_id:
+                raise TenantAccessDenied("The token's tenant does not belong to the token's partner")
+            return principal.tenant_id, partner
+        tenant_id = parse_tenant_id(requested)
+        if not principal.is_partner_admin:
+            raise TenantAccessDenied("Only partner admins may act in another tenant", tenant_id=tenant_id)
+        partner = await directory.partner_of(tenant_id)
+        if "super_admin" in principal.roles:
+            if partner is None:
+                raise TenantNotFound(tenant_id=tenant_id)
+            return tenant_id, partner
+        if partner is None or partner != principal.partner_id:
+            raise TenantAccessDenied("The tenant is not one of your partner's tenants", tenant_id=tenant_id)
         return tenant_id, partner
-    if partner is None or partner != principal.partner_id:
-        raise TenantAccessDenied("The tenant is not one of your partner's tenants", tenant_id=tenant_id)
-    return tenant_id, partner
+
+

@@ -1,19 +1,16 @@
-"""Typed keys for what the app and each request carry."""
+"""Typed keys for what each request carries."""
 
 from __future__ import annotations
-
-from typing import TYPE_CHECKING
 
 from aiohttp import web
 
 from scaivault.audit.access_records import AccessRecord
-
-if TYPE_CHECKING:
-    from scaivault.bootstrap import Container
-    from scaivault.http.context import Caller
-
-CONTAINER: web.AppKey[Container] = web.AppKey("container")
+from scaivault.auth.caller import Caller
+from scaivault.auth.principal import Principal
 
 REQUEST_ID: web.RequestKey[str] = web.RequestKey("request_id", str)
+# The client's address as policies and access records see it (scaivault/http/client_ip.py); None when unknown.
+CLIENT_IP: web.RequestKey[str | None] = web.RequestKey("client_ip")
 ACCESS: web.RequestKey[AccessRecord] = web.RequestKey("access_record", AccessRecord)
-CALLER: web.RequestKey[Caller] = web.RequestKey("caller")
+PRINCIPAL: web.RequestKey[Principal] = web.RequestKey("principal", Principal)
+CALLER: web.RequestKey[Caller] = web.RequestKey("caller", Caller)

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
-from datetime import datetime, timezone
+from collections.abc import Mapping
+from datetime import UTC, datetime
 
-import asyncpg
 from aiohttp import web
+from aiohttp.web_urldispatcher import AbstractRoute
 
-from scaivault.audit.access_records import AccessRecord
+from scaivault.audit.access_records import AccessRecord, AccessRecorder
+from scaivault.database import UNAVAILABLE, UNSTORABLE_TEXT
 from scaivault.domain.errors import (
     InternalError,
     InvalidRequest,
@@ -21,35 +21,18 @@ from scaivault.domain.errors import (
     ScaiVaultError,
     ServiceUnavailable,
 )
-from scaivault.ids import new_id
+from scaivault.domain.policies import IPNetwork
 from scaivault.http.client_ip import client_ip
-from scaivault.http.keys import ACCESS, CONTAINER, REQUEST_ID
+from scaivault.http.keys import ACCESS, CLIENT_IP, REQUEST_ID
 from scaivault.http.responses import error_response
-from scaivault.metrics import path_category
+from scaivault.http.routing import UNKNOWN_ACTION, Handler, Unaudited
+from scaivault.http.status import status_of_outcome
+from scaivault.ids import new_request_id
+from scaivault.metrics import Metrics, path_category
 from scaivault.ratelimit.http import add_headers as add_rate_limit_headers
 
 log = logging.getLogger("scaivault.http")
 access_log = logging.getLogger("scaivault.access")
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-# A handler's ``audit_action`` names its audit action; handlers marked ``audited = False`` (liveness, readiness,
-# version, metrics: nothing about a tenant happens there) leave no access record.
-UNKNOWN_ACTION = "unknown"
-
-UNAVAILABLE = (
-    OSError,
-    asyncio.TimeoutError,
-    asyncpg.InterfaceError,
-    asyncpg.LockNotAvailableError,
-    asyncpg.QueryCanceledError,
-    asyncpg.CannotConnectNowError,
-    asyncpg.TooManyConnectionsError,
-    asyncpg.AdminShutdownError,
-)
-
-def new_request_id() -> str:
-    return new_id("req_")
 
 
 def _as_api_error(exc: web.HTTPException) -> ScaiVaultError:
@@ -62,23 +45,9 @@ def _as_api_error(exc: web.HTTPException) -> ScaiVaultError:
     return InvalidRequest(exc.reason)
 
 
-def _access_record(request: web.Request, request_id: str, canonical: str) -> AccessRecord | None:
-    handler_function = request.match_info.handler
-    if not getattr(handler_function, "audited", True):
-        return None
-    return AccessRecord(
-        recorded_at=datetime.now(timezone.utc),
-        request_id=request_id,
-        method=request.method,
-        route=canonical,
-        action=getattr(handler_function, "audit_action", UNKNOWN_ACTION),
-        source_ip=client_ip(request),
-        user_agent=request.headers.get("User-Agent"),
-        secret_path=request.match_info.get("path"),
-    )
-
-
-async def _answer(request: web.Request, handler: Handler, request_id: str) -> tuple[web.StreamResponse, ScaiVaultError | None]:
+async def _answer(
+    request: web.Request, handler: Handler, request_id: str
+) -> tuple[web.StreamResponse, ScaiVaultError | None]:
     """The handler's response, or the error envelope for whatever it raised."""
     try:
         return await handler(request), None
@@ -86,7 +55,7 @@ async def _answer(request: web.Request, handler: Handler, request_id: str) -> tu
         error = exc
     except web.HTTPException as exc:
         error = _as_api_error(exc)
-    except asyncpg.CharacterNotInRepertoireError:
+    except UNSTORABLE_TEXT:
         # A NUL (or other unstorable character) in a value the request sent, met by PostgreSQL before any check of
         # ours: nothing stored can hold it, so it can match nothing and be written nowhere. The transaction, if
         # any, rolled back.
@@ -100,47 +69,81 @@ async def _answer(request: web.Request, handler: Handler, request_id: str) -> tu
     return error_response(error, request_id), error
 
 
-@web.middleware
-async def front_door(request: web.Request, handler: Handler) -> web.StreamResponse:
-    request_id = new_request_id()
-    request[REQUEST_ID] = request_id
-    started = time.perf_counter()
-    resource = request.match_info.route.resource
-    canonical = resource.canonical if resource is not None else "unmatched"
-    access = _access_record(request, request_id, canonical)
-    if access is not None:
-        request[ACCESS] = access
-    container = request.app[CONTAINER]
-    category = path_category(canonical)
-    active = container.metrics.active_requests.labels(category)
-    active.inc()
-    try:
-        response, error = await _answer(request, handler, request_id)
-        if access is not None and not access.persisted:
-            access.status = response.status
-            access.error_code = error.code if error is not None else None
-            access.duration_ms = int((time.perf_counter() - started) * 1000)
-            try:
-                await container.access_recorder.record(access)
-            except ScaiVaultError as exc:  # fail closed: no durable record, no answer
-                error = exc
-                response = error_response(exc, request_id)
-    finally:
-        active.dec()
-    elapsed = time.perf_counter() - started
-    container.metrics.requests.labels(request.method, category, str(response.status)).inc()
-    container.metrics.request_duration.labels(request.method, category).observe(elapsed)
-    response.headers["X-Request-ID"] = request_id
-    add_rate_limit_headers(request, response)
-    access_log.info(
-        "request",
-        extra={
-            "request_id": request_id,
-            "method": request.method,
-            "route": canonical,
-            "status": response.status,
-            "error_code": error.code if error is not None else None,
-            "duration_ms": round(elapsed * 1000, 2),
-        },
-    )
-    return response
+class FrontDoor:
+    """The middleware every request passes. ``actions``: the audit action of each route (scaivault/http/routing.py)."""
+
+    def __init__(
+        self,
+        *,
+        access_recorder: AccessRecorder,
+        metrics: Metrics,
+        trusted_proxies: tuple[IPNetwork, ...],
+        actions: Mapping[AbstractRoute, str | Unaudited],
+    ) -> None:
+        self._access_recorder = access_recorder
+        self._metrics = metrics
+        self._trusted_proxies = trusted_proxies
+        self._actions = actions
+
+    def _access_record(self, request: web.Request, request_id: str, canonical: str) -> AccessRecord | None:
+        action = self._actions.get(request.match_info.route, UNKNOWN_ACTION)
+        if isinstance(action, Unaudited):
+            return None
+        return AccessRecord(
+            recorded_at=datetime.now(UTC),
+            request_id=request_id,
+            method=request.method,
+            route=canonical,
+            action=action,
+            source_ip=request[CLIENT_IP],
+            user_agent=request.headers.get("User-Agent"),
+            secret_path=request.match_info.get("path"),
+            status_of=status_of_outcome,
+        )
+
+    @web.middleware
+    async def handle(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        request_id = new_request_id()
+        request[REQUEST_ID] = request_id
+        request[CLIENT_IP] = client_ip(request, self._trusted_proxies)
+        started = time.perf_counter()
+        resource = request.match_info.route.resource
+        canonical = resource.canonical if resource is not None else "unmatched"
+        access = self._access_record(request, request_id, canonical)
+        if access is not None:
+            request[ACCESS] = access
+        category = path_category(canonical)
+        active = self._metrics.active_requests.labels(category)
+        active.inc()
+        try:
+            response, error = await _answer(request, handler, request_id)
+            if access is not None and not access.persisted:
+                access.status = response.status
+                access.error_code = error.code if error is not None else None
+                access.duration_ms = int((time.perf_counter() - started) * 1000)
+                try:
+                    await self._access_recorder.record(access)
+                except ScaiVaultError as exc:  # fail closed: no durable record, no answer
+                    error = exc
+                    response = error_response(exc, request_id)
+        finally:
+            active.dec()
+        elapsed = time.perf_counter() - started
+        self._metrics.requests.labels(request.method, category, str(response.status)).inc()
+        self._metrics.request_duration.labels(request.method, category).observe(elapsed)
+        response.headers["X-Request-ID"] = request_id
+        # Answers carry secret values, tokens and audit trails: no cache along the way may keep any of them.
+        response.headers["Cache-Control"] = "no-store"
+        add_rate_limit_headers(request, response)
+        access_log.info(
+            "request",
+            extra={
+                "request_id": request_id,
+                "method": request.method,
+                "route": canonical,
+                "status": response.status,
+                "error_code": error.code if error is not None else None,
+                "duration_ms": round(elapsed * 1000, 2),
+            },
+        )
+        return response

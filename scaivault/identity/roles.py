@@ -1,27 +1,44 @@
 """Which roles a caller holds: the one place where mirrored roles meet token claims.
 
-When the identity mirror knows the caller (a user of the token's tenant, by ``user:<email>`` or user id), the
-mirror's roles replace the token's ``roles`` claim, so a role granted or taken away here (or in ScaiKey, then
-synced) counts at once, without waiting for tokens to expire; a user not ACTIVE in the mirror has no roles. An
-identity the mirror does not know keeps its token's roles (service accounts, partner-level tokens, deployments that
-manage no identities).
+When the identity mirror knows the caller (a user of the token's tenant, by ``user:<email>`` or user id), its record
+speaks for the token's roles up to the record's authority (the rank of the strongest actor that set the record's
+roles or status, ``scaivault/domain/identities.py``): those token roles are replaced by the record's roles (none
+when the user is not ACTIVE), and token roles ranked above the authority are kept, because the record's author had
+no power over them. So a role granted or taken away here (or in ScaiKey, then synced) counts at once, without
+waiting for tokens to expire, and a tenant admin who creates a record for a partner admin's address takes nothing
+from it. An identity the mirror does not know keeps its token's roles (service accounts, partner-level tokens,
+deployments that manage no identities).
 
-Answers are cached per identity for ``max_age`` seconds (2 s); this process forgets its cache when its own commands
+Records are cached per identity for ``max_age`` seconds (2 s); this process forgets its cache when its own commands
 change roles, and other servers see a change within ``max_age``.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 
 import asyncpg
 
-from projections.identity.queries import roles_of
+from projections.identity.queries import role_records
 from scaivault.auth.principal import Principal
+from scaivault.domain.identities import RoleRecord, role_rank
 
 MAX_AGE_SECONDS = 2.0
+
+
+def effective_roles(token_roles: frozenset[str], records: Sequence[RoleRecord]) -> frozenset[str]:
+    """The roles a token's holder has, given what the mirror holds of it (``records``: none for an identity it does
+    not know). Should ScaiKey report two users with one address, only the roles both records leave count."""
+    if not records:
+        return token_roles
+    return frozenset.intersection(*(_through(token_roles, record) for record in records))
+
+
+def _through(token_roles: frozenset[str], record: RoleRecord) -> frozenset[str]:
+    beyond_authority = {role for role in token_roles if role_rank(role) > record.authority}
+    return frozenset(beyond_authority) | (record.roles if record.active else frozenset())
 
 
 class MirroredRoles:
@@ -37,24 +54,24 @@ class MirroredRoles:
         self._max_age = max_age
         self._max_entries = max_entries
         self._clock = clock
-        self._entries: dict[tuple[str, str], tuple[frozenset[str] | None, float]] = {}
+        self._entries: dict[tuple[str, str], tuple[tuple[RoleRecord, ...], float]] = {}
 
     async def effective(self, principal: Principal) -> Principal:
-        """The principal with the roles it holds now."""
+        """The principal with the roles it holds now (``effective_roles``)."""
         if principal.tenant_id is None:
             return principal
         key = (principal.tenant_id, principal.identity_id.lower())
         now = self._clock()
         cached = self._entries.get(key)
         if cached is not None and cached[1] > now:
-            roles = cached[0]
+            records = cached[0]
         else:
-            found = await roles_of(self._pool, principal.tenant_id, principal.identity_id)
-            roles = None if found is None else frozenset(found)
+            records = tuple(await role_records(self._pool, principal.tenant_id, principal.identity_id))
             if len(self._entries) >= self._max_entries:
                 self._entries.clear()
-            self._entries[key] = (roles, now + self._max_age)
-        return principal if roles is None or roles == principal.roles else replace(principal, roles=roles)
+            self._entries[key] = (records, now + self._max_age)
+        roles = effective_roles(principal.roles, records)
+        return principal if roles == principal.roles else replace(principal, roles=roles)
 
     def forget(self, tenant_id: str | None = None) -> None:
         """Drop cached answers (of one tenant, or all)."""

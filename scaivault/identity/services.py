@@ -7,9 +7,17 @@ from dataclasses import dataclass
 import aiohttp
 import asyncpg
 
-from commands.identities import IdentityCommands, TenantHook, TransactionHook, _ignore, _ignore_in_transaction
+from commands.identities import (
+    IdentityCommands,
+    TenantHook,
+    TransactionHook,
+    no_tenant_hook,
+    no_transaction_hook,
+)
 from commands.tenancy import TenancyCommands
 from commands.unit_of_work import UnitOfWorkRunner
+from projections.identity.directory import IdentityDirectory
+from projections.identity.lookup import IdentityReadModel
 from projections.tenant_directory import TenantDirectory
 from scaivault.config import Settings
 from scaivault.identity.roles import MirroredRoles
@@ -21,6 +29,7 @@ from scaivault.identity.webhooks import WebhookReceiver
 @dataclass
 class IdentityServices:
     commands: IdentityCommands
+    directory: IdentityDirectory
     roles: MirroredRoles
     synchronizer: IdentitySynchronizer
     webhooks: WebhookReceiver
@@ -38,12 +47,13 @@ def build_identity_services(
     tenancy: TenancyCommands,
     tenants: TenantDirectory,
     http_session: aiohttp.ClientSession | None,
-    on_membership_changed: TenantHook = _ignore,
-    membership_changed_in_transaction: TransactionHook = _ignore_in_transaction,
+    on_membership_changed: TenantHook = no_tenant_hook,
+    membership_changed_in_transaction: TransactionHook = no_transaction_hook,
 ) -> IdentityServices:
     roles = MirroredRoles(pool)
     commands = IdentityCommands(
         runner,
+        IdentityReadModel(),
         on_membership_changed=on_membership_changed,
         membership_changed_in_transaction=membership_changed_in_transaction,
         on_roles_changed=roles.forget,
@@ -59,6 +69,7 @@ def build_identity_services(
     secrets = tuple(s for s in (settings.scaikey_webhook_secret, settings.scaikey_webhook_previous_secret) if s)
     return IdentityServices(
         commands=commands,
+        directory=IdentityDirectory(pool),
         roles=roles,
         synchronizer=IdentitySynchronizer(commands, tenancy, client),
         webhooks=WebhookReceiver(commands, tenancy, tenants),

@@ -24,7 +24,7 @@ from scaivault.audit.access_records import AccessRecord
 from scaivault.domain.errors import InvalidRequest, ScaiVaultError
 from scaivault.domain.identities import IdentitySync, profile_of_partner, profile_of_tenant
 from scaivault.domain.tenancy import parse_partner_id, parse_tenant_id
-from scaivault.identity.scaikey import ScaiKeyClient, ScaiKeyUnavailable, Skipped, skip_reason, reported_state
+from scaivault.identity.scaikey import ScaiKeyClient, ScaiKeyUnavailable, Skipped, reported_state, skip_reason
 from scaivault.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)

@@ -69,13 +69,16 @@ class LocalBuckets:
         for charge in charges:
             limit = charge.limit
             stored = buckets.get(charge.key)
-            level = limit.capacity if stored is None else min(limit.capacity, stored[0] + (now - stored[1]) * limit.rate)
+            if stored is None:
+                level = limit.capacity
+            else:
+                level = min(limit.capacity, stored[0] + (now - stored[1]) * limit.rate)
             allowed = allowed and level >= charge.need
             levels.append(level)
         if not allowed:
-            return [Outcome(charge, level, False) for charge, level in zip(charges, levels)]
+            return [Outcome(charge, level, False) for charge, level in zip(charges, levels, strict=True)]
         outcomes = []
-        for charge, level in zip(charges, levels):
+        for charge, level in zip(charges, levels, strict=True):
             if charge.cost > 0:
                 level -= charge.cost
                 limit = charge.limit

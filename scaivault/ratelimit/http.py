@@ -1,6 +1,6 @@
 """Rate limiting of HTTP requests: what a request is charged, to whom, and the headers that report it.
 
-A request is charged once its caller is authenticated (``scaivault.http.context.authenticated_principal``), to
+A request is charged once its caller is authenticated (``scaivault/http/context.py``), to
 the bucket of (the token's partner, tenant and identity; the route's category). A failed authentication is charged
 to the client IP's ``unauthenticated`` bucket; with that bucket empty the answer is 429 instead of 401.
 """
@@ -16,11 +16,11 @@ from aiohttp import web
 
 from scaivault.auth.principal import Principal
 from scaivault.domain.errors import RateLimited, ScaiVaultError
-from scaivault.http.client_ip import client_ip
-from scaivault.http.keys import CONTAINER
-from scaivault.http.responses import STATUS_BY_CODE
+from scaivault.http.keys import CLIENT_IP
+from scaivault.http.status import status_of
 from scaivault.ratelimit.buckets import Outcome
 from scaivault.ratelimit.categories import UNAUTHENTICATED, Unmapped, category_of
+from scaivault.ratelimit.limiter import RateLimiter
 
 log = logging.getLogger(__name__)
 
@@ -56,40 +56,44 @@ def request_category(request: web.Request) -> str | None:
         return None
 
 
-async def charge_request(request: web.Request, principal: Principal) -> None:
-    """Charge an authenticated request to its category; raise ``RateLimited`` when its bucket is empty. Called
-    once per request: ``caller()`` authenticates once and caches the result."""
-    limiter = request.app[CONTAINER].rate_limiter
-    if not limiter.enabled:
-        return
-    category = request_category(request)
-    if category is not None:
-        await _charge(request, identity_key(principal), category)
+class RequestCharges:
+    """Charges requests to the rate limiter: the HTTP side of ``scaivault/ratelimit/limiter.py``."""
 
+    def __init__(self, limiter: RateLimiter) -> None:
+        self._limiter = limiter
 
-async def charge_failed_authentication(request: web.Request, error: ScaiVaultError) -> None:
-    """Charge a failed authentication to the client IP; raise ``RateLimited`` (from ``error``) past its limit."""
-    if STATUS_BY_CODE.get(error.code) != 401 or RATE_LIMIT in request:
-        return
-    if request.app[CONTAINER].rate_limiter.enabled:
-        await _charge(request, f"ip/{client_ip(request) or 'unknown'}", UNAUTHENTICATED)
+    async def charge_request(self, request: web.Request, principal: Principal) -> None:
+        """Charge an authenticated request to its category; raise ``RateLimited`` when its bucket is empty. Called
+        once per request: the caller is authenticated once and cached."""
+        if not self._limiter.enabled:
+            return
+        category = request_category(request)
+        if category is not None:
+            await self._charge(request, identity_key(principal), category)
 
+    async def charge_failed_authentication(self, request: web.Request, error: ScaiVaultError) -> None:
+        """Charge a failed authentication to the client IP; raise ``RateLimited`` (from ``error``) past its
+        limit."""
+        if status_of(error.code) != 401 or RATE_LIMIT in request:
+            return
+        if self._limiter.enabled:
+            await self._charge(request, f"ip/{request[CLIENT_IP] or 'unknown'}", UNAUTHENTICATED)
 
-async def _charge(request: web.Request, identity: str, category: str) -> None:
-    outcome = await request.app[CONTAINER].rate_limiter.charge(identity, category)
-    if outcome is None:
-        return
-    request[RATE_LIMIT] = Charged(identity, outcome)
-    if not outcome.allowed:
-        raise RateLimited(category=outcome.charge.category, retry_after=outcome.retry_after)
+    async def _charge(self, request: web.Request, identity: str, category: str) -> None:
+        outcome = await self._limiter.charge(identity, category)
+        if outcome is None:
+            return
+        request[RATE_LIMIT] = Charged(identity, outcome)
+        if not outcome.allowed:
+            raise RateLimited(category=outcome.charge.category, retry_after=outcome.retry_after)
 
-
-async def charge_extra(request: web.Request, category: str, count: int) -> None:
-    """Charge ``count`` more units of ``category`` to the identity this request was charged to (a batch read's
-    returned secrets). Never refuses: the bucket may go into debt, which the identity's next requests wait out."""
-    charged = request.get(RATE_LIMIT)
-    if charged is not None and count > 0:
-        await request.app[CONTAINER].rate_limiter.charge_extra(charged.identity, category, count)
+    async def charge_extra(self, request: web.Request, category: str, count: int) -> None:
+        """Charge ``count`` more units of ``category`` to the identity this request was charged to (a batch read's
+        returned secrets). Never refuses: the bucket may go into debt, which the identity's next requests wait
+        out."""
+        charged = request.get(RATE_LIMIT)
+        if charged is not None and count > 0:
+            await self._limiter.charge_extra(charged.identity, category, count)
 
 
 def add_headers(request: web.Request, response: web.StreamResponse) -> None:

@@ -12,7 +12,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 import redis.asyncio as redis
@@ -64,8 +64,8 @@ class RateLimiter:
         """``limits`` None disables limiting; a category mapped to None is not limited."""
         self.enabled = limits is not None
         self._limits = dict(limits or {})
-        self._gates = {
-            category: tuple((gate, self._limits[gate]) for gate in gates if self._limits.get(gate) is not None)
+        self._gates: dict[str, tuple[tuple[str, Limit], ...]] = {
+            category: tuple((gate, limit) for gate in gates if (limit := self._limits.get(gate)) is not None)
             for category, gates in GATES.items()
         }
         self._prefix = key_prefix + "rl:"
@@ -183,7 +183,7 @@ class RateLimiter:
         self._redis_error = _describe(exc)
         if self._redis_up:
             self._redis_up = False
-            self._down_since = datetime.now(timezone.utc)
+            self._down_since = datetime.now(UTC)
             log.warning(
                 "Redis unavailable: rate limiting continues with in-process buckets (limits now apply per server)",
                 extra={"error": self._redis_error},

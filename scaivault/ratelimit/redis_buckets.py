@@ -52,7 +52,7 @@ return reply
 class RedisBuckets:
     """Charges made in the same turn of the event loop (concurrent requests) go out together in one pipeline: each
     is still one EVALSHA and one round trip for its request, but a busy server pays one socket write and one wake-up
-    for many of them, which costs a third of the client CPU of sending each alone (docs/rate-limiting.md)."""
+    for many of them instead of one each (docs/rate-limiting.md, Cost)."""
 
     def __init__(self, client: redis.Redis) -> None:
         self._client = client
@@ -71,7 +71,7 @@ class RedisBuckets:
             loop.call_soon(self._send_queued)
         result = await reply
         allowed = int(result[0]) == 1
-        return [Outcome(charge, float(level), allowed) for charge, level in zip(charges, result[1:])]
+        return [Outcome(charge, float(level), allowed) for charge, level in zip(charges, result[1:], strict=True)]
 
     def _send_queued(self) -> None:
         batch, self._queued = self._queued, []
@@ -90,9 +90,9 @@ class RedisBuckets:
             for _, _, reply in batch:
                 reply.cancel()
             raise
-        except BaseException as exc:  # every waiting request sees the failure (and falls back)
+        except BaseException as exc:  # noqa: BLE001 - every waiting request sees the failure (and falls back)
             replies = [exc] * len(batch)
-        for (_, _, reply), result in zip(batch, replies):
+        for (_, _, reply), result in zip(batch, replies, strict=True):
             if reply.done():  # its request was cancelled meanwhile
                 continue
             if isinstance(result, BaseException):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
 from pathlib import Path
@@ -77,3 +78,9 @@ def token(container: Container) -> TokenFactory:
 
 def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
+
+
+@pytest.fixture
+def cli_env(database_url: str, settings: Settings, pool: object) -> dict[str, str]:
+    """The test server's own configuration, so the CLI opens the same (emptied) database with the same root key."""
+    return {**os.environ, "DATABASE_URL": database_url, "SCAIVAULT_DATA_DIR": str(settings.data_dir)}

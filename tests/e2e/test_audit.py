@@ -2,24 +2,25 @@
 
 from __future__ import annotations
 
-import asyncio
+import base64
+import json
+import os
+import subprocess
+import sys
+from datetime import timedelta
+from typing import Any
 
 import asyncpg
 from aiohttp.test_utils import TestClient
 
 from projections.audit.verification import verify_audit_chain
-from scaivault.bootstrap import Container
+from projections.maintenance.rebuild import Rebuilder
+from projections.maintenance.retention import enforce_audit_retention
+from scaivault.bootstrap import Container, read_models
+from scaivault.domain.audit import ACTIONS
 from tests.e2e.conftest import OTHER_TENANT, TENANT, TokenFactory, bearer
-
-
-async def caught_up(container: Container) -> None:
-    """Wait until the audit projection has applied every committed event."""
-    for _ in range(200):
-        status = await container.projections.status(container.pool)
-        if status["audit_log"]["lag"] == 0:
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"audit projection did not catch up: {status}")
+from tests.e2e.helpers import caught_up
+from tests.helpers import instant_between_steps
 
 
 async def logs(client: TestClient, token: str, query: str = "") -> dict:  # type: ignore[type-arg]
@@ -28,7 +29,9 @@ async def logs(client: TestClient, token: str, query: str = "") -> dict:  # type
     return await response.json()
 
 
-async def test_requests_appear_in_the_tenants_audit_log(client: TestClient, token: TokenFactory, container: Container) -> None:
+async def test_requests_appear_in_the_tenants_audit_log(
+    client: TestClient, token: TokenFactory, container: Container
+) -> None:
     t, auditor = token(), token("audit:read")
     written = await client.put("/v1/secrets/app/db", json={"data": {"pw": "audit-canary"}}, headers=bearer(t))
     read = await client.get("/v1/secrets/app/db", headers=bearer(t))
@@ -90,7 +93,9 @@ async def test_filters_and_pagination(client: TestClient, token: TokenFactory, c
         assert response.status == 400 and (await response.json())["error"]["code"] == code
 
 
-async def test_tenants_see_only_their_own_entries(client: TestClient, token: TokenFactory, container: Container) -> None:
+async def test_tenants_see_only_their_own_entries(
+    client: TestClient, token: TokenFactory, container: Container
+) -> None:
     await client.put("/v1/secrets/prod/only", json={"data": {"k": "v"}}, headers=bearer(token()))
     await client.put("/v1/secrets/dev/only", json={"data": {"k": "v"}}, headers=bearer(token(tenant=OTHER_TENANT)))
     await caught_up(container)
@@ -101,7 +106,9 @@ async def test_tenants_see_only_their_own_entries(client: TestClient, token: Tok
     assert (await client.get("/v1/audit/logs", headers=bearer(token()))).status == 403  # no audit:read
 
 
-async def test_secret_and_identity_trails_and_summary(client: TestClient, token: TokenFactory, container: Container) -> None:
+async def test_secret_and_identity_trails_and_summary(
+    client: TestClient, token: TokenFactory, container: Container
+) -> None:
     t, auditor = token(), token("audit:read", identity="user:auditor@acme.example")
     await client.put("/v1/secrets/app/trail", json={"data": {"k": "v"}}, headers=bearer(t))
     for _ in range(3):
@@ -153,7 +160,8 @@ async def test_the_chain_reveals_altered_removed_and_reordered_entries(
         "truncated": "DELETE FROM scaivault_audit_log WHERE chain = '{tenant}'"
                      " AND seq = (SELECT max(seq) FROM scaivault_audit_log WHERE chain = '{tenant}')",
     }
-    expected = {"altered": ("altered", 3), "removed": ("removed", 4), "reordered": ("reordered", 2), "truncated": ("removed", None)}
+    expected = {"altered": ("altered", 3), "removed": ("removed", 4), "reordered": ("reordered", 2),
+                "truncated": ("removed", None)}
     await caught_up(container)  # from here on nothing else writes to the chain: verify directly, not over HTTP
     for name, sql in cases.items():
         saved = await pool.fetch("SELECT * FROM scaivault_audit_log WHERE chain = $1", TENANT)
@@ -177,18 +185,14 @@ async def test_the_chain_reveals_altered_removed_and_reordered_entries(
 async def test_cli_verify_reports_every_chain(
     client: TestClient, token: TokenFactory, container: Container, pool: asyncpg.Pool, settings: object
 ) -> None:
-    import os
-    import subprocess
-    import sys
-
     await client.put("/v1/secrets/app/cli", json={"data": {"k": "v"}}, headers=bearer(token()))
     await client.get("/v1/secrets/app/cli")  # no token: the request resolves no tenant (the system chain)
     await caught_up(container)
     env = {**os.environ, "DATABASE_URL": container.database_url, "SCAIVAULT_DATA_DIR": str(container.settings.data_dir)}
 
     def run(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "scaivault.cli.main", "audit", "verify", *args], env=env,
-                              capture_output=True, text=True, timeout=60)
+        return subprocess.run([sys.executable, "-m", "scaivault.cli.main", "audit", "verify", *args],
+                              check=False, env=env, capture_output=True, text=True, timeout=60)
 
     intact = run()
     assert intact.returncode == 0, intact.stderr
@@ -203,20 +207,13 @@ async def test_cli_verify_reports_every_chain(
 async def test_retention_removes_old_entries_and_what_remains_still_verifies(
     client: TestClient, token: TokenFactory, container: Container, pool: asyncpg.Pool
 ) -> None:
-    from datetime import datetime, timedelta, timezone
-
-    from commands.audit_retention import enforce_audit_retention
-    from projections.rebuild import Rebuilder
-    from scaivault.bootstrap import read_models
-
     t, auditor = token(), token("audit:read", identity="user:auditor@acme.example")
     for n in range(5):
         await client.get(f"/v1/secrets/old/{n}", headers=bearer(t))
     await client.put("/v1/secrets/old/read", json={"data": {"k": "v"}}, headers=bearer(t))
     await client.get("/v1/secrets/old/read", headers=bearer(t))
     await caught_up(container)
-    cut = datetime.now(timezone.utc)
-    await asyncio.sleep(0.01)
+    cut = await instant_between_steps()
     for n in range(3):
         await client.get(f"/v1/secrets/new/{n}", headers=bearer(t))
     await caught_up(container)
@@ -241,3 +238,160 @@ async def test_retention_removes_old_entries_and_what_remains_still_verifies(
     await pool.execute("UPDATE scaivault_audit_anchors SET seq = seq - 1 WHERE chain = $1", TENANT)
     moved = await verify_audit_chain(container.pool, container.keyring, TENANT)
     assert moved["valid"] is False and "anchor" in moved["first_invalid"]["detail"]
+
+
+def cursor_of(state: object) -> str:
+    """A cursor as a client could forge one: any JSON state, base64url-encoded like the server's."""
+    return base64.urlsafe_b64encode(json.dumps(state).encode()).decode().rstrip("=")
+
+
+async def refusal(client: TestClient, token: str, url: str, params: dict[str, str]) -> tuple[int, str, dict[str, Any]]:
+    response = await client.get(url, params=params, headers=bearer(token))
+    error = (await response.json())["error"]
+    return response.status, error["code"], error.get("details", {})
+
+
+LIST_URLS = ("/v1/audit/logs", "/v1/audit/secrets/app/q", "/v1/audit/identities/user:alice@acme.example")
+
+
+async def test_each_bad_query_parameter_is_400_naming_it(client: TestClient, token: TokenFactory) -> None:
+    auditor = token("audit:read")
+    bad = {
+        "limit": ("0", "1001", "-1", "abc", "1e3", "+5", " 5", "\u0661", "9" * 40),
+        "from": ("yesterday", "2026-13-01T00:00:00Z", "", "0001-01-01T00:00:00+14:00"),
+        "to": ("soon", "9999-12-31T23:59:59-14:00"),
+        "action": ("steal", "", ",", "read,steal"),
+        "identity_type": ("robot", "USER"),
+        "success": ("maybe", ""),
+    }
+    for url in LIST_URLS:
+        for parameter, values in bad.items():
+            for value in values:
+                status, code, details = await refusal(client, auditor, url, {parameter: value})
+                assert (status, code, details.get("parameter")) == (400, "invalid_request", parameter), (url, value)
+                if parameter == "action":
+                    assert details["allowed"] == sorted(ACTIONS)
+    for parameter in ("from", "to"):
+        status, code, details = await refusal(client, auditor, "/v1/audit/summary", {parameter: "never"})
+        assert (status, code, details.get("parameter")) == (400, "invalid_request", parameter)
+    # Bounds and the shared grammar's other spellings are accepted.
+    for params in ({"limit": "1"}, {"limit": "1000"}, {"success": "1"}, {"success": "FALSE"},
+                   {"from": "2026-01-01T00:00:00+02:00"}, {"action": " read , write "}):
+        for url in LIST_URLS:
+            response = await client.get(url, params=params, headers=bearer(auditor))
+            assert response.status == 200, (url, params, await response.text())
+
+
+async def test_a_cursor_from_another_list_or_altered_is_refused(
+    client: TestClient, token: TokenFactory, container: Container
+) -> None:
+    t, auditor = token(), token("audit:read")
+    for n in range(3):
+        await client.put(f"/v1/secrets/app/q{n}", json={"data": {"k": "v"}}, headers=bearer(t))
+        await client.get("/v1/secrets/app/q", headers=bearer(t))
+    await caught_up(container)
+    listing = await client.get("/v1/secrets", params={"prefix": "app/", "limit": "1"}, headers=bearer(t))
+    secrets_cursor = (await listing.json())["cursor"]
+    first = await logs(client, auditor, "?limit=1")
+    seq = first["logs"][0]["sequence"]
+    forged = {
+        "the secrets listing's": secrets_cursor,
+        "the exports listing's": cursor_of({"before": "exp_" + "0" * 26}),
+        "seq as text": cursor_of({"seq": str(seq)}),
+        "seq zero": cursor_of({"seq": 0}),
+        "seq negative": cursor_of({"seq": -seq}),
+        "seq boolean": cursor_of({"seq": True}),
+        "seq fraction": cursor_of({"seq": seq - 0.5}),
+        "seq beyond a bigint": cursor_of({"seq": 2**63}),
+        "seq beyond 64 bits": cursor_of({"seq": 2**64}),
+        "an extra field": cursor_of({"seq": seq, "chain": OTHER_TENANT}),
+        "not an object": cursor_of([seq]),
+        "empty": "",
+        "not base64": "%%%",
+        "not JSON": base64.urlsafe_b64encode(b"seq=5").decode(),
+    }
+    for url in LIST_URLS:
+        for name, cursor in forged.items():
+            status, code, details = await refusal(client, auditor, url, {"cursor": cursor})
+            assert (status, code, details.get("parameter")) == (400, "invalid_cursor", "cursor"), (url, name)
+        resumed = await client.get(url, params={"cursor": first["cursor"]}, headers=bearer(auditor))
+        assert resumed.status == 200
+        assert all(entry["sequence"] < seq for entry in (await resumed.json())["logs"])
+
+
+async def test_trails_page_with_their_filters_and_keep_their_summary(
+    client: TestClient, token: TokenFactory, container: Container
+) -> None:
+    # The auditor is someone else: its own audited reads must not land in the trail it pages through.
+    t, auditor = token(), token("audit:read", identity="user:auditor@acme.example")
+    await client.put("/v1/secrets/app/paged", json={"data": {"k": "v"}}, headers=bearer(t))
+    for _ in range(4):
+        await client.get("/v1/secrets/app/paged", headers=bearer(t))
+    await client.get("/v1/secrets/app/other", headers=bearer(t))
+    await caught_up(container)
+    for url, key in (("/v1/audit/secrets/app/paged", "path"),
+                     ("/v1/audit/identities/user:alice@acme.example", "identity_id")):
+        seen, cursor, summaries = [], None, []
+        while True:
+            params = {"limit": "2", "action": "read", **({"cursor": cursor} if cursor else {})}
+            page = await (await client.get(url, params=params, headers=bearer(auditor))).json()
+            assert {entry["action"] for entry in page["logs"]} <= {"read"} and key in page
+            seen += [entry["sequence"] for entry in page["logs"]]
+            summaries.append(page["summary"])
+            if not page["has_more"]:
+                break
+            cursor = page["cursor"]
+        assert seen == sorted(set(seen), reverse=True)
+        assert all(summary == summaries[0] for summary in summaries)  # the summary ignores the page's filters
+    trail = await (await client.get("/v1/audit/secrets/app/paged", headers=bearer(auditor))).json()
+    assert trail["summary"]["by_action"] == {"read": 4, "write": 1}
+    for url, code in (("/v1/audit/identities/nocolon", "invalid_request"),
+                      ("/v1/audit/identities/a:", "invalid_request"), ("/v1/audit/secrets/App/Bad", "invalid_path")):
+        response = await client.get(url, headers=bearer(auditor))
+        assert response.status == 400 and (await response.json())["error"]["code"] == code, url
+
+
+async def test_the_summary_covers_its_window(client: TestClient, token: TokenFactory, container: Container) -> None:
+    auditor = token("audit:read")
+    await client.put("/v1/secrets/app/window", json={"data": {"k": "v"}}, headers=bearer(token()))
+    await caught_up(container)
+    everything = await (await client.get("/v1/audit/summary", headers=bearer(auditor))).json()
+    assert everything["from"] is None and everything["to"] is None and everything["total_events"] >= 1
+    params = {"from": "2999-01-01T00:00:00+01:00", "to": "2999-02-01T00:00:00Z"}
+    future = await (await client.get("/v1/audit/summary", params=params, headers=bearer(auditor))).json()
+    assert (future["from"], future["to"]) == ("2998-12-31T23:00:00.000000Z", "2999-02-01T00:00:00.000000Z")
+    assert future["total_events"] == 0 and future["by_action"] == {} and future["top_identities"] == []
+
+
+async def test_every_audit_path_serves_the_tenant_named_in_it_and_is_itself_audited(
+    client: TestClient, token: TokenFactory, container: Container
+) -> None:
+    await client.put("/v1/secrets/prod/here", json={"data": {"k": "v"}}, headers=bearer(token()))
+    await client.put("/v1/secrets/dev/there", json={"data": {"k": "v"}}, headers=bearer(token(tenant=OTHER_TENANT)))
+    await caught_up(container)
+    admin = token("audit:read", roles=("partner_admin",), identity="user:partner@acme.example")
+    suffixes = ("logs", "secrets/dev/there", "identities/user:alice@acme.example", "summary", "verify")
+    request_ids = {}
+    for suffix in suffixes:
+        response = await client.get(f"/v1/t/{OTHER_TENANT}/audit/{suffix}", headers=bearer(admin))
+        assert response.status == 200, (suffix, await response.text())
+        request_ids[suffix] = response.headers["X-Request-ID"]
+        body = await response.json()
+        assert "prod/here" not in str(body)
+        if suffix == "verify":
+            assert body["tenant_id"] == OTHER_TENANT and body["valid"] is True
+    dev = await (await client.get(f"/v1/t/{OTHER_TENANT}/audit/secrets/dev/there", headers=bearer(admin))).json()
+    assert [entry["action"] for entry in dev["logs"]] == ["write"]
+    user = token("audit:read")
+    for suffix in suffixes:
+        response = await client.get(f"/v1/t/{OTHER_TENANT}/audit/{suffix}", headers=bearer(user))
+        assert response.status == 403 and (await response.json())["error"]["code"] == "tenant_access_denied"
+        lacking = await client.get(f"/v1/audit/{suffix}", headers=bearer(token()))
+        assert lacking.status == 403 and (await lacking.json())["error"]["code"] == "insufficient_scope"
+    await caught_up(container)
+    recorded = {entry["request_id"]: entry["action"]
+                for entry in (await logs(client, token("audit:read", tenant=OTHER_TENANT), "?limit=1000"))["logs"]}
+    assert {suffix: recorded.get(request_ids[suffix]) for suffix in suffixes} == {
+        "logs": "audit_read", "secrets/dev/there": "audit_read", "identities/user:alice@acme.example": "audit_read",
+        "summary": "audit_read", "verify": "audit_verify",
+    }

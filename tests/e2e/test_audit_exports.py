@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import dataclasses
 import hashlib
 import io
 import os
-from collections.abc import AsyncIterator, Iterator
+import socket
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -22,13 +24,20 @@ from aiohttp.test_utils import TestClient, TestServer
 from moto.server import ThreadedMotoServer
 
 from commands.audit_exports import RequestExport
-from commands.secrets import Actor
-from scaivault.audit.exports import _lock_key
+from projections.audit_exports import project_audit_export
+from scaivault.audit.exports.credentials import NOT_ALLOWED
+from scaivault.audit.exports.worker import job_lock_key
+from scaivault.auth.caller import Caller
+from scaivault.auth.principal import Principal
 from scaivault.bootstrap import Container, build_container
 from scaivault.config import Settings
+from scaivault.domain.audit_exports import AuditExport
 from scaivault.http.app import create_app
+from scaivault.ids import new_id
 from tests.e2e.conftest import OTHER_TENANT, PARTNER, TENANT, TokenFactory, bearer
-from tests.e2e.test_audit import caught_up
+from tests.e2e.helpers import caught_up
+from tests.e2e.policy_helpers import admin, caller_token, grant
+from tests.helpers import eventually
 
 ACCESS_KEY = "AKIAEXPORTCANARY0001"
 SECRET_KEY = "export-secret-key-canary-5d1f0a"
@@ -55,27 +64,49 @@ def s3(endpoint: str) -> Any:
 class Server:
     client: TestClient
     container: Container
+    run_jobs: Callable[[], None]  # wakes the export worker
+
+
+async def serving(settings: Settings, *, paused: bool = False) -> AsyncIterator[Server]:
+    """A server whose egress guard lets exports reach loopback (where the test's S3 server listens). ``paused``: its
+    export worker runs jobs only when ``run_jobs`` is called (it is not woken by the API, and polls once an hour)."""
+    container = await build_container(settings.model_copy(update={"egress_allow": "127.0.0.0/8"}))
+    await container.tenancy_commands.register_tenant(PARTNER, TENANT)
+    await container.tenancy_commands.register_tenant(PARTNER, OTHER_TENANT)
+    worker = container.export_worker
+    run_jobs = worker.wake
+    if paused:
+        worker.poll_seconds = 3600
+        worker.wake = lambda: None  # type: ignore[method-assign]
+    try:
+        async with TestClient(TestServer(create_app(container=container))) as client:
+            yield Server(client, container, run_jobs)
+    finally:
+        await container.close()
 
 
 @pytest.fixture
 async def allowing(pool: asyncpg.Pool, settings: Settings) -> AsyncIterator[Server]:
-    """A server whose egress guard lets exports reach loopback (where the test's S3 server listens)."""
-    container = await build_container(settings.model_copy(update={"egress_allow": "127.0.0.0/8"}))
-    await container.tenancy_commands.register_tenant(PARTNER, TENANT)
-    await container.tenancy_commands.register_tenant(PARTNER, OTHER_TENANT)
-    try:
-        async with TestClient(TestServer(create_app(container=container))) as client:
-            yield Server(client, container)
-    finally:
-        await container.close()
+    async for server in serving(settings):
+        yield server
+
+
+@pytest.fixture
+async def paused(pool: asyncpg.Pool, settings: Settings) -> AsyncIterator[Server]:
+    async for server in serving(settings, paused=True):
+        yield server
 
 
 def iso(moment: datetime) -> str:
     return moment.isoformat().replace("+00:00", "Z")
 
 
-async def store_credentials(client: TestClient, token: str, endpoint: str, path: str = "infra/audit-s3", **extra: Any) -> str:
-    data = {"access_key_id": ACCESS_KEY, "secret_access_key": SECRET_KEY, "region": "us-east-1", "endpoint_url": endpoint}
+async def store_credentials(
+    client: TestClient, token: str, endpoint: str, path: str = "infra/audit-s3", **extra: Any
+) -> str:
+    data = {
+        "access_key_id": ACCESS_KEY, "secret_access_key": SECRET_KEY, "region": "us-east-1", "endpoint_url": endpoint
+    }
     data.update(extra)
     data = {key: value for key, value in data.items() if value is not None}
     response = await client.put(f"/v1/secrets/{path}", json={"data": data}, headers=bearer(token))
@@ -83,21 +114,28 @@ async def store_credentials(client: TestClient, token: str, endpoint: str, path:
     return path
 
 
-async def create_export(client: TestClient, token: str, body: dict[str, Any], status: int = 202) -> dict[str, Any]:
-    response = await client.post("/v1/audit/export", json=body, headers=bearer(token))
+Auth = str | dict[str, str]  # a token, or the headers that carry one
+
+
+def headers_of(auth: Auth) -> dict[str, str]:
+    return bearer(auth) if isinstance(auth, str) else auth
+
+
+async def create_export(client: TestClient, auth: Auth, body: dict[str, Any], status: int = 202) -> dict[str, Any]:
+    response = await client.post("/v1/audit/export", json=body, headers=headers_of(auth))
     assert response.status == status, await response.text()
     return await response.json()
 
 
-async def finished(client: TestClient, token: str, export_id: str) -> dict[str, Any]:
-    for _ in range(300):
-        response = await client.get(f"/v1/audit/exports/{export_id}", headers=bearer(token))
+async def finished(client: TestClient, auth: Auth, export_id: str) -> dict[str, Any]:
+    async def final_document() -> dict[str, Any] | None:
+        response = await client.get(f"/v1/audit/exports/{export_id}", headers=headers_of(auth))
         assert response.status == 200, await response.text()
-        document = await response.json()
-        if document["status"] in ("completed", "failed"):
-            return document
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"export did not finish: {document}")
+        document: dict[str, Any] = await response.json()
+        return document if document["status"] in ("completed", "failed") else None
+
+    document: dict[str, Any] = await eventually(final_document, message=f"export {export_id} did not finish")
+    return document
 
 
 async def log_entries(client: TestClient, token: str, query: str) -> list[dict[str, Any]]:
@@ -141,13 +179,15 @@ async def test_s3_exports_in_jsonl_and_csv_match_the_audit_log(
     exporter = token(*WRITER_SCOPES)
     s3(s3_endpoint).create_bucket(Bucket="audit-archive")
     credentials_path = await store_credentials(client, exporter, s3_endpoint)
-    since = datetime.now(timezone.utc)
+    since = datetime.now(UTC)
     await activity(client, token)
-    until = datetime.now(timezone.utc)
+    until = datetime.now(UTC)
     await caught_up(container)
     container.export_worker.records_per_file = 4  # several parts from a small log
 
-    destination = {"type": "s3", "bucket": "audit-archive", "prefix": "acme/audit", "credentials_path": credentials_path}
+    destination = {
+        "type": "s3", "bucket": "audit-archive", "prefix": "acme/audit", "credentials_path": credentials_path
+    }
     jsonl = await create_export(client, exporter, {
         "from": iso(since), "to": iso(until), "format": "jsonl",
         "filters": {"action": ["write", "read"], "path_prefix": "app/"}, "destination": destination,
@@ -158,7 +198,8 @@ async def test_s3_exports_in_jsonl_and_csv_match_the_audit_log(
     })
     assert jsonl["export_id"].startswith("exp_") and jsonl["status"] == "pending"
 
-    expected = await log_entries(client, exporter, f"from={iso(since)}&to={iso(until)}&action=write,read&path_prefix=app/")
+    window = f"from={iso(since)}&to={iso(until)}"
+    expected = await log_entries(client, exporter, f"{window}&action=write,read&path_prefix=app/")
     assert len(expected) == 11 and jsonl["estimated_records"] == 11  # 5 writes, 5 reads, 1 missing read
     document = await finished(client, exporter, jsonl["export_id"])
     assert document["status"] == "completed", document
@@ -175,10 +216,12 @@ async def test_s3_exports_in_jsonl_and_csv_match_the_audit_log(
         check_file(body, described)
         exported += [orjson.loads(line) for line in body.splitlines()]
     assert exported == expected  # the same entries, fields and order as the audit log API
-    stored_manifest = orjson.loads(bucket.get_object(Bucket="audit-archive", Key=manifest["manifest_key"])["Body"].read())
+    stored_manifest = orjson.loads(
+        bucket.get_object(Bucket="audit-archive", Key=manifest["manifest_key"])["Body"].read()
+    )
     assert stored_manifest["files"] == manifest["files"]
 
-    expected_csv = await log_entries(client, exporter, f"from={iso(since)}&to={iso(until)}&action=read,write&success=true")
+    expected_csv = await log_entries(client, exporter, f"{window}&action=read,write&success=true")
     document = await finished(client, exporter, as_csv["export_id"])
     assert document["status"] == "completed", document
     rows: list[dict[str, str]] = []
@@ -193,11 +236,17 @@ async def test_s3_exports_in_jsonl_and_csv_match_the_audit_log(
         assert orjson.loads(row.pop("extra_data")) == entry["extra_data"]
         assert row == flattened(entry)
 
-    # The job's read of the credentials is in the audit log; the credentials are nowhere in the API's answers.
+    # Each job read the credentials as its requester, and the read is in the audit log; the credentials are nowhere
+    # in the API's answers.
     await caught_up(container)
-    reads = await log_entries(client, exporter, f"identity_id=system:audit-export&path_prefix={credentials_path}")
+    reads = await log_entries(
+        client, exporter, f"identity_id=user:alice@acme.example&action=read&path_prefix={credentials_path}"
+    )
     assert {r["extra_data"]["export_id"] for r in reads} == {jsonl["export_id"], as_csv["export_id"]}
-    assert reads[0]["extra_data"]["requested_by"] == "user:alice@acme.example"
+    for read in reads:
+        assert (read["method"], read["route"], read["status"], read["success"]) == ("JOB", "audit-export", 200, True)
+        assert read["identity_type"] == "user" and read["secret_path"] == credentials_path
+        assert read["extra_data"]["via"] == "audit-export" and read["extra_data"]["version"] == 1
     listing = await client.get("/v1/audit/exports", headers=bearer(exporter))
     text = await listing.text()
     assert SECRET_KEY not in text and ACCESS_KEY not in text
@@ -210,10 +259,11 @@ async def test_local_export_round_trip_and_listing(
     client: TestClient, token: TokenFactory, container: Container, settings: Settings
 ) -> None:
     exporter = token(*WRITER_SCOPES)
-    since = datetime.now(timezone.utc) - timedelta(seconds=1)
+    since = datetime.now(UTC) - timedelta(seconds=1)
     await activity(client, token)
-    until = datetime.now(timezone.utc)
-    body = {"from": iso(since), "to": iso(until), "format": "jsonl", "destination": {"type": "local", "prefix": "daily/acme"}}
+    until = datetime.now(UTC)
+    destination = {"type": "local", "prefix": "daily/acme"}
+    body = {"from": iso(since), "to": iso(until), "format": "jsonl", "destination": destination}
     first = await create_export(client, exporter, body)
     second = await create_export(client, exporter, {**body, "format": "csv", "destination": {"type": "local"}})
     document = await finished(client, exporter, first["export_id"])
@@ -235,7 +285,8 @@ async def test_local_export_round_trip_and_listing(
 
     page = await (await client.get("/v1/audit/exports?limit=1", headers=bearer(exporter))).json()
     assert [e["export_id"] for e in page["exports"]] == [second["export_id"]] and page["has_more"]
-    rest = await (await client.get(f"/v1/audit/exports?limit=1&cursor={page['cursor']}", headers=bearer(exporter))).json()
+    next_page = f"/v1/audit/exports?limit=1&cursor={page['cursor']}"
+    rest = await (await client.get(next_page, headers=bearer(exporter))).json()
     assert [e["export_id"] for e in rest["exports"]] == [first["export_id"]] and not rest["has_more"]
     assert rest["exports"][0]["destination"] == {"type": "local", "prefix": "daily/acme"}
     bad_cursor = await client.get("/v1/audit/exports?cursor=bm9wZQ", headers=bearer(exporter))
@@ -253,7 +304,7 @@ async def test_a_symlink_inside_the_export_directory_cannot_lead_outside(
     tenant_folder.mkdir(parents=True)
     (tenant_folder / "planted").symlink_to(outside, target_is_directory=True)
     exporter = token("audit:export")
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     body = {"from": iso(now - timedelta(hours=1)), "to": iso(now), "format": "jsonl",
             "destination": {"type": "local", "prefix": "planted/deeper"}}
     document = await finished(client, exporter, (await create_export(client, exporter, body))["export_id"])
@@ -269,17 +320,23 @@ async def test_a_symlink_inside_the_export_directory_cannot_lead_outside(
 async def test_path_traversal_in_prefix_is_refused(
     client: TestClient, token: TokenFactory, prefix: str, settings: Settings
 ) -> None:
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     body = {"from": iso(now - timedelta(hours=1)), "to": iso(now), "format": "jsonl",
             "destination": {"type": "local", "prefix": prefix}}
-    answer = await create_export(client, token("audit:export"), body, status=400)
-    assert answer["error"]["code"] == "invalid_config" and answer["error"]["details"]["field"] == "destination.prefix"
+    response = await client.post("/v1/audit/export", json=body, headers=bearer(token("audit:export")))
+    error = (await response.json())["error"]
+    if "\u0000" in prefix:  # no request body may carry a NUL anywhere
+        assert (response.status, error["code"]) == (422, "validation_error")
+    else:
+        assert (response.status, error["code"], error["details"]["field"]) == (
+            400, "invalid_config", "destination.prefix"
+        )
     assert not settings.exports_directory.exists()
 
 
 async def test_invalid_requests_create_nothing(client: TestClient, token: TokenFactory, s3_endpoint: str) -> None:
     exporter = token(*WRITER_SCOPES)
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     base = {"from": iso(now - timedelta(hours=1)), "to": iso(now), "format": "jsonl"}
 
     async def refused(body: dict[str, Any], status: int, code: str) -> dict[str, Any]:
@@ -288,24 +345,28 @@ async def test_invalid_requests_create_nothing(client: TestClient, token: TokenF
         return answer
 
     for kind in ("gcs", "azure_blob"):
-        answer = await refused({**base, "destination": {"type": kind, "bucket": "b", "credentials_path": "x/y"}}, 400, "invalid_config")
+        destination = {"type": kind, "bucket": "b", "credentials_path": "x/y"}
+        answer = await refused({**base, "destination": destination}, 400, "invalid_config")
         assert "not available in this build" in answer["error"]["message"]
     inline = {"type": "s3", "bucket": "audit-archive", "credentials_path": "infra/s3",
               "access_key_id": ACCESS_KEY, "secret_access_key": SECRET_KEY}
     answer = await refused({**base, "destination": inline}, 400, "invalid_config")
-    assert SECRET_KEY not in str(answer) and ACCESS_KEY not in str(answer) and "Inline credentials" in answer["error"]["message"]
+    assert SECRET_KEY not in str(answer) and ACCESS_KEY not in str(answer)
+    assert "Inline credentials" in answer["error"]["message"]
     await refused({**base, "destination": {"type": "s3", "bucket": "audit-archive", "credentials_path": "infra/none"}},
                   400, "invalid_config")  # no such secret
     await refused({**base, "destination": {"type": "s3", "bucket": "Not_A_Bucket", "credentials_path": "infra/s3"}},
                   400, "invalid_config")
     await refused({**base, "destination": {"type": "s3", "bucket": "audit-archive", "credentials_path": "../x"}},
                   400, "invalid_path")
-    await refused({**base, "destination": {"type": "ftp"}}, 400, "invalid_config")
+    for unknown_type in ("ftp", None, 3, [], ["s3"], {}, {"s3": 1}):  # a list or object cannot even be looked up
+        await refused({**base, "destination": {"type": unknown_type}}, 400, "invalid_config")
     await refused({**base, "destination": {"type": "local", "path": "/tmp"}}, 422, "validation_error")
     await refused({**base, "format": "xml", "destination": {"type": "local"}}, 422, "validation_error")
-    await refused({**base, "filters": {"action": "read,steal"}, "destination": {"type": "local"}}, 422, "validation_error")
+    local = {"type": "local"}
+    await refused({**base, "filters": {"action": "read,steal"}, "destination": local}, 422, "validation_error")
     await refused({**base, "filters": {"colour": "red"}, "destination": {"type": "local"}}, 422, "validation_error")
-    await refused({**base, "from": base["to"], "to": base["from"], "destination": {"type": "local"}}, 422, "validation_error")
+    await refused({**base, "from": base["to"], "to": base["from"], "destination": local}, 422, "validation_error")
     await refused({"to": base["to"], "format": "csv", "destination": {"type": "local"}}, 422, "validation_error")
     listing = await (await client.get("/v1/audit/exports", headers=bearer(exporter))).json()
     assert listing["exports"] == []
@@ -313,7 +374,7 @@ async def test_invalid_requests_create_nothing(client: TestClient, token: TokenF
 
 async def test_the_audit_export_scope_is_required(client: TestClient, token: TokenFactory) -> None:
     reader = token("audit:read", "secrets:read")
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     body = {"from": iso(now - timedelta(hours=1)), "to": iso(now), "format": "jsonl", "destination": {"type": "local"}}
     for method, url in (("POST", "/v1/audit/export"), ("GET", "/v1/audit/exports"),
                         ("GET", "/v1/audit/exports/exp_00000000000000000000000000")):
@@ -324,7 +385,7 @@ async def test_the_audit_export_scope_is_required(client: TestClient, token: Tok
 
 
 async def test_another_tenant_cannot_see_an_export(client: TestClient, token: TokenFactory) -> None:
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     body = {"from": iso(now - timedelta(hours=1)), "to": iso(now), "format": "jsonl", "destination": {"type": "local"}}
     mine = await create_export(client, token("audit:export"), body)
     other = token("audit:export", tenant=OTHER_TENANT)
@@ -335,7 +396,8 @@ async def test_another_tenant_cannot_see_an_export(client: TestClient, token: To
     listing = await (await client.get("/v1/audit/exports", headers=bearer(other))).json()
     assert listing["exports"] == []
     admin = token("audit:export", tenant=OTHER_TENANT, roles=("partner_admin",))
-    assert (await client.get(f"/v1/t/{OTHER_TENANT}/audit/exports/{mine['export_id']}", headers=bearer(admin))).status == 404
+    prefixed = f"/v1/t/{OTHER_TENANT}/audit/exports/{mine['export_id']}"
+    assert (await client.get(prefixed, headers=bearer(admin))).status == 404
 
 
 async def test_the_egress_guard_refuses_loopback_unless_allowed(
@@ -345,13 +407,13 @@ async def test_the_egress_guard_refuses_loopback_unless_allowed(
     s3(s3_endpoint).create_bucket(Bucket="guarded")
     port = s3_endpoint.rsplit(":", 1)[1]
     path = await store_credentials(client, exporter, f"http://localhost:{port}")
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     body = {"from": iso(now - timedelta(hours=1)), "to": iso(now), "format": "jsonl",
             "destination": {"type": "s3", "bucket": "guarded", "credentials_path": path}}
     export = await create_export(client, exporter, body)
     document = await finished(client, exporter, export["export_id"])
     assert document["status"] == "failed" and "manifest" not in document
-    assert "loopback" in document["error"] and "SCAIVAULT_EGRESS_ALLOW" in document["error"]
+    assert "not a publicly routable address" in document["error"] and "SCAIVAULT_EGRESS_ALLOW" in document["error"]
     assert SECRET_KEY not in str(document) and ACCESS_KEY not in str(document)
     assert s3(s3_endpoint).list_objects_v2(Bucket="guarded").get("KeyCount") == 0  # nothing reached the store
 
@@ -361,7 +423,7 @@ async def test_a_failing_destination_ends_failed(allowing: Server, token: TokenF
     exporter = token(*WRITER_SCOPES)
     good = await store_credentials(client, exporter, s3_endpoint)
     partial = await store_credentials(client, exporter, s3_endpoint, path="infra/partial", secret_access_key=None)
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     base = {"from": iso(now - timedelta(hours=1)), "to": iso(now + timedelta(hours=1)), "format": "csv"}
     no_bucket = await create_export(client, exporter, {
         **base, "destination": {"type": "s3", "bucket": "no-such-bucket", "credentials_path": good}})
@@ -370,36 +432,39 @@ async def test_a_failing_destination_ends_failed(allowing: Server, token: TokenF
     failed = await finished(client, exporter, no_bucket["export_id"])
     assert failed["status"] == "failed" and "NoSuchBucket" in failed["error"], failed
     incomplete = await finished(client, exporter, no_key["export_id"])
-    assert incomplete["status"] == "failed" and "has no secret_access_key" in incomplete["error"]
+    assert incomplete["status"] == "failed" and incomplete["error"].endswith("has no secret_access_key")
     for document in (failed, incomplete):
         assert SECRET_KEY not in str(document) and ACCESS_KEY not in str(document)
 
 
 async def test_pending_exports_survive_a_restart_and_run_once_under_the_lock(
-    container: Container, database_url: str, settings: Settings
+    container: Container, database_url: str, settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """No background tasks run on this container until the test starts the worker: like a server starting up
     on exports requested (or interrupted) before."""
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     request = RequestExport(
         tenant_id=TENANT, partner_id=PARTNER, format="jsonl", since=now - timedelta(hours=1), until=now, filters={},
-        destination={"type": "local", "prefix": "restart"}, estimated_records=0,
+        destination={"type": "local", "prefix": "restart"},
     )
-    actor = Actor(identity_id="user:alice@acme.example", request_id=None)
-    pending = await container.audit_exports.request(request, actor)
-    interrupted = await container.audit_exports.request(request, actor)
-    assert (await container.audit_exports.start(interrupted.export_id)).status == "running"  # then the process died
+    alice = caller_of_claims({"sub": "user:alice@acme.example", "scopes": ["audit:export"]})
+    pending = await container.audit_exports.request(request, alice, None)
+    interrupted = await container.audit_exports.request(request, alice, None)
+    started = await container.audit_exports.start(interrupted.export_id)
+    assert started is not None and started.status == "running"  # then the process died
 
     other_process = await asyncpg.connect(database_url)
-    await other_process.execute("SELECT pg_advisory_lock($1)", _lock_key(pending.export_id))
+    await other_process.execute("SELECT pg_advisory_lock($1)", job_lock_key(pending.export_id))
     await container.access_recorder.start()
     await container.projections.start()
+    container.export_worker.poll_seconds = 0.05
+    refusals = lock_refusals(container, pending.export_id, monkeypatch)
     worker = asyncio.create_task(container.export_worker.run())
     try:
         await wait_status(container, interrupted.export_id, "completed")
-        await asyncio.sleep(1.2)  # a poll or more: the locked job is left to its holder
-        assert await status_of(container, pending.export_id) == "pending"
-        await other_process.execute("SELECT pg_advisory_unlock($1)", _lock_key(pending.export_id))
+        await eventually(lambda: refusals.count >= 2, message="the worker did not try the locked job twice")
+        assert await status_of(container, pending.export_id) == "pending"  # left to the lock's holder
+        await other_process.execute("SELECT pg_advisory_unlock($1)", job_lock_key(pending.export_id))
         await wait_status(container, pending.export_id, "completed")
     finally:
         await other_process.close()
@@ -419,11 +484,31 @@ async def status_of(container: Container, export_id: str) -> str:
 
 
 async def wait_status(container: Container, export_id: str, status: str) -> None:
-    for _ in range(200):
-        if await status_of(container, export_id) == status:
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"{export_id} is {await status_of(container, export_id)}, not {status}")
+    async def reached() -> bool:
+        return await status_of(container, export_id) == status
+
+    await eventually(reached, message=f"{export_id} is not {status}")
+
+
+@dataclass
+class Refusals:
+    count: int = 0
+
+
+def lock_refusals(container: Container, export_id: str, monkeypatch: pytest.MonkeyPatch) -> Refusals:
+    """Counts the worker's attempts at the export's job lock that another process's hold refused: proof that the
+    worker saw the job and left it, where waiting a while would only suggest it."""
+    worker, refusals = container.export_worker, Refusals()
+    try_lock = worker._try_lock
+
+    async def counting(candidate: str) -> bool:
+        locked = await try_lock(candidate)
+        if candidate == export_id and not locked:
+            refusals.count += 1
+        return locked
+
+    monkeypatch.setattr(worker, "_try_lock", counting)
+    return refusals
 
 
 def test_export_files_of_other_tenants_are_apart(settings: Settings, tmp_path: Path) -> None:
@@ -431,3 +516,182 @@ def test_export_files_of_other_tenants_are_apart(settings: Settings, tmp_path: P
     assert settings.exports_directory == settings.data_dir / "exports"
     configured = Settings.from_env({"SCAIVAULT_EXPORT_DIR": str(tmp_path / "elsewhere")})
     assert configured.exports_directory == tmp_path / "elsewhere"
+
+
+def caller_of_claims(claims: dict[str, Any]) -> Caller:
+    """A caller in the test tenant, as the API would build it from a token with these claims."""
+    principal = Principal.from_claims({"jti": "test-token", "tenant_id": TENANT, "partner_id": PARTNER, **claims})
+    return Caller(principal, TENANT, PARTNER)
+
+
+def s3_body(path: str, bucket: str = "audit-archive") -> dict[str, Any]:
+    now = datetime.now(UTC)
+    return {"from": iso(now - timedelta(hours=1)), "to": iso(now + timedelta(hours=1)), "format": "jsonl",
+            "destination": {"type": "s3", "bucket": bucket, "credentials_path": path}}
+
+
+async def error_of(response: Any) -> dict[str, Any]:
+    error = dict((await response.json())["error"])
+    error.pop("request_id")
+    return error
+
+
+async def test_naming_credentials_needs_the_right_to_read_them(
+    client: TestClient, container: Container, token: TokenFactory, s3_endpoint: str
+) -> None:
+    """A caller who may not read the credentials secret gets the answer a GET of it gets, whether or not it exists,
+    and no export is made."""
+    await store_credentials(client, token(*WRITER_SCOPES), s3_endpoint, path="private/s3creds")
+    refusals = ((("audit:export", "secrets:read"), "access_denied"), (("audit:export",), "insufficient_scope"))
+    for scopes, code in refusals:
+        exporter = caller_token(container, *scopes, identity="sa:exporter")  # no role, no policy
+        answers = []
+        for path in ("private/s3creds", "private/nothing-here"):
+            posted = await client.post("/v1/audit/export", json=s3_body(path, "attacker-bucket"), headers=exporter)
+            fetched = await client.get(f"/v1/secrets/{path}", headers=exporter)
+            assert posted.status == fetched.status == 403
+            error = await error_of(posted)
+            assert error == await error_of(fetched) and error["code"] == code
+            answers.append(str(error).replace(path, "<path>"))
+        assert answers[0] == answers[1]  # nothing tells whether the secret exists
+    listing = await (await client.get("/v1/audit/exports", headers=bearer(token("audit:export")))).json()
+    assert listing["exports"] == []
+
+    # Once a policy lets the caller read the path, naming it is accepted, and a missing secret is named as such.
+    await grant(client, container, [{"path_pattern": "private/*", "permissions": ["read"]}], identity_id="sa:exporter")
+    exporter = caller_token(container, "audit:export", "secrets:read", identity="sa:exporter")
+    await create_export(client, exporter, s3_body("private/s3creds"))
+    missing = await create_export(client, exporter, s3_body("private/nothing-here"), status=400)
+    assert missing["error"]["code"] == "invalid_config"
+
+
+@pytest.mark.parametrize("taken_away", ["policy binding", "mirrored role"])
+async def test_a_requester_who_lost_the_right_to_the_credentials_before_the_job_ran_uploads_nothing(
+    paused: Server, token: TokenFactory, s3_endpoint: str, taken_away: str
+) -> None:
+    client, container = paused.client, paused.container
+    s3(s3_endpoint).create_bucket(Bucket="revoked-archive")
+    path = await store_credentials(client, token(*WRITER_SCOPES), s3_endpoint, path="private/s3creds")
+    if taken_away == "policy binding":
+        requester = "sa:exporter"
+        policy_id, binding_id = await grant(
+            client, container, [{"path_pattern": "private/*", "permissions": ["read"]}], identity_id=requester
+        )
+        exporter = caller_token(container, "audit:export", "secrets:read", identity=requester)
+    else:
+        requester = "user:bob@acme.example"
+        exporter = bearer(token("audit:export", "secrets:read", identity=requester))  # tenant_admin by its token
+    export = await create_export(client, exporter, s3_body(path, "revoked-archive"))
+
+    if taken_away == "policy binding":
+        unbound = await client.delete(f"/v1/policies/{policy_id}/bindings/{binding_id}", headers=admin(container))
+        assert unbound.status in (200, 204), await unbound.text()
+    else:  # the identity mirror learns of Bob, with no role: his token's tenant_admin no longer counts
+        root = bearer(
+            token("identity:read", "identity:admin", identity="user:root@acme.example", roles=("super_admin",))
+        )
+        created = await client.post(
+            f"/v1/identity/tenants/{TENANT}/users", json={"email": "bob@acme.example"}, headers=root
+        )
+        assert created.status == 201, await created.text()
+
+        async def roles_gone() -> bool:
+            return (await (await client.get("/v1/auth/whoami", headers=exporter)).json())["roles"] == []
+
+        await eventually(roles_gone, message="the mirror's roles did not reach the token's caller")
+    paused.run_jobs()
+
+    viewer = token("audit:export")
+    document = await finished(client, viewer, export["export_id"])
+    assert (document["status"], document["error"]) == ("failed", NOT_ALLOWED)
+    assert SECRET_KEY not in str(document) and ACCESS_KEY not in str(document)
+    assert s3(s3_endpoint).list_objects_v2(Bucket="revoked-archive")["KeyCount"] == 0  # the credentials were not used
+    await caught_up(container)
+    refused = await log_entries(client, token(*WRITER_SCOPES), f"identity_id={requester}&action=read")
+    assert [(e["route"], e["status"], e["success"], e["extra_data"]["via"], e["extra_data"]["export_id"])
+            for e in refused] == [("audit-export", 403, False, "audit-export", export["export_id"])]
+
+
+@pytest.mark.parametrize(
+    ("credentials", "canaries"),
+    [
+        ({"endpoint_url": "http://localhost:{port}"}, ("localhost", "127.0.0.1", "{port}")),
+        ({"endpoint_url": "http://canary-host-5e1d.invalid:4455"}, ("canary-host-5e1d", "4455")),
+        ({"endpoint_url": "http://[::ffff:7f00:1]:4456"}, ("ffff", "7f00", "4456", "127.0.0.1")),
+        ({"region": "Canary-Region-Value-7731"}, ("Canary-Region-Value-7731",)),
+    ],
+)
+async def test_failed_exports_name_no_host_address_or_value_of_the_secret(
+    client: TestClient, token: TokenFactory, s3_endpoint: str, credentials: dict[str, str], canaries: tuple[str, ...]
+) -> None:
+    port = s3_endpoint.rsplit(":", 1)[1]
+    exporter = token(*WRITER_SCOPES)
+    values = {key: value.format(port=port) for key, value in credentials.items()}
+    path = await store_credentials(client, exporter, s3_endpoint, path="infra/canary", **values)
+    document = await finished(client, exporter, (await create_export(client, exporter, s3_body(path)))["export_id"])
+    assert document["status"] == "failed"
+    for canary in (*(c.format(port=port) for c in canaries), ACCESS_KEY, SECRET_KEY):
+        assert canary not in document["error"], document["error"]
+    assert SECRET_KEY not in str(document) and ACCESS_KEY not in str(document)
+
+
+async def test_uploads_go_to_the_address_the_guard_checked(
+    allowing: Server, token: TokenFactory, s3_endpoint: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The endpoint's name is resolved once, by the egress guard: a resolver that answers differently afterwards
+    (DNS rebinding) is never asked again."""
+    client = allowing.client
+    s3(s3_endpoint).create_bucket(Bucket="pinned-archive")
+    port = int(s3_endpoint.rsplit(":", 1)[1])
+    real_getaddrinfo = socket.getaddrinfo
+    lookups: list[str] = []
+
+    def rebinding(host: Any, *args: Any, **kwargs: Any) -> Any:
+        if host == "rebinding-s3-endpoint":
+            lookups.append(host)
+            if len(lookups) > 1:
+                raise socket.gaierror(socket.EAI_NONAME, "the resolver now answers otherwise")
+            return real_getaddrinfo("127.0.0.1", *args, **kwargs)
+        return real_getaddrinfo(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", rebinding)
+    exporter = token(*WRITER_SCOPES)
+    path = await store_credentials(client, exporter, s3_endpoint, endpoint_url=f"http://rebinding-s3-endpoint:{port}")
+    document = await finished(client, exporter, (await create_export(
+        client, exporter, s3_body(path, "pinned-archive")
+    ))["export_id"])
+    assert document["status"] == "completed", document
+    assert lookups == ["rebinding-s3-endpoint"]
+    keys = [o["Key"] for o in s3(s3_endpoint).list_objects_v2(Bucket="pinned-archive")["Contents"]]
+    assert f"{document['export_id']}/manifest.json" in keys
+
+
+async def test_an_export_stored_without_its_requester_reads_no_credentials(
+    allowing: Server, token: TokenFactory, s3_endpoint: str
+) -> None:
+    """Exports requested before requesters were recorded (version 1 of the request event) fail their credentials
+    check rather than pass it."""
+    client, container = allowing.client, allowing.container
+    s3(s3_endpoint).create_bucket(Bucket="legacy-archive")
+    path = await store_credentials(client, token(*WRITER_SCOPES), s3_endpoint)
+    now = datetime.now(UTC)
+    export = AuditExport(
+        export_id=new_id("exp_"), tenant_id=TENANT, partner_id=PARTNER, format="jsonl",
+        since=now - timedelta(hours=1), until=now, filters={},
+        destination={"type": "s3", "bucket": "legacy-archive", "prefix": "", "credentials_path": path},
+        estimated_records=0, at=now, actor="user:alice@acme.example", request_id=None, requester=None,
+    )
+    mapper = container.repository.mapper
+    stored = mapper.to_stored_event(export.collect_events()[0])
+    state = mapper.transcoder.decode(stored.state)
+    assert state.pop("class_version") == 2 and state.pop("requester") is None
+    legacy = dataclasses.replace(stored, state=mapper.transcoder.encode(state))
+    upcast = mapper.to_domain_event(legacy)
+    assert upcast.requester is None  # type: ignore[attr-defined]
+    async with container.pool.acquire() as conn, conn.transaction():
+        await container.store.append(conn, [legacy])
+        await project_audit_export(conn, upcast)
+    allowing.run_jobs()
+    document = await finished(client, token("audit:export"), export.export_id)
+    assert (document["status"], document["error"]) == ("failed", NOT_ALLOWED)
+    assert s3(s3_endpoint).list_objects_v2(Bucket="legacy-archive")["KeyCount"] == 0

@@ -2,36 +2,17 @@
 
 from __future__ import annotations
 
-import os
+import asyncio
 import signal
-import socket
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import aiohttp
-import pytest
 
 from scaivault.bootstrap import build_container
 from scaivault.config import Settings
-
-SCAIVAULT = [sys.executable, "-m", "scaivault.cli.main"]
-
-
-def run_cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*SCAIVAULT, *args], env=env, capture_output=True, text=True, timeout=60)
-
-
-@pytest.fixture
-def cli_env(database_url: str, tmp_path: Path, pool: object) -> dict[str, str]:
-    return {**os.environ, "DATABASE_URL": database_url, "SCAIVAULT_DATA_DIR": str(tmp_path / "data")}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from tests.e2e.helpers import SCAIVAULT, free_port, run_cli
+from tests.helpers import eventually
 
 
 async def test_tenants_create_is_idempotent_and_token_issue_prints_only_a_token(cli_env: dict[str, str]) -> None:
@@ -82,20 +63,20 @@ async def test_serve_answers_and_shuts_down_gracefully(cli_env: dict[str, str]) 
     port, metrics_port = free_port(), free_port()
     env = {**cli_env, "BIND_ADDRESS": f"127.0.0.1:{port}", "METRICS_BIND_ADDRESS": f"127.0.0.1:{metrics_port}",
            "LOG_LEVEL": "error"}
-    server = subprocess.Popen([*SCAIVAULT, "serve", "--demo"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    server = subprocess.Popen([*SCAIVAULT, "serve", "--demo"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True)
     try:
         base = f"http://127.0.0.1:{port}"
         async with aiohttp.ClientSession() as session:
-            deadline = time.monotonic() + 30
-            while True:
+
+            async def answers() -> bool:
                 try:
                     async with session.get(f"{base}/v1/health") as response:
-                        if response.status == 200:
-                            break
+                        return response.status == 200
                 except aiohttp.ClientError:
-                    pass
-                assert time.monotonic() < deadline, "server did not start"
-                time.sleep(0.2)
+                    return False
+
+            await eventually(answers, timeout=30, message="the server did not start")
             async with session.get(f"{base}/v1/health/ready") as response:
                 assert response.status == 200 and (await response.json())["status"] == "ready"
             async with session.get(f"{base}/v1/version") as response:
@@ -120,23 +101,28 @@ async def test_projections_run_keeps_the_read_models_of_servers_that_do_not(
     settings = Settings(database_url=database_url, data_dir=tmp_path / "data", run_projections=False)
     container = await build_container(settings)
     try:
-        await container.start_background()
-        await container.tenancy_commands.register_tenant("ptn_worker", "tnt_worker")
-        time.sleep(1.5)  # longer than the runner's poll: a server with run_projections=False must not catch up
-        assert all(entry["lag"] > 0 for entry in (await container.projections.status(container.pool)).values())
-        worker = subprocess.Popen([*SCAIVAULT, "projections", "run"], env={**cli_env, "LOG_LEVEL": "error"},
-                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        try:
-            deadline = time.monotonic() + 30
-            while any(entry["lag"] for entry in (await container.projections.status(container.pool)).values()):
-                assert time.monotonic() < deadline and worker.poll() is None, "the worker did not catch up"
-                time.sleep(0.1)
-            worker.send_signal(signal.SIGTERM)
-            _, err = worker.communicate(timeout=30)
-            assert worker.returncode == 0, err
-            assert "running projections: audit_log, event_index" in err
-        finally:
-            if worker.poll() is None:
-                worker.kill()
+        async with container.running_background():
+            await container.tenancy_commands.register_tenant("ptn_worker", "tnt_worker")
+            # An absence is proved by letting time pass: longer than a runner's poll (1 s; the commit's NOTIFY would
+            # wake one at once), with the event loop free to run one had this server started it.
+            await asyncio.sleep(1.5)
+            assert all(entry["lag"] > 0 for entry in (await container.projections.status(container.pool)).values())
+            worker = subprocess.Popen([*SCAIVAULT, "projections", "run"], env={**cli_env, "LOG_LEVEL": "error"},
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            try:
+
+                async def worker_caught_up() -> bool:
+                    assert worker.poll() is None, "the worker stopped"
+                    status = await container.projections.status(container.pool)
+                    return not any(entry["lag"] for entry in status.values())
+
+                await eventually(worker_caught_up, timeout=30, message="the worker did not catch up")
+                worker.send_signal(signal.SIGTERM)
+                _, err = worker.communicate(timeout=30)
+                assert worker.returncode == 0, err
+                assert "running projections: audit_log, event_index" in err
+            finally:
+                if worker.poll() is None:
+                    worker.kill()
     finally:
         await container.close()

@@ -3,15 +3,18 @@ never a 500, never a stack trace; and a failed request changes nothing."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from datetime import timedelta
 
 import jwt
-
+import orjson
 import pytest
 from aiohttp.test_utils import TestClient
 
+from scaivault.auth.authenticator import MAX_TOKEN_LENGTH
 from scaivault.bootstrap import Container
+from scaivault.domain.access import ACCESS_TOPIC
 from tests.e2e.conftest import TokenFactory, bearer
 
 
@@ -37,7 +40,8 @@ def expired_token(container: Container) -> str:
 
 async def test_authentication_errors(client: TestClient, token: TokenFactory, container: Container) -> None:
     await assert_error(await client.get("/v1/secrets/a"), 401, "authentication_required")
-    await assert_error(await client.get("/v1/secrets/a", headers={"Authorization": "Basic abc"}), 401, "authentication_required")
+    basic = {"Authorization": "Basic abc"}
+    await assert_error(await client.get("/v1/secrets/a", headers=basic), 401, "authentication_required")
     await assert_error(await client.get("/v1/secrets/a", headers=bearer("not.a.jwt")), 401, "token_invalid")
     expired = expired_token(container)
     await assert_error(await client.get("/v1/secrets/a", headers=bearer(expired)), 401, "token_expired")
@@ -95,10 +99,12 @@ async def test_malformed_write_bodies_change_nothing(
 
 async def test_oversized_body(client: TestClient, token: TokenFactory) -> None:
     huge = b'{"data": {"k": "' + b"x" * (600 * 1024) + b'"}}'
-    response = await client.put("/v1/secrets/app/big", data=huge, headers={**bearer(token()), "Content-Type": "application/json"})
+    response = await client.put("/v1/secrets/app/big", data=huge,
+                                headers={**bearer(token()), "Content-Type": "application/json"})
     await assert_error(response, 413, "payload_too_large")
     big_value = {"data": {"k": "x" * (70 * 1024)}}
-    await assert_error(await client.put("/v1/secrets/app/big", json=big_value, headers=bearer(token())), 422, "validation_error")
+    response = await client.put("/v1/secrets/app/big", json=big_value, headers=bearer(token()))
+    await assert_error(response, 422, "validation_error")
 
 
 async def test_unknown_routes_and_methods(client: TestClient, token: TokenFactory) -> None:
@@ -166,3 +172,102 @@ async def test_metadata_patches_obey_the_metadata_rules(client: TestClient, toke
     for n in range(3):  # each patch small, together too big
         response = await client.patch("/v1/secrets/app/m/metadata", json={"metadata": {f"k{n}": "x" * 7000}}, headers=t)
     await assert_error(response, 422, "validation_error")
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        (b'{"data": {"k": "v"}, "metadata": {"description": "a\\u0000b"}}', "metadata.description"),
+        (b'{"data": {"k": "v"}, "metadata": {"a\\u0000b": "x"}}', "metadata.a\\u0000b"),
+        (b'{"data": {"k": "v"}, "metadata": {"tags": ["ok", "x\\u0000"]}}', "metadata.tags[1]"),
+        (b'{"data": {"k": "\\ud800"}}', "data.k"),
+        (b'{"data": {"\\udfff": "v"}}', "data.\\udfff"),
+        (b'{"data": {"k": "v"}, "metadata": {"owner": "\\ud83d"}}', "metadata.owner"),
+    ],
+)
+async def test_text_that_cannot_be_stored_is_refused_naming_its_field(
+    client: TestClient, token: TokenFactory, container: Container, body: bytes, field: str
+) -> None:
+    """A NUL (PostgreSQL text and JSON hold none) outside a secret's sealed data, or an unpaired surrogate (no UTF-8
+    text holds one) anywhere: 422 naming the field, in a valid JSON answer; never a 500, and nothing stored."""
+    response = await client.put("/v1/secrets/app/unstorable", data=body,
+                                headers={**bearer(token()), "Content-Type": "application/json"})
+    error = await assert_error(response, 422, "validation_error")
+    assert error["details"]["fields"][0]["field"] == field
+    assert await container.pool.fetchval("SELECT count(*) FROM scaivault_secrets") == 0
+
+
+async def test_a_nul_inside_a_secrets_data_is_kept_exactly(client: TestClient, token: TokenFactory) -> None:
+    """The data is sealed whole, never stored as text: a NUL there is a value like any other."""
+    t = bearer(token())
+    response = await client.put("/v1/secrets/app/binary", data=b'{"data": {"k": "a\\u0000b"}}',
+                                headers={**t, "Content-Type": "application/json"})
+    assert response.status == 201, await response.text()
+    assert (await (await client.get("/v1/secrets/app/binary", headers=t)).json())["data"] == {"k": "a\x00b"}
+
+
+@pytest.mark.parametrize("number", [b"1e999", b"-1e999", b"1E400", b"123456789e999"])
+async def test_a_number_too_large_for_a_double_is_refused_not_stored_as_null(
+    client: TestClient, token: TokenFactory, container: Container, number: bytes
+) -> None:
+    t = bearer(token())
+    body = b'{"data": {"n": ' + number + b"}}"
+    response = await client.put("/v1/secrets/app/huge", data=body, headers={**t, "Content-Type": "application/json"})
+    await assert_error(response, 400, "invalid_request")
+    assert await container.pool.fetchval("SELECT count(*) FROM scaivault_secrets") == 0
+
+
+async def test_every_timestamp_a_caller_sends_is_refused_at_the_calendars_edge(
+    client: TestClient, token: TokenFactory, container: Container
+) -> None:
+    """One parser (scaivault.domain.timestamps) for all of them: none may turn into a 500 further down."""
+    headers = bearer(token("audit:read", "audit:export"))
+    early, late = "0001-01-01T00:00:00%2B14:00", "9999-12-31T23:59:59-14:00"
+    for url in (f"/v1/audit/logs?from={early}", f"/v1/audit/logs?to={late}", f"/v1/audit/summary?from={early}",
+                f"/v1/audit/secrets/app/db?to={late}"):
+        await assert_error(await client.get(url, headers=headers), 400, "invalid_request")
+    export = {"from": "0001-01-01T00:00:00+14:00", "to": "2026-01-01T00:00:00Z", "format": "jsonl",
+              "destination": {"type": "local", "prefix": "x"}}
+    await assert_error(await client.post("/v1/audit/export", json=export, headers=headers), 422, "validation_error")
+    assert await container.pool.fetchval("SELECT count(*) FROM scaivault_audit_exports") == 0
+
+
+async def test_a_nul_in_any_text_parameter_is_a_bad_request_not_a_500(client: TestClient, token: TokenFactory) -> None:
+    """PostgreSQL refuses NUL in text: whichever parameter carries one, the answer is 400, found at the front door
+    rather than handler by handler."""
+    headers = bearer(token("audit:read"))
+    for url in ("/v1/audit/logs?identity_id=a%00b", "/v1/audit/logs?request_id=a%00b",
+                "/v1/audit/identities/user:a%00b"):
+        await assert_error(await client.get(url, headers=headers), 400, "invalid_request")
+
+
+async def test_undecodable_bytes_in_a_header_echoed_by_an_error_still_get_the_envelope(
+    client: TestClient, token: TokenFactory, container: Container
+) -> None:
+    """A header's bytes that are not UTF-8 arrive as lone surrogates; an error naming the value (an X-Tenant-ID that
+    is no tenant id) is still the JSON envelope, the bytes escaped, and the request leaves its access record."""
+    url = client.make_url("/v1/secrets/app/db")
+    reader, writer = await asyncio.open_connection(url.host, url.port)
+    writer.write(
+        b"GET /v1/secrets/app/db HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+        + b"Authorization: Bearer " + token().encode() + b"\r\nX-Tenant-ID: tnt_\xff\xfe\r\n\r\n"
+    )
+    head, _, body = (await reader.read()).partition(b"\r\n\r\n")
+    writer.close()
+    assert head.startswith(b"HTTP/1.1 400 "), head + body
+    error = orjson.loads(body)["error"]
+    assert error["code"] == "invalid_request" and error["details"]["tenant_id"] == "tnt_\\udcff\\udcfe"
+    recorded = await container.pool.fetchval(
+        "SELECT count(*) FROM scaivault_events WHERE topic = $1 AND position($2::bytea IN state) > 0",
+        ACCESS_TOPIC, error["request_id"].encode(),
+    )
+    assert recorded == 1
+
+
+async def test_a_token_up_to_the_authenticators_limit_reaches_it(client: TestClient, token: TokenFactory) -> None:
+    """The HTTP parser admits an Authorization header as long as the longest token the authenticator accepts, so
+    a long token gets the envelope (not the parser's plain-text answer, which would log the token's start)."""
+    long_token = token() + "A" * 12_000
+    await assert_error(await client.get("/v1/auth/whoami", headers=bearer(long_token)), 401, "token_invalid")
+    too_long = "A" * (MAX_TOKEN_LENGTH + 1)
+    await assert_error(await client.get("/v1/auth/whoami", headers=bearer(too_long)), 401, "token_invalid")

@@ -4,40 +4,22 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import os
 import subprocess
-import sys
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 from typing import Any
 
 import orjson
-import pytest
 from aiohttp.test_utils import TestClient
 
-from commands.tokens import IssueToken, issue_token, revoke_token
+from commands.tokens import IssueToken
 from scaivault.bootstrap import Container
-from scaivault.config import Settings
 from scaivault.domain.access import access_stream_id
 from scaivault.domain.secrets import secret_stream_id
 from tests.e2e.conftest import OTHER_TENANT, PARTNER, TENANT, TokenFactory, bearer
-from tests.e2e.test_forensics import caught_up
+from tests.e2e.helpers import caught_up, run_cli_async
+from tests.helpers import instant_between_steps
 
-SCAIVAULT = [sys.executable, "-m", "scaivault.cli.main"]
 CANARIES = ("canary-alpha", "canary-beta", "canary-partner")
-
-
-@pytest.fixture
-def cli_env(database_url: str, settings: Settings) -> dict[str, str]:
-    """The test server's own configuration, so the CLI opens the same database with the same root key."""
-    return {**os.environ, "DATABASE_URL": database_url, "SCAIVAULT_DATA_DIR": str(settings.data_dir)}
-
-
-async def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    process = await asyncio.create_subprocess_exec(
-        *SCAIVAULT, *args, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
-    )
-    out, err = await asyncio.wait_for(process.communicate(), 60)
-    return subprocess.CompletedProcess(args, process.returncode or 0, out.decode(), err.decode())
 
 
 def json_lines(result: subprocess.CompletedProcess[str]) -> list[dict[str, Any]]:
@@ -55,30 +37,28 @@ async def test_events_list_filters_and_never_prints_values_or_ciphertext(
 ) -> None:
     mine, admin = token(), token(roles=("partner_admin",))
     await put(client, mine, "/v1/secrets/app/db", {"pw": "canary-alpha"})
-    middle = datetime.now(timezone.utc)
-    await asyncio.sleep(0.01)
+    middle = await instant_between_steps()
     await put(client, mine, "/v1/secrets/app/db", {"pw": "canary-beta"})
     await put(client, token(tenant=OTHER_TENANT), "/v1/secrets/app/db", {"pw": "canary-alpha"})
     await put(client, admin, "/v1/partner/secrets/shared/cert", {"pem": "canary-partner"})
     await client.get("/v1/secrets/app/db", headers=bearer(mine))
-    pat = await issue_token(
-        container,
-        IssueToken(partner_id=PARTNER, tenant_id=TENANT, identity_id="sa:ci", scopes=("secrets:read",),
-                   ttl=timedelta(days=1), personal_access_token=True),
-    )
-    assert await revoke_token(container, pat, actor="user:root@acme.example")
+    pat = await container.token_commands.issue(IssueToken(
+        partner_id=PARTNER, tenant_id=TENANT, identity_id="sa:ci", scopes=("secrets:read",), ttl=timedelta(days=1),
+        personal_access_token=True,
+    ))
+    assert await container.token_commands.revoke(pat, actor="user:root@acme.example")
     await caught_up(container)
     stream = secret_stream_id(TENANT, "app/db")
 
     everything, by_tenant, by_stream, written, deleted_exact, partner, late, text = await asyncio.gather(
-        cli(cli_env, "events", "list", "--json", "--limit", "1000"),
-        cli(cli_env, "events", "list", "--json", "--tenant", TENANT, "--limit", "1000"),
-        cli(cli_env, "events", "list", "--json", "--stream", str(stream)),
-        cli(cli_env, "events", "list", "--json", "--type", "versionwritten"),
-        cli(cli_env, "events", "list", "--json", "--type", "scaivault.domain.secrets:Secret.Deleted"),
-        cli(cli_env, "events", "list", "--json", "--partner", PARTNER, "--type", "Secret.VersionWritten"),
-        cli(cli_env, "events", "list", "--json", "--since", middle.isoformat(), "--type", "VersionWritten"),
-        cli(cli_env, "events", "list", "--tenant", TENANT),
+        run_cli_async(cli_env, "events", "list", "--json", "--limit", "1000"),
+        run_cli_async(cli_env, "events", "list", "--json", "--tenant", TENANT, "--limit", "1000"),
+        run_cli_async(cli_env, "events", "list", "--json", "--stream", str(stream)),
+        run_cli_async(cli_env, "events", "list", "--json", "--type", "versionwritten"),
+        run_cli_async(cli_env, "events", "list", "--json", "--type", "scaivault.domain.secrets:Secret.Deleted"),
+        run_cli_async(cli_env, "events", "list", "--json", "--partner", PARTNER, "--type", "Secret.VersionWritten"),
+        run_cli_async(cli_env, "events", "list", "--json", "--since", middle.isoformat(), "--type", "VersionWritten"),
+        run_cli_async(cli_env, "events", "list", "--tenant", TENANT),
     )
     all_events = json_lines(everything)
     assert everything.stderr == ""  # the index is caught up: no lag note
@@ -105,7 +85,7 @@ async def test_events_list_filters_and_never_prints_values_or_ciphertext(
     assert {e["type"] for e in written_events} == {"Secret.VersionWritten"} and len(written_events) == 4
     assert {e["state"]["ciphertext"] for e in written_events} == {f"<ciphertext: {len(c)} bytes>" for c in ciphertexts}
     first = written_events[0]
-    assert first["tenant_id"] == TENANT and first["partner_id"] == PARTNER and first["actor"] == "user:alice@acme.example"
+    assert (first["tenant_id"], first["partner_id"], first["actor"]) == (TENANT, PARTNER, "user:alice@acme.example")
     assert first["request_id"].startswith("req_") and first["state"]["version"] == 1 and first["state"]["data_key_id"]
 
     # Filters.
@@ -116,13 +96,15 @@ async def test_events_list_filters_and_never_prints_values_or_ciphertext(
     }
     revoked = next(e for e in tenant_events if e["type"] == "PersonalAccessToken.Revoked")
     assert revoked["actor"] == "user:root@acme.example"  # its tenant comes from the stream's Issued event
-    assert [e["type"] for e in json_lines(by_stream)] == ["Secret.Created", "Secret.VersionWritten", "Secret.VersionWritten"]
+    assert [e["type"] for e in json_lines(by_stream)] == [
+        "Secret.Created", "Secret.VersionWritten", "Secret.VersionWritten"]
     assert {e["stream_id"] for e in json_lines(by_stream)} == {str(stream)}
     assert json_lines(deleted_exact) == []
     partner_writes = json_lines(partner)  # the partner's own secret, and its tenants'
     assert {e["partner_id"] for e in partner_writes} == {PARTNER}
     assert sorted(e["tenant_id"] or "" for e in partner_writes) == ["", OTHER_TENANT, TENANT, TENANT]
-    assert [(e["tenant_id"], e["state"]["version"]) for e in json_lines(late)] == [(TENANT, 2), (OTHER_TENANT, 1), (None, 1)]
+    assert [(e["tenant_id"], e["state"]["version"]) for e in json_lines(late)] == [
+        (TENANT, 2), (OTHER_TENANT, 1), (None, 1)]
 
     # One line per event: id, time, type, stream, tenant, actor, request id.
     lines = [line.split("  ") for line in text.stdout.splitlines()]
@@ -130,9 +112,9 @@ async def test_events_list_filters_and_never_prints_values_or_ciphertext(
     assert all(len(fields) == 7 and fields[4] == TENANT and fields[1].endswith("Z") for fields in lines)
 
     # Paging by notification id; since/until bound a window.
-    page = json_lines(await cli(cli_env, "events", "list", "--json", "--after", str(ids[2]), "--limit", "2"))
+    page = json_lines(await run_cli_async(cli_env, "events", "list", "--json", "--after", str(ids[2]), "--limit", "2"))
     assert [e["notification_id"] for e in page] == ids[3:5]
-    window = json_lines(await cli(cli_env, "events", "list", "--json", "--until", middle.isoformat()))
+    window = json_lines(await run_cli_async(cli_env, "events", "list", "--json", "--until", middle.isoformat()))
     assert window and all(e["occurred_at"] <= middle.isoformat().replace("+00:00", "Z") for e in window)
 
 
@@ -141,14 +123,14 @@ async def test_events_show_and_errors_and_lag(
 ) -> None:
     await put(client, token(), "/v1/secrets/app/db", {"pw": "canary-alpha"})
     await caught_up(container)
-    written = json_lines(await cli(cli_env, "events", "list", "--json", "--type", "VersionWritten"))[0]
+    written = json_lines(await run_cli_async(cli_env, "events", "list", "--json", "--type", "VersionWritten"))[0]
 
     shown, shown_json, missing, bad_since, bad_stream = await asyncio.gather(
-        cli(cli_env, "events", "show", str(written["notification_id"])),
-        cli(cli_env, "events", "show", str(written["notification_id"]), "--json"),
-        cli(cli_env, "events", "show", "999999"),
-        cli(cli_env, "events", "list", "--since", "last tuesday"),
-        cli(cli_env, "events", "list", "--stream", "not-a-uuid"),
+        run_cli_async(cli_env, "events", "show", str(written["notification_id"])),
+        run_cli_async(cli_env, "events", "show", str(written["notification_id"]), "--json"),
+        run_cli_async(cli_env, "events", "show", "999999"),
+        run_cli_async(cli_env, "events", "list", "--since", "last tuesday"),
+        run_cli_async(cli_env, "events", "list", "--stream", "not-a-uuid"),
     )
     assert shown.returncode == 0 and "canary" not in shown.stdout
     assert shown.stdout.splitlines()[0].split("  ")[2] == "Secret.VersionWritten"
@@ -161,11 +143,11 @@ async def test_events_show_and_errors_and_lag(
     # The index lags when no server runs its projection: the listing says so on stderr.
     await container.projections.stop()
     await container.tenancy_commands.register_tenant(PARTNER, "tnt_acme_new")
-    lagging = await cli(cli_env, "events", "list", "--tenant", "tnt_acme_new")
+    lagging = await run_cli_async(cli_env, "events", "list", "--tenant", "tnt_acme_new")
     assert lagging.returncode == 0 and lagging.stdout == ""
     head = await container.store.max_notification_id(container.pool)
     assert "behind" in lagging.stderr and f"head {head}" in lagging.stderr
-    unknown = await cli(cli_env, "events", "list", "--type", "NoSuchEvent")
+    unknown = await run_cli_async(cli_env, "events", "list", "--type", "NoSuchEvent")
     assert unknown.returncode == 0 and unknown.stdout == "" and "NoSuchEvent" in unknown.stderr
 
 
@@ -182,9 +164,9 @@ async def test_access_records_are_listed_from_the_audit_log_not_indexed_twice(
         "SELECT notification_id, tenant_id, identity_id, request_id FROM scaivault_audit_log ORDER BY notification_id")
 
     listed, mine, shown = await asyncio.gather(
-        cli(cli_env, "events", "list", "--json", "--type", "AccessRecorded"),
-        cli(cli_env, "events", "list", "--json", "--type", "AccessRecorded", "--tenant", OTHER_TENANT),
-        cli(cli_env, "events", "show", "--json", str(audited[-1]["notification_id"])),
+        run_cli_async(cli_env, "events", "list", "--json", "--type", "AccessRecorded"),
+        run_cli_async(cli_env, "events", "list", "--json", "--type", "AccessRecorded", "--tenant", OTHER_TENANT),
+        run_cli_async(cli_env, "events", "show", "--json", str(audited[-1]["notification_id"])),
     )
     access_events = json_lines(listed)
     assert [(e["notification_id"], e["tenant_id"], e["actor"], e["request_id"]) for e in access_events] == [

@@ -2,25 +2,20 @@
 
 from __future__ import annotations
 
-import asyncio
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from aiohttp.test_utils import TestClient
 
 from scaivault.bootstrap import Container
-from tests.e2e.conftest import OTHER_TENANT, PARTNER, TENANT, TokenFactory, bearer
+from tests.e2e.conftest import ALL_SECRET_SCOPES, OTHER_TENANT, PARTNER, TENANT, TokenFactory, bearer
+from tests.e2e.helpers import caught_up
+from tests.helpers import instant_between_steps
 
 ALICE = "user:alice@acme.example"
 BOB = "user:bob@acme.example"
-
-
-async def moment() -> datetime:
-    """A time strictly between two steps."""
-    await asyncio.sleep(0.01)
-    now = datetime.now(timezone.utc)
-    await asyncio.sleep(0.01)
-    return now
+# Past values are a forensic right: `audit:read` besides the secrets scopes (docs/api-decisions.md).
+FORENSIC = (*ALL_SECRET_SCOPES, "audit:read")
 
 
 async def get(client: TestClient, token: str, url: str, as_of: datetime | str | None, **params: Any) -> tuple[int, Any]:
@@ -36,33 +31,24 @@ async def ok(client: TestClient, token: str, method: str, url: str, **kwargs: An
     assert response.status in (200, 201), await response.text()
 
 
-async def caught_up(container: Container) -> None:
-    for _ in range(200):
-        status = await container.projections.status(container.pool)
-        if all(entry["lag"] == 0 for entry in status.values()):
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"projections did not catch up: {status}")
-
-
 async def test_as_of_reads_return_exactly_what_was_true_at_each_point(
     client: TestClient, token: TokenFactory, container: Container
 ) -> None:
-    alice, bob = token(identity=ALICE), token(identity=BOB)
+    alice, bob = token(*FORENSIC, identity=ALICE), token(*FORENSIC, identity=BOB)
     url = "/v1/secrets/app/db"
-    t0 = await moment()
+    t0 = await instant_between_steps()
     await ok(client, alice, "PUT", url, json={"data": {"pw": "canary-one"}, "metadata": {"description": "first"}})
-    t1 = await moment()
+    t1 = await instant_between_steps()
     await ok(client, bob, "PUT", url, json={"data": {"pw": "canary-two"}})
-    t2 = await moment()
+    t2 = await instant_between_steps()
     await ok(client, alice, "PATCH", url + "/metadata", json={"metadata": {"owner": "team-b"}})
-    t3 = await moment()
+    t3 = await instant_between_steps()
     await ok(client, alice, "DELETE", url)
-    t4 = await moment()
+    t4 = await instant_between_steps()
     await ok(client, bob, "POST", url + "/restore")
-    t5 = await moment()
+    t5 = await instant_between_steps()
     await ok(client, alice, "DELETE", url, params={"version": "1", "permanent": "true"})
-    t6 = await moment()
+    t6 = await instant_between_steps()
 
     _, missing = await get(client, alice, "/v1/secrets/app/never", None)
     for path in (url, url + "/metadata", url + "/versions"):
@@ -90,7 +76,8 @@ async def test_as_of_reads_return_exactly_what_was_true_at_each_point(
     status, body = await get(client, alice, url, t2, version=1)
     assert status == 404 and body["error"]["details"]["destroyed"] is True and "canary" not in str(body)
     status, versions = await get(client, alice, url + "/versions", t2)
-    assert [(v["version"], v["destroyed"], v["current"]) for v in versions["versions"]] == [(2, False, True), (1, False, False)]
+    assert [(v["version"], v["destroyed"], v["current"]) for v in versions["versions"]] == [
+        (2, False, True), (1, False, False)]
     assert [v["created_by"] for v in versions["versions"]] == [BOB, ALICE]
 
     # t3: the metadata patch.
@@ -137,16 +124,16 @@ async def test_as_of_reads_return_exactly_what_was_true_at_each_point(
 async def test_bad_as_of_is_400_and_forensic_reads_are_audited(
     client: TestClient, token: TokenFactory, container: Container
 ) -> None:
-    t = token()
+    t = token(*FORENSIC)
     await ok(client, t, "PUT", "/v1/secrets/app/key", json={"data": {"k": "v"}})
-    future = datetime.now(timezone.utc) + timedelta(hours=1)
+    future = datetime.now(UTC) + timedelta(hours=1)
     for path in ("/v1/secrets/app/key", "/v1/secrets/app/key/metadata", "/v1/secrets/app/key/versions"):
         for raw in (future.isoformat(), "yesterday", "2024-13-01T00:00:00Z", ""):
             status, body = await get(client, t, path, raw)
             assert status == 400, (path, raw, body)
             assert body["error"]["code"] == "invalid_request" and body["error"]["details"]["parameter"] == "as_of"
 
-    now = await moment()
+    now = await instant_between_steps()
     response = await client.get("/v1/secrets/app/key", params={"as_of": now.isoformat()}, headers=bearer(t))
     assert response.status == 200 and (await response.json())["data"] == {"k": "v"}
     await caught_up(container)
@@ -164,15 +151,18 @@ async def test_as_of_respects_tenant_isolation_and_partner_secrets(
     await ok(client, mine, "PUT", "/v1/secrets/app/db", json={"data": {"pw": "tenant-canary"}})
     admin = token(roles=("partner_admin",))
     await ok(client, admin, "PUT", "/v1/partner/secrets/shared/cert", json={"data": {"pem": "partner-canary"}})
-    t = await moment()
+    t = await instant_between_steps()
 
-    other = token(tenant=OTHER_TENANT)
+    other = token(*FORENSIC, tenant=OTHER_TENANT)
     _, missing = await get(client, other, "/v1/secrets/app/never", None)
     for path in ("/v1/secrets/app/db", "/v1/secrets/app/db/metadata", "/v1/secrets/app/db/versions"):
         status, body = await get(client, other, path, t)
         assert status == 404 and body["error"]["code"] == "secret_not_found", body
         assert body["error"]["message"] == missing["error"]["message"] and "canary" not in str(body)
-    status, body = await get(client, token(tenant=OTHER_TENANT, roles=("partner_admin",)), f"/v1/t/{OTHER_TENANT}/secrets/app/db", t)
+    status, body = await get(
+        client, token(*FORENSIC, tenant=OTHER_TENANT, roles=("partner_admin",)), f"/v1/t/{OTHER_TENANT}/secrets/app/db",
+        t,
+    )
     assert status == 404
 
     # Partner secrets: readable as of T by every tenant of the partner, and a separate namespace.
@@ -180,6 +170,33 @@ async def test_as_of_respects_tenant_isolation_and_partner_secrets(
     assert status == 200 and body["data"] == {"pem": "partner-canary"} and body["version_created_by"] == ALICE
     status, body = await get(client, other, "/v1/secrets/shared/cert", t)
     assert status == 404
-    foreign = token(tenant="tnt_globex_prod", partner="ptn_globex")
+    foreign = token(*FORENSIC, tenant="tnt_globex_prod", partner="ptn_globex")
     status, body = await get(client, foreign, "/v1/partner/secrets/shared/cert", t)
     assert status == 404 and PARTNER not in str(body)
+
+
+async def test_a_past_value_needs_the_forensic_right_not_plain_read(client: TestClient, token: TokenFactory) -> None:
+    """``read`` on a path reads its value now; reading what it held in the past (a soft-deleted secret's value,
+    say) needs ``audit:read`` too. Past metadata and versions stay with their live rights."""
+    reader = token()  # every secrets scope and tenant_admin: read on every path, but no audit:read
+    await ok(client, reader, "PUT", "/v1/secrets/app/gone", json={"data": {"pw": "deleted-canary"}})
+    t = await instant_between_steps()
+    await ok(client, reader, "DELETE", "/v1/secrets/app/gone")
+    for path in ("/v1/secrets/app/gone", "/v1/secrets/app/never-existed", f"/v1/t/{TENANT}/secrets/app/gone"):
+        status, body = await get(client, reader, path, t)
+        assert status == 403 and body["error"]["code"] == "insufficient_scope", body
+        assert body["error"]["details"]["required_scope"] == "audit:read" and "canary" not in str(body)
+    for path in ("/v1/secrets/app/gone/metadata", "/v1/secrets/app/gone/versions"):
+        assert (await get(client, reader, path, t))[0] == 200
+    status, body = await get(client, token(*FORENSIC), "/v1/secrets/app/gone", t)
+    assert status == 200 and body["data"] == {"pw": "deleted-canary"}
+
+
+async def test_as_of_before_anything_datetime_can_hold_in_utc_is_invalid(
+    client: TestClient, token: TokenFactory
+) -> None:
+    t = token(*FORENSIC)
+    await ok(client, t, "PUT", "/v1/secrets/app/db", json={"data": {"pw": "canary"}})
+    for path in ("/v1/secrets/app/db", "/v1/secrets/app/db/metadata", "/v1/secrets/app/db/versions"):
+        status, body = await get(client, t, path, "0001-01-01T00:00:00+14:00")
+        assert (status, body["error"]["code"]) == (400, "invalid_request"), path

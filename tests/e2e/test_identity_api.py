@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from aiohttp.test_utils import TestClient
 
 from projections.identity.queries import groups_of
@@ -71,7 +72,9 @@ async def test_users_groups_and_members_managed_through_the_api(client: TestClie
     assert [(g["name"], g["member_count"]) for g in groups["groups"]] == [("sre", 1)]
 
     resolved = await (await client.get("/v1/identity/resolve/user/user:alice@acme.example", headers=headers)).json()
-    assert (resolved["id"], resolved["type"], resolved["identity_ref"]) == (alice["id"], "user", "user:alice@acme.example")
+    assert (resolved["id"], resolved["type"], resolved["identity_ref"]) == (
+        alice["id"], "user", "user:alice@acme.example"
+    )
     assert [g["identity_ref"] for g in resolved["groups"]] == ["group:sre"]
     assert resolved["effective_groups"] == sorted([sre["id"], "group:sre"])
     by_name = await (await client.get("/v1/identity/resolve/group/group:sre", headers=headers)).json()
@@ -215,9 +218,9 @@ async def test_partner_and_tenant_listings_follow_the_callers_reach(client: Test
     assert await ids("/v1/identity/tenants", reader, "tenants") == [TENANT]
     assert await ids("/v1/identity/tenants", partner_admin, "tenants") == sorted([TENANT, OTHER_TENANT])
     assert await ids(f"/v1/identity/tenants?partner_id={OTHER_PARTNER}", super_admin, "tenants") == [FOREIGN_TENANT]
-    assert await error_of(await client.get(f"/v1/identity/tenants?partner_id={OTHER_PARTNER}", headers=partner_admin)) == (
-        403, "tenant_access_denied"
-    )
+    assert await error_of(
+        await client.get(f"/v1/identity/tenants?partner_id={OTHER_PARTNER}", headers=partner_admin)
+    ) == (403, "tenant_access_denied")
     partners = await (await client.get("/v1/identity/partners?status=ACTIVE", headers=reader)).json()
     assert partners["partners"][0] == {"id": PARTNER, "name": PARTNER, "slug": None, "region": None, "status": "ACTIVE",
                                        "last_synced_at": None}
@@ -311,3 +314,192 @@ async def test_every_change_is_an_event_and_every_request_an_access_record(
     recorded = [bytes(row["state"]) for row in actions]
     assert any(b'"identity_write"' in state and b"201" in state for state in recorded)
     assert any(b'"identity_read"' in state for state in recorded)  # answered only once its record was durable
+
+
+# --- reach: a record speaks for the token's roles only as far as its author reached ---------------------------------
+
+PARTNER_ADMIN_ID = "user:pa@acme.example"
+
+
+async def roles_now(client: TestClient, headers: dict[str, str]) -> list[str]:
+    whoami = await client.get("/v1/auth/whoami", headers=headers)
+    assert whoami.status == 200, await whoami.text()
+    return list((await whoami.json())["roles"])
+
+
+async def outside_reach(response: Any) -> bool:
+    if response.status != 403:
+        return False
+    return bool((await response.json())["error"]["details"].get("reason") == "outside_reach")
+
+
+async def test_a_tenant_admins_record_takes_nothing_from_a_partner_admin(
+    client: TestClient, token: TokenFactory
+) -> None:
+    tenant_admin = admin(token)
+    partner_admin = admin(token, identity=PARTNER_ADMIN_ID, roles=("partner_admin",))
+    shadow = await create_user(client, tenant_admin, "PA@acme.example")
+    # The record's author reaches tenant_admin only: the partner admin's token keeps partner_admin.
+    assert await roles_now(client, partner_admin) == ["partner_admin"]
+    assert (await client.get(f"/v1/identity/tenants/{OTHER_TENANT}/users", headers=partner_admin)).status == 200
+    # The record still speaks for what the tenant admin reaches: a tenant_admin claim of the same address goes.
+    assert await roles_now(client, admin(token, identity=PARTNER_ADMIN_ID, roles=("tenant_admin",))) == []
+    assert (await client.delete(f"/v1/identity/users/{shadow['id']}", headers=tenant_admin)).status == 204
+
+
+async def test_a_tenant_admin_cannot_undo_a_partner_admins_demotion(client: TestClient, token: TokenFactory) -> None:
+    tenant_admin = admin(token)
+    partner_admin = admin(token, identity=PARTNER_ADMIN_ID, roles=("partner_admin",))
+    bob_token = bearer(token(*READ, identity="user:bob@acme.example", roles=("tenant_admin",)))
+    bob = await create_user(client, tenant_admin, "bob@acme.example")
+    assert (await put_roles(client, partner_admin, bob["id"], ["tenant_admin"])).status == 200
+    assert await roles_now(client, bob_token) == ["tenant_admin"]
+    assert (await put_roles(client, partner_admin, bob["id"], [])).status == 200  # demoted by the partner admin
+    assert await roles_now(client, bob_token) == []
+    # Deleting the record would hand bob's token its tenant_admin back: not the tenant admin's to decide.
+    refused = await client.delete(f"/v1/identity/users/{bob['id']}", headers=tenant_admin)
+    assert await outside_reach(refused)
+    assert await roles_now(client, bob_token) == []
+    assert (await client.delete(f"/v1/identity/users/{bob['id']}", headers=partner_admin)).status == 204
+
+
+async def test_a_tenant_admin_cannot_undo_a_partner_admins_suspension(client: TestClient, token: TokenFactory) -> None:
+    tenant_admin = admin(token)
+    partner_admin = admin(token, identity=PARTNER_ADMIN_ID, roles=("partner_admin",))
+    carol_token = bearer(token(*READ, identity="user:carol@acme.example", roles=("tenant_admin",)))
+    suspended = await client.post(f"/v1/identity/tenants/{TENANT}/users",
+                                  json={"email": "carol@acme.example", "status": "SUSPENDED"}, headers=partner_admin)
+    assert suspended.status == 201
+    carol = await suspended.json()
+    assert await roles_now(client, carol_token) == []
+    refused = await client.delete(f"/v1/identity/users/{carol['id']}", headers=tenant_admin)
+    assert await outside_reach(refused)
+    recreated = await client.post(f"/v1/identity/tenants/{TENANT}/users", json={"email": "carol@acme.example"},
+                                  headers=tenant_admin)
+    assert await error_of(recreated) == (409, "identity_exists")
+    assert await roles_now(client, carol_token) == []
+
+
+async def test_no_one_changes_a_user_whose_mirrored_roles_rank_above_its_own(
+    client: TestClient, token: TokenFactory
+) -> None:
+    tenant_admin = admin(token)
+    partner_admin = admin(token, identity=PARTNER_ADMIN_ID, roles=("partner_admin",))
+    root = admin(token, identity="user:root@acme.example", roles=("super_admin",))
+    dave = await create_user(client, tenant_admin, "dave@acme.example")
+    group = await create_group(client, tenant_admin, "ops")
+    assert (await put_roles(client, root, dave["id"], ["partner_admin"])).status == 200
+    for request in (
+        client.put(f"/v1/identity/groups/{group['id']}/members/{dave['id']}", headers=tenant_admin),
+        client.delete(f"/v1/identity/users/{dave['id']}", headers=tenant_admin),
+    ):
+        assert await outside_reach(await request)
+    # Within its reach, a partner admin changes roles a super admin set, and keeps the record out of lower reach.
+    assert (await put_roles(client, partner_admin, dave["id"], ["tenant_admin"])).status == 200
+    assert (await client.put(f"/v1/identity/groups/{group['id']}/members/{dave['id']}",
+                             headers=tenant_admin)).status == 201
+    assert await outside_reach(await client.delete(f"/v1/identity/users/{dave['id']}", headers=partner_admin))
+    assert (await client.delete(f"/v1/identity/users/{dave['id']}", headers=root)).status == 204
+
+
+async def test_introspection_reports_the_roles_the_subject_holds_now(client: TestClient, token: TokenFactory) -> None:
+    tenant_admin = admin(token)
+    introspector = bearer(token("admin", identity="user:auditor@acme.example", roles=()))
+    await create_user(client, tenant_admin, "erin@acme.example")
+    await create_user(client, tenant_admin, "pa@acme.example")
+
+    async def introspected_roles(subject: str) -> list[str]:
+        response = await client.post("/v1/auth/introspect", json={"token": subject}, headers=introspector)
+        assert response.status == 200, await response.text()
+        body = await response.json()
+        assert body["active"] is True
+        return list(body["roles"])
+
+    # The mirror knows erin and gives her no role: her token's tenant_admin is not what she holds.
+    assert await introspected_roles(token(*READ, identity="user:erin@acme.example", roles=("tenant_admin",))) == []
+    # A tenant admin's record does not reach a partner admin's role.
+    assert await introspected_roles(token(*READ, identity=PARTNER_ADMIN_ID, roles=("partner_admin",))) == [
+        "partner_admin"
+    ]
+    unknown = token(*READ, identity="user:nobody@acme.example", roles=("tenant_admin",))
+    assert await introspected_roles(unknown) == ["tenant_admin"]
+
+
+# --- query strings: each bad parameter is 400 invalid_request naming it ----------------------------------------------
+
+USERS = f"/v1/identity/tenants/{TENANT}/users"
+
+
+@pytest.mark.parametrize(("url", "parameter"), [
+    (USERS + "?page=0", "page"),
+    (USERS + "?page=-1", "page"),
+    (USERS + "?page=1.5", "page"),
+    (USERS + "?page=%EF%BC%91", "page"),  # a full-width digit one: not ASCII
+    (USERS + "?page=1000001", "page"),
+    (USERS + "?page=", "page"),
+    (USERS + "?page_size=0", "page_size"),
+    (USERS + "?page_size=1001", "page_size"),
+    (USERS + "?page_size=ten", "page_size"),
+    (USERS + "?status=not-a-status", "status"),
+    (USERS + "?status=", "status"),
+    (USERS + "?status=%00", "status"),
+    (USERS + "?q=", "q"),
+    (USERS + "?q=" + "x" * 257, "q"),
+    (USERS + "?q=a%00b", "q"),  # PostgreSQL text cannot hold a NUL (this was a 500)
+    (f"/v1/identity/tenants/{TENANT}/groups?status=active!", "status"),
+    (f"/v1/identity/tenants/{TENANT}/groups?page_size=0", "page_size"),
+    ("/v1/identity/partners?status=1", "status"),
+    ("/v1/identity/tenants?partner_id=PTN", "partner_id"),
+    ("/v1/identity/tenants?partner_id=", "partner_id"),
+    ("/v1/identity/sync/history?page=0", "page"),
+    ("/v1/identity/groups/grp_x/members?page_size=100000", "page_size"),
+    ("/v1/identity/resolve/robot/x", "identity_type"),
+])
+async def test_bad_query_parameters_are_invalid_requests_naming_them(
+    client: TestClient, token: TokenFactory, url: str, parameter: str
+) -> None:
+    response = await client.get(url, headers=admin(token))
+    assert await error_of(response) == (400, "invalid_request"), url
+    error = (await response.json())["error"]
+    assert error["details"]["parameter"] == parameter
+    assert error["message"].startswith(f"'{parameter}' ") or parameter == "identity_type"
+
+
+async def test_good_query_parameters_within_their_bounds(client: TestClient, token: TokenFactory) -> None:
+    headers = admin(token)
+    await create_user(client, headers, "Zoe@acme.example")
+    for query, total in (("q=OE@ACME", 1), ("q=" + "x" * 256, 0), ("status=active", 1), ("status=SUSPENDED", 0),
+                         ("page=1000000&page_size=1000", 1), ("q=zoe&q=nobody", 1)):  # repeated: the first
+        response = await client.get(f"{USERS}?{query}", headers=headers)
+        assert response.status == 200, (query, await response.text())
+        assert (await response.json())["total"] == total, query
+    last = await (await client.get(f"{USERS}?page=1000000&page_size=1000", headers=headers)).json()
+    assert (last["users"], last["page"], last["page_size"], last["has_more"]) == ([], 1000000, 1000, False)
+
+
+HUGE = "0" * 11 + "1" + "0" * 5000  # past int()'s digit limit, and its first 12 characters read as 1
+
+
+@pytest.mark.parametrize("query", [
+    f"page={HUGE}", f"page_size={HUGE}", "page_size=0000000000010000", "page=0000000000010000000",
+])
+async def test_identity_paging_numbers_are_bounded_by_their_whole_value(
+    client: TestClient, token: TokenFactory, query: str
+) -> None:
+    for url in (USERS, f"/v1/identity/tenants/{TENANT}/groups", "/v1/identity/partners", "/v1/identity/sync/history"):
+        response = await client.get(f"{url}?{query}", headers=admin(token, roles=("partner_admin",)))
+        assert await error_of(response) == (400, "invalid_request"), url
+
+
+async def test_identity_paging_still_takes_leading_zeros_within_bounds(client: TestClient, token: TokenFactory) -> None:
+    response = await client.get(f"{USERS}?page=01&page_size=0010", headers=admin(token, roles=("partner_admin",)))
+    assert response.status == 200
+    body = await response.json()
+    assert (body["page"], body["page_size"]) == (1, 10)
+
+
+async def test_resolving_an_identity_named_with_a_nul_is_not_found(client: TestClient, token: TokenFactory) -> None:
+    for kind in ("user", "group"):
+        response = await client.get(f"/v1/identity/resolve/{kind}/a%00b",
+                                    headers=admin(token, roles=("partner_admin",)))
+        assert await error_of(response) == (404, "identity_not_found"), kind

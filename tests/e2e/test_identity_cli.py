@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import orjson
 
-from tests.e2e.test_cli import cli_env, run_cli  # noqa: F401 - cli_env is a fixture
+from tests.e2e.helpers import run_cli, run_cli_async
+from tests.scaikey_standin import CLIENT_ID, CLIENT_SECRET, ScaiKeyStandIn
 
 T = ("--tenant", "tnt_x")
 
 
-def test_users_groups_members_and_roles_from_the_cli(cli_env: dict[str, str]) -> None:  # noqa: F811
+def test_users_groups_members_and_roles_from_the_cli(cli_env: dict[str, str]) -> None:
     assert run_cli(cli_env, "tenants", "create", "--partner", "ptn_x", "--tenant", "tnt_x").returncode == 0
     created = run_cli(cli_env, "identities", "users", "create", *T, "--email", "Alice@X.example", "--name", "Alice")
     assert created.returncode == 0, created.stderr
@@ -21,14 +22,19 @@ def test_users_groups_members_and_roles_from_the_cli(cli_env: dict[str, str]) ->
     assert (added.returncode, added.stdout.strip()) == (0, "added"), added.stderr
     again = run_cli(cli_env, "identities", "members", "add", *T, "--group", group, "--user", user_id)
     assert again.stdout.strip() == "unchanged"
-    roles = run_cli(cli_env, "identities", "users", "roles", *T, "--user", user_id, "--roles", "super_admin,tenant_admin")
+    roles = run_cli(
+        cli_env, "identities", "users", "roles", *T, "--user", user_id, "--roles", "super_admin,tenant_admin"
+    )
     assert roles.stdout.strip() == "super_admin tenant_admin", roles.stderr
 
     listed = run_cli(cli_env, "identities", "users", "list", *T, "--json")
     users = [orjson.loads(line) for line in listed.stdout.splitlines()]
-    assert [(u["user_id"], u["email"], u["roles"], u["groups"]) for u in users] == [
-        (user_id, "alice@x.example", "super_admin,tenant_admin", group)
+    assert [(u["id"], u["email"], u["roles"], u["groups"]) for u in users] == [
+        (user_id, "alice@x.example", ["super_admin", "tenant_admin"], [group])
     ]
+    assert users[0]["created_at"].endswith("Z")  # the API's documents, timestamps included
+    text = run_cli(cli_env, "identities", "users", "list", *T).stdout.split()
+    assert text == [user_id, "alice@x.example", "ACTIVE", "super_admin,tenant_admin", group]
     members = run_cli(cli_env, "identities", "members", "list", *T, "--group", "sre").stdout
     assert user_id in members and "DIRECT" in members
     assert "sre" in run_cli(cli_env, "identities", "groups", "list", *T).stdout
@@ -45,32 +51,21 @@ def test_users_groups_members_and_roles_from_the_cli(cli_env: dict[str, str]) ->
     no_scaikey = run_cli(cli_env, "identities", "sync")
     assert no_scaikey.returncode == 5 and "SCAIKEY_URL" in no_scaikey.stderr
 
-    assert run_cli(cli_env, "identities", "members", "remove", *T, "--group", "sre", "--user", user_id).stdout.strip() == "removed"
+    left = run_cli(cli_env, "identities", "members", "remove", *T, "--group", "sre", "--user", user_id)
+    assert left.stdout.strip() == "removed"
     assert run_cli(cli_env, "identities", "groups", "remove", *T, "--group", "sre").returncode == 0
     assert run_cli(cli_env, "identities", "users", "remove", *T, "--user", user_id).returncode == 0
     assert run_cli(cli_env, "identities", "users", "list", *T).stdout == ""
 
 
-async def test_sync_from_the_cli_against_scaikey(cli_env: dict[str, str]) -> None:  # noqa: F811
+async def test_sync_from_the_cli_against_scaikey(
+    cli_env: dict[str, str], standin: tuple[ScaiKeyStandIn, str]
+) -> None:
     """The stand-in ScaiKey serves from this process, so the CLI runs as an asyncio subprocess (the loop keeps
     serving while it waits)."""
-    import asyncio
-
-    from aiohttp.test_utils import TestServer
-
-    from tests.e2e.test_cli import SCAIVAULT
-    from tests.integration.test_identity_sync import CLIENT_ID, CLIENT_SECRET, ScaiKeyStandIn
-
-    standin = ScaiKeyStandIn()
-    async with TestServer(standin.app(), host="127.0.0.1") as server:
-        env = {**cli_env, "SCAIKEY_URL": str(server.make_url("")).rstrip("/"), "SCAIKEY_CLIENT_ID": CLIENT_ID,
-               "SCAIKEY_CLIENT_SECRET": CLIENT_SECRET}
-        process = await asyncio.create_subprocess_exec(
-            *SCAIVAULT, "identities", "sync", "--tenant", "tnt_acme_prod", env=env,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-        )
-        out, err = await asyncio.wait_for(process.communicate(), timeout=60)
-    assert process.returncode == 0, err.decode()
-    report = orjson.loads(out)
+    env = {**cli_env, "SCAIKEY_URL": standin[1], "SCAIKEY_CLIENT_ID": CLIENT_ID, "SCAIKEY_CLIENT_SECRET": CLIENT_SECRET}
+    synced = await run_cli_async(env, "identities", "sync", "--tenant", "tnt_acme_prod")
+    assert synced.returncode == 0, synced.stderr
+    report = orjson.loads(synced.stdout)
     assert report["status"] == "completed" and report["stats"]["users_created"] == 2
-    assert CLIENT_SECRET not in (out + err).decode()
+    assert CLIENT_SECRET not in synced.stdout + synced.stderr

@@ -4,7 +4,6 @@ loopback), their history, and the webhook receiver with its signature, freshness
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -16,18 +15,11 @@ from scaivault.bootstrap import Container
 from scaivault.config import Settings
 from scaivault.identity.signatures import signature
 from tests.e2e.conftest import FOREIGN_TENANT, OTHER_PARTNER, OTHER_TENANT, PARTNER, TENANT, TokenFactory, bearer
-from tests.integration.test_identity_sync import CLIENT_ID, CLIENT_SECRET, ScaiKeyStandIn
+from tests.scaikey_standin import CLIENT_ID, CLIENT_SECRET, ScaiKeyStandIn
 
 WEBHOOK_SECRET = "scaikey-webhook-secret-0123456789"
 PREVIOUS_SECRET = "scaikey-webhook-previous-0123456789"
 SYNC = ("identity:read", "identity:admin")
-
-
-@pytest.fixture
-async def standin() -> AsyncIterator[tuple[ScaiKeyStandIn, str]]:
-    server = ScaiKeyStandIn()
-    async with TestServer(server.app(), host="127.0.0.1") as test_server:
-        yield server, str(test_server.make_url("")).rstrip("/")
 
 
 @pytest.fixture
@@ -139,7 +131,9 @@ def user_event(event_id: str, kind: str = "user.created", **changes: Any) -> dic
     return {"event_id": event_id, "event_type": kind, "data": data}
 
 
-async def test_signed_deliveries_keep_the_mirror_current(client: TestClient, token: TokenFactory, container: Container) -> None:
+async def test_signed_deliveries_keep_the_mirror_current(
+    client: TestClient, token: TokenFactory, container: Container
+) -> None:
     reader = bearer(token("identity:read"))
     applied = await deliver(client, {"event_id": "evt_g1", "event_type": "group.created",
                                      "data": {"id": "grp_ops", "tenant_id": TENANT, "name": "ops"}})
@@ -174,7 +168,9 @@ async def test_signed_deliveries_keep_the_mirror_current(client: TestClient, tok
     assert not any(WEBHOOK_SECRET.encode() in s for s in states)
 
 
-async def test_a_replayed_delivery_is_acknowledged_and_not_applied_again(client: TestClient, token: TokenFactory) -> None:
+async def test_a_replayed_delivery_is_acknowledged_and_not_applied_again(
+    client: TestClient, token: TokenFactory
+) -> None:
     reader = bearer(token("identity:read"))
     first = user_event("evt_r1")
     assert (await (await deliver(client, first)).json())["applied"] is True
@@ -191,7 +187,8 @@ async def test_forged_stale_and_malformed_deliveries_are_refused_and_change_noth
 ) -> None:
     reader = bearer(token("identity:read"))
     event = user_event("evt_f1")
-    assert await error_of(await deliver(client, event, secret="not-the-shared-secret-000")) == (401, "signature_invalid")
+    forged = await deliver(client, event, secret="not-the-shared-secret-000")
+    assert await error_of(forged) == (401, "signature_invalid")
     assert await error_of(await deliver(client, event, at=int(time.time()) - 301)) == (401, "signature_expired")
     assert await error_of(await deliver(client, event, at=int(time.time()) + 301)) == (401, "signature_expired")
     body = orjson.dumps(event)
@@ -241,3 +238,37 @@ async def test_without_a_webhook_secret_there_is_no_receiver(no_secret_settings:
             assert await error_of(response) == (404, "not_found")
     finally:
         await container.close()
+
+
+async def test_each_caller_sees_the_runs_that_covered_it(
+    client: TestClient, token: TokenFactory, container: Container
+) -> None:
+    """One rule for the history and for a single run: a tenant's reader sees its tenant's runs and its partner's
+    partner-wide runs, never another tenant's run; a super admin sees every run."""
+    tenant_run = await (await start_sync(client, bearer(token(*SYNC, roles=("tenant_admin",))))).json()
+    partner_run = await (await start_sync(client, bearer(token(*SYNC, roles=("partner_admin",))))).json()
+    await container.identity.synchronizer.wait()
+    assert (tenant_run["tenant_id"], partner_run["tenant_id"]) == (TENANT, None)
+    readers = {
+        "own tenant": bearer(token("identity:read", roles=())),
+        "sibling tenant": bearer(token("identity:read", tenant=OTHER_TENANT, roles=())),
+        "other partner": bearer(token("identity:read", tenant=FOREIGN_TENANT, partner=OTHER_PARTNER, roles=())),
+        "super admin": bearer(token("identity:read", tenant=FOREIGN_TENANT, partner=OTHER_PARTNER,
+                                    identity="user:root@elsewhere.example", roles=("super_admin",))),
+    }
+    expected = {
+        "own tenant": {tenant_run["sync_id"], partner_run["sync_id"]},
+        "sibling tenant": {partner_run["sync_id"]},
+        "other partner": set(),
+        "super admin": {tenant_run["sync_id"], partner_run["sync_id"]},
+    }
+    for who, headers in readers.items():
+        history = await (await client.get("/v1/identity/sync/history", headers=headers)).json()
+        assert {run["sync_id"] for run in history["syncs"]} == expected[who], who
+        assert history["total"] == len(expected[who]), who
+        for run in (tenant_run, partner_run):
+            response = await client.get(f"/v1/identity/sync/{run['sync_id']}", headers=headers)
+            if run["sync_id"] in expected[who]:
+                assert response.status == 200 and (await response.json())["sync_id"] == run["sync_id"], who
+            else:
+                assert await error_of(response) == (404, "not_found"), who

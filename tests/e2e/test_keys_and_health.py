@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import socket
+
+import aiohttp
+import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
+from scaivault import health
 from scaivault.bootstrap import Container, build_container
 from scaivault.config import Settings
 from scaivault.http.app import create_app
@@ -21,7 +26,9 @@ async def data_key_ids(container: Container, path: str) -> list[str]:
     ]
 
 
-async def test_destroying_a_version_destroys_its_data_key(client: TestClient, token: TokenFactory, container: Container) -> None:
+async def test_destroying_a_version_destroys_its_data_key(
+    client: TestClient, token: TokenFactory, container: Container
+) -> None:
     t = bearer(token())
     for n in (1, 2):
         await client.put("/v1/secrets/app/shred", json={"data": {"v": str(n)}}, headers=t)
@@ -59,7 +66,9 @@ async def test_root_key_rotation_keeps_every_secret_readable(
         await fresh.close()
 
 
-async def test_readiness_reports_a_broken_encryption_chain(client: TestClient, container: Container) -> None:
+async def test_readiness_reports_a_broken_encryption_chain(
+    client: TestClient, container: Container, monkeypatch: pytest.MonkeyPatch
+) -> None:
     ready = await client.get("/v1/health/ready")
     assert ready.status == 200
     assert (await ready.json())["checks"] == {"database": "ok", "encryption": "ok", "redis": "not_configured"}
@@ -69,7 +78,7 @@ async def test_readiness_reports_a_broken_encryption_chain(client: TestClient, c
 
     container.keyring.root.check = broken  # type: ignore[method-assign]
     assert (await client.get("/v1/health/ready")).status == 200  # a recent success is trusted for a few seconds
-    container.encryption_checked_at = float("-inf")  # ... and then the chain is checked again
+    monkeypatch.setattr(health, "ENCRYPTION_CHECK_TTL", -1.0)  # ... and then the chain is checked again
     not_ready = await client.get("/v1/health/ready")
     body = await not_ready.json()
     assert not_ready.status == 503 and body["status"] == "not_ready"
@@ -90,3 +99,28 @@ async def test_metrics_need_admin_on_the_api_and_name_no_secret(client: TestClie
     assert 'scaivault_requests_total{method="PUT",path_category="secrets",status="201"} 1.0' in exposition
     assert "scaivault_access_record_batch_size_count" in exposition
     assert "app/metered" not in exposition and "metric-canary" not in exposition
+
+
+async def test_detailed_health_is_for_operators_only(client: TestClient, token: TokenFactory) -> None:
+    """It shows pool statistics and the event store's positions, which span every partner."""
+    for denied in (token("admin"), token("admin", roles=("partner_admin",)), token(roles=("super_admin",))):
+        response = await client.get("/v1/health/detailed", headers=bearer(denied))
+        assert response.status == 403, await response.text()
+        assert "pool_size" not in await response.text()
+    assert (await client.get("/v1/health/detailed")).status == 401
+    response = await client.get("/v1/health/detailed", headers=bearer(token("admin", roles=("super_admin",))))
+    body = await response.json()
+    assert response.status == 200 and body["checks"]["database"]["pool_size"] >= 1 and "projections" in body
+
+
+async def test_the_internal_address_serves_metrics_and_detailed_health(container: Container) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    container.settings = container.settings.model_copy(update={"metrics_bind_address": f"127.0.0.1:{port}"})
+    app = create_app(container=container, internal_address=True)
+    async with TestClient(TestServer(app)), aiohttp.ClientSession() as session:
+        async with session.get(f"http://127.0.0.1:{port}/v1/health/detailed") as response:
+            assert response.status == 200 and (await response.json())["checks"]["database"]["status"] == "ok"
+        async with session.get(f"http://127.0.0.1:{port}/metrics") as response:
+            assert response.status == 200 and "scaivault_requests_total" in await response.text()

@@ -4,7 +4,9 @@ and the dry run."""
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
+import pytest
 from aiohttp.test_utils import TestClient
 
 from scaivault.bootstrap import Container
@@ -79,6 +81,60 @@ async def test_listing_gives_summaries_with_counts_and_pages(client: TestClient,
         assert (await error_of(response))[0] == 400, query
 
 
+async def parameter_error(response: Any) -> tuple[int, str, str | None]:
+    """Status, error code and ``details.parameter`` of a refused request."""
+    error = (await response.json())["error"]
+    return response.status, error["code"], error.get("details", {}).get("parameter")
+
+
+async def test_bad_query_parameters_name_the_parameter(client: TestClient, container: Container) -> None:
+    policy = await create_policy(client, admin(container), [READ_CERTS])
+    bindings = f"/v1/policies/{policy['id']}/bindings"
+    for url, parameter in [
+        ("/v1/policies?limit=0", "limit"), ("/v1/policies?limit=1001", "limit"), ("/v1/policies?limit=-1", "limit"),
+        ("/v1/policies?limit=1e2", "limit"), ("/v1/policies?scope=global", "scope"), ("/v1/policies?scope=", "scope"),
+        ("/v1/policies?include_inactive=maybe", "include_inactive"), (f"{bindings}?limit=abc", "limit"),
+    ]:
+        assert await parameter_error(await client.get(url, headers=admin(container))) == (
+            400, "invalid_request", parameter
+        ), url
+    forced = await client.delete(f"/v1/policies/{policy['id']}?force=maybe", headers=admin(container))
+    assert await parameter_error(forced) == (400, "invalid_request", "force")
+    assert (await client.get(f"/v1/policies/{policy['id']}", headers=admin(container))).status == 200
+    assert (await client.get("/v1/policies?limit=1000&include_inactive=1", headers=admin(container))).status == 200
+
+
+async def test_a_cursor_from_another_listing_is_refused(client: TestClient, container: Container) -> None:
+    ids = [(await create_policy(client, admin(container), [READ_CERTS], name=f"p{n}"))["id"] for n in range(2)]
+    for policy_id in ids:
+        for identity in ("group:a", "group:b"):
+            await bind(client, admin(container), policy_id, identity)
+
+    async def cursor_of(url: str) -> str:
+        page = await (await client.get(url, headers=admin(container))).json()
+        assert page["has_more"] is True
+        return str(page["cursor"])
+
+    policies = await cursor_of("/v1/policies?limit=1")
+    with_inactive = await cursor_of("/v1/policies?limit=1&include_inactive=true")
+    first_bindings = await cursor_of(f"/v1/policies/{ids[0]}/bindings?limit=1")
+    for url in [
+        f"/v1/policies?limit=1&include_inactive=true&cursor={policies}",  # other parameters
+        f"/v1/policies?limit=1&scope=tenant&cursor={policies}",
+        f"/v1/policies?limit=1&cursor={with_inactive}",
+        f"/v1/policies?limit=1&cursor={first_bindings}",  # another kind of listing
+        f"/v1/policies/{ids[1]}/bindings?limit=1&cursor={first_bindings}",  # another policy's bindings
+        f"/v1/policies/{ids[0]}/bindings?limit=1&cursor={policies}",
+        "/v1/policies?cursor=%%%", "/v1/policies?cursor=bm90IGpzb24",  # not a cursor at all
+    ]:
+        assert await parameter_error(await client.get(url, headers=admin(container))) == (
+            400, "invalid_cursor", "cursor"
+        ), url
+    resumed = await client.get(f"/v1/policies/{ids[0]}/bindings?limit=1&cursor={first_bindings}",
+                               headers=admin(container))
+    assert resumed.status == 200 and len((await resumed.json())["bindings"]) == 1
+
+
 async def test_replace_keeps_bindings_and_patch_changes_only_what_it_names(
     client: TestClient, container: Container
 ) -> None:
@@ -127,7 +183,7 @@ async def test_bindings_list_create_expire_and_delete(client: TestClient, contai
     expires = (datetime.now(UTC) + timedelta(days=1)).isoformat()
     first = await bind(client, admin(container), policy["id"], "group:sre", expires_at=expires)
     assert first["id"].startswith("bnd_") and first["identity_type"] == "group" and first["expired"] is False
-    assert datetime.fromisoformat(first["expires_at"].replace("Z", "+00:00")) == datetime.fromisoformat(expires)
+    assert datetime.fromisoformat(first["expires_at"]) == datetime.fromisoformat(expires)
     second = await bind(client, admin(container), policy["id"], "user:Bob@Acme.example")
     assert second["identity_id"] == "user:bob@acme.example"
     duplicate = await client.post(url, json={"identity_type": "group", "identity_id": "group:sre"},
@@ -322,3 +378,49 @@ async def test_policy_changes_are_audited_with_their_actions(client: TestClient,
         """SELECT convert_from(state, 'UTF8')::jsonb ->> 'action' AS action FROM scaivault_events
            WHERE topic = 'scaivault.domain.access:AccessRecorded' ORDER BY notification_id""")]
     assert actions == ["policy_create", "policy_bind", "policy_update", "policy_unbind", "policy_delete"]
+
+
+async def test_a_policy_id_with_a_nul_is_not_found(client: TestClient, container: Container) -> None:
+    for method, url in (("GET", "/v1/policies/pol_%00"), ("GET", "/v1/policies/pol_%00/bindings"),
+                        ("DELETE", "/v1/policies/pol_%00"), ("PATCH", "/v1/policies/pol_%00")):
+        response = await client.request(method, url, json={"name": "n"} if method == "PATCH" else None,
+                                        headers=admin(container))
+        assert await error_of(response) == (404, "policy_not_found"), (method, url)
+
+
+EDGE_TIMES = ("0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59-14:00", "9999-12-31T23:00:00Z")
+
+
+@pytest.mark.parametrize("expires_at", EDGE_TIMES)
+async def test_binding_expiry_at_the_calendars_edge_is_a_validation_error(
+    client: TestClient, container: Container, expires_at: str
+) -> None:
+    policy = await create_policy(client, admin(container), [{"path_pattern": "app/*", "permissions": ["read"]}])
+    response = await client.post(f"/v1/policies/{policy['id']}/bindings", headers=admin(container), json={
+        "identity_type": "service_account", "identity_id": "sa:svc", "expires_at": expires_at})
+    assert await error_of(response) == (422, "validation_error")
+    assert (await (await client.get(f"/v1/policies/{policy['id']}", headers=admin(container))).json())["bindings"] == []
+
+
+@pytest.mark.parametrize("field", ["timestamp", "mfa_verified_at"])
+@pytest.mark.parametrize("moment", EDGE_TIMES)
+async def test_dry_run_times_at_the_calendars_edge_are_a_validation_error(
+    client: TestClient, container: Container, field: str, moment: str
+) -> None:
+    # A rule in a zone east of UTC: evaluating year 9999 there would overflow.
+    await grant(client, container, [{"path_pattern": "app/*", "permissions": ["read"], "conditions": {
+        "time_windows": [{"start": "00:00", "end": "24:00", "timezone": "Pacific/Kiritimati"}]}}])
+    response = await client.post("/v1/policies/test", headers=admin(container), json={
+        "identity_id": "sa:svc", "path": "app/db", "permission": "read",
+        "context": {"mfa_verified": True, field: moment}})
+    assert await error_of(response) == (422, "validation_error")
+
+
+async def test_dry_run_still_takes_an_offset_timestamp(client: TestClient, container: Container) -> None:
+    await grant(client, container, [{"path_pattern": "app/*", "permissions": ["read"]}])
+    response = await client.post("/v1/policies/test", headers=admin(container), json={
+        "identity_id": "sa:svc", "path": "app/db", "permission": "read",
+        "context": {"timestamp": "2026-01-01T12:00:00+02:00"}})
+    body = await response.json()
+    assert response.status == 200, body
+    assert (body["allowed"], body["evaluated_at"]) == (True, "2026-01-01T10:00:00.000000Z")

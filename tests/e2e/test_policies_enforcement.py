@@ -3,14 +3,15 @@ intersection with scopes, revocation on the very next request, and policy-aware 
 
 from __future__ import annotations
 
+import base64
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient
 
+from projections.secrets import reader as secret_reader
 from scaivault.bootstrap import Container
-from scaivault.http import secrets as secrets_http
 from tests.e2e.conftest import OTHER_TENANT, TENANT
 from tests.e2e.policy_helpers import admin, caller_token, error_of, grant, put_secrets
 
@@ -52,7 +53,7 @@ async def test_each_endpoint_needs_its_permission(
 ) -> None:
     await put_secrets(client, container, "app/db/password")
     others = [p for p in ("read", "write", "delete", "list", "rotate") if p != permission]
-    _, binding = await grant(client, container, [{"path_pattern": "app/db/*", "permissions": others}])
+    await grant(client, container, [{"path_pattern": "app/db/*", "permissions": others}])
     svc = caller_token(container)
     assert await error_of(await client.request(method, url, json=body, headers=svc)) == (403, "access_denied")
     await grant(client, container, [{"path_pattern": "app/db/*", "permissions": [permission]}])
@@ -169,7 +170,8 @@ async def test_each_condition_fails_with_its_own_code(client: TestClient, contai
     assert await error_of(await client.get("/v1/secrets/night/db", headers=plain)) == (403, "time_window_violation")
     assert await status(client, "GET", "/v1/secrets/now/db", plain) == 200
     details = (await (await client.get("/v1/secrets/vpn/db", headers=plain)).json())["error"]["details"]
-    assert details["condition"] == "ip_ranges" and details["path"] == "vpn/db" and details["policy_id"].startswith("pol_")
+    assert (details["condition"], details["path"]) == ("ip_ranges", "vpn/db")
+    assert details["policy_id"].startswith("pol_")
 
 
 async def test_partner_secrets_keep_the_spec_rule(client: TestClient, container: Container) -> None:
@@ -248,7 +250,7 @@ async def test_listing_pages_stay_exact_when_most_entries_are_hidden(
         assert (await list_all(client, svc, "", limit))[0] == expected
         assert (await list_all(client, svc, "team/", limit))[0] == expected[:3]
     # With a tiny scan budget, pages end early (some empty) but together still list exactly the visible secrets.
-    monkeypatch.setattr(secrets_http, "LIST_SCAN_BUDGET", 7)
+    monkeypatch.setattr(secret_reader, "LIST_SCAN_BUDGET", 7)
     paths, pages = await list_all(client, svc, "", 2)
     assert paths == expected and pages > len(hidden) // 7
 
@@ -298,3 +300,21 @@ async def test_group_bindings_follow_the_identity_mirror_from_the_next_request(
     assert await status(client, "GET", "/v1/secrets/app/db", bob_token) == 200
     assert await status(client, "DELETE", membership, directory) == 204
     assert await status(client, "GET", "/v1/secrets/app/db", bob_token) == 403
+
+
+async def test_a_listing_cursor_never_names_a_secret_the_caller_may_not_list(
+    client: TestClient, container: Container, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(secret_reader, "LIST_SCAN_BUDGET", 2)
+    await put_secrets(client, container, "app/hidden-a", "app/hidden-b", "app/hidden-c", "app/shown-ok")
+    await grant(client, container, [{"path_pattern": "app/*-ok", "permissions": ["list"]}])
+    svc, cursor, listed = caller_token(container), None, []
+    while True:
+        query = "prefix=app/" + (f"&cursor={cursor}" if cursor else "")
+        body = await (await client.get(f"/v1/secrets?{query}", headers=svc)).json()
+        listed += [item["path"] for item in body["secrets"]]
+        cursor = body["cursor"]
+        if cursor is None:
+            break
+        assert b"hidden" not in base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+    assert listed == ["app/shown-ok"]

@@ -19,14 +19,8 @@ from scaivault.http.app import create_app
 from scaivault.ratelimit import RateLimiter
 from scaivault.ratelimit.categories import parse_limits
 from tests.e2e.conftest import OTHER_TENANT, TokenFactory, bearer
-from tests.unit.test_rate_limit_buckets import Clock
-from tests.integration.test_rate_limit_redis import (  # noqa: F401  (fixtures)
-    REDIS_URL,
-    RedisProxy,
-    proxy,
-    raw_redis,
-    redis_prefix,
-)
+from tests.helpers import Clock
+from tests.redis_helpers import REDIS_URL, RedisProxy, requires_redis
 
 RATE_HEADERS = ("X-RateLimit-Limit", "X-RateLimit-Remaining", "X-RateLimit-Reset")
 
@@ -123,22 +117,23 @@ async def test_an_empty_bucket_answers_429_with_retry_after(
 
 
 @limits("secrets_read=2/m")
-async def test_tokens_come_back_as_time_passes(client: TestClient, token: TokenFactory, container: Container) -> None:
+async def test_tokens_come_back_as_time_passes(token: TokenFactory, container: Container) -> None:
     clock = Clock()
     container.rate_limiter = RateLimiter(parse_limits(container.settings.rate_limits), clock=clock)
-    t = token()
-    await put(client, t, "app/refill")
-    for _ in range(2):
-        assert (await client.get("/v1/secrets/app/refill", headers=bearer(t))).status == 200
-    assert (await client.get("/v1/secrets/app/refill", headers=bearer(t))).status == 429
-    clock.now += 29
-    refused = await client.get("/v1/secrets/app/refill", headers=bearer(t))
-    assert refused.status == 429 and refused.headers["Retry-After"] == "1"
-    clock.now += 1
-    again = await client.get("/v1/secrets/app/refill", headers=bearer(t))
-    assert again.status == 200 and again.headers["X-RateLimit-Remaining"] == "0"
-    clock.now += 600
-    assert (await client.get("/v1/secrets/app/refill", headers=bearer(t))).headers["X-RateLimit-Remaining"] == "1"
+    async with TestClient(TestServer(create_app(container=container))) as client:
+        t = token()
+        await put(client, t, "app/refill")
+        for _ in range(2):
+            assert (await client.get("/v1/secrets/app/refill", headers=bearer(t))).status == 200
+        assert (await client.get("/v1/secrets/app/refill", headers=bearer(t))).status == 429
+        clock.now += 29
+        refused = await client.get("/v1/secrets/app/refill", headers=bearer(t))
+        assert refused.status == 429 and refused.headers["Retry-After"] == "1"
+        clock.now += 1
+        again = await client.get("/v1/secrets/app/refill", headers=bearer(t))
+        assert again.status == 200 and again.headers["X-RateLimit-Remaining"] == "0"
+        clock.now += 600
+        assert (await client.get("/v1/secrets/app/refill", headers=bearer(t))).headers["X-RateLimit-Remaining"] == "1"
 
 
 @limits("*=100/m,auth=1/m,audit_query=1/m,secrets_delete=off")
@@ -213,7 +208,7 @@ async def test_failed_authentication_is_limited_per_client_ip(client: TestClient
 
 
 @pytest.fixture
-def redis_settings(settings: Settings, redis_prefix: str) -> Settings:  # noqa: F811
+def redis_settings(settings: Settings, redis_prefix: str) -> Settings:
     return settings.model_copy(update={"redis_url": REDIS_URL, "redis_key_prefix": redis_prefix})
 
 
@@ -228,10 +223,11 @@ async def second_server(redis_settings: Settings, container: Container) -> Async
         await other.close()
 
 
+@requires_redis
 @limits("secrets_read=3/m")
 async def test_two_servers_share_the_buckets_in_redis(
     redis_settings: Settings, container: Container, second_server: TestClient, token: TokenFactory,
-    raw_redis: redis.Redis, redis_prefix: str,  # noqa: F811
+    raw_redis: redis.Redis, redis_prefix: str,
 ) -> None:
     first = await build_container(redis_settings)
     try:
@@ -250,22 +246,23 @@ async def test_two_servers_share_the_buckets_in_redis(
         await first.close()
 
 
+@requires_redis
 @limits("secrets_read=100/h")
 async def test_redis_down_keeps_serving_reports_it_and_recovers(
-    settings: Settings, container: Container, token: TokenFactory, proxy: RedisProxy,  # noqa: F811
-    redis_prefix: str, caplog: pytest.LogCaptureFixture,  # noqa: F811
+    settings: Settings, container: Container, token: TokenFactory, redis_proxy: RedisProxy,
+    redis_prefix: str, caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.INFO, logger="scaivault.ratelimit")
     via_proxy = await build_container(
-        settings.model_copy(update={"redis_url": proxy.url, "redis_key_prefix": redis_prefix})
+        settings.model_copy(update={"redis_url": redis_proxy.url, "redis_key_prefix": redis_prefix})
     )
     try:
         async with TestClient(TestServer(create_app(container=via_proxy))) as server:
-            t, admin = token(), token("admin")
+            t, admin = token(), token("admin", roles=("super_admin",))
             await put(server, t, "app/outage")
             assert (await server.get("/v1/secrets/app/outage", headers=bearer(t))).headers[
                 "X-RateLimit-Remaining"] == "99"
-            await proxy.shut()
+            await redis_proxy.shut()
             for _ in range(3):
                 read = await server.get("/v1/secrets/app/outage", headers=bearer(t))
                 assert read.status == 200 and read.headers["X-RateLimit-Limit"] == "100"
@@ -278,10 +275,11 @@ async def test_redis_down_keeps_serving_reports_it_and_recovers(
             assert detailed["status"] == "degraded"
             assert detailed["checks"]["redis"]["status"] == "error"
             assert detailed["checks"]["redis"]["rate_limit_buckets"] == "in_process"
-            warnings = [r for r in caplog.records if r.levelno == logging.WARNING and r.name == "scaivault.ratelimit.limiter"]
+            warnings = [r for r in caplog.records
+                        if r.levelno == logging.WARNING and r.name == "scaivault.ratelimit.limiter"]
             assert len(warnings) == 1  # once per outage, not per request or probe
 
-            await proxy.open()
+            await redis_proxy.open()
             ready = await server.get("/v1/health/ready")
             body = await ready.json()
             assert (ready.status, body["checks"]["redis"], "errors" in body) == (200, "ok", False)

@@ -12,12 +12,13 @@ import asyncpg
 import pytest
 from aiohttp.test_utils import TestClient
 
-from commands.secrets import Actor, SecretAddress, UpdateSecretMetadata, WriteSecret
-from commands.tokens import IssueToken, issue_token, revoke_token
-from projections.rebuild import Rebuilder
+from commands.secrets import Actor, UpdateSecretMetadata, WriteSecret
+from commands.tokens import IssueToken
+from projections.maintenance.rebuild import Rebuilder
 from scaivault.bootstrap import Container, read_models
+from scaivault.domain.secrets import SecretAddress
 from tests.e2e.conftest import PARTNER, TENANT, TokenFactory, bearer
-from tests.e2e.test_audit import caught_up
+from tests.e2e.helpers import caught_up
 
 ACTOR = Actor(identity_id="user:history@acme.example", request_id=None)
 
@@ -43,9 +44,9 @@ async def build_history(container: Container, client: TestClient, token: str) ->
     for address in addresses[35:40]:
         await commands.destroy(address, ACTOR)
     await container.tenancy_commands.register_tenant(PARTNER, "tnt_acme_extra")
-    pat = await issue_token(container, IssueToken(partner_id=PARTNER, tenant_id=TENANT, identity_id="sa:ci",
+    pat = await container.token_commands.issue(IssueToken(partner_id=PARTNER, tenant_id=TENANT, identity_id="sa:ci",
                                                   scopes=("secrets:read",), personal_access_token=True))
-    await revoke_token(container, pat)
+    await container.token_commands.revoke(pat)
     for _ in range(500):  # access records: reads, batch reads, denials
         path = rng.choice(addresses).path
         await client.get(f"/v1/secrets/{path}", headers=bearer(token))

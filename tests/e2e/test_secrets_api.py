@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 
 from aiohttp.test_utils import TestClient
 
-from tests.e2e.conftest import TokenFactory, bearer
+from tests.e2e.conftest import OTHER_TENANT, TokenFactory, bearer
 
 CREDENTIALS = {"client_id": "3MVG9-abc", "client_secret": "s3cr3t-value-1"}
 PATH = "environments/production/salesforce/api-credentials"
@@ -30,7 +31,8 @@ async def test_quickstart_flow(client: TestClient, token: TokenFactory) -> None:
         client,
         t,
         PATH,
-        {"data": CREDENTIALS, "secret_type": "json", "metadata": {"description": "SF", "tags": ["salesforce", "production"]}},
+        {"data": CREDENTIALS, "secret_type": "json",
+         "metadata": {"description": "SF", "tags": ["salesforce", "production"]}},
     )
     assert written.status == 201
     meta = await written.json()
@@ -46,7 +48,9 @@ async def test_quickstart_flow(client: TestClient, token: TokenFactory) -> None:
     assert read.headers["X-Request-ID"].startswith("req_")
 
 
-async def test_every_write_is_a_new_version_and_old_versions_stay_readable(client: TestClient, token: TokenFactory) -> None:
+async def test_every_write_is_a_new_version_and_old_versions_stay_readable(
+    client: TestClient, token: TokenFactory
+) -> None:
     t = token()
     for n in range(1, 4):
         response = await put(client, t, "app/db/password", {"data": {"password": f"pw-{n}"}})
@@ -262,3 +266,20 @@ async def test_a_recreated_secret_does_not_inherit_last_access(client: TestClien
     await put(client, t, "app/reborn", {"data": {"k": "new"}})
     meta = await (await client.get("/v1/secrets/app/reborn/metadata", headers=bearer(t))).json()
     assert meta["last_accessed_at"] is None
+
+
+async def test_a_listing_cursor_is_sealed_to_its_tenant_and_prefix(client: TestClient, token: TokenFactory) -> None:
+    mine = token()
+    for path in ("app/a", "app/b", "app/c"):
+        await put(client, mine, path, {"data": {"k": "v"}})
+    body = await (await client.get("/v1/secrets?prefix=app/&limit=1", headers=bearer(mine))).json()
+    cursor = body["cursor"]
+    sealed = bytearray(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+    assert b"app/a" not in sealed
+    assert (await client.get(f"/v1/secrets?prefix=app/&limit=1&cursor={cursor}", headers=bearer(mine))).status == 200
+    sealed[-1] ^= 1
+    tampered = base64.urlsafe_b64encode(bytes(sealed)).decode().rstrip("=")
+    elsewhere = token(tenant=OTHER_TENANT)
+    for caller, candidate in ((mine, tampered), (elsewhere, cursor)):
+        response = await client.get(f"/v1/secrets?prefix=app/&limit=1&cursor={candidate}", headers=bearer(caller))
+        assert response.status == 400 and (await response.json())["error"]["code"] == "invalid_cursor"

@@ -1,31 +1,30 @@
-"""Security lessons (shared/design/security-lessons.md), each an attack tried and refused."""
+"""Security lessons, each an attack tried and refused."""
 
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime
 import base64
 import logging
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Any
 
 import asyncpg
 import pytest
-from aiohttp.test_utils import TestClient
-
-from collections.abc import AsyncIterator
-
-from aiohttp.test_utils import TestServer
+from aiohttp.test_utils import TestClient, TestServer
 from eventsourcing.persistence import StoredEvent
 
-from commands.tokens import IssueToken, issue_token, revoke_token
+from commands.tokens import IssueToken
+from scaivault.audit.access_records import AccessRecord
 from scaivault.bootstrap import Container, build_container
 from scaivault.config import Settings
-from scaivault.audit.access_records import AccessRecord
 from scaivault.domain.access import AccessRecorded
 from scaivault.domain.errors import ServiceUnavailable
-from scaivault.http.middleware import new_request_id
 from scaivault.eventstore.mapper import create_mapper
 from scaivault.http.app import create_app
+from scaivault.ids import new_request_id
 from tests.e2e.conftest import PARTNER, TENANT, TokenFactory, bearer
+from tests.helpers import eventually
 
 KNOWN_VALUES = ["plaintext-canary-7f3a9c", "another-canary-b81e02"]
 
@@ -44,7 +43,9 @@ async def all_text_of_every_table(conn: asyncpg.Connection) -> str:
     return "\n".join(dump)
 
 
-async def test_no_plaintext_value_anywhere_in_postgresql(client: TestClient, token: TokenFactory, pool: asyncpg.Pool) -> None:
+async def test_no_plaintext_value_anywhere_in_postgresql(
+    client: TestClient, token: TokenFactory, pool: asyncpg.Pool
+) -> None:
     t = bearer(token())
     for n, value in enumerate(KNOWN_VALUES):
         await client.put(f"/v1/secrets/canary/{n}", json={"data": {"password": value}}, headers=t)
@@ -130,6 +131,24 @@ async def test_every_request_allowed_or_denied_leaves_an_access_record(
     assert len(await access_events(pool)) == len(records)
 
 
+async def test_no_answer_may_be_kept_by_a_cache(client: TestClient, token: TokenFactory) -> None:
+    """Values, tokens' introspection and audit trails travel in answers: every answer says ``no-store``, errors
+    too (a shared cache must never hand one caller's answer to another)."""
+    t = bearer(token("secrets:read", "secrets:write", "audit:read", "admin"))
+    answers = [
+        await client.put("/v1/secrets/app/cached", json={"data": {"k": "v"}}, headers=t),
+        await client.get("/v1/secrets/app/cached", headers=t),
+        await client.post("/v1/secrets/batch", json={"paths": ["app/cached"]}, headers=t),
+        await client.post("/v1/auth/introspect", json={"token": token()}, headers=t),
+        await client.get("/v1/auth/whoami", headers=t),
+        await client.get("/v1/audit/logs", headers=t),
+        await client.get("/v1/secrets/app/none", headers=t),
+        await client.get("/v1/health"),
+    ]
+    for answer in answers:
+        assert answer.headers.get("Cache-Control") == "no-store", (answer.url, answer.status)
+
+
 @pytest.fixture
 async def impatient_client(pool: asyncpg.Pool, settings: Settings) -> AsyncIterator[TestClient]:
     """A server that gives up on the event store after 1 s (audit and lock timeouts)."""
@@ -182,7 +201,7 @@ async def test_records_queued_behind_a_hung_batch_fail_by_their_own_deadline(
     loop = asyncio.get_running_loop()
 
     async def one(delay: float) -> float:
-        await asyncio.sleep(delay)
+        await asyncio.sleep(delay)  # the point: records arrive at times spread over the timeout, joining batches late
         started = loop.time()
         with pytest.raises(ServiceUnavailable):
             await container.access_recorder.record(AccessRecord(
@@ -201,18 +220,17 @@ async def test_records_queued_behind_a_hung_batch_fail_by_their_own_deadline(
 
 
 async def test_revoked_and_unknown_personal_access_tokens(client: TestClient, container: Container) -> None:
-    pat = await issue_token(
-        container,
-        IssueToken(partner_id=PARTNER, tenant_id=TENANT, identity_id="user:bob@acme.example",
-                   scopes=("secrets:read",), personal_access_token=True),
-    )
+    pat = await container.token_commands.issue(IssueToken(
+        partner_id=PARTNER, tenant_id=TENANT, identity_id="user:bob@acme.example", scopes=("secrets:read",),
+        personal_access_token=True,
+    ))
     assert pat.startswith("skt_")
     assert (await client.get("/v1/auth/whoami", headers=bearer(pat))).status == 200
-    assert await revoke_token(container, pat)
+    assert await container.token_commands.revoke(pat)
     await container.revocations.refresh(container.pool)
     revoked = await client.get("/v1/auth/whoami", headers=bearer(pat))
     assert revoked.status == 401 and (await revoked.json())["error"]["code"] == "token_revoked"
-    assert not await revoke_token(container, pat)  # nothing more to revoke
+    assert not await container.token_commands.revoke(pat)  # nothing more to revoke
     topics = [r["topic"] for r in await container.pool.fetch(
         "SELECT topic FROM scaivault_events WHERE topic LIKE 'scaivault.domain.tokens:%' ORDER BY notification_id")]
     assert topics == ["scaivault.domain.tokens:PersonalAccessToken.Issued",
@@ -224,17 +242,18 @@ async def test_revoked_and_unknown_personal_access_tokens(client: TestClient, co
 async def test_revoked_jwt(client: TestClient, token: TokenFactory, container: Container) -> None:
     t = token()
     assert (await client.get("/v1/auth/whoami", headers=bearer(t))).status == 200
-    assert await revoke_token(container, t)
-    assert not await revoke_token(container, t)
+    assert await container.token_commands.revoke(t)
+    assert not await container.token_commands.revoke(t)
     assert await container.pool.fetchval(
         "SELECT count(*) FROM scaivault_events WHERE topic = 'scaivault.domain.tokens:JwtRevocation.Recorded'") == 1
     # No manual refresh: the server's own sync (NOTIFY wake-up, 2 s polling) must pick the revocation up.
-    for _ in range(50):
+
+    async def refused() -> dict[str, Any] | None:
         response = await client.get("/v1/auth/whoami", headers=bearer(t))
-        if response.status == 401:
-            break
-        await asyncio.sleep(0.1)
-    assert (await response.json())["error"]["code"] == "token_revoked"
+        return await response.json() if response.status == 401 else None
+
+    body = await eventually(refused, timeout=5, message="the revocation did not reach the server")
+    assert body["error"]["code"] == "token_revoked"
 
 
 async def test_no_value_or_token_reaches_a_log_line_or_an_error(
@@ -273,12 +292,12 @@ async def test_hostile_bytes_in_a_request_cannot_break_auditing(
 async def test_revoking_refuses_input_that_may_be_a_credential(client: TestClient, container: Container) -> None:
     from scaivault.domain.errors import InvalidRequest
 
-    pat = await issue_token(container, IssueToken(partner_id=PARTNER, tenant_id=TENANT, identity_id="sa:x",
+    pat = await container.token_commands.issue(IssueToken(partner_id=PARTNER, tenant_id=TENANT, identity_id="sa:x",
                                                   scopes=("secrets:read",), personal_access_token=True))
     for typed in ("Bearer " + pat, "eyJhbGciOi.eyJzdWIiOiJ4In0", "not a jti"):
         with pytest.raises(InvalidRequest):
-            await revoke_token(container, typed)
-    assert await revoke_token(container, f"  {pat}\n")  # surrounding white space is not part of a token
+            await container.token_commands.revoke(typed)
+    assert await container.token_commands.revoke(f"  {pat}\n")  # surrounding white space is not part of a token
     events = [r["state"] for r in await container.pool.fetch("SELECT state FROM scaivault_events")]
     assert not any(pat.encode() in state for state in events)
 

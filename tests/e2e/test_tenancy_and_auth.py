@@ -35,7 +35,9 @@ async def test_another_tenants_secret_looks_exactly_like_no_secret(client: TestC
     assert a["error"]["message"] == b["error"]["message"]
 
 
-async def test_partner_admin_reaches_its_tenants_by_path_prefix_and_header(client: TestClient, token: TokenFactory) -> None:
+async def test_partner_admin_reaches_its_tenants_by_path_prefix_and_header(
+    client: TestClient, token: TokenFactory
+) -> None:
     admin = token(roles=("partner_admin",))
     written = await client.put(
         f"/v1/t/{OTHER_TENANT}/secrets/app/x", json={"data": {"k": "in-dev"}}, headers=bearer(admin)

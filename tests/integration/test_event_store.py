@@ -9,18 +9,15 @@ from uuid import UUID, uuid4
 import asyncpg
 import pytest
 from eventsourcing.domain import Aggregate, event
-from eventsourcing.persistence import (
-    DatetimeAsISO,
-    JSONTranscoder,
-    Mapper,
-    Notification,
-    StoredEvent,
-    UUIDAsHex,
-)
+from eventsourcing.persistence import Notification, StoredEvent
 
 from scaivault.eventstore.mapper import create_mapper
 from scaivault.eventstore.migrations import apply_migrations, migration_scripts
-from scaivault.eventstore.recorder import EventStoreConflict, EventStoreListener, PostgresEventStore
+from scaivault.eventstore.recorder import (
+    EventStoreConflict,
+    EventStoreListener,
+    PostgresEventStore,
+)
 from scaivault.eventstore.repository import Repository
 
 TOPIC = "tests:Thing"
@@ -118,25 +115,6 @@ async def test_append_read_and_notifications(pool: asyncpg.Pool) -> None:
     assert [(r.id, r.originator_id, r.originator_version, r.topic, r.state) for r in rows] == [
         (n.id, n.originator_id, n.originator_version, n.topic, n.state) for n in everything if n.topic != "tests:B"]
     assert all(type(r.originator_id) is UUID for r in rows)  # never asyncpg's own UUID type
-
-
-async def test_a_store_on_a_table_of_its_own_appends_there(pool: asyncpg.Pool) -> None:
-    """The append function plans its statements once for the event store's own table; any other table takes the
-    dynamic path, which must behave the same."""
-    await pool.execute("CREATE TABLE other_events (LIKE scaivault_events INCLUDING ALL)")
-    other, default = PostgresEventStore(events_table="other_events"), PostgresEventStore()
-    a = uuid4()
-    async with pool.acquire() as conn:
-        async with conn.transaction():
-            ids = await other.append(conn, [stored(a, 1, b"a1"), stored(a, 2, b"a2")])
-        with pytest.raises(EventStoreConflict):
-            async with conn.transaction():
-                await other.append(conn, [stored(a, 2, b"again")])
-        async with conn.transaction():
-            mine = await default.append(conn, [stored(a, 1, b"mine")])
-    assert [n.id for n in await other.select_notifications(pool, 1, 10)] == ids
-    assert [e.state for e in await other.read_stream(pool, a)] == [b"a1", b"a2"]
-    assert [e.state for e in await default.read_stream(pool, a)] == [b"mine"] and len(mine) == 1
 
 
 async def test_conflict_keeps_nothing_from_the_transaction(pool: asyncpg.Pool) -> None:
@@ -364,120 +342,6 @@ async def test_listener_wakes_on_commit_and_reconnects(pool: asyncpg.Pool, datab
             assert await listener.wait(30) is True
             if await listener.wait(0.05) is False:
                 break
-
-
-# --- eventsourcing compatibility -------------------------------------------------------------------------------------
-
-
-def _eventsourcing_datastore(database_url: str, schema: str = "") -> Any:
-    from eventsourcing.postgres import PostgresDatastore
-    from psycopg.conninfo import conninfo_to_dict
-
-    params = conninfo_to_dict(database_url)
-    return PostgresDatastore(
-        dbname=str(params["dbname"]),
-        host=str(params.get("host", "localhost")),
-        port=str(params.get("port", 5432)),
-        user=str(params.get("user", "postgres")),
-        password=str(params.get("password", "")),
-        schema=schema,
-    )
-
-
-async def test_eventsourcing_reads_our_store(pool: asyncpg.Pool, database_url: str) -> None:
-    repository = Repository(PostgresEventStore(), create_mapper())
-    counter = Counter("shared")
-    counter.increment(5)
-    events = counter.collect_events()
-    async with pool.acquire() as conn, conn.transaction():
-        ids = await repository.save(conn, events)
-
-    def read_with_eventsourcing() -> tuple[list[Notification], int | None, list[StoredEvent]]:
-        from eventsourcing.postgres import PostgresApplicationRecorder
-
-        datastore = _eventsourcing_datastore(database_url)
-        try:
-            recorder = PostgresApplicationRecorder(datastore, events_table_name="scaivault_events")
-            notifications = list(recorder.select_notifications(start=1, limit=10))
-            return notifications, recorder.max_notification_id(), list(recorder.select_events(counter.id))
-        finally:
-            datastore.close()
-
-    notifications, max_id, their_events = await asyncio.to_thread(read_with_eventsourcing)
-    assert [n.id for n in notifications] == ids and max_id == ids[-1]
-    assert notifications == await repository.store.select_notifications(pool, 1, 10)
-    assert their_events == await repository.store.read_stream(pool, counter.id)
-    assert [repository.mapper.to_domain_event(n) for n in notifications] == events
-
-    # Their stock JSON transcoder decodes our states too.
-    transcoder = JSONTranscoder()
-    transcoder.register(UUIDAsHex())
-    transcoder.register(DatetimeAsISO())
-    assert [Mapper(transcoder=transcoder).to_domain_event(n) for n in notifications] == events
-
-
-async def test_table_shape_matches_eventsourcing(pool: asyncpg.Pool, database_url: str) -> None:
-    schema = f"es_shape_{uuid4().hex[:12]}"
-    await pool.execute(f"CREATE SCHEMA {schema}")
-
-    def create_their_tables() -> None:
-        from eventsourcing.postgres import (
-            PostgresAggregateRecorder,
-            PostgresApplicationRecorder,
-            PostgresTrackingRecorder,
-        )
-
-        datastore = _eventsourcing_datastore(database_url, schema)
-        try:
-            PostgresApplicationRecorder(datastore, events_table_name="scaivault_events").create_table()
-            PostgresAggregateRecorder(datastore, events_table_name="scaivault_snapshots").create_table()
-            PostgresTrackingRecorder(datastore, tracking_table_name="scaivault_tracking").create_table()
-        finally:
-            datastore.close()
-
-    tables = ["scaivault_events", "scaivault_snapshots", "scaivault_tracking"]
-
-    async def describe(namespace: str) -> dict[str, Any]:
-        columns = await pool.fetch(
-            """SELECT c.relname, a.attnum, a.attname, format_type(a.atttypid, a.atttypmod) AS type, a.attnotnull,
-                      pg_get_expr(d.adbin, d.adrelid) AS default
-               FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace
-               LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
-               WHERE n.nspname = $1 AND c.relname = ANY($2) AND a.attnum > 0 AND NOT a.attisdropped
-               ORDER BY 1, 2""",
-            namespace,
-            tables,
-        )
-        indexes = await pool.fetch(
-            "SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = $1 AND tablename = ANY($2) ORDER BY 1",
-            namespace,
-            tables,
-        )
-        options = await pool.fetch(
-            """SELECT c.relname, c.reloptions FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-               WHERE n.nspname = $1 AND c.relname = ANY($2) ORDER BY 1""",
-            namespace,
-            tables,
-        )
-
-        def unqualified(text: str | None) -> str | None:
-            return None if text is None else text.replace(f"{namespace}.", "")
-
-        return {
-            "columns": [(*tuple(r)[:-1], unqualified(r["default"])) for r in columns],
-            "indexes": [(r["indexname"], unqualified(r["indexdef"])) for r in indexes],
-            "options": [tuple(r) for r in options],
-        }
-
-    try:
-        await asyncio.to_thread(create_their_tables)
-        ours = await describe(await pool.fetchval("SELECT current_schema()"))
-        theirs = await describe(schema)
-    finally:
-        await pool.execute(f"DROP SCHEMA {schema} CASCADE")
-    assert len(ours["columns"]) == 5 + 4 + 2
-    assert "scaivault_events_notification_id_idx" in {name for name, _ in ours["indexes"]}
-    assert ours == theirs
 
 
 # --- migrations ------------------------------------------------------------------------------------------------------

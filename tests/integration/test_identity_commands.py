@@ -1,5 +1,5 @@
 """Identity commands on the real database: uniqueness under concurrency, hooks after commit, the queries that
-authorization uses (roles_of, groups_of) and the mirrored-roles cache."""
+authorization uses (role_records, groups_of), the reach of the actors, and the mirrored-roles cache."""
 
 from __future__ import annotations
 
@@ -14,14 +14,16 @@ from commands.identities import IdentityCommands, name_lock
 from commands.secrets import Actor
 from commands.unit_of_work import UnitOfWorkRunner
 from projections.identity import queries
+from projections.identity.lookup import IdentityReadModel
 from projections.identity.projector import project_identity_event
 from scaivault.auth.principal import Principal
 from scaivault.domain.errors import AccessDenied, IdentityExists, IdentityNotFound
-from scaivault.domain.identities import profile_of_user
+from scaivault.domain.identities import TOP_AUTHORITY, RoleRecord, profile_of_user
 from scaivault.eventstore.mapper import create_mapper
 from scaivault.eventstore.recorder import PostgresEventStore
 from scaivault.eventstore.repository import Repository
 from scaivault.identity.roles import MirroredRoles
+from tests.helpers import eventually
 
 TENANT, OTHER = "tnt_a", "tnt_b"
 OPERATOR = Actor(identity_id="system:cli", request_id=None)
@@ -46,8 +48,8 @@ def commands(pool: Any, hooks: dict[str, list[str]]) -> IdentityCommands:
         hooks.setdefault("in_transaction", []).append(tenant_id)
 
     return IdentityCommands(
-        runner, on_membership_changed=hooks["memberships"].append, on_roles_changed=hooks["roles"].append,
-        membership_changed_in_transaction=in_transaction,
+        runner, IdentityReadModel(), on_membership_changed=hooks["memberships"].append,
+        on_roles_changed=hooks["roles"].append, membership_changed_in_transaction=in_transaction,
     )
 
 
@@ -59,11 +61,14 @@ async def test_a_creation_waits_for_a_concurrent_one_of_the_same_address(command
         await rival.execute(
             "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", name_lock("user", TENANT, "dup@a.example")
         )
-        ours = asyncio.create_task(commands.create_user(TENANT, profile("DUP@a.example"), OPERATOR))
-        while not ours.done() and not await pool.fetchval(
-            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
-        ):
-            await asyncio.sleep(0.01)
+        ours = asyncio.create_task(commands.create_user(TENANT, profile("DUP@a.example"), OPERATOR, actor_roles=ROOT))
+
+        async def ours_waits() -> bool:
+            assert not ours.done(), "the creation did not wait for the name lock"
+            waiting = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+            return bool(await pool.fetchval(waiting))
+
+        await eventually(ours_waits)
         await rival.execute(
             """INSERT INTO scaivault_identity_users (tenant_id, user_id, stream_id, email, principal_ref, display_name,
                    status, mfa_enabled, source, created_at, updated_at)
@@ -75,53 +80,59 @@ async def test_a_creation_waits_for_a_concurrent_one_of_the_same_address(command
     with pytest.raises(IdentityExists):
         await ours
     # The same address in another tenant is another user.
-    await commands.create_user(OTHER, profile("dup@a.example"), OPERATOR)
+    await commands.create_user(OTHER, profile("dup@a.example"), OPERATOR, actor_roles=ROOT)
 
 
 async def test_hooks_run_after_commit_for_the_tenant_that_changed(
     commands: IdentityCommands, hooks: dict[str, list[str]]
 ) -> None:
-    user = await commands.create_user(TENANT, profile("u@a.example"), OPERATOR)
+    user = await commands.create_user(TENANT, profile("u@a.example"), OPERATOR, actor_roles=ROOT)
     group = await commands.create_group(TENANT, {"name": "g", "description": None, "status": "ACTIVE"}, OPERATOR)
     assert hooks["memberships"] == []
-    await commands.change_membership(TENANT, group, user, OPERATOR, adding=True)
+    await commands.change_membership(TENANT, group, user, OPERATOR, adding=True, actor_roles=ROOT)
     assert hooks["memberships"] == [TENANT]
-    await commands.change_membership(TENANT, group, user, OPERATOR, adding=True)  # no change, no call
+    await commands.change_membership(TENANT, group, user, OPERATOR, adding=True, actor_roles=ROOT)  # no change, no call
     assert hooks["memberships"] == [TENANT]
     with pytest.raises(IdentityNotFound):  # a failed command calls nothing
-        await commands.change_membership(OTHER, group, user, OPERATOR, adding=False)
+        await commands.change_membership(OTHER, group, user, OPERATOR, adding=False, actor_roles=ROOT)
     assert hooks["memberships"] == [TENANT]
-    await commands.remove_user(TENANT, user, OPERATOR)  # its memberships go with it
+    await commands.remove_user(TENANT, user, OPERATOR, actor_roles=ROOT)  # its memberships go with it
     assert hooks["memberships"] == [TENANT, TENANT] and TENANT in hooks["roles"]
     assert hooks["in_transaction"] == hooks["memberships"]
 
 
 async def test_a_rejected_role_change_changes_nothing(commands: IdentityCommands, pool: Any) -> None:
-    user = await commands.create_user(TENANT, profile("u@a.example"), OPERATOR)
+    user = await commands.create_user(TENANT, profile("u@a.example"), OPERATOR, actor_roles=ROOT)
     await commands.set_roles(TENANT, user, ["partner_admin"], OPERATOR, changer_roles=ROOT)
     self_actor = Actor(identity_id="user:U@a.example", request_id=None)
     with pytest.raises(AccessDenied):
         await commands.set_roles(TENANT, user, ["partner_admin", "tenant_admin"], self_actor,
                                  changer_roles=frozenset({"partner_admin"}))
-    assert await queries.roles_of(pool, TENANT, user) == ["partner_admin"]
+    assert await queries.role_records(pool, TENANT, user) == [
+        RoleRecord(frozenset({"partner_admin"}), True, TOP_AUTHORITY)
+    ]
 
 
 async def test_roles_and_groups_count_only_for_active_users_in_active_groups(
     commands: IdentityCommands, pool: Any
 ) -> None:
-    active = await commands.create_user(TENANT, profile("a@a.example"), OPERATOR)
-    suspended = await commands.create_user(TENANT, profile("s@a.example", "SUSPENDED"), OPERATOR)
+    active = await commands.create_user(TENANT, profile("a@a.example"), OPERATOR, actor_roles=ROOT)
+    suspended = await commands.create_user(TENANT, profile("s@a.example", "SUSPENDED"), OPERATOR, actor_roles=ROOT)
     group = await commands.create_group(TENANT, {"name": "g", "description": None, "status": "ACTIVE"}, OPERATOR)
     frozen = await commands.create_group(TENANT, {"name": "f", "description": None, "status": "DISABLED"}, OPERATOR)
     for user in (active, suspended):
         await commands.set_roles(TENANT, user, ["tenant_admin"], OPERATOR, changer_roles=ROOT)
         for g in (group, frozen):
-            await commands.change_membership(TENANT, g, user, OPERATOR, adding=True)
-    assert await queries.roles_of(pool, TENANT, "user:A@a.example") == ["tenant_admin"]
-    assert await queries.roles_of(pool, TENANT, suspended) == []
-    assert await queries.roles_of(pool, TENANT, "user:nobody@a.example") is None
-    assert await queries.roles_of(pool, TENANT, "sa:ci") is None  # service accounts are not mirrored
-    assert await queries.roles_of(pool, OTHER, active) is None
+            await commands.change_membership(TENANT, g, user, OPERATOR, adding=True, actor_roles=ROOT)
+    assert await queries.role_records(pool, TENANT, "user:A@a.example") == [
+        RoleRecord(frozenset({"tenant_admin"}), True, TOP_AUTHORITY)
+    ]
+    assert await queries.role_records(pool, TENANT, suspended) == [
+        RoleRecord(frozenset({"tenant_admin"}), False, TOP_AUTHORITY)
+    ]
+    assert await queries.role_records(pool, TENANT, "user:nobody@a.example") == []
+    assert await queries.role_records(pool, TENANT, "sa:ci") == []  # service accounts are not mirrored
+    assert await queries.role_records(pool, OTHER, active) == []
     assert await queries.groups_of(pool, TENANT, active) == sorted([group, "group:g"])
     assert await queries.groups_of(pool, TENANT, suspended) == []
 
@@ -142,7 +153,7 @@ async def test_mirrored_roles_replace_token_roles_and_the_cache_is_forgotten_on_
     commands.on_roles_changed = roles.forget
     token_says = principal("user:u@a.example", frozenset({"partner_admin"}))
     assert (await roles.effective(token_says)).roles == {"partner_admin"}  # unknown to the mirror: the token's
-    user = await commands.create_user(TENANT, profile("u@a.example"), OPERATOR)
+    user = await commands.create_user(TENANT, profile("u@a.example"), OPERATOR, actor_roles=ROOT)
     assert (await roles.effective(token_says)).roles == frozenset()  # the command made this process forget
     await pool.execute("UPDATE scaivault_identity_users SET roles = '{tenant_admin}'")  # as another server would
     assert (await roles.effective(token_says)).roles == frozenset()  # cached ...

@@ -1,129 +1,41 @@
-"""Sync from a ScaiKey-compatible directory: a real aiohttp server on loopback (the stand-in below) speaking the JSON
-documented in scaivault/identity/scaikey.py, the real commands and the real database."""
+"""Sync from a ScaiKey-compatible directory: a real aiohttp server on loopback (tests/scaikey_standin.py) speaking
+the JSON documented in scaivault/identity/scaikey.py, the real commands and the real database; and webhook deliveries
+applied with their claim in one transaction."""
 
 from __future__ import annotations
 
-import copy
+import asyncio
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestServer
 
 from commands.identities import IdentityCommands
 from commands.secrets import Actor
 from commands.tenancy import TenancyCommands
 from commands.unit_of_work import UnitOfWorkRunner
 from projections.identity import queries
+from projections.identity.lookup import IdentityReadModel
 from projections.identity.projection import IdentityProjection
 from projections.identity.projector import project_identity_event
-from projections.rebuild import ReadModel, Rebuilder
+from projections.maintenance.rebuild import ReadModel, Rebuilder
 from projections.tenancy import project_tenancy
+from projections.tenant_directory import TenantDirectory
 from scaivault.crypto.keyring import KeyRing
 from scaivault.crypto.root_keys import LocalRootKeyProvider
+from scaivault.domain.identities import TOP_AUTHORITY, MirroredTenant, RoleRecord
 from scaivault.eventstore.mapper import create_mapper
 from scaivault.eventstore.recorder import PostgresEventStore
 from scaivault.eventstore.repository import Repository
 from scaivault.identity.scaikey import ScaiKeyClient, ScaiKeyUnavailable
 from scaivault.identity.sync import IdentitySynchronizer, SyncScope
+from scaivault.identity.webhooks import Delivery, WebhookReceiver
+from tests.scaikey_standin import CLIENT_ID, CLIENT_SECRET, ScaiKeyStandIn
 
-CLIENT_ID, CLIENT_SECRET = "scaivault-sync", "standin-client-secret-value"
 ACTOR = Actor(identity_id="user:ops@acme.example", request_id=None)
-
-
-def directory() -> dict[str, Any]:
-    return {
-        "partners": [{"id": "ptn_acme", "name": "Acme", "slug": "acme", "region": "eu-west-1", "status": "ACTIVE"}],
-        "tenants": [
-            {"id": "tnt_acme_prod", "partner_id": "ptn_acme", "name": "Acme prod", "status": "ACTIVE"},
-            {"id": "tnt_acme_dev", "partner_id": "ptn_acme", "name": "Acme dev", "status": "ACTIVE"},
-        ],
-        "users": {
-            "tnt_acme_prod": [
-                {"id": "usr_alice", "email": "Alice@Acme.example", "display_name": "Alice", "status": "ACTIVE",
-                 "mfa_enabled": True, "groups": ["grp_sre"], "roles": ["tenant_admin", "not_a_scaivault_role"]},
-                {"id": "usr_bob", "email": "bob@acme.example", "display_name": "Bob", "status": "ACTIVE",
-                 "mfa_enabled": False, "groups": ["grp_sre", "grp_dev"], "roles": []},
-                {"id": "usr_bad", "email": "not an address", "display_name": "Broken"},
-            ],
-            "tnt_acme_dev": [
-                {"id": "usr_carol", "email": "carol@acme.example", "display_name": "Carol", "groups": ["grp_dev2"]},
-            ],
-        },
-        "groups": {
-            "tnt_acme_prod": [
-                {"id": "grp_sre", "name": "sre", "description": "Site reliability", "status": "ACTIVE"},
-                {"id": "grp_dev", "name": "developers", "status": "ACTIVE"},
-            ],
-            "tnt_acme_dev": [{"id": "grp_dev2", "name": "developers"}],
-        },
-    }
-
-
-@dataclass
-class ScaiKeyStandIn:
-    """A small ScaiKey: client-credentials tokens, and the directory, paged. ``fail_with`` makes every directory
-    request answer that status; ``tokens_issued`` counts token grants."""
-
-    data: dict[str, Any] = field(default_factory=directory)
-    require_credentials: bool = True
-    fail_with: int | None = None
-    tokens_issued: int = 0
-    seen_authorization: list[str | None] = field(default_factory=list)
-
-    def app(self) -> web.Application:
-        app = web.Application()
-        app.router.add_post("/oauth/token", self._token)
-        app.router.add_get("/api/v1/partners", self._list(lambda r: self.data["partners"], "partners"))
-        app.router.add_get("/api/v1/tenants", self._list(self._tenants, "tenants"))
-        app.router.add_get(
-            "/api/v1/tenants/{tenant_id}/users",
-            self._list(lambda r: self.data["users"].get(r.match_info["tenant_id"], []), "users"),
-        )
-        app.router.add_get(
-            "/api/v1/tenants/{tenant_id}/groups",
-            self._list(lambda r: self.data["groups"].get(r.match_info["tenant_id"], []), "groups"),
-        )
-        return app
-
-    def _tenants(self, request: web.Request) -> list[Any]:
-        partner = request.query.get("partner_id")
-        return [t for t in self.data["tenants"] if partner is None or t["partner_id"] == partner]
-
-    async def _token(self, request: web.Request) -> web.Response:
-        form = await request.post()
-        if (form.get("grant_type"), form.get("client_id"), form.get("client_secret")) != (
-            "client_credentials", CLIENT_ID, CLIENT_SECRET
-        ):
-            return web.json_response({"error": "invalid_client"}, status=401)
-        self.tokens_issued += 1
-        return web.json_response({"access_token": f"standin-token-{self.tokens_issued}", "expires_in": 3600})
-
-    def _list(self, items: Any, key: str) -> Any:
-        async def handler(request: web.Request) -> web.Response:
-            self.seen_authorization.append(request.headers.get("Authorization"))
-            if self.require_credentials and not (request.headers.get("Authorization") or "").startswith(
-                "Bearer standin-token-"
-            ):
-                return web.json_response({"error": "unauthorized"}, status=401)
-            if self.fail_with is not None:
-                return web.json_response({"error": "broken", "leak": CLIENT_SECRET}, status=self.fail_with)
-            everything = items(request)
-            page, size = int(request.query["page"]), int(request.query["page_size"])
-            chunk = everything[(page - 1) * size : page * size]
-            return web.json_response({key: copy.deepcopy(chunk), "total": len(everything)})
-
-        return handler
-
-
-@pytest.fixture
-async def standin() -> AsyncIterator[tuple[ScaiKeyStandIn, str]]:
-    server = ScaiKeyStandIn()
-    async with TestServer(server.app(), host="127.0.0.1") as test_server:
-        yield server, str(test_server.make_url("")).rstrip("/")
+ROOT = frozenset({"super_admin"})
 
 
 @dataclass
@@ -144,7 +56,9 @@ async def world(pool: Any, standin: tuple[ScaiKeyStandIn, str], tmp_path: Any) -
     keyring = KeyRing(LocalRootKeyProvider(tmp_path))
     memberships: list[str] = []
     roles: list[str] = []
-    commands = IdentityCommands(runner, on_membership_changed=memberships.append, on_roles_changed=roles.append)
+    commands = IdentityCommands(
+        runner, IdentityReadModel(), on_membership_changed=memberships.append, on_roles_changed=roles.append
+    )
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as session:
         client = ScaiKeyClient(standin[1], session, client_id=CLIENT_ID, client_secret=CLIENT_SECRET, page_size=1)
         synchronizer = IdentitySynchronizer(commands, TenancyCommands(runner, keyring), client)
@@ -152,8 +66,8 @@ async def world(pool: Any, standin: tuple[ScaiKeyStandIn, str], tmp_path: Any) -
         await synchronizer.close()
 
 
-async def full_sync(world: World, scope: SyncScope = SyncScope()) -> tuple[str, dict[str, Any]]:
-    run = await world.synchronizer.start(scope, ACTOR)
+async def full_sync(world: World, scope: SyncScope | None = None) -> tuple[str, dict[str, Any]]:
+    run = await world.synchronizer.start(scope or SyncScope(), ACTOR)
     await world.synchronizer.wait()
     row = await queries.sync_row(world.pool, run.sync_id)
     assert row is not None
@@ -171,7 +85,8 @@ async def test_a_full_sync_mirrors_partners_tenants_users_groups_and_memberships
     assert stats["skipped_records"][0]["id"] == "usr_bad"
 
     # Tenants ScaiKey reports are registered in ScaiVault's tenancy too (keys and all).
-    assert await world.pool.fetchval("SELECT partner_id FROM scaivault_tenants WHERE tenant_id = 'tnt_acme_dev'") == "ptn_acme"
+    partner_of_dev = "SELECT partner_id FROM scaivault_tenants WHERE tenant_id = 'tnt_acme_dev'"
+    assert await world.pool.fetchval(partner_of_dev) == "ptn_acme"
     alice = await queries.find_user(world.pool, "tnt_acme_prod", "user:alice@acme.example")
     assert alice is not None and alice["email"] == "alice@acme.example"  # one canonical (lower-case) form
     assert list(alice["roles"]) == ["tenant_admin"]  # roles ScaiVault does not know are not kept
@@ -224,14 +139,15 @@ async def test_sync_leaves_identities_managed_in_scaivault_alone_and_keeps_roles
     await full_sync(world)
     local = await world.commands.create_user(
         "tnt_acme_prod", {"email": "local@acme.example", "display_name": "Local", "status": "ACTIVE",
-                          "mfa_enabled": False}, ACTOR,
+                          "mfa_enabled": False}, ACTOR, actor_roles=ROOT,
     )
-    await world.commands.set_roles("tnt_acme_prod", "usr_alice", [], ACTOR, changer_roles=frozenset({"super_admin"}))
+    await world.commands.set_roles("tnt_acme_prod", "usr_alice", [], ACTOR, changer_roles=ROOT)
     standin[0].data["users"]["tnt_acme_prod"][0]["roles"] = ["partner_admin"]
     await full_sync(world)
     assert await queries.find_user(world.pool, "tnt_acme_prod", local) is not None
     # Taken away here, the role is not handed back by ScaiKey's next report.
-    assert await queries.roles_of(world.pool, "tnt_acme_prod", "user:alice@acme.example") == []
+    (alice,) = await queries.role_records(world.pool, "tnt_acme_prod", "user:alice@acme.example")
+    assert alice.roles == frozenset()
 
 
 async def test_a_tenant_scoped_sync_touches_only_that_tenant(world: World) -> None:
@@ -270,18 +186,77 @@ async def test_an_unreachable_scaikey_fails_the_run(world: World, standin: tuple
         run = await synchronizer.start(SyncScope(), ACTOR)
         await synchronizer.wait()
     row = await queries.sync_row(world.pool, run.sync_id)
-    assert row["status"] == "failed" and "could not be reached" in row["error"]
+    assert row is not None and row["status"] == "failed" and "could not be reached" in row["error"]
 
 
 async def test_the_identity_read_model_rebuilds_identically(world: World, database_url: str) -> None:
     await full_sync(world)
     await world.commands.set_roles("tnt_acme_prod", "usr_bob", ["partner_admin"], ACTOR,
-                                   changer_roles=frozenset({"super_admin"}))
-    await world.commands.remove_user("tnt_acme_prod", "usr_alice", ACTOR)
+                                   changer_roles=ROOT)
+    await world.commands.remove_user("tnt_acme_prod", "usr_alice", ACTOR, actor_roles=ROOT)
     rebuilder = Rebuilder(database_url, world.repository.store, world.repository.mapper)
     model = ReadModel(IdentityProjection(), inline=True)
     report = await rebuilder.verify(model)
     assert report["identical"], report
     await rebuilder.rebuild(model)
-    assert await queries.roles_of(world.pool, "tnt_acme_prod", "usr_bob") == ["partner_admin"]
+    assert await queries.role_records(world.pool, "tnt_acme_prod", "usr_bob") == [
+        RoleRecord(frozenset({"partner_admin"}), True, TOP_AUTHORITY)
+    ]
     assert await queries.find_user(world.pool, "tnt_acme_prod", "usr_alice") is None
+
+
+# --- webhook deliveries: the claim and the changes in one transaction ------------------------------------------------
+
+
+@dataclass
+class FailOnce:
+    """A projector that fails once, on the first event of one type: a failure inside a delivery's transaction, after
+    its claim and its first changes."""
+
+    event_type: type
+    failed: bool = False
+
+    async def __call__(self, conn: Any, domain_event: Any) -> None:
+        if isinstance(domain_event, self.event_type) and not self.failed:
+            self.failed = True
+            raise RuntimeError("injected failure")
+
+
+def receiver_with(pool: Any, tmp_path: Any, *extra_projectors: Any) -> tuple[WebhookReceiver, TenancyCommands]:
+    repository = Repository(PostgresEventStore(), create_mapper())
+    runner = UnitOfWorkRunner(pool, repository, [project_tenancy, project_identity_event, *extra_projectors])
+    tenancy = TenancyCommands(runner, KeyRing(LocalRootKeyProvider(tmp_path)))
+    return WebhookReceiver(IdentityCommands(runner, IdentityReadModel()), tenancy, TenantDirectory(pool)), tenancy
+
+
+async def test_a_delivery_that_fails_after_its_claim_leaves_nothing_behind_and_its_retry_applies(
+    pool: Any, tmp_path: Any
+) -> None:
+    receiver, _ = receiver_with(pool, tmp_path, FailOnce(MirroredTenant.Mirrored))
+    delivery = Delivery.parse({"event_id": "evt_t1", "event_type": "tenant.created",
+                               "data": {"id": "tnt_acme_new", "partner_id": "ptn_acme", "name": "New"}})
+    with pytest.raises(RuntimeError):
+        await receiver.receive(delivery, None)
+    # Neither the claim nor the tenant's registration (made before the failure, in the same transaction) remains.
+    assert await pool.fetchval("SELECT count(*) FROM scaivault_identity_webhook_deliveries") == 0
+    assert await pool.fetchval("SELECT count(*) FROM scaivault_tenants WHERE tenant_id = 'tnt_acme_new'") == 0
+    retried = await receiver.receive(delivery, None)
+    assert retried.applied
+    partner_of_new = "SELECT partner_id FROM scaivault_tenants WHERE tenant_id = 'tnt_acme_new'"
+    assert await pool.fetchval(partner_of_new) == "ptn_acme"
+    assert await pool.fetchval("SELECT name FROM scaivault_identity_tenants WHERE tenant_id = 'tnt_acme_new'") == "New"
+    assert (await receiver.receive(delivery, None)).duplicate
+
+
+async def test_concurrent_identical_deliveries_apply_once(pool: Any, tmp_path: Any) -> None:
+    receiver, tenancy = receiver_with(pool, tmp_path)
+    await tenancy.register_tenant("ptn_acme", "tnt_acme_prod")
+    delivery = Delivery.parse({"event_id": "evt_u1", "event_type": "user.created",
+                               "data": {"id": "usr_zed", "tenant_id": "tnt_acme_prod", "email": "zed@acme.example",
+                                        "roles": ["tenant_admin"]}})
+    receipts = await asyncio.gather(*(receiver.receive(delivery, None) for _ in range(4)))
+    assert sorted((r.applied, r.duplicate) for r in receipts) == [(False, True)] * 3 + [(True, False)]
+    assert await pool.fetchval(
+        "SELECT count(*) FROM scaivault_events WHERE topic = 'scaivault.domain.identities:User.Created'"
+    ) == 1
+

@@ -3,21 +3,28 @@ within one process and across processes (two Authorizers on one database)."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import pytest
 
 from commands.policies import PolicyAccess, PolicyChanges, PolicyOwner
 from commands.secrets import Actor
+from projections.maintenance.rebuild import Rebuilder
 from projections.policies import queries
-from projections.rebuild import Rebuilder
 from scaivault.auth.authorization import Authorizer, read_generations
 from scaivault.auth.principal import Principal
 from scaivault.bootstrap import Container, build_container, read_models
 from scaivault.config import Settings
-from scaivault.domain.errors import BindingNotFound, PolicyInUse, PolicyNotFound, AccessDenied
+from scaivault.domain.errors import (
+    AccessDenied,
+    BindingNotFound,
+    PolicyInUse,
+    PolicyNotFound,
+)
 from scaivault.domain.policies import RequestContext
 
 TENANT, PARTNER, OTHER = "tnt_a", "ptn_a", "tnt_b"
@@ -37,12 +44,12 @@ def now_context() -> RequestContext:
 
 
 @pytest.fixture
-async def container(pool: asyncpg.Pool, database_url: str, tmp_path: Path) -> Container:
+async def container(pool: asyncpg.Pool, database_url: str, tmp_path: Path) -> AsyncIterator[Container]:
     container = await build_container(Settings(database_url=database_url, data_dir=tmp_path))
     await container.tenancy_commands.register_tenant(PARTNER, TENANT)
     await container.tenancy_commands.register_tenant(PARTNER, OTHER)
     try:
-        yield container  # type: ignore[misc]
+        yield container
     finally:
         await container.close()
 
@@ -52,7 +59,7 @@ async def allowed(authorizer: Authorizer, path: str = "app/db", identity: str = 
     return decision.allowed
 
 
-async def create(container: Container, rules: list[dict] = READ_APP, owner: str = TENANT) -> str:  # type: ignore[type-arg]
+async def create(container: Container, rules: list[dict[str, Any]] = READ_APP, owner: str = TENANT) -> str:
     scope = "tenant" if owner.startswith("tnt_") else "partner"
     policy = await container.policy_commands.create(
         PolicyOwner(scope, owner, owner if scope == "tenant" else None, PARTNER), name="p", description=None,
@@ -69,6 +76,7 @@ async def test_every_change_is_an_event_and_the_read_model_follows(container: Co
     await commands.change(policy_id, PolicyChanges(name="renamed"), MINE, ACTOR)
     at = datetime.now(UTC)
     row = await queries.policy_row(container.pool, [TENANT, PARTNER], policy_id, at=at)
+    assert row is not None
     assert (row["name"], row["rule_count"], row["binding_count"], row["rules"]) == ("renamed", 1, 1, READ_APP)
     with pytest.raises(PolicyInUse):
         await commands.delete(policy_id, force=False, who=MINE, actor=ACTOR)
@@ -81,7 +89,9 @@ async def test_every_change_is_an_event_and_the_read_model_follows(container: Co
         await commands.change(policy_id, PolicyChanges(name="again"), MINE, ACTOR)
     topics = [r["topic"] for r in await container.pool.fetch(
         "SELECT topic FROM scaivault_events WHERE topic LIKE 'scaivault.domain.policies:%' ORDER BY notification_id")]
-    assert [t.rsplit(".", 1)[1] for t in topics] == ["Created", "BindingCreated", "Updated", "BindingDeleted", "Deleted"]
+    assert [t.rsplit(".", 1)[1] for t in topics] == [
+        "Created", "BindingCreated", "Updated", "BindingDeleted", "Deleted"
+    ]
     assert (await read_generations(container.pool, [TENANT]))[TENANT] == 5
 
 

@@ -13,9 +13,11 @@ from eventsourcing.domain import Aggregate, event
 from eventsourcing.utils import get_topic
 
 from projections.runner import HOT_SECONDS, SCAN_WINDOW, AllTopicsExcept, Projection, ProjectionRunner
+from scaivault.eventstore.append_functions import append_events
 from scaivault.eventstore.mapper import create_mapper
 from scaivault.eventstore.recorder import PostgresEventStore
 from scaivault.eventstore.repository import Repository
+from tests.helpers import eventually
 
 
 class Tally(Aggregate):
@@ -66,31 +68,37 @@ async def write_events(pool: asyncpg.Pool, count: int, *, start: int = 0) -> Non
         await repository.save(conn, tally.collect_events(), [tally])
 
 
+NOT_STARTED = "not started"
+
+
 def runner(database_url: str, projection: Projection, **options: Any) -> ProjectionRunner:
-    return ProjectionRunner(database_url, PostgresEventStore(), create_mapper(), [projection], poll_seconds=0.05,
-                            batch_size=50, **options)
+    options = {"poll_seconds": 0.05, "batch_size": 50, **options}
+    worker = ProjectionRunner(database_url, PostgresEventStore(), create_mapper(), [projection], **options)
+    # A runner's state starts as "standby", what a refused lock also sets: starting from another state, "standby"
+    # shows that the runner tried the lock and was refused.
+    for state in worker.states.values():
+        state.state = NOT_STARTED
+    return worker
 
 
-async def wait_for(condition: Any, timeout: float = 15.0) -> None:
-    for _ in range(int(timeout / 0.05)):
-        if await condition():
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError("condition not reached")
+def state_of(worker: ProjectionRunner) -> str:
+    return worker.states[CountingProjection.name].state
 
 
 async def counted_ns(pool: asyncpg.Pool) -> list[int]:
     return [row["n"] for row in await pool.fetch("SELECT n FROM test_counted ORDER BY notification_id")]
 
 
-async def test_every_event_applied_exactly_once_across_a_crash_mid_batch(counted: asyncpg.Pool, database_url: str) -> None:
+async def test_every_event_applied_exactly_once_across_a_crash_mid_batch(
+    counted: asyncpg.Pool, database_url: str
+) -> None:
     projection = CountingProjection()
     projection.crash_after = 20  # the connection dies in the middle of the first batch
     await write_events(counted, 120)
     first = runner(database_url, projection)
     await first.start()
     try:
-        await wait_for(lambda: _length_is(counted, 120))
+        await eventually(lambda: _length_is(counted, 120))
     finally:
         await first.stop()
     assert await counted_ns(counted) == list(range(120))
@@ -108,7 +116,7 @@ async def test_a_failing_event_stops_the_projection_which_resumes_after_a_fix(
     worker = runner(database_url, projection)
     await worker.start()
     try:
-        await wait_for(lambda: _failed(worker, counted))
+        await eventually(lambda: _failed(worker, counted))
         status = (await worker.status(counted))["test_counting"]
         assert status["state"] == "failed" and "cannot count 37" in status["error"]
         bad = await counted.fetchval(
@@ -120,7 +128,7 @@ async def test_a_failing_event_stops_the_projection_which_resumes_after_a_fix(
         assert status["lag"] > 0
 
         projection.poison = None  # the fix
-        await wait_for(lambda: _length_is(counted, 80))
+        await eventually(lambda: _length_is(counted, 80))
         assert await counted_ns(counted) == list(range(80))
         assert (await worker.status(counted))["test_counting"]["state"] == "running"
     finally:
@@ -131,31 +139,34 @@ async def test_one_runner_at_a_time_and_another_takes_over(counted: asyncpg.Pool
     first, second = runner(database_url, CountingProjection()), runner(database_url, CountingProjection())
     await first.start()
     await write_events(counted, 50)
-    await wait_for(lambda: _length_is(counted, 50))
+    await eventually(lambda: _length_is(counted, 50))
     await second.start()
     try:
-        await asyncio.sleep(0.3)
-        assert first.states["test_counting"].state == "running"
-        assert second.states["test_counting"].state == "standby"
+        await eventually(lambda: state_of(second) == "standby", message="the second runner was not refused the lock")
+        await write_events(counted, 50, start=50)  # applied by the first alone: a second would break the primary key
+        await eventually(lambda: _length_is(counted, 100))
+        assert (state_of(first), state_of(second)) == ("running", "standby")
         await first.stop()  # the process dies: its session, and with it the advisory lock, goes away
-        await write_events(counted, 50, start=50)
-        await wait_for(lambda: _length_is(counted, 100))
-        assert second.states["test_counting"].state == "running"
-        assert await counted_ns(counted) == list(range(100))
+        await write_events(counted, 50, start=100)
+        await eventually(lambda: _length_is(counted, 150))
+        assert state_of(second) == "running"
+        assert await counted_ns(counted) == list(range(150))
     finally:
         await first.stop()
         await second.stop()
 
 
-async def test_two_runners_racing_from_the_start_apply_each_event_once(counted: asyncpg.Pool, database_url: str) -> None:
+async def test_two_runners_racing_from_the_start_apply_each_event_once(
+    counted: asyncpg.Pool, database_url: str
+) -> None:
     runners = [runner(database_url, CountingProjection()) for _ in range(2)]
     await asyncio.gather(*(r.start() for r in runners))
     try:
         for start in range(0, 300, 30):
             await write_events(counted, 30, start=start)
-        await wait_for(lambda: _length_is(counted, 300))
+        await eventually(lambda: _length_is(counted, 300))
         assert await counted_ns(counted) == list(range(300))
-        assert sorted(r.states["test_counting"].state for r in runners) == ["running", "standby"]
+        assert sorted(state_of(r) for r in runners) == ["running", "standby"]
     finally:
         for r in runners:
             await r.stop()
@@ -202,8 +213,8 @@ async def test_events_a_projection_skips_are_not_read_yet_move_it_on(
     worker = runner(database_url, CountingProjection())
     await worker.start()
     try:
-        await wait_for(lambda: _length_is(counted, 60))
-        await wait_for(lambda: _lag_is_zero(worker, counted, "test_counting"))
+        await eventually(lambda: _length_is(counted, 60))
+        await eventually(lambda: _lag_is_zero(worker, counted, "test_counting"))
     finally:
         await worker.stop()
     assert await counted_ns(counted) == list(range(60))
@@ -214,8 +225,8 @@ async def test_events_a_projection_skips_are_not_read_yet_move_it_on(
     others = runner(database_url, EverythingButTallies())
     await others.start()
     try:
-        await wait_for(lambda: _length_is(counted, SCAN_WINDOW * 50 + 80))
-        await wait_for(lambda: _lag_is_zero(others, counted, "test_everything_but_tallies"))
+        await eventually(lambda: _length_is(counted, SCAN_WINDOW * 50 + 80))
+        await eventually(lambda: _lag_is_zero(others, counted, "test_everything_but_tallies"))
     finally:
         await others.stop()
     assert await counted_ns(counted) == [*range(SCAN_WINDOW * 50 + 70), *range(10)]
@@ -229,23 +240,30 @@ async def test_an_append_without_a_wakeup_is_applied_while_the_runner_still_poll
     runner that found events keeps polling that long, so such appends are applied without a wake-up (the idle poll
     here is a minute: only a wake-up or that polling can find anything)."""
     store, mapper = PostgresEventStore(), create_mapper()
-    worker = ProjectionRunner(database_url, store, mapper, [CountingProjection()], poll_seconds=60, batch_size=50)
+    worker = runner(database_url, CountingProjection(), poll_seconds=60)
     await worker.start()
     try:
-        await asyncio.sleep(0.3)  # the runner is idle, waiting for a wake-up
+        await eventually(lambda: state_of(worker) == "running")
+        await eventually(lambda: _listening(counted), message="the runner is not listening for wake-ups")
         await write_events(counted, 5)  # wakes it
-        await wait_for(lambda: _length_is(counted, 5), timeout=5)
+        await eventually(lambda: _length_is(counted, 5), timeout=5)
         tally = Tally()
         for n in range(5, 10):
             tally.count(n=n)
         stored = [mapper.to_stored_event(e) for e in tally.collect_events()]
         async with counted.acquire() as conn, conn.transaction():
-            await conn.fetch("SELECT * FROM scaivault_append_events($1::regclass, $2, $3, $4, $5, $6, $7)",
-                             *store.append_arguments(stored, wake=False))
-        await wait_for(lambda: _length_is(counted, 10), timeout=HOT_SECONDS)
+            await append_events(conn, store.events_table, stored, wake=False)
+        await eventually(lambda: _length_is(counted, 10), timeout=HOT_SECONDS)
     finally:
         await worker.stop()
     assert await counted_ns(counted) == list(range(10))
+
+
+async def _listening(pool: asyncpg.Pool) -> bool:
+    return bool(await pool.fetchval(
+        """SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()
+           AND application_name = 'scaivault-listener' AND query LIKE 'LISTEN %'"""
+    ))
 
 
 async def _lag_is_zero(worker: ProjectionRunner, pool: asyncpg.Pool, name: str) -> bool:

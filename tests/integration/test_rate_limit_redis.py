@@ -2,7 +2,7 @@
 clock, one EVALSHA per charge, and the fall-back to in-process buckets when Redis goes away and back when it returns.
 
 Each test uses its own key prefix and deletes its keys afterwards. "Redis goes away" is a TCP proxy in front of the
-real Redis being shut (refusing new connections and cutting open ones), which this module owns.
+real Redis being shut (refusing new connections and cutting open ones): tests/redis_helpers.py.
 """
 
 from __future__ import annotations
@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -21,79 +20,10 @@ from scaivault.ratelimit import RateLimiter
 from scaivault.ratelimit.buckets import Charge
 from scaivault.ratelimit.categories import Limit, parse_limits
 from scaivault.ratelimit.redis_buckets import RedisBuckets
+from tests.redis_helpers import REDIS_URL, RedisProxy, requires_redis
 
-REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
-REDIS_URL = f"redis://{REDIS_HOST}:{REDIS_PORT}/0"
-
-
-class RedisProxy:
-    """A TCP forwarder to the real Redis that can be shut (Redis "down") and reopened on the same port."""
-
-    def __init__(self) -> None:
-        self.port = 0
-        self._server: asyncio.Server | None = None
-        self._writers: set[asyncio.StreamWriter] = set()
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    async def open(self) -> None:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", self.port)
-        self.port = self._server.sockets[0].getsockname()[1]
-
-    async def shut(self) -> None:
-        assert self._server is not None
-        self._server.close()
-        for writer in list(self._writers):
-            writer.transport.abort()
-        await self._server.wait_closed()
-        self._server = None
-
-    async def _serve(self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
-        upstream_reader, upstream_writer = await asyncio.open_connection(REDIS_HOST, REDIS_PORT)
-        self._writers |= {client_writer, upstream_writer}
-
-        async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            with contextlib.suppress(OSError, asyncio.IncompleteReadError):
-                while data := await reader.read(65536):
-                    writer.write(data)
-                    await writer.drain()
-            writer.transport.abort()
-
-        try:
-            await asyncio.gather(pipe(client_reader, upstream_writer), pipe(upstream_reader, client_writer))
-        finally:
-            self._writers -= {client_writer, upstream_writer}
-
-
-@pytest.fixture
-async def redis_prefix() -> AsyncIterator[str]:
-    prefix = f"scaivault-test-{uuid.uuid4().hex}:"
-    yield prefix
-    client = redis.Redis.from_url(REDIS_URL)
-    try:
-        keys = [key async for key in client.scan_iter(match=prefix + "*")]
-        if keys:
-            await client.delete(*keys)
-    finally:
-        await client.aclose()
-
-
-@pytest.fixture
-async def raw_redis() -> AsyncIterator[redis.Redis]:
-    client = redis.Redis.from_url(REDIS_URL)
-    yield client
-    await client.aclose()
-
-
-@pytest.fixture
-async def proxy() -> AsyncIterator[RedisProxy]:
-    proxy = RedisProxy()
-    await proxy.open()
-    yield proxy
-    if proxy._server is not None:  # noqa: SLF001
-        await proxy.shut()
+# `.ci/run` starts the machine's Redis; elsewhere, without one, these tests say why they did not run.
+pytestmark = requires_redis
 
 
 @contextlib.asynccontextmanager
@@ -201,13 +131,13 @@ async def test_concurrent_charges_go_out_together_and_each_is_counted_once(
 
 
 async def test_redis_down_falls_back_to_in_process_buckets_and_recovers(
-    redis_prefix: str, raw_redis: redis.Redis, proxy: RedisProxy, caplog: pytest.LogCaptureFixture
+    redis_prefix: str, raw_redis: redis.Redis, redis_proxy: RedisProxy, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="scaivault.ratelimit")
-    async with limiter("secrets_read=2/h", proxy.url, redis_prefix) as shared:
+    async with limiter("secrets_read=2/h", redis_proxy.url, redis_prefix) as shared:
         assert (await shared.charge("alice", "secrets_read")).allowed
         assert await raw_redis.exists(bucket_key(redis_prefix, "alice", "secrets_read"))
-        await proxy.shut()
+        await redis_proxy.shut()
         outcomes = [await shared.charge("alice", "secrets_read") for _ in range(3)]
         # The in-process bucket starts full: each server enforces the limit alone while Redis is away.
         assert [outcome.allowed for outcome in outcomes] == [True, True, False]
@@ -217,7 +147,7 @@ async def test_redis_down_falls_back_to_in_process_buckets_and_recovers(
         warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
         assert len(warnings) == 1 and "in-process" in warnings[0].getMessage()  # once per outage
 
-        await proxy.open()
+        await redis_proxy.open()
         await raw_redis.delete(bucket_key(redis_prefix, "bob", "secrets_read"))
         assert (await shared.charge("bob", "secrets_read")).allowed
         assert not await raw_redis.exists(bucket_key(redis_prefix, "bob", "secrets_read"))  # still in-process
@@ -232,12 +162,14 @@ async def test_redis_down_falls_back_to_in_process_buckets_and_recovers(
         assert not (await shared.charge("alice", "secrets_read")).allowed
 
 
-async def test_a_limiter_starting_while_redis_is_down_serves_in_process(redis_prefix: str, proxy: RedisProxy) -> None:
-    await proxy.shut()
-    async with limiter("secrets_read=1/m", proxy.url, redis_prefix) as shared:
+async def test_a_limiter_starting_while_redis_is_down_serves_in_process(
+    redis_prefix: str, redis_proxy: RedisProxy
+) -> None:
+    await redis_proxy.shut()
+    async with limiter("secrets_read=1/m", redis_proxy.url, redis_prefix) as shared:
         assert shared.redis_state.mode == "in_process"
         assert (await shared.charge("alice", "secrets_read")).allowed
         assert not (await shared.charge("alice", "secrets_read")).allowed
-        await proxy.open()
+        await redis_proxy.open()
         assert (await shared.check_redis()).mode == "redis"
         assert (await shared.charge("alice", "secrets_read")).allowed  # a fresh shared bucket

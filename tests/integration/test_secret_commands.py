@@ -3,19 +3,19 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import asyncpg
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from commands.secrets import Actor, SecretAddress, WriteSecret
+from commands.secrets import Actor, WriteSecret
 from commands.unit_of_work import UnitOfWork
 from projections.secrets.queries import list_secret_rows
 from scaivault.bootstrap import Container, build_container
 from scaivault.config import Settings
-from scaivault.domain.secrets import Secret
+from scaivault.domain.secrets import Secret, SecretAddress
 from scaivault.eventstore.recorder import PostgresEventStore
 
 ADDRESS = SecretAddress(owner="tnt_a", partner_id="ptn_a", tenant_id="tnt_a", path="app/history")
@@ -30,7 +30,7 @@ async def make_container(database_url: str, tmp_path: Path) -> Container:
 
 def write_next_version(secret: Secret) -> None:
     secret.write(
-        version=secret.next_version, ciphertext=b"x", data_key_id="dk_unused", at=datetime.now(timezone.utc),
+        version=secret.next_version, ciphertext=b"x", data_key_id="dk_unused", at=datetime.now(UTC),
         actor="user:a", request_id=None, secret_type=None, metadata=None, max_versions=None,
         default_max_versions=10, expires_in=None, rotation_policy_id=None, cas=None,
     )
@@ -47,12 +47,14 @@ class CountingStore(PostgresEventStore):
         return events
 
 
-async def test_a_secret_with_10000_versions_loads_from_a_snapshot(pool: asyncpg.Pool, database_url: str, tmp_path: Path) -> None:
+async def test_a_secret_with_10000_versions_loads_from_a_snapshot(
+    pool: asyncpg.Pool, database_url: str, tmp_path: Path
+) -> None:
     container = await make_container(database_url, tmp_path)
     try:
         # Build the history quickly: many versions per transaction, through the aggregate and the real repository.
         secret = Secret(owner="tnt_a", path="app/history", partner_id="ptn_a", tenant_id="tnt_a")
-        for batch in range(100):
+        for _ in range(100):
             for _ in range(100):
                 write_next_version(secret)
             async with pool.acquire() as conn, conn.transaction():
@@ -72,7 +74,9 @@ async def test_a_secret_with_10000_versions_loads_from_a_snapshot(pool: asyncpg.
         await container.close()
 
 
-async def test_a_writer_that_skips_the_queue_is_retried_not_lost(pool: asyncpg.Pool, database_url: str, tmp_path: Path) -> None:
+async def test_a_writer_that_skips_the_queue_is_retried_not_lost(
+    pool: asyncpg.Pool, database_url: str, tmp_path: Path
+) -> None:
     container = await make_container(database_url, tmp_path)
     try:
         await container.secret_commands.write(WriteSecret(address=ADDRESS, data={"v": "1"}), ACTOR)
@@ -123,17 +127,20 @@ def test_keyset_pages_cover_exactly_the_prefix_in_order(
             async with conn.transaction():
                 owner = "tnt_listing"
                 await conn.execute("DELETE FROM scaivault_secrets WHERE owner = $1", owner)
-                for n, path in enumerate(sorted(paths)):
+                for path in sorted(paths):
                     await conn.execute(
                         """INSERT INTO scaivault_secrets (owner, path, stream_id, partner_id, tenant_id, secret_type,
                            current_version, metadata, max_versions, created_at, created_by, updated_at, updated_by)
-                           VALUES ($1, $2, gen_random_uuid(), 'ptn_a', $1, 'kv', 1, '{}', 10, now(), 'x', now(), 'x')""",
+                           VALUES ($1, $2, gen_random_uuid(), 'ptn_a', $1, 'kv', 1, '{}', 10,
+                                   now(), 'x', now(), 'x')""",
                         owner, path,
                     )
                 seen: list[str] = []
                 after = None
                 while True:
-                    rows = await list_secret_rows(conn, owner, prefix=prefix, after=after, limit=limit, include_deleted=False)
+                    rows = await list_secret_rows(
+                        conn, owner, prefix=prefix, after=after, limit=limit, include_deleted=False
+                    )
                     seen += [row["path"] for row in rows]
                     if len(rows) < limit:
                         break

@@ -33,6 +33,7 @@ from scaivault.auth import (
     Principal,
     RevocationCache,
     TokenAuthenticator,
+    authenticator,
     find_pat,
     issue_pat,
     revoke,
@@ -52,6 +53,7 @@ from scaivault.domain.errors import (
     TokenIssuerInvalid,
     TokenRevoked,
 )
+from tests.helpers import Clock
 
 ISSUER = "http://127.0.0.1:8443/issuer"
 SCAIKEY = "https://scaikey.test"
@@ -60,14 +62,6 @@ AUDIENCE = "scaivault"
 
 def b64url(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 10_000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 class FakeScaiKey:
@@ -152,7 +146,7 @@ async def scaikey() -> AsyncIterator[FakeScaiKey]:
 
 @pytest.fixture
 def clock() -> Clock:
-    return Clock()
+    return Clock(now=10_000.0)
 
 
 @pytest.fixture
@@ -315,7 +309,11 @@ async def test_expired(auth: TokenAuthenticator, issuer: BuiltinIssuer, scaikey:
     await auth.authenticate(f"Bearer {builtin_token(issuer, exp=now - 10)}")
 
 
-async def test_expired_while_cached(pool: asyncpg.Pool, issuer: BuiltinIssuer) -> None:
+async def test_expired_while_cached(
+    pool: asyncpg.Pool, issuer: BuiltinIssuer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clock = Clock(now=time.time())
+    monkeypatch.setattr(authenticator, "time", clock)  # the cache checks expiry with the module's time.time()
     auth = TokenAuthenticator(
         pool,
         issuer=issuer,
@@ -325,9 +323,9 @@ async def test_expired_while_cached(pool: asyncpg.Pool, issuer: BuiltinIssuer) -
         revocations=RevocationCache(),
         leeway=timedelta(0),
     )
-    token = builtin_token(issuer, exp=int(time.time()) + 1)
+    token = builtin_token(issuer, exp=int(clock.now) + 1)
     await auth.authenticate(f"Bearer {token}")
-    await asyncio.sleep(2.1)
+    clock.now += 2.1  # past exp: the cached verification must not outlive the token
     await refused(auth, f"Bearer {token}", TokenExpired)
 
 
@@ -449,6 +447,27 @@ async def test_missing_claims_and_bad_claim_types(auth: TokenAuthenticator, issu
         {"nbf": int(time.time()) + 600},
     ):
         await refused(auth, f"Bearer {builtin_token(issuer, **overrides)}", TokenInvalid)
+
+
+async def test_claims_with_text_no_answer_or_database_can_hold_are_refused(
+    auth: TokenAuthenticator, issuer: BuiltinIssuer
+) -> None:
+    """A lone surrogate (valid JSON, not Unicode) or a NUL in any text claim: refused, not carried into answers,
+    queries and access records that cannot hold it."""
+    for bad in ("\ud800", "a\udfffb", "a\x00b"):
+        for overrides in (
+            {"sub": f"user:{bad}"},
+            {"identity_type": bad},
+            {"display_name": bad},
+            {"tenant_id": bad},
+            {"partner_id": bad},
+            {"scopes": ["secrets:read", bad]},
+            {"scopes": None, "scope": f"secrets:read {bad}"},
+            {"roles": [bad]},
+            {"groups": [bad]},
+            {"jti": bad},
+        ):
+            await refused(auth, f"Bearer {builtin_token(issuer, **overrides)}", TokenInvalid)
 
 
 async def test_revoked_jti(

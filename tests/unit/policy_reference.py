@@ -87,9 +87,8 @@ def first_failed_condition(conditions: dict[str, Any], at: datetime, ip: str | N
                     inside = True
         if not inside:
             return "ip_ranges"
-    if "time_windows" in conditions:
-        if not any(in_time_window(w, at) for w in conditions["time_windows"]):
-            return "time_windows"
+    if "time_windows" in conditions and not any(in_time_window(w, at) for w in conditions["time_windows"]):
+        return "time_windows"
     if conditions.get("require_mfa"):
         max_age = DEFAULT_MFA_MAX_AGE
         if "mfa_max_age" in conditions:

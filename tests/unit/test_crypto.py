@@ -5,13 +5,14 @@ from __future__ import annotations
 import base64
 import os
 import stat
+import sys
 from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from scaivault.config import ConfigurationError, Settings
+from scaivault.config import ConfigurationError, KmsProvider, Settings
 from scaivault.crypto import (
     DataKey,
     DecryptionFailed,
@@ -204,12 +205,21 @@ def test_provider_selection(tmp_path: Path) -> None:
         assert variable in str(info.value) and "\n" not in str(info.value)
 
 
-def test_missing_kms_sdk_is_a_one_line_configuration_error() -> None:
-    try:
-        import boto3  # noqa: F401
-    except ImportError:
-        with pytest.raises(ConfigurationError) as info:
-            root_key_provider(Settings(kms_provider="aws", kms_key_id="alias/scaivault"))
-        assert "boto3" in str(info.value) and "\n" not in str(info.value)
-    else:
-        pytest.skip("boto3 is installed")
+@pytest.mark.parametrize(
+    ("provider", "key_setting", "sdk_module", "package"),
+    [
+        ("aws", {"kms_key_id": "alias/scaivault"}, "boto3", "boto3"),
+        ("gcp", {"kms_key_name": "projects/p/locations/l/keyRings/r/cryptoKeys/k"}, "google.cloud.kms",
+         "google-cloud-kms"),
+        ("azure", {"kms_key_url": "https://vault.example/keys/k"}, "azure.keyvault.keys.crypto",
+         "azure-keyvault-keys"),
+    ],
+)
+def test_missing_kms_sdk_is_a_one_line_configuration_error(
+    monkeypatch: pytest.MonkeyPatch, provider: KmsProvider, key_setting: dict[str, str], sdk_module: str, package: str
+) -> None:
+    # None in sys.modules makes the import raise ImportError, as if the SDK were not installed (boto3 is, for S3).
+    monkeypatch.setitem(sys.modules, sdk_module, None)
+    with pytest.raises(ConfigurationError) as info:
+        root_key_provider(Settings.model_validate({"kms_provider": provider, **key_setting}))
+    assert package in str(info.value) and "\n" not in str(info.value)

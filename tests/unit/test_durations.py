@@ -10,7 +10,13 @@ from scaivault.domain.errors import InvalidDuration
 
 @pytest.mark.parametrize(
     ("text", "expected"),
-    [("30d", timedelta(days=30)), ("24h", timedelta(hours=24)), ("90m", timedelta(minutes=90)), ("45s", timedelta(seconds=45)), ("2w", timedelta(weeks=2))],
+    [
+        ("30d", timedelta(days=30)),
+        ("24h", timedelta(hours=24)),
+        ("90m", timedelta(minutes=90)),
+        ("45s", timedelta(seconds=45)),
+        ("2w", timedelta(weeks=2)),
+    ],
 )
 def test_spec_durations(text: str, expected: timedelta) -> None:
     assert parse_duration(text) == expected

@@ -56,11 +56,16 @@ def reference(pattern: str, path: str) -> bool:
 
 
 segment = st.text(alphabet="ab", min_size=1, max_size=3)
-glob_segment = st.one_of(st.text(alphabet="ab*?", min_size=1, max_size=3).filter(lambda s: "**" not in s), st.just("**"))
+glob_segment = st.one_of(
+    st.text(alphabet="ab*?", min_size=1, max_size=3).filter(lambda s: "**" not in s), st.just("**")
+)
 
 
 @settings(max_examples=3000)
-@given(st.lists(glob_segment, min_size=1, max_size=4).map("/".join), st.lists(segment, min_size=1, max_size=4).map("/".join))
+@given(
+    st.lists(glob_segment, min_size=1, max_size=4).map("/".join),
+    st.lists(segment, min_size=1, max_size=4).map("/".join),
+)
 def test_agrees_with_the_reference(pattern: str, path: str) -> None:
     assert glob_matches(pattern, path) == reference(pattern, path)
 

@@ -1,20 +1,32 @@
 """The identity events keep the topics and fields they were stored with (docs/events.md): the aggregates share code
-through mixins and event factories, and a move onto a shared base class would rename the events already stored."""
+through mixins and event factories, and a move onto a shared base class would rename the events already stored.
+User events stored before they carried an ``authority`` read as the top authority's (LEGACY_AUTHORITY)."""
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
+import pytest
+from eventsourcing.domain import Snapshot
 from eventsourcing.persistence import StoredEvent
 from eventsourcing.utils import get_topic
 
 from projections.identity.projector import IDENTITY_EVENTS
-from scaivault.domain.identities import SCAIKEY, SCAIVAULT, Group, MirroredTenant, User, group_stream_id, user_stream_id
+from scaivault.domain.identities import (
+    LEGACY_AUTHORITY,
+    SCAIKEY,
+    SCAIVAULT,
+    Group,
+    MirroredTenant,
+    User,
+    group_stream_id,
+    user_stream_id,
+)
 from scaivault.eventstore.mapper import OrjsonTranscoder, create_mapper
 
-AT = datetime(2026, 1, 1, tzinfo=timezone.utc)
+AT = datetime(2026, 1, 1, tzinfo=UTC)
 MODULE = "scaivault.domain.identities:"
 STORED_TOPICS = {
     MODULE + name
@@ -41,10 +53,15 @@ def _stored(stream: UUID, version: int, name: str, **state: Any) -> StoredEvent:
     )
 
 
+def _decoded(stored: StoredEvent) -> Any:
+    """The event (or snapshot) as today's classes read it."""
+    return create_mapper().to_domain_event(stored)
+
+
 def _replay(log: list[StoredEvent]) -> Any:
-    mapper, aggregate = create_mapper(), None
+    aggregate = None
     for stored in log:
-        aggregate = mapper.to_domain_event(stored).mutate(aggregate)
+        aggregate = _decoded(stored).mutate(aggregate)
     return aggregate
 
 
@@ -61,14 +78,38 @@ def test_a_stored_user_history_replays_and_reinstating_writes_the_same_fields() 
     ])
     assert isinstance(user, User) and user.removed and user.roles == [] and user.version == 4
     assert user.profile["status"] == "SUSPENDED"
-    assert not user.remove(**stamp)
-    assert user.update(profile=profile, **stamp | {"source": SCAIVAULT})
+    assert user.authority == LEGACY_AUTHORITY
+    assert not user.remove(**stamp, authority=1)
+    assert user.update(profile=profile, **stamp | {"source": SCAIVAULT}, authority=1)
     (reinstated,) = user.collect_events()
     assert get_topic(type(reinstated)) == MODULE + "User.Reinstated"
     assert {key: value for key, value in vars(reinstated).items() if key != "timestamp"} == {
         "originator_id": stream, "originator_version": 5, "tenant_id": "tnt_a", "user_id": "usr_1",
-        "profile": profile, **stamp, "source": SCAIVAULT,
+        "profile": profile, **stamp, "source": SCAIVAULT, "authority": 1,
     }
+    assert b'"class_version":2' in create_mapper().to_stored_event(reinstated).state
+
+
+@pytest.mark.parametrize(("name", "fields"), [
+    ("User.ProfileChanged", {"profile": {"email": "a@x.example"}}), ("User.RolesChanged", {"roles": []}),
+    ("User.Removed", {}),
+])
+def test_a_stored_user_event_without_authority_reads_as_the_top_authoritys(name: str, fields: dict[str, Any]) -> None:
+    stream = user_stream_id("tnt_a", "usr_1")
+    stored = _stored(stream, 2, name, source=SCAIVAULT, at=AT, actor="user:a@x.example", request_id=None, **fields)
+    assert _decoded(stored).authority == LEGACY_AUTHORITY
+
+
+def test_a_user_snapshot_without_authority_reads_as_the_top_authoritys() -> None:
+    user = User(tenant_id="tnt_a", user_id="usr_1", profile={"email": "a@x.example", "status": "ACTIVE"},
+                source=SCAIVAULT, at=AT, actor="user:a@x.example", request_id=None, authority=1)
+    user.collect_events()
+    state = dict(Snapshot.take(user).state)
+    assert state.pop("class_version") == 2 and state.pop("authority") == 1
+    old = Snapshot(originator_id=user.id, originator_version=user.version, timestamp=AT, topic=MODULE + "User",
+                   state=state)
+    restored = _decoded(create_mapper().to_stored_event(old)).mutate(None)
+    assert restored.authority == LEGACY_AUTHORITY and restored.user_id == "usr_1"
 
 
 def test_a_stored_group_history_replays_and_its_commands_write_the_stored_topics() -> None:

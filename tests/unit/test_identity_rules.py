@@ -1,9 +1,10 @@
-"""The identity mirror's pure parts: role and membership rules, value rules, aggregates, the sync plan (a property
-test against applying it), and webhook signature verification."""
+"""The identity mirror's pure parts: role, reach and membership rules, effective roles, value rules, aggregates, the
+sync plan (a property test against applying it), and webhook signature verification."""
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -18,25 +19,35 @@ from scaivault.domain.errors import (
     ValidationFailed,
 )
 from scaivault.domain.identities import (
+    ROLE_RANKS,
     SCAIKEY,
     SCAIVAULT,
+    TOP_AUTHORITY,
     Group,
     MirroredUser,
     MirrorState,
     ReportedState,
     ReportedUser,
+    RoleRecord,
     User,
     check_membership_change,
     check_role_change,
+    check_within_reach,
     parse_email,
     parse_group_name,
     parse_roles,
     plan_tenant_sync,
+    reach_of,
 )
+from scaivault.identity.roles import effective_roles
 from scaivault.identity.signatures import signature, verify_delivery
 
-AT = datetime(2026, 1, 1, tzinfo=timezone.utc)
-STAMP = {"at": AT, "actor": "user:admin@acme.example", "request_id": None}
+AT = datetime(2026, 1, 1, tzinfo=UTC)
+STAMP: dict[str, Any] = {"at": AT, "actor": "user:admin@acme.example", "request_id": None}
+# A user's events also carry their author's authority.
+USER_STAMP: dict[str, Any] = {**STAMP, "authority": TOP_AUTHORITY}
+TENANT, PARTNER, SUPER = ROLE_RANKS["tenant_admin"], ROLE_RANKS["partner_admin"], ROLE_RANKS["super_admin"]
+ADMIN_ROLES = st.frozensets(st.sampled_from(["super_admin", "partner_admin", "tenant_admin", "auditor"]))
 SECRET = "webhook-secret-0123456789"
 
 
@@ -64,7 +75,9 @@ def test_only_a_super_admin_grants_or_revokes_super_admin() -> None:
         with pytest.raises(AccessDenied) as denied:
             check_role_change(changer_roles=partner_admin, changing_self=False, current=current, requested=requested)
         assert denied.value.details["reason"] == "super_admin_required"
-    check_role_change(changer_roles=frozenset({"super_admin"}), changing_self=False, current=[], requested=["super_admin"])
+    check_role_change(
+        changer_roles=frozenset({"super_admin"}), changing_self=False, current=[], requested=["super_admin"]
+    )
     # A partner admin may still change the other roles of a super_admin's account, keeping super_admin as it is.
     check_role_change(changer_roles=partner_admin, changing_self=False, current=["super_admin"],
                       requested=["super_admin", "tenant_admin"])
@@ -107,6 +120,52 @@ def test_the_role_rules_match_their_statement(
     assert outcome == allowed
 
 
+# --- reach and effective roles --------------------------------------------------------------------------------------
+
+
+def test_reach_is_the_rank_of_the_strongest_admin_role() -> None:
+    assert reach_of([]) == reach_of(["auditor"]) == 0
+    assert reach_of(["tenant_admin"]) == TENANT
+    assert reach_of(["tenant_admin", "super_admin", "partner_admin"]) == SUPER == TOP_AUTHORITY
+
+
+@given(actor=ADMIN_ROLES, roles=ADMIN_ROLES, authority=st.integers(0, TOP_AUTHORITY), whole_record=st.booleans())
+def test_the_reach_rule_matches_its_statement(
+    actor: frozenset[str], roles: frozenset[str], authority: int, whole_record: bool
+) -> None:
+    """An actor changes no user holding a role above its own, and removes no record whose author reached further."""
+    allowed = reach_of(roles) <= reach_of(actor) and (not whole_record or authority <= reach_of(actor))
+    try:
+        check_within_reach(actor_reach=reach_of(actor), roles=roles, authority=authority, whole_record=whole_record)
+        outcome = True
+    except AccessDenied as denied:
+        assert denied.details["reason"] == "outside_reach"
+        outcome = False
+    assert outcome == allowed
+
+
+def test_a_record_speaks_for_the_token_roles_up_to_its_authority() -> None:
+    token = frozenset({"partner_admin", "tenant_admin"})
+    by_tenant_admin = RoleRecord(frozenset(), True, TENANT)
+    assert effective_roles(token, [by_tenant_admin]) == {"partner_admin"}
+    assert effective_roles(token, [RoleRecord(frozenset({"tenant_admin"}), True, PARTNER)]) == {"tenant_admin"}
+    assert effective_roles(token, [RoleRecord(frozenset({"tenant_admin"}), False, PARTNER)]) == frozenset()
+    assert effective_roles(frozenset({"super_admin"}), [RoleRecord(frozenset(), False, PARTNER)]) == {"super_admin"}
+    assert effective_roles(token, []) == token  # unknown to the mirror: the token's word
+    # Two records for one address (ScaiKey allows it): only what both leave.
+    assert effective_roles(token, [by_tenant_admin, RoleRecord(frozenset(), True, PARTNER)]) == frozenset()
+
+
+@given(token=ADMIN_ROLES, mirrored=ADMIN_ROLES, authority=st.integers(1, TOP_AUTHORITY), active=st.booleans())
+def test_effective_roles_never_pass_what_the_records_author_reached_or_left(
+    token: frozenset[str], mirrored: frozenset[str], authority: int, active: bool
+) -> None:
+    roles = effective_roles(token, [RoleRecord(mirrored, active, authority)])
+    for role in roles:  # each comes from the record (when active), or from the token beyond the author's reach
+        assert (active and role in mirrored) or (role in token and ROLE_RANKS.get(role, 0) > authority)
+    assert {role for role in token if ROLE_RANKS.get(role, 0) > authority} <= roles
+
+
 def test_unknown_roles_are_invalid_role() -> None:
     assert parse_roles(["tenant_admin", "partner_admin", "tenant_admin"]) == ["partner_admin", "tenant_admin"]
     for bad in (["root"], ["Tenant_Admin"], [1]):
@@ -143,21 +202,39 @@ def profile(email: str = "alice@acme.example") -> dict[str, object]:
 
 
 def test_roles_set_in_scaivault_are_no_longer_overwritten_by_scaikey() -> None:
-    user = User(tenant_id="tnt_a", user_id="usr_a", profile=profile(), source=SCAIKEY, **STAMP)
-    assert user.set_roles(roles=["tenant_admin"], source=SCAIKEY, **STAMP)
-    assert user.set_roles(roles=[], source=SCAIVAULT, **STAMP)
-    assert not user.set_roles(roles=["tenant_admin"], source=SCAIKEY, **STAMP)
+    user = User(tenant_id="tnt_a", user_id="usr_a", profile=profile(), source=SCAIKEY, **USER_STAMP)
+    assert user.set_roles(roles=["tenant_admin"], source=SCAIKEY, **USER_STAMP)
+    assert user.set_roles(roles=[], source=SCAIVAULT, **USER_STAMP)
+    assert not user.set_roles(roles=["tenant_admin"], source=SCAIKEY, **USER_STAMP)
     assert user.roles == [] and user.roles_set_locally
 
 
 def test_a_removed_user_loses_its_roles_and_comes_back_reinstated() -> None:
-    user = User(tenant_id="tnt_a", user_id="usr_a", profile=profile(), source=SCAIKEY, **STAMP)
-    user.set_roles(roles=["tenant_admin"], source=SCAIVAULT, **STAMP)
-    assert user.remove(source=SCAIKEY, **STAMP) and not user.remove(source=SCAIKEY, **STAMP)
+    user = User(tenant_id="tnt_a", user_id="usr_a", profile=profile(), source=SCAIKEY, **USER_STAMP)
+    user.set_roles(roles=["tenant_admin"], source=SCAIVAULT, **USER_STAMP)
+    assert user.remove(source=SCAIKEY, **USER_STAMP) and not user.remove(source=SCAIKEY, **USER_STAMP)
     assert user.roles == [] and not user.roles_set_locally
-    assert user.update(profile=profile(), source=SCAIKEY, **STAMP)
+    assert user.update(profile=profile(), source=SCAIKEY, **USER_STAMP)
     kinds = [type(e).__name__ for e in user.collect_events()]
     assert kinds == ["Created", "RolesChanged", "Removed", "Reinstated"]
+
+
+def test_a_records_authority_is_its_strongest_authors_and_a_new_record_its_own() -> None:
+    user = User(tenant_id="tnt_a", user_id="usr_a", profile=profile(), source=SCAIVAULT, **STAMP, authority=TENANT)
+    assert user.authority == TENANT
+    # Confirming the same roles still counts when it puts the record under a higher authority ...
+    assert user.set_roles(roles=[], source=SCAIVAULT, **STAMP, authority=PARTNER)
+    assert not user.set_roles(roles=[], source=SCAIVAULT, **STAMP, authority=PARTNER)
+    # ... and a lower author changing roles within its reach leaves that authority in place.
+    assert user.set_roles(roles=["tenant_admin"], source=SCAIVAULT, **STAMP, authority=TENANT)
+    assert user.authority == PARTNER
+    assert user.update(profile=profile() | {"status": "SUSPENDED"}, source=SCAIKEY, **STAMP, authority=SUPER)
+    assert user.authority == SUPER
+    user.remove(source=SCAIKEY, **STAMP, authority=SUPER)
+    user.update(profile=profile(), source=SCAIVAULT, **STAMP, authority=TENANT)  # reinstated: a new record
+    assert user.authority == TENANT and [e.authority for e in user.collect_events()] == [  # type: ignore[attr-defined]
+        TENANT, PARTNER, TENANT, SUPER, SUPER, TENANT
+    ]
 
 
 def test_group_membership_is_idempotent_and_removing_the_group_ends_it() -> None:
@@ -231,7 +308,7 @@ def test_a_complete_report_makes_the_mirror_equal_to_it(mirror: MirrorState, rep
     for uid, user in reported.users.items():
         assert after.users[uid].profile == user.profile
         kept = mirror.users[uid].roles if uid in mirror.users and mirror.users[uid].roles_set_locally else user.roles
-        assert after.users[uid].roles == tuple(kept)
+        assert after.users[uid].roles == tuple(kept or ())
     assert after.memberships == {(g, u) for u, user in reported.users.items() for g in user.groups or ()
                                  if g in reported.groups}
     # Applying the plan again changes nothing (a sync of an unchanged directory is quiet).

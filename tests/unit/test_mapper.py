@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 from uuid import UUID, uuid4
 
@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from scaivault.eventstore.mapper import OrjsonTranscoder, create_mapper
 
 offsets = st.integers(min_value=-23 * 60, max_value=23 * 60).map(lambda m: timezone(timedelta(minutes=m)))
-aware_datetimes = st.datetimes(timezones=offsets | st.just(timezone.utc))
+aware_datetimes = st.datetimes(timezones=offsets | st.just(UTC))
 scalars = (
     st.none()
     | st.booleans()
@@ -74,7 +74,7 @@ def test_reads_what_stock_json_transcoder_wrote() -> None:
     theirs = JSONTranscoder()
     theirs.register(UUIDAsHex())
     theirs.register(DatetimeAsISO())
-    value = {"at": datetime(2024, 5, 1, 12, 30, tzinfo=timezone.utc), "ids": [uuid4(), uuid4()], "n": 1}
+    value = {"at": datetime(2024, 5, 1, 12, 30, tzinfo=UTC), "ids": [uuid4(), uuid4()], "n": 1}
     assert_same(OrjsonTranscoder().decode(theirs.encode(value)), value)
 
 
@@ -205,7 +205,7 @@ def test_large_snapshot_round_trips() -> None:
     for i in range(1000):
         account.add_key(f"v{i}", bytes([i % 256]) * 32, uuid4())
     account.keys_meta = [  # type: ignore[attr-defined]
-        {"version": i, "created": datetime.now(timezone.utc), "id": uuid4(), "labels": {"a": "b"}} for i in range(1000)
+        {"version": i, "created": datetime.now(UTC), "id": uuid4(), "labels": {"a": "b"}} for i in range(1000)
     ]
     account.collect_events()
     snapshot = Snapshot.take(account)

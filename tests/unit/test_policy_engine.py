@@ -115,10 +115,14 @@ def test_each_permission_is_granted_only_by_itself_or_admin(permission: str) -> 
 
 def test_any_matching_rule_of_any_bound_policy_allows_and_the_decision_names_it() -> None:
     first = policy([{"path_pattern": "other/**", "permissions": ["read"]}], policy_id="pol_a")
-    second = policy([{"path_pattern": "x", "permissions": ["write"]}, {"path_pattern": "app/*", "permissions": ["read"]}],
-                    policy_id="pol_b")
+    second = policy(
+        [{"path_pattern": "x", "permissions": ["write"]}, {"path_pattern": "app/*", "permissions": ["read"]}],
+        policy_id="pol_b",
+    )
     decision = evaluate([second, first], Subject.of(ALICE), "app/db", "read", context())
-    assert (decision.allowed, decision.policy_id, decision.rule_index, decision.decided_by) == (True, "pol_b", 1, "policy")
+    assert (decision.allowed, decision.policy_id, decision.rule_index, decision.decided_by) == (
+        True, "pol_b", 1, "policy"
+    )
     denied = evaluate([first, second], Subject.of(ALICE), "app/db", "delete", context())
     assert (denied.allowed, denied.code, denied.policy_id) == (False, "access_denied", None)
     assert isinstance(denied.error(), AccessDenied)
@@ -167,7 +171,8 @@ def test_an_inactive_policy_is_not_evaluated() -> None:
 
 
 def test_ip_ranges() -> None:
-    rules = [{"path_pattern": "app/**", "permissions": ["read"], "conditions": {"ip_ranges": ["10.0.0.0/8", "2001:db8::/32"]}}]
+    conditions = {"ip_ranges": ["10.0.0.0/8", "2001:db8::/32"]}
+    rules = [{"path_pattern": "app/**", "permissions": ["read"], "conditions": conditions}]
     assert allowed([policy(rules)], "app/db", ctx=context(ip="10.200.0.1"))
     assert allowed([policy(rules)], "app/db", ctx=context(ip="::ffff:10.0.0.7"))  # IPv4-mapped is its IPv4 address
     assert allowed([policy(rules)], "app/db", ctx=context(ip="2001:db8::1"))
@@ -196,7 +201,8 @@ def test_time_windows() -> None:
               "timezone": "Europe/Amsterdam"}
     rules = [{"path_pattern": "app/**", "permissions": ["read"], "conditions": {"time_windows": [office]}}]
     assert allowed([policy(rules)], "app/db", ctx=context(at=MONDAY_NOON))  # 14:00 in Amsterdam (CEST)
-    evening = evaluate([policy(rules)], Subject.of(ALICE), "app/db", "read", context(at=MONDAY_NOON + timedelta(hours=4)))
+    evening_context = context(at=MONDAY_NOON + timedelta(hours=4))
+    evening = evaluate([policy(rules)], Subject.of(ALICE), "app/db", "read", evening_context)
     assert evening.code == "time_window_violation" and isinstance(evening.error(), TimeWindowViolation)
     saturday = MONDAY_NOON - timedelta(days=2)
     assert not allowed([policy(rules)], "app/db", ctx=context(at=saturday))
@@ -206,7 +212,8 @@ def test_time_windows() -> None:
     assert allowed([policy(rules)], "app/db", ctx=context(at=friday.replace(hour=23)))
     assert allowed([policy(rules)], "app/db", ctx=context(at=saturday.replace(hour=1, minute=59)))
     assert not allowed([policy(rules)], "app/db", ctx=context(at=saturday.replace(hour=2)))
-    assert not allowed([policy(rules)], "app/db", ctx=context(at=friday.replace(hour=1)))  # Thursday night is not listed
+    # Thursday night is not listed.
+    assert not allowed([policy(rules)], "app/db", ctx=context(at=friday.replace(hour=1)))
 
 
 def test_all_conditions_must_hold_and_the_first_failing_one_is_reported() -> None:
@@ -264,7 +271,8 @@ def test_the_engine_refuses_non_canonical_paths(path: str) -> None:
          InvalidPolicy, "rules[0].conditions.mfa_max_age"),
         ([{"path_pattern": "a", "permissions": ["read"], "conditions": {"geo": ["nl"]}}],
          InvalidPolicy, "rules[0].conditions.geo"),
-        ([{"path_pattern": "a", "permissions": ["read"], "conditions": {"time_windows": [{"start": "9", "end": "17:00"}]}}],
+        ([{"path_pattern": "a", "permissions": ["read"],
+           "conditions": {"time_windows": [{"start": "9", "end": "17:00"}]}}],
          InvalidPolicy, "rules[0].conditions.time_windows[0].start"),
         ([{"path_pattern": "a", "permissions": ["read"],
            "conditions": {"time_windows": [{"start": "09:00", "end": "17:00", "timezone": "Mars/Olympus"}]}}],
@@ -444,4 +452,5 @@ def test_evaluation_agrees_with_the_reference(
 def test_ip_matching_agrees_with_the_reference(cidr: str, ip: str) -> None:
     rule = [{"path_pattern": "**", "permissions": ["read"], "conditions": {"ip_ranges": [cidr]}}]
     network, address = ipaddress.ip_network(cidr), ipaddress.ip_address(ip)
-    assert allowed([policy(rule)], "a", ctx=context(ip=ip)) == (network.version == address.version and address in network)
+    inside = network.version == address.version and address in network
+    assert allowed([policy(rule)], "a", ctx=context(ip=ip)) == inside

@@ -11,15 +11,7 @@ from scaivault.metrics import Metrics
 from scaivault.ratelimit import RateLimiter
 from scaivault.ratelimit.buckets import Charge, LocalBuckets
 from scaivault.ratelimit.categories import DEFAULT_LIMITS, Limit, parse_limits
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
+from tests.helpers import Clock
 
 TEN_PER_MINUTE = Limit(10, 60.0)
 

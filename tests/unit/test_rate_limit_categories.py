@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 
 from scaivault.config import ConfigurationError, Settings
-from scaivault.http.app import create_app
 from scaivault.ratelimit.categories import (
     DEFAULT_LIMITS,
     ROUTES,
@@ -58,18 +57,6 @@ def test_a_bucket_holds_one_window_and_refills_at_the_nominal_rate() -> None:
     read = DEFAULT_LIMITS["secrets_read"]
     assert read.capacity == 1000
     assert read.rate == pytest.approx(1000 / 60)
-
-
-def test_every_route_of_the_app_has_a_category_or_is_deliberately_unlimited() -> None:
-    """A new endpoint without a row in ROUTES fails here instead of going unlimited."""
-    app = create_app()
-    unmapped = []
-    for route in app.router.routes():
-        try:
-            category_of(route.method, route.resource.canonical)
-        except Unmapped:
-            unmapped.append(f"{route.method} {route.resource.canonical}")
-    assert unmapped == []
 
 
 def test_every_category_but_unauthenticated_is_reachable_from_some_route() -> None:

@@ -3,7 +3,7 @@ deliberately simple model; and every state is the same when rebuilt from the eve
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from hypothesis import settings
@@ -21,7 +21,7 @@ from scaivault.domain.errors import (
 from scaivault.domain.secrets import Secret
 
 RETENTION = timedelta(days=30)
-START = datetime(2026, 1, 1, tzinfo=timezone.utc)
+START = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 class Model:
@@ -89,7 +89,9 @@ class SecretMachine(RuleBasedStateMachine):
         m = self.model
         m.expire(self.now)
         expected = None if m.exists and m.deleted_until is None else SecretNotFound
-        self._call(expected, lambda: self.secret.delete(at=self.now, retention=RETENTION, actor="user:a", request_id=None))
+        self._call(
+            expected, lambda: self.secret.delete(at=self.now, retention=RETENTION, actor="user:a", request_id=None)
+        )
         if expected is None:
             m.deleted_until = self.now + RETENTION
 
@@ -155,7 +157,9 @@ class SecretMachine(RuleBasedStateMachine):
 
     @invariant()
     def destroyed_keys_are_exactly_those_of_gone_versions(self) -> None:
-        shredded = {k for e in self.events if isinstance(e, (Secret.VersionsDestroyed, Secret.Purged)) for k in e.data_key_ids}
+        shredded = {
+            k for e in self.events if isinstance(e, (Secret.VersionsDestroyed, Secret.Purged)) for k in e.data_key_ids
+        }
         retained_live = {e["data_key_id"] for e in self.secret.versions if not e["destroyed"]}
         written = {e.data_key_id for e in self.events if isinstance(e, Secret.VersionWritten)}
         assert shredded | retained_live == written

@@ -1,6 +1,7 @@
 """Audit retention: entries older than the retention period (default 7 years) are removed, with the access events
-they came from, their event-index rows and the last-access times only they supported, and each chain keeps a MAC'd anchor so what remains
-still verifies. Runs in any server process; one at a time (a session advisory lock shared with rebuilds)."""
+they came from, their event-index rows and the last-access times only they supported, and each chain keeps a MAC'd
+anchor so what remains still verifies. Runs in any server process; one at a time (a session advisory lock shared
+with rebuilds)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,6 @@ from scaivault.audit.chain import CHAIN_KEY_NAME, anchor_mac
 from scaivault.crypto.keyring import KeyRing
 from scaivault.domain.access import ACCESS_TOPIC
 from scaivault.eventstore.locks import EXCLUSIVE_READ_MODEL_LOCK, MAINTENANCE_KEY
-
 
 
 @dataclass(frozen=True)

@@ -20,10 +20,10 @@ import gc
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import asyncpg
-from eventsourcing.persistence import Mapper
+from eventsourcing.persistence import Mapper, StoredEvent
 
 from projections.runner import TRACKING_TABLE, Projection, swap_key, tracked_position
 from scaivault.database import connect
@@ -110,7 +110,9 @@ class Rebuilder:
                     await self._lock_out_writers(conn, model)
                     live = await self._live_position(conn, model)
                     if live >= position:  # else the runner is still behind the copy: let it catch up first
-                        position, _ = await self._replay(conn, model, position, progress, in_transaction=True, stop=live)
+                        position, _ = await self._replay(
+                            conn, model, position, progress, in_transaction=True, stop=live
+                        )
                         for table in model.projection.tables:
                             tables[table] = {
                                 "live": await _checksum(conn, "public", table),
@@ -121,8 +123,8 @@ class Rebuilder:
             await conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
         finally:
             await conn.close()
-        for table in tables.values():
-            table["identical"] = table["live"] == table["rebuilt"]
+        for checksums in tables.values():
+            checksums["identical"] = checksums["live"] == checksums["rebuilt"]
         return {"name": model.name, "position": position, "identical": all(t["identical"] for t in tables.values()),
                 "tables": tables}
 
@@ -222,7 +224,7 @@ class Rebuilder:
                 await pages.put((batch[-1].id, len(batch), await prepare(reader, events) if prepare else events))
                 position = batch[-1].id
             await pages.put(None)
-        except Exception as exc:  # the applying side raises it
+        except Exception as exc:  # noqa: BLE001 - handed to the applying side, which raises it
             await pages.put(exc)
 
     async def _decode(self, model: ReadModel, batch: list[EventRow]) -> list[tuple[int, Any]]:
@@ -230,8 +232,9 @@ class Rebuilder:
         event loop between chunks, so a page being applied meanwhile gets its next statement sent."""
         wanted, decode, mapper, events = model.projection.topics, model.projection.decode, self._mapper, []
         for start in range(0, len(batch), DECODE_CHUNK):
-            # An EventRow reads like a StoredEvent: it is decoded as it is.
-            events += [(n.id, decode(mapper, n)) for n in batch[start : start + DECODE_CHUNK] if n.topic in wanted]
+            # An EventRow reads like a StoredEvent (the mapper reads the same four attributes): decoded as it is.
+            chunk = batch[start : start + DECODE_CHUNK]
+            events += [(n.id, decode(mapper, cast(StoredEvent, n))) for n in chunk if n.topic in wanted]
             await asyncio.sleep(0)
         return events
 
@@ -257,7 +260,7 @@ class Rebuilder:
 def fewer_collections() -> Iterator[None]:
     """Replaying allocates millions of short-lived dicts and events that only reference counting ever frees; at
     the collector's default threshold (a collection every 700 new container objects, each of which walks the
-    pages in flight, and full collections as they pile up) that cost a third of a rebuild's time. This raises
+    pages in flight, and full collections as they pile up) that is a large share of a rebuild's time. This raises
     the first generation's threshold for as long as any replay runs in the process (it is process-wide), then
     puts it back."""
     global _gc_users, _gc_threshold

@@ -1,0 +1,39 @@
+"""What commands need to know that is not in their own aggregates: small lookups over read models, read in the
+command's transaction. Commands depend on these protocols only; the adapters live beside the read models they read
+(``projections/``) and the composition root (``scaivault/bootstrap.py``) hands them in."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Protocol
+from uuid import UUID
+
+import asyncpg
+
+from scaivault.domain.identities import MirrorState
+
+
+class TenancyLookup(Protocol):
+    async def partner_of(self, conn: asyncpg.Connection, tenant_id: str) -> str | None:
+        """The partner a registered tenant belongs to; None for a tenant never registered."""
+
+    async def partner_exists(self, conn: asyncpg.Connection, partner_id: str) -> bool: ...
+
+
+class SecretLookup(Protocol):
+    async def deletions_past_retention(self, conn: asyncpg.Connection, at: datetime, limit: int) -> list[UUID]:
+        """Streams of soft-deleted secrets whose retention ended by ``at``, the longest-expired first."""
+
+
+class IdentityLookup(Protocol):
+    """The identity mirror's read model, as the identity commands ask it (in their transaction)."""
+
+    async def email_taken(self, conn: asyncpg.Connection, tenant_id: str, email: str) -> bool: ...
+
+    async def group_name_taken(self, conn: asyncpg.Connection, tenant_id: str, name: str) -> bool: ...
+
+    async def user_group_ids(self, conn: asyncpg.Connection, tenant_id: str, user_id: str) -> list[str]:
+        """The groups the user is a member of."""
+
+    async def scaikey_state(self, conn: asyncpg.Connection, tenant_id: str) -> MirrorState:
+        """The tenant's users and groups that came from ScaiKey, and the memberships in those groups."""
