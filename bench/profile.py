@@ -31,7 +31,7 @@ _FRAME = re.compile(r"^(?P<function>.*) \((?P<file>[^()]*)\)$")
 
 
 def package_of(frame: str) -> str:
-    """`read_secret (scaivault/http/secrets.py)` -> `scaivault.http`; third-party and stdlib by top-level name."""
+    """`read_secret (scaivault/http/secrets/reads.py)` -> `scaivault.http`; third-party and stdlib by top-level name."""
     match = _FRAME.match(frame)
     path = match["file"] if match else frame
     parts = [p for p in re.split(r"[\\/]", path.split("site-packages/")[-1]) if p]

@@ -6,8 +6,9 @@ uploading) happens outside any transaction, in ``scaivault/audit/exports/``.
 An S3 export names a secret holding its upload credentials, which its job reads on the requester's behalf. So the
 requester must hold ``secrets:read`` and the policy ``read`` permission on that secret, decided by the authorizer a
 GET of it goes through, before anything about the path is looked up: a caller who may not read it gets the answer a
-GET would give, whether or not the secret exists. The export records who requested it (``Requester``) so that the
-job decides again, when it runs, with the requester's rights as they are then.
+GET would give, whether or not the secret exists. The export records who requested it (``Requester``: the token's
+own roles, not the roles the identity mirror made of them, and its expiry) so that the job decides again, when it
+runs, with the requester's rights as they are then.
 """
 
 from __future__ import annotations
@@ -68,9 +69,10 @@ def requester_of(caller: Caller) -> Requester:
         tenant_id=principal.tenant_id,
         partner_id=principal.partner_id,
         scopes=tuple(sorted(principal.scopes)),
-        roles=tuple(sorted(principal.roles)),
+        token_roles=tuple(sorted(principal.claimed_roles)),
         groups=principal.groups,
         mfa_verified_at=principal.mfa_verified_at,
+        expires_at=principal.expires_at,
         source_ip=str(caller.source_ip) if caller.source_ip is not None else None,
         token_kind=principal.token_kind,
         token_id=principal.token_id,
@@ -78,10 +80,11 @@ def requester_of(caller: Caller) -> Requester:
 
 
 def caller_of(export: AuditExport) -> Caller | None:
-    """The export's requester as a caller in the export's tenant, with the rights recorded when it was requested
-    (refresh its roles before deciding anything); None when no requester was recorded."""
+    """The export's requester as a caller in the export's tenant, with its token as recorded when it was requested
+    (its roles are the token's: derive the roles it holds before deciding anything); None when no requester, or not
+    its token's roles, was recorded."""
     requester = export.requested_by
-    if requester is None:
+    if requester is None or requester.token_roles is None:
         return None
     principal = Principal(
         identity_id=requester.identity_id,
@@ -90,10 +93,10 @@ def caller_of(export: AuditExport) -> Caller | None:
         tenant_id=requester.tenant_id,
         partner_id=requester.partner_id,
         scopes=frozenset(requester.scopes),
-        roles=frozenset(requester.roles),
+        roles=frozenset(requester.token_roles),
         groups=requester.groups,
         mfa_verified_at=requester.mfa_verified_at,
-        expires_at=None,
+        expires_at=requester.expires_at,
         issued_at=None,
         token_kind=requester.token_kind,
         token_id=requester.token_id,

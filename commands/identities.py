@@ -6,11 +6,12 @@ strongest (``reach_of``). It changes only users within that reach and removes on
 reaches (``check_within_reach``); every user event it causes carries its reach as ``authority``. ScaiKey and the
 operator (the CLI, passing the roles of a super_admin) act with the top authority.
 
-Policy evaluation caches group memberships, in every server: a command that changed memberships calls
-``membership_changed_in_transaction(conn, tenant_id)`` inside its transaction (for a change other servers learn
-of when it commits), and ``on_membership_changed(tenant_id)`` after the commit (this process's cache). After one
-that changed roles or removed users, ``on_roles_changed(tenant_id)`` runs (the mirrored-roles cache). All default
-to doing nothing.
+Policy evaluation caches group memberships and the mirror's records (roles, and whether a user is cut off), in
+every server. Every change that can alter a decision counts: a user or group created, changed (status, name, e-mail
+address), removed, a membership, a role. A command that made one calls
+``authorization_changed_in_transaction(conn, tenant_id)`` inside its transaction (for a change other servers learn
+of when it commits), then ``on_authorization_changed(tenant_id)`` (the authorizer's cache) and
+``on_roles_changed(tenant_id)`` (the mirrored-roles cache) after the commit. All default to doing nothing.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from commands.ports import IdentityLookup
 from commands.secrets import Actor
 from commands.unit_of_work import UnitOfWork, UnitOfWorkRunner, record_outcome, utcnow
 from scaivault.audit.access_records import AccessRecord
-from scaivault.domain.errors import IdentityExists
+from scaivault.domain.errors import IdentityExists, IdentityNotFound
 from scaivault.domain.identities import (
     SCAIKEY,
     SCAIVAULT,
@@ -193,12 +194,16 @@ class _Changes:
         )
 
     @property
-    def memberships_changed(self) -> bool:
-        return bool(self.counts["memberships_added"] or self.counts["memberships_removed"])
+    def authorization_changed(self) -> bool:
+        """Could a decision differ now? Any user, group, membership or role counted (a group renamed changes what
+        a ``group:<name>`` binding names; a user suspended loses everything)."""
+        return any(self.counts[counter] for counter in _AUTHORIZATION_COUNTERS)
 
-    @property
-    def roles_changed(self) -> bool:
-        return bool(self.counts["roles_changed"] or self.counts["users_removed"] or self.counts["users_created"])
+
+_AUTHORIZATION_COUNTERS = (
+    "users_created", "users_updated", "users_removed", "groups_created", "groups_updated", "groups_removed",
+    "memberships_added", "memberships_removed", "roles_changed",
+)
 
 
 class IdentityTransaction:
@@ -307,10 +312,10 @@ class IdentityTransaction:
             return await changes.add_member(group, user.user_id)
         return await changes.remove_member(group, user.user_id)
 
-    async def before_commit(self, membership_changed: TransactionHook) -> None:
+    async def before_commit(self, authorization_changed: TransactionHook) -> None:
         for tenant_id, changes in self.tenants.items():
-            if changes.memberships_changed:
-                await membership_changed(self.uow.conn, tenant_id)
+            if changes.authorization_changed:
+                await authorization_changed(self.uow.conn, tenant_id)
 
 
 @dataclass(frozen=True)
@@ -343,15 +348,15 @@ class IdentityCommands:
         lookup: IdentityLookup,
         *,
         clock: Callable[[], datetime] = utcnow,
-        on_membership_changed: TenantHook = no_tenant_hook,
-        membership_changed_in_transaction: TransactionHook = no_transaction_hook,
+        on_authorization_changed: TenantHook = no_tenant_hook,
+        authorization_changed_in_transaction: TransactionHook = no_transaction_hook,
         on_roles_changed: TenantHook = no_tenant_hook,
     ) -> None:
         self._runner = runner
         self._lookup = lookup
         self._clock = clock
-        self.on_membership_changed = on_membership_changed
-        self.membership_changed_in_transaction = membership_changed_in_transaction
+        self.on_authorization_changed = on_authorization_changed
+        self.authorization_changed_in_transaction = authorization_changed_in_transaction
         self.on_roles_changed = on_roles_changed
 
     async def _transaction(
@@ -370,16 +375,15 @@ class IdentityCommands:
                 IdentityTransaction(uow, self._lookup, source=source, at=self._clock(), actor=actor, reach=reach)
             )
             result = await work(attempts[-1])
-            await attempts[-1].before_commit(self.membership_changed_in_transaction)
+            await attempts[-1].before_commit(self.authorization_changed_in_transaction)
             return result
 
         result = await self._runner.run(transaction, access=access)
         done = attempts[-1]  # the attempt that committed (the runner retries a conflicting one from scratch)
         for tenant_id, changes in done.tenants.items():
-            if changes.memberships_changed:
-                self.on_membership_changed(tenant_id)
-            if changes.roles_changed:
+            if changes.authorization_changed:
                 self.on_roles_changed(tenant_id)
+                self.on_authorization_changed(tenant_id)
         return result, done
 
     async def _in_tenant(
@@ -463,6 +467,7 @@ class IdentityCommands:
             user = await changes.existing_user(user_id)
             changes.check_reach(user, whole_record=True)
             await changes.remove_user(user)
+            record_outcome(access, Outcome.REMOVED)
 
         await self._in_tenant(tenant_id, actor, actor_roles, work, access)
 
@@ -471,6 +476,7 @@ class IdentityCommands:
     ) -> None:
         async def work(changes: _Changes) -> None:
             await changes.remove_group(await changes.existing_group(group_id))
+            record_outcome(access, Outcome.REMOVED)
 
         await self._in_tenant(tenant_id, actor, frozenset(), work, access)
 
@@ -510,8 +516,9 @@ class IdentityCommands:
         actor_roles: frozenset[str],
         access: AccessRecord | None = None,
     ) -> bool:
-        """Add (or remove) a user to (from) a group; False when it was already so. Both must exist in the tenant;
-        no one adds themselves, and the user must be within the actor's reach."""
+        """Add (or remove) a user to (from) a group. Adding: False when the user was a member already. Removing a
+        user who is not a member is ``identity_not_found`` (nothing is committed). Both must exist in the tenant; no
+        one adds themselves, and the user must be within the actor's reach."""
 
         async def work(changes: _Changes) -> bool:
             group = await changes.existing_group(group_id)
@@ -523,7 +530,10 @@ class IdentityCommands:
                 if added:
                     record_outcome(access, Outcome.CREATED)
                 return added
-            return await changes.remove_member(group, user.user_id)
+            if not await changes.remove_member(group, user.user_id):
+                raise IdentityNotFound("The user is not a member of this group", identity_type="membership")
+            record_outcome(access, Outcome.REMOVED)
+            return True
 
         return await self._in_tenant(tenant_id, actor, actor_roles, work, access)
 

@@ -10,7 +10,9 @@ from uuid import UUID
 
 import asyncpg
 
+from scaivault.auth.caller import Caller
 from scaivault.domain.identities import MirrorState
+from scaivault.domain.secrets import SecretAddress
 
 
 class TenancyLookup(Protocol):
@@ -37,3 +39,12 @@ class IdentityLookup(Protocol):
 
     async def scaikey_state(self, conn: asyncpg.Connection, tenant_id: str) -> MirrorState:
         """The tenant's users and groups that came from ScaiKey, and the memberships in those groups."""
+
+
+class SecretPermissions(Protocol):
+    """What a caller's scopes and policies allow on a secret (the same decisions a read gets)."""
+
+    async def require(self, caller: Caller, address: SecretAddress, permission: str) -> None:
+        """Raise the decision's error unless ``permission`` is allowed on the secret."""
+
+    async def allows(self, caller: Caller, address: SecretAddress, permission: str) -> bool: ...

@@ -8,20 +8,29 @@ from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
 
-from commands.ports import SecretLookup
+from commands.ports import SecretLookup, SecretPermissions
 from commands.unit_of_work import UnitOfWork, UnitOfWorkRunner, record_outcome, utcnow
 from scaivault.audit.access_records import AccessRecord
+from scaivault.auth.caller import Caller
 from scaivault.crypto.keyring import KeyRing
 from scaivault.crypto.secret_values import seal_value
-from scaivault.domain.errors import SecretNotFound
+from scaivault.domain.errors import AccessDenied, SecretNotFound
 from scaivault.domain.outcomes import Outcome
 from scaivault.domain.secrets import Secret, SecretAddress, shredded_data_keys
 
 
 @dataclass(frozen=True)
 class Actor:
+    """Who a command acts for. ``caller``: the API caller, whose policies the command enforces; None for the server
+    itself or an operator with the database (the CLI, housekeeping), who are not subject to policies."""
+
     identity_id: str
     request_id: str | None
+    caller: Caller | None = None
+
+    @classmethod
+    def of(cls, caller: Caller, request_id: str | None) -> Actor:
+        return cls(identity_id=caller.principal.identity_id, request_id=request_id, caller=caller)
 
 
 @dataclass(frozen=True)
@@ -48,12 +57,21 @@ class UpdateSecretMetadata:
     secret_policy_id: str | None = None
 
 
+def _check_cap(secret: Secret, max_versions: int | None, *, writing: bool, may_destroy_versions: bool) -> None:
+    if not may_destroy_versions and secret.versions_lost_to_cap(max_versions, writing=writing):
+        raise AccessDenied(
+            "Lowering max_versions below the versions kept destroys them: that needs the delete permission",
+            reason="delete_required",
+        )
+
+
 class SecretCommands:
     def __init__(
         self,
         runner: UnitOfWorkRunner,
         keyring: KeyRing,
         lookup: SecretLookup,
+        permissions: SecretPermissions,
         *,
         delete_retention: timedelta,
         default_max_versions: int,
@@ -62,12 +80,15 @@ class SecretCommands:
         self._runner = runner
         self._keyring = keyring
         self._lookup = lookup
+        self._permissions = permissions
         self._retention = delete_retention
         self._default_max_versions = default_max_versions
         self._clock = clock
 
     async def write(self, cmd: WriteSecret, actor: Actor, access: AccessRecord | None = None) -> tuple[Secret, bool]:
         """Write a new version; returns the secret and whether this write created it."""
+        await self._authorize(actor, cmd.address, "write")
+        may_lower_cap = await self._may_destroy_history(actor, cmd.address, cmd.max_versions)
 
         async def work(uow: UnitOfWork) -> tuple[Secret, bool]:
             address = cmd.address
@@ -81,6 +102,7 @@ class SecretCommands:
                 at=now, actor=actor.identity_id, request_id=actor.request_id
             )
             secret.check_writable(at=now, cas=cmd.cas, actor=actor.identity_id, request_id=actor.request_id)
+            _check_cap(secret, cmd.max_versions, writing=True, may_destroy_versions=may_lower_cap)
             version = secret.next_version
             data_key = await self._keyring.new_data_key(uow.conn, address.owner)
             ciphertext = seal_value(data_key.key, cmd.data, owner=address.owner, path=address.path, version=version)
@@ -108,8 +130,12 @@ class SecretCommands:
     async def update_metadata(
         self, cmd: UpdateSecretMetadata, actor: Actor, access: AccessRecord | None = None
     ) -> Secret:
+        await self._authorize(actor, cmd.address, "write")
+        may_lower_cap = await self._may_destroy_history(actor, cmd.address, cmd.max_versions)
+
         async def work(uow: UnitOfWork) -> Secret:
             secret = await self._existing(uow, cmd.address)
+            _check_cap(secret, cmd.max_versions, writing=False, may_destroy_versions=may_lower_cap)
             secret.update_metadata(
                 at=self._clock(),
                 actor=actor.identity_id,
@@ -128,6 +154,8 @@ class SecretCommands:
         return await self._runner.run(work, access=access)
 
     async def delete(self, address: SecretAddress, actor: Actor, access: AccessRecord | None = None) -> Secret:
+        await self._authorize(actor, address, "delete")
+
         async def work(uow: UnitOfWork) -> Secret:
             secret = await self._existing(uow, address)
             secret.delete(
@@ -139,6 +167,8 @@ class SecretCommands:
         return await self._runner.run(work, access=access)
 
     async def restore(self, address: SecretAddress, actor: Actor, access: AccessRecord | None = None) -> Secret:
+        await self._authorize(actor, address, "delete")
+
         async def work(uow: UnitOfWork) -> Secret:
             secret = await self._existing(uow, address)
             secret.restore(at=self._clock(), actor=actor.identity_id, request_id=actor.request_id)
@@ -150,6 +180,8 @@ class SecretCommands:
     async def destroy_version(
         self, address: SecretAddress, version: int, actor: Actor, access: AccessRecord | None = None
     ) -> Secret:
+        await self._authorize(actor, address, "delete")
+
         async def work(uow: UnitOfWork) -> Secret:
             secret = await self._existing(uow, address)
             secret.destroy_version(version, at=self._clock(), actor=actor.identity_id, request_id=actor.request_id)
@@ -160,6 +192,7 @@ class SecretCommands:
 
     async def destroy(self, address: SecretAddress, actor: Actor, access: AccessRecord | None = None) -> list[int]:
         """Permanently delete every version; returns the version numbers destroyed."""
+        await self._authorize(actor, address, "delete")
 
         async def work(uow: UnitOfWork) -> list[int]:
             secret = await self._existing(uow, address)
@@ -186,6 +219,22 @@ class SecretCommands:
 
             purged += await self._runner.run(work)
         return purged
+
+    async def _authorize(self, actor: Actor, address: SecretAddress, permission: str) -> None:
+        """The caller's policies must allow ``permission`` on the path (checked before anything is looked up, so a
+        denied caller learns nothing about it); partner secrets change only by partner admins."""
+        if actor.caller is None:
+            return
+        await self._permissions.require(actor.caller, address, permission)
+        if address.partner_owned and not actor.caller.principal.is_partner_admin:
+            raise AccessDenied("Only partner admins may change partner secrets")
+
+    async def _may_destroy_history(self, actor: Actor, address: SecretAddress, max_versions: int | None) -> bool:
+        """Whether the caller may lower ``max_versions`` below the versions kept, which destroys them: that is
+        ``delete``'s to do (asked only when the request sets ``max_versions``)."""
+        if actor.caller is None or max_versions is None:
+            return True
+        return await self._permissions.allows(actor.caller, address, "delete")
 
     async def _existing(self, uow: UnitOfWork, address: SecretAddress) -> Secret:
         secret = await uow.get(address.stream_id)

@@ -106,7 +106,7 @@ async def open_export_ids(conn: Queryable, limit: int = 100) -> list[str]:
 
 
 class AuditExportsProjection(Projection):
-    """The same projector as a projection, for rebuilds and verification (projections/rebuild.py)."""
+    """The same projector as a projection, for rebuilds and verification (projections/maintenance/rebuild.py)."""
 
     name = "audit_exports"
     topics = frozenset(

@@ -27,11 +27,9 @@ from projections.audit.projector import AuditLogProjection
 from projections.runner import AllTopicsExcept, Projection, tracked_position
 from scaivault.database import Queryable
 from scaivault.domain.access import ACCESS_TOPIC
-from scaivault.domain.secrets import Secret
 
 NAME = "event_index"
 
-_SECRET_TOPIC_PREFIX = get_topic(Secret) + "."
 
 
 def _event_time(domain_event: Any) -> datetime:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass
+from typing import Any
 
 import aiohttp
 import asyncpg
@@ -28,7 +29,7 @@ from projections.audit_exports import (
 from projections.event_index import EventIndexProjection
 from projections.identity.projection import IdentityProjection
 from projections.identity.projector import project_identity_event
-from projections.identity.queries import groups_of
+from projections.identity.queries import policy_groups
 from projections.maintenance.rebuild import ReadModel
 from projections.maintenance.retention import enforce_audit_retention
 from projections.policies.projection import PoliciesProjection
@@ -51,6 +52,7 @@ from scaivault.auth.issuer import BuiltinIssuer
 from scaivault.auth.jwks import JwksClient
 from scaivault.auth.revocation import REVOCATION_CHANNEL, RevocationCache
 from scaivault.auth.revocation import purge_expired as purge_expired_revocations
+from scaivault.auth.secret_permissions import AuthorizedSecretPermissions
 from scaivault.config import Settings
 from scaivault.crypto.keyring import KeyRing
 from scaivault.crypto.root_keys import root_key_provider
@@ -62,10 +64,11 @@ from scaivault.eventstore.migrations import apply_migrations
 from scaivault.eventstore.recorder import EventStoreListener, PostgresEventStore
 from scaivault.eventstore.repository import Repository
 from scaivault.health import HealthChecks
+from scaivault.identity.roles import MirroredRoles
 from scaivault.identity.services import IdentityServices, build_identity_services
 from scaivault.metrics import Metrics
 from scaivault.ratelimit import RateLimiter
-from scaivault.tasks import cancel_and_wait
+from scaivault.tasks import cancel_and_wait, run_supervised
 
 log = logging.getLogger(__name__)
 
@@ -82,12 +85,13 @@ class BackgroundJob:
     stop: Callable[[], Awaitable[None]]
 
 
-def forever(name: str, work: Callable[[], Awaitable[None]]) -> BackgroundJob:
-    """A job that is one task running until it is cancelled."""
+def forever(name: str, work: Callable[[], Coroutine[Any, Any, None]]) -> BackgroundJob:
+    """A job that is one task running ``work`` until it is stopped; work that fails is logged and started again
+    (``run_supervised``), so a job never ends unnoticed."""
     tasks: list[asyncio.Task[None]] = []
 
     async def start() -> None:
-        tasks.append(asyncio.create_task(work(), name=name))  # type: ignore[arg-type]
+        tasks.append(asyncio.create_task(run_supervised(name, work), name=name))
 
     async def stop() -> None:
         await cancel_and_wait(tasks)
@@ -228,6 +232,7 @@ def database_url(settings: Settings) -> str:
 async def build_container(settings: Settings, *, migrate: bool = True) -> Container:
     url = database_url(settings)
     pool = await create_pool(url, max_size=settings.db_pool_size, lock_timeout=settings.event_lock_timeout_seconds)
+    http_session: aiohttp.ClientSession | None = None
     try:
         if migrate:
             async with pool.acquire() as conn:
@@ -246,7 +251,6 @@ async def build_container(settings: Settings, *, migrate: bool = True) -> Contai
             )
         revocations = RevocationCache()
         await revocations.refresh(pool)
-        http_session = None
         jwks = None
         jwks_url = settings.scaikey_jwks_url or (
             settings.scaikey_url and settings.scaikey_url.rstrip("/") + "/.well-known/jwks.json"
@@ -275,7 +279,9 @@ async def build_container(settings: Settings, *, migrate: bool = True) -> Contai
             pool, repository, timeout=settings.audit_timeout_seconds, metrics=metrics,
             skip=settings.unsafe_skip_read_audit,
         )
-        authorizer = Authorizer(pool, groups_of=groups_of)
+        # One cache of the identity mirror's records: callers' roles, and who the authorizer cuts off.
+        mirrored_roles = MirroredRoles(pool)
+        authorizer = Authorizer(pool, groups_of=policy_groups, standing=mirrored_roles)
         tenants = TenantDirectory(pool)
         tenancy_commands = TenancyCommands(runner, keyring)
         rate_limiter = RateLimiter.from_settings(settings, metrics)
@@ -286,10 +292,11 @@ async def build_container(settings: Settings, *, migrate: bool = True) -> Contai
             tenancy=tenancy_commands,
             tenants=tenants,
             http_session=http_session,
-            # Policy evaluation caches group memberships: other servers learn of a change when its transaction
-            # commits (the generation), this one at once (invalidate).
-            on_membership_changed=authorizer.invalidate,
-            membership_changed_in_transaction=bump_generation,
+            roles=mirrored_roles,
+            # Policy evaluation caches group memberships and identities' standing: other servers learn of a change
+            # when its transaction commits (the generation), this one at once (invalidate).
+            on_authorization_changed=authorizer.invalidate,
+            authorization_changed_in_transaction=bump_generation,
         )
         secret_reader = SecretReader(pool, repository, keyring, authorizer, metrics)
         audit_exports = AuditExportCommands(runner, authorizer, AuditExportLookup())
@@ -299,7 +306,7 @@ async def build_container(settings: Settings, *, migrate: bool = True) -> Contai
             store=store,
             commands=audit_exports,
             # The job reads an S3 export's credentials on its requester's behalf, as a GET would.
-            credentials=RequesterCredentials(secret_reader, identity.roles, revocations, access_recorder),
+            credentials=RequesterCredentials(secret_reader, identity.roles, authenticator, access_recorder),
             export_dir=settings.exports_directory,
             egress_allow=parse_allow_list(settings.egress_allow),
         )
@@ -326,6 +333,7 @@ async def build_container(settings: Settings, *, migrate: bool = True) -> Contai
                 runner,
                 keyring,
                 SecretsReadModel(),
+                AuthorizedSecretPermissions(authorizer),
                 delete_retention=parse_duration(settings.delete_retention),
                 default_max_versions=settings.default_max_versions,
             ),
@@ -342,6 +350,8 @@ async def build_container(settings: Settings, *, migrate: bool = True) -> Contai
             policy_reader=PolicyReader(pool, authorizer),
             export_worker=export_worker,
         )
-    except BaseException:
+    except BaseException:  # nothing half-built may outlive a failed start
+        if http_session is not None:
+            await http_session.close()
         await pool.close()
         raise

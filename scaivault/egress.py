@@ -16,9 +16,9 @@ IPv6 addresses that carry an IPv4 address come in two kinds:
   address against the IPv4 rules and allow entries, the IPv6 address against the IPv6 ones. So an IPv6-only host
   behind DNS64 reaches public hosts through ``64:ff9b::/96``, never ``64:ff9b::a9fe:a9fe`` (the metadata address).
 
-Connect to the address that was checked: ``pin_url`` returns it, and ``scaivault.egress_aiohttp`` and
-``scaivault.egress_botocore`` build clients that connect only there (no second DNS lookup for a rebinding resolver
-to answer differently) and follow no redirect.
+Connect to the address that was checked: ``pin_url`` returns it, and ``scaivault.egress_botocore`` builds clients
+that connect only there (no second DNS lookup for a rebinding resolver to answer differently) and follow no
+redirect.
 """
 
 from __future__ import annotations
@@ -305,10 +305,3 @@ async def pin_url(
     addresses = await resolve_and_check(host, port, allow)
     return PinnedTarget(parts.scheme, host, port, addresses[0], tuple(addresses))
 
-
-async def check_url(
-    url: str, allow: Iterable[IPNetwork] = (), *, schemes: tuple[str, ...] = ("https", "http")
-) -> list[str]:
-    """Check the host of an http(s) URL; return its checked addresses. Prefer ``pin_url``, whose result clients
-    connect to without resolving the name again."""
-    return list((await pin_url(url, allow, schemes=schemes)).addresses)

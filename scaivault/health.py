@@ -4,6 +4,7 @@ operations/health-and-monitoring). Each check reports its failure by name, never
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -16,6 +17,8 @@ from projections.runner import ProjectionRunner
 from scaivault.crypto.keyring import KeyRing
 from scaivault.ratelimit import RateLimiter, RedisState
 
+log = logging.getLogger(__name__)
+
 CHECK_TIMEOUT = 2.0
 ENCRYPTION_CHECK_TTL = 5.0
 
@@ -24,7 +27,8 @@ ENCRYPTION_CHECK_TTL = 5.0
 class Check:
     ok: bool
     latency_ms: float
-    error: str | None = None
+    error: str | None = None  # for operators (detailed health, logs): may name hosts and addresses
+    public_error: str | None = None  # for anyone (readiness needs no token): the kind of failure only
 
 
 def _reason(exc: Exception) -> str:
@@ -32,17 +36,26 @@ def _reason(exc: Exception) -> str:
     return f": {text}" if text and isinstance(exc, (OSError, asyncio.TimeoutError)) else ""
 
 
+def _kind(exc: Exception) -> str:
+    """The failure without its text: an OSError's strerror (``Connection refused``) names no host or address."""
+    strerror = exc.strerror if isinstance(exc, OSError) else None
+    return f"{type(exc).__name__}: {strerror}" if strerror else type(exc).__name__
+
+
 async def _timed(check: Callable[[], Awaitable[Any]]) -> Check:
     started = time.perf_counter()
     try:
         await asyncio.wait_for(check(), CHECK_TIMEOUT)
     except Exception as exc:  # noqa: BLE001 - a failed check is reported, not raised
-        return Check(False, (time.perf_counter() - started) * 1000, type(exc).__name__ + _reason(exc))
+        return Check(False, (time.perf_counter() - started) * 1000, type(exc).__name__ + _reason(exc), _kind(exc))
     return Check(True, (time.perf_counter() - started) * 1000)
 
 
+FALLBACK = "rate limiting continues with in-process buckets (limits apply per server)"
+
+
 def _redis_fallback(state: RedisState) -> str:
-    return f"{state.error}; rate limiting continues with in-process buckets (limits apply per server)"
+    return f"{state.error}; {FALLBACK}"
 
 
 class HealthChecks:
@@ -78,7 +91,9 @@ class HealthChecks:
         return state, (time.perf_counter() - started) * 1000
 
     async def readiness(self) -> tuple[dict[str, Any], bool]:
-        """The readiness document, and whether the server is ready."""
+        """The readiness document, and whether the server is ready. Anyone may ask (probes carry no token), so
+        errors say what kind of failure it is and never the text that names hosts or addresses (in the server's
+        log and in detailed health instead)."""
         checks, (redis_state, _) = await asyncio.gather(self._checks(), self._redis())
         body: dict[str, Any] = {
             "status": "ready" if all(check.ok for check in checks.values()) else "not_ready",
@@ -87,9 +102,12 @@ class HealthChecks:
         body["checks"]["redis"] = (
             "not_configured" if not redis_state.configured else "ok" if redis_state.available else "error"
         )
-        errors = {name: check.error for name, check in checks.items() if not check.ok}
+        errors = {name: check.public_error for name, check in checks.items() if not check.ok}
+        for name, check in checks.items():
+            if not check.ok:
+                log.warning("readiness check failed", extra={"check": name, "error": check.error})
         if redis_state.configured and not redis_state.available:
-            body["errors"] = {**errors, "redis": _redis_fallback(redis_state)}
+            body["errors"] = {**errors, "redis": f"unavailable; {FALLBACK}"}
         elif errors:
             body["errors"] = errors
         return body, not errors

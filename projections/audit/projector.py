@@ -1,7 +1,7 @@
 """Builds the audit log from AccessRecorded events, extending each tenant's hash chain.
 
-A batch is written with one binary COPY (a rebuild replays a million entries; into this table and its six indexes,
-COPY took 12-15 us a row against executemany's 19-21). Events are decoded and chained by a fast path
+A batch is written with one binary COPY, the cheapest way into this table and its six indexes (a rebuild writes
+a million entries). Events are decoded and chained by a fast path
 (``projections/audit/fast_chain.py``) that gives what ``audit_entry`` and ``scaivault.audit.chain.entry_hash`` give.
 """
 
@@ -64,8 +64,8 @@ class AuditLogProjection(Projection):
     name = "audit_log"
     topics = frozenset({ACCESS_TOPIC})
     tables = ("scaivault_audit_log", "scaivault_audit_chains")
-    # Paths arrive in any order: maintained row by row during a rebuild, this index cost PostgreSQL about three
-    # times its sorted build (5.6 against 1.8 us per entry), and more than the other five together.
+    # Paths arrive in any order: maintained row by row during a rebuild, this index costs PostgreSQL several times
+    # its sorted build, more than the other five together (docs/performance.md, rebuilds).
     indexes_built_after_replay = frozenset({("scaivault_audit_log", "chain, secret_path, seq")})
 
     def __init__(self, chain_key: Callable[[asyncpg.Connection], Awaitable[bytes]]) -> None:

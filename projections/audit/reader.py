@@ -73,10 +73,6 @@ class AuditLogReader:
         summary = await queries.audit_summary(self._pool, tenant, AuditFilter(since=since, until=until))
         return {"from": since, "to": until, **summary}
 
-    async def count(self, tenant: str, audit_filter: AuditFilter) -> int:
-        """How many of the tenant's entries match (an audit export's estimate)."""
-        return await queries.audit_count(self._pool, tenant, audit_filter)
-
     async def verify(self, tenant: str) -> dict[str, Any]:
         """The tenant's chain recomputed: ``valid``, and the first entry altered, removed or reordered."""
         return {"tenant_id": tenant, **await verify_audit_chain(self._pool, self._keyring, tenant)}

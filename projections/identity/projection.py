@@ -1,4 +1,4 @@
-"""The identity mirror as a projection, for rebuilds and verification (projections/rebuild.py)."""
+"""The identity mirror as a projection, for rebuilds and verification (projections/maintenance/rebuild.py)."""
 
 from __future__ import annotations
 

@@ -1,8 +1,10 @@
 """Queries on the identity mirror. Everything about users and groups is asked within one tenant: a caller never
 names a user or group of another tenant, and another tenant's answers exactly like a missing one.
 
-``groups_of`` and ``role_records`` answer for authorization: only an ACTIVE user in an ACTIVE group counts, so
-suspending a user in ScaiKey (or here) takes away what their groups and roles gave them.
+``groups_of``, ``policy_groups`` and ``role_records`` answer for authorization: only an ACTIVE user in an ACTIVE
+group counts, a group the mirror holds as not ACTIVE counts for nothing even when a token claims it, and a user the
+mirror holds with no ACTIVE record gets nothing at all (``scaivault/identity/roles.py: cut_off``), so suspending a
+user or a group in ScaiKey (or here) takes away what they gave.
 """
 
 from __future__ import annotations
@@ -61,6 +63,35 @@ async def groups_of(conn: Queryable, tenant_id: str | None, identity_id: str) ->
         tenant_id, _user_key(identity_id), ACTIVE,
     )
     return sorted({row["group_id"] for row in rows} | {group_ref(row["name"]) for row in rows})
+
+
+async def policy_groups(
+    conn: Queryable, tenant_id: str | None, identity_id: str, claimed: Sequence[str] = ()
+) -> list[str]:
+    """The groups that count for the identity's group bindings: ``groups_of``, plus the groups its token claims
+    (``claimed``, in lower case) except those the mirror holds in the tenant with no ACTIVE record, since a group
+    suspended in ScaiKey must not keep granting through tokens issued before. Sorted."""
+    claims = {claim.strip().lower() for claim in claimed}
+    if tenant_id is None:
+        return sorted(claims)
+    inactive = await _inactive_groups(conn, tenant_id, claims) if claims else set()
+    return sorted(set(await groups_of(conn, tenant_id, identity_id)) | (claims - inactive))
+
+
+async def _inactive_groups(conn: Queryable, tenant_id: str, claims: set[str]) -> set[str]:
+    """Of the claimed references (lower-case ``group:<name>`` or group ids), those naming only groups that are not
+    ACTIVE."""
+    names = [claim.removeprefix("group:") for claim in claims if claim.startswith("group:")]
+    rows = await conn.fetch(
+        """SELECT lower(group_id) AS id, name, status FROM scaivault_identity_groups
+           WHERE tenant_id = $1 AND (name = ANY($2::text[]) OR lower(group_id) = ANY($3::text[]))""",
+        tenant_id, names, [claim for claim in claims if claim.startswith("grp_")],
+    )
+    active: dict[str, bool] = {}
+    for row in rows:
+        for reference in (row["id"], group_ref(row["name"])):
+            active[reference] = active.get(reference, False) or row["status"] == ACTIVE
+    return {claim for claim in claims if active.get(claim) is False}
 
 
 async def role_records(conn: Queryable, tenant_id: str | None, identity_id: str) -> list[RoleRecord]:

@@ -10,8 +10,8 @@ Partner secrets (owner a partner, no tenant) keep the spec's own rule instead of
 readable by every identity of the partner's tenants; the API confines them to the caller's own partner.
 
 Forensic reads (``as_of``) answer from the event history, not the read model. A past *value* (which may be that of a
-secret deleted since) needs the ``audit:read`` scope besides ``secrets:read`` and the ``read`` permission;
-past metadata and versions need no more than their live forms.
+secret deleted since) needs the ``audit:read`` scope besides ``secrets:read`` and the ``read`` permission (for a
+partner secret, a partner admin); past metadata and versions need no more than their live forms.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from scaivault.crypto.aead import DecryptionFailed
 from scaivault.crypto.aead import context as aead_context
 from scaivault.crypto.keyring import KeyDestroyed, KeyRing
 from scaivault.crypto.secret_values import open_value
-from scaivault.domain.errors import InternalError, ScaiVaultError, SecretNotFound, VersionNotFound
+from scaivault.domain.errors import AccessDenied, InternalError, ScaiVaultError, SecretNotFound, VersionNotFound
 from scaivault.domain.globs import expand_pattern
 from scaivault.domain.paths import parse_path
 from scaivault.domain.policies import ListingPlan
@@ -106,7 +106,7 @@ class SecretReader:
         if as_of is None:
             row = await queries.secret_value_row(self._pool, address.owner, address.path, version)
         else:
-            caller.require_scope(FORENSIC_SCOPE)
+            _require_forensic_right(caller, address)
             row = await history.secret_value_row_as_of(
                 self._pool, self._repository, address.owner, address.path, version, as_of
             )
@@ -352,6 +352,15 @@ class SecretReader:
 
     async def _authorize(self, caller: Caller, address: SecretAddress, permission: str) -> None:
         await self._authorizer.require_on_secret(caller, address, permission)
+
+
+def _require_forensic_right(caller: Caller, address: SecretAddress) -> None:
+    """A past value needs ``audit:read``; a partner secret's past value also a partner admin: partner secrets are
+    governed by the spec's own rule, not by the tenants' policies, and any identity of any tenant of the partner may
+    read the present value, not what a partner admin has since deleted or replaced."""
+    caller.require_scope(FORENSIC_SCOPE)
+    if address.partner_owned and not caller.principal.is_partner_admin:
+        raise AccessDenied("Past values of partner secrets are for partner admins")
 
 
 def _error_entry(error: ScaiVaultError) -> dict[str, str]:

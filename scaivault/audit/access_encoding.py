@@ -55,7 +55,7 @@ def stored_access_event(fields: dict[str, Any], transcoder: Transcoder) -> Store
         state = transcoder.encode(fields)
     else:
         # The transcoder's very bytes, without its walk in search of values to tag: here the only ones are known
-        # (`extra` of a read holds a version number at most), and the walk was a third of the group commit's time.
+        # (`extra` of a read holds a version number at most).
         fields["timestamp"] = datetime_tag(fields["timestamp"])
         fields["accessed_streams"] = [uuid_tag(stream) for stream in fields["accessed_streams"]]
         state = orjson.dumps(fields)

@@ -215,9 +215,8 @@ class AccessRecorder:
             while self._queue:
                 if self._last_batch > 1 and self._gather:
                     # PostgreSQL's commit_delay, for our group commit: when requests are arriving together, a
-                    # moment's wait lets more of them share the next transaction (measured with 32 clients: 2 ms
-                    # took batches from ~10 to ~16 records and cut the server's and PostgreSQL's CPU per read by
-                    # about 15%). A lone request (the last batch held one record) is never held back.
+                    # moment's wait lets more of them share the next transaction (docs/adr/0003). A lone request
+                    # (the last batch held one record) is never held back.
                     await asyncio.sleep(self._gather)
                 batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
                 self._last_batch = len(batch)

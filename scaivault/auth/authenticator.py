@@ -6,8 +6,9 @@ JWKS by ``kid``), then PyJWT verifies signature, ``exp``/``nbf``/``iat`` (with l
 ``jti`` against the revocation set.
 
 Successful verifications are cached per token (keyed by its SHA-256, until it expires) so the hot path skips the
-signature check and the PAT lookup; the revocation check runs on every request. Tokens and keys never appear in
-an error message or a log line.
+signature check and the PAT lookup; the revocation check runs on every request. Work done later on behalf of a
+caller authenticated earlier (an audit export's job) applies the same expiry and revocation rules through
+``recheck``. Tokens and keys never appear in an error message or a log line.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import math
 import re
 import time
 from collections import OrderedDict
@@ -49,6 +51,7 @@ MAX_TOKEN_LENGTH = 16 * 1024
 _VISIBLE_ASCII = re.compile(r"[!-~]+")  # printable ASCII, no white space or control characters
 _KEY_TYPES = {"EdDSA": Ed25519PublicKey, "RS256": RSAPublicKey, "ES256": EllipticCurvePublicKey}
 _REQUIRED_CLAIMS = ["exp", "iat", "iss", "sub", "jti"]
+LEEWAY = timedelta(seconds=30)  # for clocks slightly apart: a JWT is accepted until its exp plus this
 
 
 class TokenAuthenticator:
@@ -61,7 +64,7 @@ class TokenAuthenticator:
         scaikey_issuer: str | None,
         audience: str,
         revocations: RevocationCache,
-        leeway: timedelta = timedelta(seconds=30),
+        leeway: timedelta = LEEWAY,
         cache_size: int = 10_000,
         revocation_max_age: float = 60.0,
     ) -> None:
@@ -99,11 +102,30 @@ class TokenAuthenticator:
             principal, expires = await self._verify_pat(token)
         else:
             principal, expires = await self._verify_jwt(token)
-        if self._revocations.is_revoked("pat" if principal.token_kind == "pat" else "jti", principal.token_id):
+        if self._revocations.is_revoked(*_revocation_key(principal)):
             raise TokenRevoked()
         if cached is None:
             self._remember(digest, principal, expires)
         return principal
+
+    async def recheck(self, principal: Principal) -> None:
+        """Would a request with this principal's token still be accepted? Raises ``TokenExpired`` past its expiry
+        (with the leeway ``authenticate`` allows, on the clock its cache uses), ``TokenRevoked`` when it has been
+        revoked since, by a revocation list no staler than requests accept (refreshed first, or
+        ``ServiceUnavailable``)."""
+        if time.time() > self._usable_until(principal):
+            raise TokenExpired()
+        await self._ensure_revocations_fresh()
+        if self._revocations.is_revoked(*_revocation_key(principal)):
+            raise TokenRevoked()
+
+    def _usable_until(self, principal: Principal) -> float:
+        """Until when (Unix seconds) the token is accepted: a JWT until its ``exp`` plus the leeway, a PAT until its
+        expiry."""
+        if principal.expires_at is None:
+            return math.inf
+        leeway = self._leeway if principal.token_kind == "jwt" else timedelta(0)
+        return (principal.expires_at + leeway).timestamp()
 
     def forget(self, authorization_header: str | None = None) -> None:
         """Drop cached verifications (one token's, or all)."""
@@ -140,7 +162,7 @@ class TokenAuthenticator:
             token_kind="pat",
             token_id=row["id"],
         )
-        return principal, expires_at.timestamp()
+        return principal, self._usable_until(principal)
 
     # --- JWTs ---------------------------------------------------------------------------------------------------
 
@@ -193,7 +215,7 @@ class TokenAuthenticator:
         except (jwt.PyJWTError, ValueError, TypeError):
             raise TokenInvalid() from None
         principal = Principal.from_claims(claims, token_kind="jwt")
-        return principal, float(claims["exp"]) + self._leeway.total_seconds()
+        return principal, self._usable_until(principal)
 
     # --- helpers ------------------------------------------------------------------------------------------------
 
@@ -215,6 +237,10 @@ class TokenAuthenticator:
             except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
                 log.error("token revocation list unavailable", extra={"error": type(exc).__name__})
                 raise ServiceUnavailable("The token revocation list is unavailable") from None
+
+
+def _revocation_key(principal: Principal) -> tuple[str, str]:
+    return ("pat" if principal.token_kind == "pat" else "jti", principal.token_id)
 
 
 def _bearer_token(header: str | None) -> str:

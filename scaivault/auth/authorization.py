@@ -16,8 +16,13 @@ An entry is dropped when a binding it counted expires, and whenever the policies
   and at least every 2 s; should that sync stall, a request finding the check older than 5 s does it itself, or
   fails closed with 503. A change therefore reaches every server within about 2 s (NOTIFY: milliseconds).
 
-The identity mirror's group-membership changes go the same way: its commands call ``bump_generation(conn, tenant)``
-in their transaction and ``invalidate(tenant)`` after committing.
+The identity mirror counts too (docs/identity.md): an identity it holds in the tenant with no ACTIVE record (a
+suspended user) is denied every policy-based permission, whatever binds it or its groups, the token's claimed ones
+included (``IdentityStanding``, the mirrored-roles cache: 2 s); the groups that count are the mirror's memberships
+plus the token's claimed groups that the mirror does not hold as inactive (``GroupsOf``, cached 2 s at most). Its
+changes go the same way as policies': the identity commands call ``bump_generation(conn, tenant)`` in their
+transaction and ``invalidate(tenant)`` after committing, and ``invalidate`` drops the mirrored-roles cache of the
+tenant as well, so a suspension made on another server counts here as soon as its generation arrives.
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 import asyncpg
 
@@ -60,9 +65,20 @@ log = logging.getLogger(__name__)
 AUTHORIZATION_CHANNEL = "scaivault_authorization"
 SYNC_SECONDS = 2.0
 MAX_STALENESS_SECONDS = 5.0
+# How long mirrored groups are believed without asking again: a backstop should an invalidation ever be missed.
+GROUPS_MAX_AGE_SECONDS = 2.0
 
-# (connection or pool, tenant id, identity id) -> the identity's group ids, from the identity mirror.
-GroupsOf = Callable[[Queryable, str | None, str], Awaitable[Iterable[str]]]
+# (connection or pool, tenant id, identity id, the token's claimed groups) -> the groups that count for the
+# identity's group bindings (``projections/identity/queries.py: policy_groups``).
+GroupsOf = Callable[[Queryable, str | None, str, Sequence[str]], Awaitable[Iterable[str]]]
+
+
+class IdentityStanding(Protocol):
+    """Whether the identity mirror cuts an identity off (``scaivault/identity/roles.py: MirroredRoles``)."""
+
+    async def suspended(self, tenant_id: str | None, identity_id: str) -> bool: ...
+
+    def forget(self, tenant_id: str | None = None) -> None: ...
 
 
 async def bump_generation(conn: asyncpg.Connection, owner: str) -> None:
@@ -123,21 +139,26 @@ class Authorizer:
         pool: asyncpg.Pool,
         *,
         groups_of: GroupsOf | None = None,
+        standing: IdentityStanding | None = None,
         max_staleness: float = MAX_STALENESS_SECONDS,
+        groups_max_age: float = GROUPS_MAX_AGE_SECONDS,
         cache_size: int = 10_000,
         decisions_per_caller: int = 4096,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
-        """``groups_of``: the identity mirror's group memberships, added to the token's ``groups`` claim (default:
-        the token's groups only)."""
+        """``groups_of``: the groups that count, from the identity mirror and the token's ``groups`` claim (default:
+        the token's groups only); ``standing``: who the mirror cuts off (default: no one)."""
         self._pool = pool
         self._groups_of = groups_of
+        self._standing = standing
         self._max_staleness = max_staleness
+        self._groups_max_age = groups_max_age
         self._cache_size = cache_size
         self._decisions_per_caller = decisions_per_caller
         self._monotonic = monotonic
         self._callers: OrderedDict[tuple[Any, ...], _CallerEntry] = OrderedDict()
-        self._groups: OrderedDict[tuple[str | None, str], frozenset[str]] = OrderedDict()
+        # (tenant, identity, claimed groups) -> (the groups that count, until when: monotonic)
+        self._groups: OrderedDict[tuple[str, str, tuple[str, ...]], tuple[frozenset[str], float]] = OrderedDict()
         self._epochs: dict[str, int] = {}  # raised by every invalidation: a load that straddles one is not kept
         self._generations: dict[str, int] = {}  # per owner, as last seen in the database
         self._synced_at = float("-inf")
@@ -156,6 +177,8 @@ class Authorizer:
         by_role = role_decision(principal, tenant_id, path, permission)
         if by_role is not None:
             return by_role
+        if await self._cut_off(tenant_id, principal.identity_id):
+            return decide((), path, permission, context)
         entry = await self._entry(principal, tenant_id, partner_id, context.at)
         key = (path, permission)
         found = entry.candidates.get(key)
@@ -190,6 +213,8 @@ class Authorizer:
         """What the caller may list under ``prefix`` (None: everything, by role); raises when nothing could be."""
         if role_decision(principal, tenant_id, prefix, "list") is not None:
             return None
+        if await self._cut_off(tenant_id, principal.identity_id):
+            raise decide((), prefix, "list", context).error()
         entry = await self._entry(principal, tenant_id, partner_id, context.at)
         plan = plan_listing(entry.policies, prefix, context)
         if isinstance(plan, Decision):
@@ -200,7 +225,13 @@ class Authorizer:
         self, tenant_id: str | None, partner_id: str | None, subject: Subject, path: str, permission: str,
         context: RequestContext,
     ) -> Decision:
-        """The policy decision for any identity at any time, read fresh (no cache), for POST /v1/policies/test."""
+        """The policy decision for any identity at any time, on the policies read fresh (no cache), for
+        POST /v1/policies/test. An identity the mirror cuts off is denied as if nothing bound it, and groups it holds
+        as inactive (the subject itself, when it is one) count for nothing."""
+        if await self._cut_off(tenant_id, subject.identity_id):
+            return decide((), path, permission, context)
+        groups = await self.groups(tenant_id, subject.identity_id, sorted(subject.groups))
+        subject = Subject.of(subject.identity_id, groups)
         owners = _owners(tenant_id, partner_id)
         rows = await bound_policy_rows(self._pool, owners, [subject.identity_id, *subject.groups], at=context.at)
         policies, _ = compile_bound_rows(rows)
@@ -208,32 +239,40 @@ class Authorizer:
         return decide(found, path, permission, context)
 
     async def groups(self, tenant_id: str | None, identity_id: str, token_groups: Iterable[str] = ()) -> frozenset[str]:
-        """The identity's groups: the token's claim plus the identity mirror's memberships (cached)."""
+        """The identity's groups that count: the identity mirror's memberships, and the token's claim less the groups
+        the mirror holds as inactive (``GroupsOf``; cached for at most ``groups_max_age``)."""
+        claimed = tuple(token_groups)
         if self._groups_of is None or tenant_id is None:
-            return frozenset(token_groups)
-        key = (tenant_id, identity_id)
-        mirrored = self._groups.get(key)
-        if mirrored is None:
-            epoch = self._epochs.get(tenant_id, 0)
-            mirrored = frozenset(await self._groups_of(self._pool, tenant_id, identity_id))
-            if self._epochs.get(tenant_id, 0) == epoch:
-                self._groups[key] = mirrored
-                if len(self._groups) > self._cache_size:
-                    self._groups.popitem(last=False)
-        return mirrored | frozenset(token_groups)
+            return frozenset(claimed)
+        key = (tenant_id, identity_id, claimed)
+        now = self._monotonic()
+        cached = self._groups.get(key)
+        if cached is not None and now < cached[1]:
+            return cached[0]
+        epoch = self._epochs.get(tenant_id, 0)
+        groups = frozenset(await self._groups_of(self._pool, tenant_id, identity_id, claimed))
+        if self._epochs.get(tenant_id, 0) == epoch:
+            self._groups[key] = (groups, now + self._groups_max_age)
+            self._groups.move_to_end(key)
+            if len(self._groups) > self._cache_size:
+                self._groups.popitem(last=False)
+        return groups
+
+    async def _cut_off(self, tenant_id: str | None, identity_id: str) -> bool:
+        return self._standing is not None and await self._standing.suspended(tenant_id, identity_id)
 
     async def _entry(
         self, principal: Principal, tenant_id: str | None, partner_id: str | None, at: datetime
     ) -> _CallerEntry:
         await self._ensure_fresh()
-        # Keyed by the token's own identity and groups: the mirrored groups it adds are dropped together with the
-        # entry (both by invalidate(tenant)).
-        key = (tenant_id, partner_id, principal.identity_id, principal.groups)
+        # Keyed by the groups that count now, so an entry outlives no change of them (``groups`` asks the mirror
+        # again after ``groups_max_age``, whatever invalidations said).
+        groups = await self.groups(tenant_id, principal.identity_id, principal.groups)
+        key = (tenant_id, partner_id, principal.identity_id, groups)
         entry = self._callers.get(key)
         if entry is not None and (entry.valid_until is None or at < entry.valid_until):
             self._callers.move_to_end(key)
             return entry
-        groups = await self.groups(tenant_id, principal.identity_id, principal.groups)
         subject = Subject.of(principal.identity_id, groups)
         owners = _owners(tenant_id, partner_id)
         epochs = [self._epochs.get(owner, 0) for owner in owners]
@@ -255,12 +294,14 @@ class Authorizer:
     # ---- coherence -----------------------------------------------------------------------------------------------
 
     def invalidate(self, owner: str) -> None:
-        """Forget every cached decision (and mirrored group membership) for a tenant or partner."""
+        """Forget every cached decision, mirrored group and mirrored standing for a tenant or partner."""
         self._epochs[owner] = self._epochs.get(owner, 0) + 1
         for key in [key for key, entry in self._callers.items() if owner in entry.owners]:
             del self._callers[key]
         for key in [key for key in self._groups if key[0] == owner]:
             del self._groups[key]
+        if self._standing is not None:
+            self._standing.forget(owner)
 
     async def sync(self) -> int:
         """Compare the cached owners' generations with the database; drop what changed. Returns owners dropped."""

@@ -36,6 +36,18 @@ class Principal:
     issued_at: datetime | None
     token_kind: str  # "jwt" | "pat"
     token_id: str  # the JWT's jti, or the PAT's id
+    # The roles the token itself claims (``roles`` are those the caller holds, which the identity mirror may change:
+    # scaivault/identity/roles.py); ``replace(principal, roles=...)`` keeps them. Default: ``roles``.
+    token_roles: frozenset[str] | None = None
+
+    def __post_init__(self) -> None:
+        if self.token_roles is None:
+            object.__setattr__(self, "token_roles", self.roles)
+
+    @property
+    def claimed_roles(self) -> frozenset[str]:
+        """The token's own roles, whatever the mirror made of them."""
+        return self.roles if self.token_roles is None else self.token_roles
 
     def has_scope(self, scope: str) -> bool:
         return scope in self.scopes

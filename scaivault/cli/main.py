@@ -1,5 +1,5 @@
-"""``scaivault``: ``serve``, ``tenants create``, ``token issue|revoke``, ``keys rotate-root``, ``migrate``,
-``events list|show``.
+"""``scaivault``: the server (``serve``) and the operator's commands (``tenants``, ``token``, ``keys``, ``migrate``,
+``audit``, ``events``, ``projections``, ``identities``); the README lists them all.
 
 Every command reads the same configuration as the server (DATABASE_URL, SCAIVAULT_DATA_DIR, ...), so tokens it
 issues are the ones the server accepts. Exit codes follow the spec's CLI page: 1 general, 2 authentication,
@@ -90,9 +90,13 @@ def serve(demo: bool) -> None:
 
     async def app_factory() -> web.Application:
         container = await build_container(settings)
-        if demo:
-            await _print_demo_credentials(container)
-        app = create_app(container, internal_address=True)
+        try:
+            if demo:
+                await _print_demo_credentials(container)
+            app = create_app(container, internal_address=True)
+        except BaseException:
+            await container.close()
+            raise
 
         async def close(_: web.Application) -> None:
             await container.close()

@@ -6,7 +6,8 @@ the host, address or a field value of a secret). Every mutator takes the time ``
 reads no clock.
 
 An export records who requested it (``Requester``: never the token itself), because its job acts on that identity's
-behalf: it reads the upload credentials only if the requester may still read them when the job runs.
+behalf: it reads the upload credentials only if the requester may still read them when the job runs, with a token
+that has neither expired nor been revoked meanwhile.
 """
 
 from __future__ import annotations
@@ -55,31 +56,36 @@ def object_key(prefix: str, export_id: str, name: str) -> str:
 @dataclass(frozen=True)
 class Requester:
     """Who requested an export, as a job acting for them needs it to decide again: the identity, the token's tenant
-    and partner, its scopes, roles and groups, when MFA was verified, and the request's source address. The token's
-    kind and id (a JWT's ``jti`` or a PAT's id: names, not credentials) let the job see a revocation."""
+    and partner, its scopes, its own roles (the claim: the job derives the roles held from them, through the identity
+    mirror as it is then) and groups, when MFA was verified, when the token expires, and the request's source
+    address. The token's kind and id (a JWT's ``jti`` or a PAT's id: names, not credentials) let the job see a
+    revocation. ``token_roles`` is None for an export recorded before they were (see ``_token_roles_unknown``)."""
 
     identity_id: str
     identity_type: str
     tenant_id: str | None
     partner_id: str | None
     scopes: tuple[str, ...]
-    roles: tuple[str, ...]
+    token_roles: tuple[str, ...] | None
     groups: tuple[str, ...]
     mfa_verified_at: datetime | None
+    expires_at: datetime | None
     source_ip: str | None
     token_kind: str
     token_id: str
 
     def state(self) -> dict[str, Any]:
-        return {**asdict(self), "scopes": list(self.scopes), "roles": list(self.roles), "groups": list(self.groups)}
+        token_roles = list(self.token_roles) if self.token_roles is not None else None
+        return {**asdict(self), "scopes": list(self.scopes), "token_roles": token_roles, "groups": list(self.groups)}
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> Requester:
+        token_roles = state["token_roles"]
         return cls(
             **{
                 **state,
                 "scopes": tuple(state["scopes"]),
-                "roles": tuple(state["roles"]),
+                "token_roles": tuple(token_roles) if token_roles is not None else None,
                 "groups": tuple(state["groups"]),
             }
         )
@@ -91,16 +97,29 @@ def _nobody_recorded(state: dict[str, Any]) -> None:
     state["requester"] = None
 
 
+def _token_roles_unknown(state: dict[str, Any]) -> None:
+    """Upcasts an export stored when its requester's ``roles`` were the roles it held after the identity mirror,
+    and without its token's expiry. Taken as the token's roles, they would outlive a mirror record removed before
+    the job ran (the record's roles would stay), and the expiry cannot be checked: so the job trusts neither and
+    fails such an export (``token_roles`` None) rather than act on it."""
+    requester = state.get("requester")
+    if requester is not None:
+        requester.pop("roles", None)
+        requester["token_roles"] = None
+        requester["expires_at"] = None
+
+
 class AuditExport(Aggregate):
-    class_version = 2  # snapshots: version 1 had no requester
+    class_version = 3  # snapshots: version 1 had no requester, version 2 its effective roles and no token expiry
     upcast_v1_v2 = staticmethod(_nobody_recorded)
+    upcast_v2_v3 = staticmethod(_token_roles_unknown)
 
     @staticmethod
     def create_id(export_id: str) -> UUID:
         return audit_export_stream_id(export_id)
 
     class Requested(Aggregate.Created):
-        class_version = 2
+        class_version = 3
         export_id: str
         tenant_id: str
         partner_id: str | None
@@ -115,6 +134,7 @@ class AuditExport(Aggregate):
         request_id: str | None
         requester: dict[str, Any] | None
         upcast_v1_v2 = staticmethod(_nobody_recorded)
+        upcast_v2_v3 = staticmethod(_token_roles_unknown)
 
     @event(Requested)
     def __init__(

@@ -9,3 +9,4 @@ class Outcome(StrEnum):
     OK = "ok"
     CREATED = "created"  # a new resource exists
     ACCEPTED = "accepted"  # work was recorded and runs in the background
+    REMOVED = "removed"  # the thing is gone; nothing to show

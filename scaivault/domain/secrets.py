@@ -263,6 +263,15 @@ class Secret(Aggregate):
         self._expire_deletion(at, actor, request_id)
         return before and not self.live
 
+    def versions_lost_to_cap(self, max_versions: int | None, *, writing: bool) -> int:
+        """How many more retained versions a new ``max_versions`` destroys (now, or with the write about to be made)
+        than the cap in force would: lowering the cap destroys history, which is the ``delete`` permission's to do."""
+        if max_versions is None or not self.live:
+            return 0
+        kept = len(self.versions) + (1 if writing else 0)
+        in_force = self.max_versions or max_versions
+        return max(0, kept - max_versions) - max(0, kept - in_force) if writing else max(0, kept - max_versions)
+
     # ---- helpers ----------------------------------------------------------------------------------------------
 
     def _age_out(self, *, at: datetime, actor: str, request_id: str | None) -> None:

@@ -44,8 +44,8 @@ WAKEUP_COVERS_SECONDS = 0.5
 
 class EventRow:
     """A stored event with its notification id, as a ``Notification`` has them (and read the same way by the
-    mapper), built in about a third of the time: the stream id becomes a standard UUID only when asked for, and a
-    rebuild of the audit log, which reads a million events, never asks."""
+    mapper), built more cheaply: the stream id becomes a standard UUID only when asked for, and a rebuild of the
+    audit log, which reads a million events, never asks."""
 
     __slots__ = ("_stream", "id", "originator_version", "state", "topic")
 
@@ -235,20 +235,30 @@ class EventStoreListener:
 
     A NOTIFY is only a hint: pollers still poll (``wait`` times out) and must re-read the table. After the connection
     drops, the next ``wait`` reconnects and returns True at once, since notifications may have been missed meanwhile.
+    A first connection that fails is a connection lost from the start: entering still succeeds, and ``wait`` keeps
+    trying, so a poller that starts while PostgreSQL refuses it polls meanwhile and is woken once it is back.
 
     The connection must not go through a transaction-pooling pgbouncer (LISTEN is session state).
     """
 
-    def __init__(self, dsn: str, *, channel: str = "scaivault_events", reconnect_delay_seconds: float = 1.0) -> None:
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        channel: str = "scaivault_events",
+        reconnect_delay_seconds: float = 1.0,
+        connect_timeout_seconds: float = 10.0,
+    ) -> None:
         _identifier(channel)
         self._dsn = dsn
         self.channel = channel
         self._reconnect_delay = reconnect_delay_seconds
+        self._connect_timeout = connect_timeout_seconds
         self._conn: asyncpg.Connection | None = None
         self._notified = asyncio.Event()
 
     async def __aenter__(self) -> Self:
-        await self._connect()
+        await self._try_connect(self._connect_timeout)
         return self
 
     async def __aexit__(
@@ -286,11 +296,19 @@ class EventStoreListener:
         conn.add_termination_listener(self._on_termination)
         self._conn = conn
 
-    async def _reconnect(self, timeout: float) -> bool:
+    async def _try_connect(self, timeout: float) -> bool:
         try:
             await asyncio.wait_for(self._connect(), timeout)
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as e:
-            log.warning("event store listener cannot reconnect", extra={"error": repr(e)})
+            # The type only: a connection error's message can quote connection details.
+            log.warning(
+                "event store listener cannot connect", extra={"channel": self.channel, "error": type(e).__name__}
+            )
+            return False
+        return True
+
+    async def _reconnect(self, timeout: float) -> bool:
+        if not await self._try_connect(timeout):
             # Don't hammer the server: a poller calling wait() in a loop still polls once per delay.
             await asyncio.sleep(min(timeout, self._reconnect_delay))
             return False

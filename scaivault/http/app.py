@@ -57,7 +57,7 @@ def create_app(container: Container, *, internal_address: bool = False) -> web.A
     secrets.add_routes(
         table,
         secrets.SecretReadsApi(callers, container.secret_reader, charges),
-        secrets.SecretWritesApi(callers, container.secret_commands, container.authorizer, container.metrics),
+        secrets.SecretWritesApi(callers, container.secret_commands, container.metrics),
     )
     metrics.add_routes(table)
     AuditApi(callers, container.audit_log).add_routes(table)

@@ -24,7 +24,7 @@ from scaivault.domain.timestamps import in_utc
 from scaivault.http.context import Callers
 from scaivault.http.keys import ACCESS, REQUEST_ID
 from scaivault.http.query import Limit, QueryModel, parse_query
-from scaivault.http.responses import json_response, read_json_object
+from scaivault.http.responses import committed_response, json_response, read_json_object
 from scaivault.http.routing import RouteTable
 from scaivault.http.schemas import Strict, parse_body
 
@@ -178,9 +178,9 @@ class AuditExportsApi:
         )
         export = await self._commands.request(command, who, request[REQUEST_ID], request[ACCESS])
         self._worker_wakeup()
-        return json_response(
+        return committed_response(
+            request,
             {"export_id": export.export_id, "status": export.status, "estimated_records": export.estimated_records},
-            status=202,
             headers={"Location": f"/v1/audit/exports/{export.export_id}"},
         )
 

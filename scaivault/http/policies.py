@@ -24,7 +24,7 @@ from scaivault.domain.timestamps import in_utc
 from scaivault.http.context import Callers
 from scaivault.http.keys import ACCESS, REQUEST_ID
 from scaivault.http.query import Flag, Limit, QueryModel, parse_query
-from scaivault.http.responses import json_response, read_json_object
+from scaivault.http.responses import committed_response, json_response, read_json_object
 from scaivault.http.routing import UNAUDITED, RouteTable
 from scaivault.http.schemas import Strict, parse_body
 
@@ -138,7 +138,7 @@ def _rules(rules: list[RuleIn]) -> list[dict[str, Any]]:
 
 
 def _actor(request: web.Request, who: Caller) -> Actor:
-    return Actor(identity_id=who.principal.identity_id, request_id=request[REQUEST_ID])
+    return Actor.of(who, request[REQUEST_ID])
 
 
 def _policy_id(request: web.Request) -> str:
@@ -217,7 +217,7 @@ class PoliciesApi:
             rules=_rules(body.rules), is_active=body.is_active, actor=_actor(request, who), access=request[ACCESS],
         )
         document = await self._reader.policy(who, policy.policy_id)
-        return json_response(document, status=201, headers={"Location": f"/v1/policies/{policy.policy_id}"})
+        return committed_response(request, document, headers={"Location": f"/v1/policies/{policy.policy_id}"})
 
     async def replace_policy(self, request: web.Request) -> web.Response:
         """Rules and metadata replaced; bindings kept; ``is_active`` kept unless given (it is state, not content)."""
@@ -263,8 +263,8 @@ class PoliciesApi:
             policy_id, identity_type=body.identity_type, identity_id=body.identity_id, expires_at=body.expires_at,
             who=access, actor=_actor(request, who), access=request[ACCESS],
         )
-        return json_response(
-            self._reader.binding_document(binding), status=201,
+        return committed_response(
+            request, self._reader.binding_document(binding),
             headers={"Location": f"/v1/policies/{policy_id}/bindings/{binding['binding_id']}"},
         )
 

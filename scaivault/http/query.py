@@ -9,7 +9,7 @@ here take text strictly: a whole number is ASCII digits only (no sign, no ``_``,
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, TypeVar
+from typing import Annotated, TypeVar, cast
 
 import annotated_types
 from aiohttp import web
@@ -55,7 +55,15 @@ Flag = Annotated[bool, BeforeValidator(_flag)]
 Timestamp = Annotated[datetime, BeforeValidator(_timestamp)]
 
 
+_DEFAULTS: dict[type[QueryModel], QueryModel] = {}
+
+
 def parse_query(model: type[Q], request: web.Request) -> Q:
+    if not request.query:  # the common case on the hot read path: the model's defaults, built once (it is frozen)
+        default = _DEFAULTS.get(model)
+        if default is None:
+            default = _DEFAULTS[model] = model.model_validate({})
+        return cast(Q, default)
     values = {name: request.query.getone(name) for name in request.query}
     try:
         return model.model_validate(values)

@@ -15,6 +15,7 @@ from scaivault.domain.errors import (
     ScaiVaultError,
     ValidationFailed,
 )
+from scaivault.http.keys import ACCESS
 from scaivault.http.status import status_of
 from scaivault.serialization import dumps
 
@@ -24,6 +25,17 @@ MAX_BODY_BYTES = 512 * 1024
 
 def json_response(body: Any, *, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
     return web.Response(body=dumps(body), status=status, content_type="application/json", headers=headers)
+
+
+def committed_response(
+    request: web.Request, body: Any = None, *, headers: dict[str, str] | None = None
+) -> web.Response:
+    """The answer to a request whose command committed: its status is the one the command's outcome gave the access
+    record committed with it, so the client and the audit log always agree (204: no body)."""
+    status = request[ACCESS].status
+    if status == 204:
+        return web.Response(status=204, headers=headers)
+    return json_response(body, status=status, headers=headers)
 
 
 def error_response(error: ScaiVaultError, request_id: str, headers: dict[str, str] | None = None) -> web.Response:

@@ -1,6 +1,6 @@
 """Routes as data: each API module lists its routes with the audit action of each, and the app factory installs
-them. The front door reads a matched route's action from here (``None``: the route leaves no access record:
-liveness, readiness, version, metrics, the policy dry run)."""
+them. The front door reads a matched route's action from here (``UNAUDITED``: the route leaves no access record:
+liveness, readiness, version, the policy dry run)."""
 
 from __future__ import annotations
 

@@ -53,7 +53,9 @@ STATUS_BY_CODE: dict[str, int] = {
 }
 
 
-STATUS_BY_OUTCOME: dict[Outcome, int] = {Outcome.OK: 200, Outcome.CREATED: 201, Outcome.ACCEPTED: 202}
+STATUS_BY_OUTCOME: dict[Outcome, int] = {
+    Outcome.OK: 200, Outcome.CREATED: 201, Outcome.ACCEPTED: 202, Outcome.REMOVED: 204,
+}
 
 
 def status_of(code: str) -> int:

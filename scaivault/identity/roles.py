@@ -7,10 +7,16 @@ when the user is not ACTIVE), and token roles ranked above the authority are kep
 no power over them. So a role granted or taken away here (or in ScaiKey, then synced) counts at once, without
 waiting for tokens to expire, and a tenant admin who creates a record for a partner admin's address takes nothing
 from it. An identity the mirror does not know keeps its token's roles (service accounts, partner-level tokens,
-deployments that manage no identities).
+deployments that manage no identities). Roles are always derived from the token's own roles
+(``Principal.token_roles``), never from roles derived before, so work done later for a caller (an audit export's
+job) loses a role whose record is removed meanwhile.
 
-Records are cached per identity for ``max_age`` seconds (2 s); this process forgets its cache when its own commands
-change roles, and other servers see a change within ``max_age``.
+The same records decide whether the identity is cut off altogether (``cut_off``: known, and no record ACTIVE), which
+the authorizer asks before any policy.
+
+Records are cached per identity for ``max_age`` seconds (2 s); this process forgets its cache when its own identity
+commands change anything that counts for authorization (and when the authorizer learns of such a change made by
+another server), and other servers see a change within ``max_age`` at worst.
 """
 
 from __future__ import annotations
@@ -41,6 +47,12 @@ def _through(token_roles: frozenset[str], record: RoleRecord) -> frozenset[str]:
     return frozenset(beyond_authority) | (record.roles if record.active else frozenset())
 
 
+def cut_off(records: Sequence[RoleRecord]) -> bool:
+    """The mirror holds the identity and none of its records is ACTIVE: suspended (or otherwise not active) users
+    get nothing, neither roles nor anything policies grant (``scaivault/auth/authorization.py``)."""
+    return bool(records) and not any(record.active for record in records)
+
+
 class MirroredRoles:
     def __init__(
         self,
@@ -55,26 +67,37 @@ class MirroredRoles:
         self._max_entries = max_entries
         self._clock = clock
         self._entries: dict[tuple[str, str], tuple[tuple[RoleRecord, ...], float]] = {}
+        self._epochs: dict[str | None, int] = {}  # raised by every ``forget``: a read that straddles one is not kept
 
     async def effective(self, principal: Principal) -> Principal:
-        """The principal with the roles it holds now (``effective_roles``)."""
+        """The principal with the roles it holds now (``effective_roles`` of the token's own roles)."""
         if principal.tenant_id is None:
             return principal
-        key = (principal.tenant_id, principal.identity_id.lower())
+        roles = effective_roles(principal.claimed_roles, await self.records(principal.tenant_id, principal.identity_id))
+        return principal if roles == principal.roles else replace(principal, roles=roles)
+
+    async def suspended(self, tenant_id: str | None, identity_id: str) -> bool:
+        """Is the identity cut off in the tenant (``cut_off``)?"""
+        return tenant_id is not None and cut_off(await self.records(tenant_id, identity_id))
+
+    async def records(self, tenant_id: str, identity_id: str) -> tuple[RoleRecord, ...]:
+        """What the mirror holds of the identity in the tenant (``role_records``), cached for ``max_age``."""
+        key = (tenant_id, identity_id.lower())
         now = self._clock()
         cached = self._entries.get(key)
         if cached is not None and cached[1] > now:
-            records = cached[0]
-        else:
-            records = tuple(await role_records(self._pool, principal.tenant_id, principal.identity_id))
+            return cached[0]
+        epochs = self._epochs.get(None, 0), self._epochs.get(tenant_id, 0)
+        records = tuple(await role_records(self._pool, tenant_id, identity_id))
+        if (self._epochs.get(None, 0), self._epochs.get(tenant_id, 0)) == epochs:
             if len(self._entries) >= self._max_entries:
                 self._entries.clear()
             self._entries[key] = (records, now + self._max_age)
-        roles = effective_roles(principal.roles, records)
-        return principal if roles == principal.roles else replace(principal, roles=roles)
+        return records
 
     def forget(self, tenant_id: str | None = None) -> None:
         """Drop cached answers (of one tenant, or all)."""
+        self._epochs[tenant_id] = self._epochs.get(tenant_id, 0) + 1
         if tenant_id is None:
             self._entries.clear()
         else:

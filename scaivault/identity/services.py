@@ -47,15 +47,16 @@ def build_identity_services(
     tenancy: TenancyCommands,
     tenants: TenantDirectory,
     http_session: aiohttp.ClientSession | None,
-    on_membership_changed: TenantHook = no_tenant_hook,
-    membership_changed_in_transaction: TransactionHook = no_transaction_hook,
+    roles: MirroredRoles,
+    on_authorization_changed: TenantHook = no_tenant_hook,
+    authorization_changed_in_transaction: TransactionHook = no_transaction_hook,
 ) -> IdentityServices:
-    roles = MirroredRoles(pool)
+    """``roles``: the one mirrored-roles cache, which the authorizer shares (it says who is suspended)."""
     commands = IdentityCommands(
         runner,
         IdentityReadModel(),
-        on_membership_changed=on_membership_changed,
-        membership_changed_in_transaction=membership_changed_in_transaction,
+        on_authorization_changed=on_authorization_changed,
+        authorization_changed_in_transaction=authorization_changed_in_transaction,
         on_roles_changed=roles.forget,
     )
     client = None

@@ -395,3 +395,54 @@ async def test_every_audit_path_serves_the_tenant_named_in_it_and_is_itself_audi
         "logs": "audit_read", "secrets/dev/there": "audit_read", "identities/user:alice@acme.example": "audit_read",
         "summary": "audit_read", "verify": "audit_verify",
     }
+
+
+async def test_every_change_is_audited_with_the_status_its_client_got(
+    client: TestClient, token: TokenFactory, container: Container
+) -> None:
+    """A command commits its access record with itself, before the answer exists: the status there must be the one
+    the client gets, for every outcome (created, accepted, removed, unchanged) and for a refusal after the lookup."""
+    admin = bearer(token(
+        "secrets:read", "secrets:write", "secrets:delete", "secrets:list", "policies:read", "policies:write",
+        "identity:read", "identity:admin", "audit:read", "audit:export", roles=("tenant_admin",),
+    ))
+    answers = []
+
+    async def send(method: str, url: str, body: Any = None) -> Any:
+        response = await client.request(method, url, json=body, headers=admin)
+        answers.append(response)
+        return await response.json() if response.status != 204 else None
+
+    await send("PUT", "/v1/secrets/app/status", {"data": {"v": 1}})
+    await send("PUT", "/v1/secrets/app/status", {"data": {"v": 2}})
+    await send("PATCH", "/v1/secrets/app/status/metadata", {"metadata": {"owner": "x"}})
+    await send("DELETE", "/v1/secrets/app/status?version=1&permanent=true")
+    await send("DELETE", "/v1/secrets/app/status")
+    await send("POST", "/v1/secrets/app/status/restore")
+    policy = await send("POST", "/v1/policies", {"name": "p", "rules": [{"path_pattern": "app/**",
+                                                                          "permissions": ["read"]}]})
+    await send("PATCH", f"/v1/policies/{policy['id']}", {"description": "d"})
+    binding = await send("POST", f"/v1/policies/{policy['id']}/bindings",
+                         {"identity_type": "service_account", "identity_id": "sa:x"})
+    await send("DELETE", f"/v1/policies/{policy['id']}/bindings/{binding['id']}")
+    await send("DELETE", f"/v1/policies/{policy['id']}")
+    user = await send("POST", f"/v1/identity/tenants/{TENANT}/users", {"email": "status@acme.example"})
+    group = await send("POST", f"/v1/identity/tenants/{TENANT}/groups", {"name": "status"})
+    member = f"/v1/identity/groups/{group['id']}/members/{user['id']}"
+    await send("PUT", member)
+    await send("PUT", member)  # already a member: 200
+    await send("DELETE", member)  # 204
+    await send("DELETE", member)  # no longer a member: 404, nothing committed
+    await send("DELETE", f"/v1/identity/users/{user['id']}")
+    await send("DELETE", f"/v1/identity/groups/{group['id']}")
+    await send("POST", "/v1/audit/export", {"from": "2026-01-01T00:00:00Z", "to": "2026-01-02T00:00:00Z",
+                                            "format": "jsonl", "destination": {"type": "local", "prefix": "s"}})
+    statuses = [response.status for response in answers]
+    assert statuses == [201, 200, 200, 200, 200, 200, 201, 200, 201, 200, 200, 201, 201, 201, 200, 204, 404, 204,
+                        204, 202], statuses
+    await caught_up(container)
+    for response in answers:
+        request_id = response.headers["X-Request-ID"]
+        [entry] = (await (await client.get("/v1/audit/logs", params={"request_id": request_id},
+                                           headers=admin)).json())["logs"]
+        assert (entry["status"], entry["success"]) == (response.status, response.status < 400), (response.url, entry)

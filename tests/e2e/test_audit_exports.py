@@ -10,6 +10,7 @@ import hashlib
 import io
 import os
 import socket
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -18,15 +19,18 @@ from typing import Any
 
 import asyncpg
 import boto3
+import jwt
 import orjson
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from moto.server import ThreadedMotoServer
 
-from commands.audit_exports import RequestExport
+from commands.audit_exports import RequestExport, requester_of
 from projections.audit_exports import project_audit_export
 from scaivault.audit.exports.credentials import NOT_ALLOWED
 from scaivault.audit.exports.worker import job_lock_key
+from scaivault.auth import authenticator as authenticator_module
+from scaivault.auth.authenticator import LEEWAY
 from scaivault.auth.caller import Caller
 from scaivault.auth.principal import Principal
 from scaivault.bootstrap import Container, build_container
@@ -37,7 +41,7 @@ from scaivault.ids import new_id
 from tests.e2e.conftest import OTHER_TENANT, PARTNER, TENANT, TokenFactory, bearer
 from tests.e2e.helpers import caught_up
 from tests.e2e.policy_helpers import admin, caller_token, grant
-from tests.helpers import eventually
+from tests.helpers import Clock, eventually
 
 ACCESS_KEY = "AKIAEXPORTCANARY0001"
 SECRET_KEY = "export-secret-key-canary-5d1f0a"
@@ -518,6 +522,13 @@ def test_export_files_of_other_tenants_are_apart(settings: Settings, tmp_path: P
     assert configured.exports_directory == tmp_path / "elsewhere"
 
 
+async def mirror_user(client: TestClient, headers: dict[str, str], email: str) -> str:
+    created = await client.post(f"/v1/identity/tenants/{TENANT}/users", json={"email": email}, headers=headers)
+    assert created.status == 201, await created.text()
+    user_id: str = (await created.json())["id"]
+    return user_id
+
+
 def caller_of_claims(claims: dict[str, Any]) -> Caller:
     """A caller in the test tenant, as the API would build it from a token with these claims."""
     principal = Principal.from_claims({"jti": "test-token", "tenant_id": TENANT, "partner_id": PARTNER, **claims})
@@ -565,35 +576,46 @@ async def test_naming_credentials_needs_the_right_to_read_them(
     assert missing["error"]["code"] == "invalid_config"
 
 
-@pytest.mark.parametrize("taken_away", ["policy binding", "mirrored role"])
+@pytest.mark.parametrize("taken_away", ["policy binding", "mirrored role", "mirror record"])
 async def test_a_requester_who_lost_the_right_to_the_credentials_before_the_job_ran_uploads_nothing(
     paused: Server, token: TokenFactory, s3_endpoint: str, taken_away: str
 ) -> None:
+    """``mirror record``: the requester's token has no role; the identity mirror's record made it a tenant admin
+    when it asked, and was removed before the job ran: the job derives roles from the token's, not from the roles
+    held at the request."""
     client, container = paused.client, paused.container
     s3(s3_endpoint).create_bucket(Bucket="revoked-archive")
     path = await store_credentials(client, token(*WRITER_SCOPES), s3_endpoint, path="private/s3creds")
+    root = bearer(token("identity:read", "identity:admin", identity="user:root@acme.example", roles=("super_admin",)))
+    bob_record = None
     if taken_away == "policy binding":
         requester = "sa:exporter"
         policy_id, binding_id = await grant(
             client, container, [{"path_pattern": "private/*", "permissions": ["read"]}], identity_id=requester
         )
         exporter = caller_token(container, "audit:export", "secrets:read", identity=requester)
-    else:
+    elif taken_away == "mirrored role":
         requester = "user:bob@acme.example"
         exporter = bearer(token("audit:export", "secrets:read", identity=requester))  # tenant_admin by its token
+    else:
+        requester = "user:bob@acme.example"
+        bob_record = await mirror_user(client, root, "bob@acme.example")
+        granted = await client.put(f"/v1/identity/users/{bob_record}/roles", json={"roles": ["tenant_admin"]},
+                                   headers=root)
+        assert granted.status == 200, await granted.text()
+        exporter = bearer(token("audit:export", "secrets:read", identity=requester, roles=()))
+        assert (await (await client.get("/v1/auth/whoami", headers=exporter)).json())["roles"] == ["tenant_admin"]
     export = await create_export(client, exporter, s3_body(path, "revoked-archive"))
 
     if taken_away == "policy binding":
         unbound = await client.delete(f"/v1/policies/{policy_id}/bindings/{binding_id}", headers=admin(container))
         assert unbound.status in (200, 204), await unbound.text()
-    else:  # the identity mirror learns of Bob, with no role: his token's tenant_admin no longer counts
-        root = bearer(
-            token("identity:read", "identity:admin", identity="user:root@acme.example", roles=("super_admin",))
-        )
-        created = await client.post(
-            f"/v1/identity/tenants/{TENANT}/users", json={"email": "bob@acme.example"}, headers=root
-        )
-        assert created.status == 201, await created.text()
+    else:
+        if bob_record is None:  # the mirror learns of Bob, with no role: his token's tenant_admin no longer counts
+            await mirror_user(client, root, "bob@acme.example")
+        else:  # the record goes, and with it the role it gave
+            removed = await client.delete(f"/v1/identity/users/{bob_record}", headers=root)
+            assert removed.status in (200, 204), await removed.text()
 
         async def roles_gone() -> bool:
             return (await (await client.get("/v1/auth/whoami", headers=exporter)).json())["roles"] == []
@@ -666,28 +688,44 @@ async def test_uploads_go_to_the_address_the_guard_checked(
     assert f"{document['export_id']}/manifest.json" in keys
 
 
-async def test_an_export_stored_without_its_requester_reads_no_credentials(
-    allowing: Server, token: TokenFactory, s3_endpoint: str
+@pytest.mark.parametrize("version", [1, 2])
+async def test_an_export_stored_without_its_requesters_token_roles_reads_no_credentials(
+    allowing: Server, token: TokenFactory, s3_endpoint: str, version: int
 ) -> None:
-    """Exports requested before requesters were recorded (version 1 of the request event) fail their credentials
-    check rather than pass it."""
+    """Exports requested before requesters were recorded (version 1 of the request event), or when their roles were
+    the roles held after the identity mirror and their token's expiry was not kept (version 2), fail their
+    credentials check rather than pass it: taking those roles for the token's would keep a role given by a mirror
+    record removed since. The refusal is in the audit log under the requester recorded."""
     client, container = allowing.client, allowing.container
     s3(s3_endpoint).create_bucket(Bucket="legacy-archive")
     path = await store_credentials(client, token(*WRITER_SCOPES), s3_endpoint)
     now = datetime.now(UTC)
+    requester = requester_of(caller_of_claims({"sub": "user:alice@acme.example", "roles": ["tenant_admin"],
+                                               "scopes": ["audit:export", "secrets:read"]}))
     export = AuditExport(
         export_id=new_id("exp_"), tenant_id=TENANT, partner_id=PARTNER, format="jsonl",
         since=now - timedelta(hours=1), until=now, filters={},
         destination={"type": "s3", "bucket": "legacy-archive", "prefix": "", "credentials_path": path},
-        estimated_records=0, at=now, actor="user:alice@acme.example", request_id=None, requester=None,
+        estimated_records=0, at=now, actor="user:alice@acme.example", request_id=None,
+        requester=None if version == 1 else requester.state(),
     )
     mapper = container.repository.mapper
     stored = mapper.to_stored_event(export.collect_events()[0])
     state = mapper.transcoder.decode(stored.state)
-    assert state.pop("class_version") == 2 and state.pop("requester") is None
+    assert state.pop("class_version") == 3
+    if version == 1:
+        assert state.pop("requester") is None
+    else:  # what a version 2 writer stored
+        state["class_version"] = 2
+        recorded = state["requester"]
+        del recorded["token_roles"], recorded["expires_at"]
+        recorded["roles"] = ["tenant_admin"]
     legacy = dataclasses.replace(stored, state=mapper.transcoder.encode(state))
     upcast = mapper.to_domain_event(legacy)
-    assert upcast.requester is None  # type: ignore[attr-defined]
+    if version == 1:
+        assert upcast.requester is None  # type: ignore[attr-defined]
+    else:
+        assert upcast.requester["token_roles"] is None and "roles" not in upcast.requester  # type: ignore[attr-defined]
     async with container.pool.acquire() as conn, conn.transaction():
         await container.store.append(conn, [legacy])
         await project_audit_export(conn, upcast)
@@ -695,3 +733,73 @@ async def test_an_export_stored_without_its_requester_reads_no_credentials(
     document = await finished(client, token("audit:export"), export.export_id)
     assert (document["status"], document["error"]) == ("failed", NOT_ALLOWED)
     assert s3(s3_endpoint).list_objects_v2(Bucket="legacy-archive")["KeyCount"] == 0
+    await caught_up(container)
+    refused = await log_entries(client, token(*WRITER_SCOPES), f"action=read&path_prefix={path}")
+    expected = "system:audit-export" if version == 1 else "user:alice@acme.example"
+    assert [(e["identity_id"], e["status"]) for e in refused if e["route"] == "audit-export"] == [(expected, 403)]
+
+
+async def test_a_requester_whose_token_expired_before_the_job_ran_uploads_nothing(
+    paused: Server, token: TokenFactory, s3_endpoint: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The job accepts the requester's token exactly as long as a request would: until its expiry plus the
+    authenticator's leeway, on the clock the authenticator's cache uses (moved here instead of waiting)."""
+    client = paused.client
+    bucket = s3(s3_endpoint)
+    bucket.create_bucket(Bucket="expiring-archive")
+    path = await store_credentials(client, token(*WRITER_SCOPES), s3_endpoint, path="private/s3creds")
+    short_lived = token("audit:export", "secrets:read", identity="user:carol@acme.example", ttl=timedelta(minutes=1))
+    expires = jwt.decode(short_lived, options={"verify_signature": False})["exp"]
+    clock = Clock(time.time())
+    monkeypatch.setattr(authenticator_module, "time", clock)
+    viewer = token("audit:export")
+
+    in_time = await create_export(client, short_lived, s3_body(path, "expiring-archive"))
+    clock.now = expires + LEEWAY.total_seconds() - 10  # expired, but within the leeway: still accepted
+    paused.run_jobs()
+    assert (await finished(client, viewer, in_time["export_id"]))["status"] == "completed"
+
+    too_late = await create_export(client, short_lived, s3_body(path, "expiring-archive"))
+    clock.now = expires + LEEWAY.total_seconds() + 1
+    expired = await client.get("/v1/auth/whoami", headers=bearer(short_lived))
+    assert (expired.status, (await expired.json())["error"]["code"]) == (401, "token_expired")  # as a request is
+    paused.run_jobs()
+    document = await finished(client, viewer, too_late["export_id"])
+    assert (document["status"], document["error"]) == ("failed", NOT_ALLOWED)
+    assert bucket.list_objects_v2(Bucket="expiring-archive", Prefix=too_late["export_id"])["KeyCount"] == 0
+    await caught_up(paused.container)
+    reads = await log_entries(client, token(*WRITER_SCOPES), "identity_id=user:carol@acme.example&action=read")
+    assert [(e["status"], e["extra_data"]["export_id"]) for e in reads] == [
+        (200, in_time["export_id"]), (401, too_late["export_id"])
+    ]
+
+
+async def test_the_job_sees_a_revocation_its_server_was_not_told_of(
+    paused: Server, token: TokenFactory, s3_endpoint: str
+) -> None:
+    """A token revoked on another server (its notification lost) while this server's revocation list has not been
+    refreshed for longer than a request accepts: the job refreshes the list first, as a request would, and the
+    revoked token reads nothing."""
+    client, container = paused.client, paused.container
+    s3(s3_endpoint).create_bucket(Bucket="revoked-token-archive")
+    path = await store_credentials(client, token(*WRITER_SCOPES), s3_endpoint, path="private/s3creds")
+    exporter = token("audit:export", "secrets:read", identity="user:carol@acme.example")
+    export = await create_export(client, exporter, s3_body(path, "revoked-token-archive"))
+    claims = jwt.decode(exporter, options={"verify_signature": False})
+    await container.pool.execute(  # recorded without the NOTIFY that would have woken this server's refresh
+        "INSERT INTO scaivault_token_revocations (kind, value, expires_at) VALUES ('jti', $1, $2)",
+        claims["jti"], datetime.fromtimestamp(claims["exp"], UTC),
+    )
+    container.revocations.refreshed_at = None  # stale: its refresh has stalled
+    paused.run_jobs()
+
+    async def failed() -> bool:  # read from the database: a request now would refresh the list itself
+        row = await container.pool.fetchrow(
+            "SELECT status, error FROM scaivault_audit_exports WHERE export_id = $1", export["export_id"]
+        )
+        assert row is not None
+        assert row["status"] != "completed", "the job used a revoked token"
+        return (row["status"], row["error"]) == ("failed", NOT_ALLOWED)
+
+    await eventually(failed)
+    assert s3(s3_endpoint).list_objects_v2(Bucket="revoked-token-archive")["KeyCount"] == 0

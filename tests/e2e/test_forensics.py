@@ -165,14 +165,19 @@ async def test_as_of_respects_tenant_isolation_and_partner_secrets(
     )
     assert status == 404
 
-    # Partner secrets: readable as of T by every tenant of the partner, and a separate namespace.
+    # Partner secrets: their past values are for the partner's admins (in any of its tenants); anyone else is refused
+    # before anything is looked up. They are a separate namespace.
     status, body = await get(client, other, "/v1/partner/secrets/shared/cert", t)
+    assert status == 403 and body["error"]["code"] == "access_denied" and "canary" not in str(body)
+    partner_admin_elsewhere = token(*FORENSIC, tenant=OTHER_TENANT, roles=("partner_admin",))
+    status, body = await get(client, partner_admin_elsewhere, "/v1/partner/secrets/shared/cert", t)
     assert status == 200 and body["data"] == {"pem": "partner-canary"} and body["version_created_by"] == ALICE
     status, body = await get(client, other, "/v1/secrets/shared/cert", t)
     assert status == 404
-    foreign = token(*FORENSIC, tenant="tnt_globex_prod", partner="ptn_globex")
+    foreign = token(*FORENSIC, tenant="tnt_globex_prod", partner="ptn_globex", roles=("partner_admin",))
     status, body = await get(client, foreign, "/v1/partner/secrets/shared/cert", t)
     assert status == 404 and PARTNER not in str(body)
+    assert (await get(client, other, "/v1/partner/secrets/shared/cert", None))[0] == 200  # the present value
 
 
 async def test_a_past_value_needs_the_forensic_right_not_plain_read(client: TestClient, token: TokenFactory) -> None:

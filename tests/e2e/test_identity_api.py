@@ -102,10 +102,11 @@ async def test_groups_of_answers_for_policy_bindings(client: TestClient, token: 
     for identity in (alice["id"], "user:alice@acme.example", "user:ALICE@acme.example"):
         assert await groups_of(container.pool, TENANT, identity) == expected
     assert await groups_of(container.pool, OTHER_TENANT, alice["id"]) == []  # another tenant knows no such user
-    # Each membership change raised the tenant's authorization generation, so every server's policy cache forgets it.
+    # Each creation and membership change raised the tenant's authorization generation, so every server's policy
+    # cache forgets what it knew: one user, two groups, two memberships.
     assert await container.pool.fetchval(
         "SELECT generation FROM scaivault_authorization_generations WHERE owner = $1", TENANT
-    ) == 2
+    ) == 5
     assert await groups_of(container.pool, None, alice["id"]) == []
 
 

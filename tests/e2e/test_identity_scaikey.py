@@ -15,6 +15,7 @@ from scaivault.bootstrap import Container
 from scaivault.config import Settings
 from scaivault.identity.signatures import signature
 from tests.e2e.conftest import FOREIGN_TENANT, OTHER_PARTNER, OTHER_TENANT, PARTNER, TENANT, TokenFactory, bearer
+from tests.e2e.policy_helpers import admin, caller_token, grant, put_secrets
 from tests.scaikey_standin import CLIENT_ID, CLIENT_SECRET, ScaiKeyStandIn
 
 WEBHOOK_SECRET = "scaikey-webhook-secret-0123456789"
@@ -272,3 +273,35 @@ async def test_each_caller_sees_the_runs_that_covered_it(
                 assert response.status == 200 and (await response.json())["sync_id"] == run["sync_id"], who
             else:
                 assert await error_of(response) == (404, "not_found"), who
+
+
+@pytest.mark.parametrize("change", ["user suspended", "group suspended", "group renamed", "claimed group suspended"])
+async def test_a_status_or_a_name_scaikey_reports_counts_from_the_next_request(
+    client: TestClient, container: Container, change: str
+) -> None:
+    """A delivery that changes a user's or a group's profile (not a membership) changes what bindings grant at once
+    on this server, however recently the caller's groups were looked up; a group ScaiKey suspends grants nothing
+    through the tokens that claim it either."""
+    await put_secrets(client, container, "app/db")
+    ops = {"id": "grp_ops", "tenant_id": TENANT, "name": "ops", "status": "ACTIVE"}
+    assert (await deliver(client, {"event_id": "evt_g", "event_type": "group.created", "data": ops})).status == 200
+    assert (await deliver(client, user_event("evt_u", roles=[], groups=["grp_ops"]))).status == 200
+    await grant(client, container, [{"path_pattern": "app/**", "permissions": ["read"]}], identity_id="group:ops")
+    if change == "claimed group suspended":  # an identity the mirror does not know, in ops by its token only
+        caller = caller_token(container, "secrets:read", identity="user:yan@acme.example", groups=("group:ops",))
+    else:
+        caller = caller_token(container, "secrets:read", identity="user:zed@acme.example")
+    assert (await client.get("/v1/secrets/app/db", headers=caller)).status == 200
+
+    if change == "user suspended":
+        event = user_event("evt_c", "user.updated", roles=[], groups=["grp_ops"], status="SUSPENDED")
+    else:
+        profile = {"name": "operations"} if change == "group renamed" else {"status": "SUSPENDED"}
+        event = {"event_id": "evt_c", "event_type": "group.updated", "data": {**ops, **profile}}
+    applied = await deliver(client, event)
+    assert applied.status == 200 and (await applied.json())["applied"] is True, await applied.text()
+    assert await error_of(await client.get("/v1/secrets/app/db", headers=caller)) == (403, "access_denied")
+    if change == "group suspended":  # the dry run agrees, asked about the group itself
+        dry_run = await client.post("/v1/policies/test", headers=admin(container), json={
+            "identity_id": "group:ops", "path": "app/db", "permission": "read"})
+        assert (await dry_run.json())["allowed"] is False

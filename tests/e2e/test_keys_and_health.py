@@ -82,7 +82,7 @@ async def test_readiness_reports_a_broken_encryption_chain(
     not_ready = await client.get("/v1/health/ready")
     body = await not_ready.json()
     assert not_ready.status == 503 and body["status"] == "not_ready"
-    assert body["checks"]["encryption"] == "error" and "KMS unreachable" in body["errors"]["encryption"]
+    assert body["checks"]["encryption"] == "error" and body["errors"]["encryption"] == "OSError"
     assert (await client.get("/v1/health")).status == 200  # liveness does not depend on it
 
 
@@ -124,3 +124,21 @@ async def test_the_internal_address_serves_metrics_and_detailed_health(container
             assert response.status == 200 and (await response.json())["checks"]["database"]["status"] == "ok"
         async with session.get(f"http://127.0.0.1:{port}/metrics") as response:
             assert response.status == 200 and "scaivault_requests_total" in await response.text()
+
+
+async def test_readiness_names_no_host_or_address(settings: Settings, token: TokenFactory) -> None:
+    """Readiness needs no token: a failure says what kind it is, never the text naming where the dependency lives
+    (that is in detailed health, for operators)."""
+    unreachable = settings.model_copy(update={"redis_url": "redis://internal-redis.corp.invalid:6390/0"})
+    container = await build_container(unreachable)
+    try:
+        async with TestClient(TestServer(create_app(container=container))) as client:
+            response = await client.get("/v1/health/ready")
+            text = await response.text()
+            assert response.status == 200 and (await response.json())["checks"]["redis"] == "error"
+            assert "internal-redis" not in text and "6390" not in text and "in-process buckets" in text
+            operator = bearer(token("admin", roles=("super_admin",)))
+            detailed = await (await client.get("/v1/health/detailed", headers=operator)).json()
+            assert detailed["checks"]["redis"]["status"] == "error"
+    finally:
+        await container.close()

@@ -318,3 +318,75 @@ async def test_a_listing_cursor_never_names_a_secret_the_caller_may_not_list(
             break
         assert b"hidden" not in base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
     assert listed == ["app/shown-ok"]
+
+
+async def test_lowering_max_versions_below_what_is_kept_needs_delete(client: TestClient, container: Container) -> None:
+    """Destroying history is ``delete``'s to do: a writer without it may set ``max_versions`` (a PUT with the
+    option, as the docs' examples do) but not lower it below the versions kept, by PATCH or by PUT."""
+    for n in range(3):
+        response = await client.put("/v1/secrets/app/capped", json={"data": {"n": n}}, headers=admin(container))
+        assert response.status in (200, 201)
+    await grant(client, container, [{"path_pattern": "app/**", "permissions": ["read", "write", "list"]}])
+    writer = caller_token(container)
+    for method, url, body in (
+        ("PATCH", "/v1/secrets/app/capped/metadata", {"max_versions": 1}),
+        ("PUT", "/v1/secrets/app/capped", {"data": {"n": 9}, "options": {"max_versions": 2}}),
+    ):
+        response = await client.request(method, url, json=body, headers=writer)
+        assert await error_of(response) == (403, "access_denied")
+        assert (await response.json())["error"]["details"]["reason"] == "delete_required"
+    versions = await (await client.get("/v1/secrets/app/capped/versions", headers=writer)).json()
+    assert [v["version"] for v in versions["versions"]] == [3, 2, 1]  # nothing destroyed, nothing written
+    # Setting a cap that destroys nothing, or writing a new secret with one, needs only write.
+    widened = await client.patch("/v1/secrets/app/capped/metadata", json={"max_versions": 5}, headers=writer)
+    assert widened.status == 200
+    created = await client.put("/v1/secrets/app/new", json={"data": {"n": 1}, "options": {"max_versions": 2}},
+                               headers=writer)
+    assert created.status == 201
+    # With delete, the same lowering goes through.
+    await grant(client, container, [{"path_pattern": "app/**", "permissions": ["delete"]}])
+    response = await client.patch("/v1/secrets/app/capped/metadata", json={"max_versions": 1}, headers=writer)
+    assert response.status == 200, await response.text()
+
+
+@pytest.mark.parametrize("granted_through", ["direct binding", "token group", "mirrored group"])
+async def test_a_suspended_user_gets_nothing_from_policies(
+    client: TestClient, container: Container, granted_through: str
+) -> None:
+    """A user the identity mirror holds in the tenant with no ACTIVE record is denied everything policies grant:
+    bindings naming it, its mirrored groups and the groups its token claims. The answer is a missing policy's,
+    whether or not the secret exists; the listing and the dry run agree."""
+    await put_secrets(client, container, "app/db")
+    directory = caller_token(container, "identity:read", "identity:admin", identity="user:admin@acme.example",
+                             roles=("tenant_admin",))
+    bound = "user:carol@acme.example" if granted_through == "direct binding" else "group:ops"
+    await grant(client, container, [{"path_pattern": "app/**", "permissions": ["read", "list"]}], identity_id=bound)
+    ops = await (await client.post(f"/v1/identity/tenants/{TENANT}/groups", json={"name": "ops"},
+                                   headers=directory)).json()
+    claimed = ("group:ops",) if granted_through == "token group" else ()
+    carol = caller_token(container, "secrets:read", "secrets:list", identity="user:carol@acme.example",
+                         groups=claimed)
+
+    async def mirror_carol(user_status: str) -> str:
+        response = await client.post(f"/v1/identity/tenants/{TENANT}/users",
+                                     json={"email": "carol@acme.example", "status": user_status}, headers=directory)
+        assert response.status == 201, await response.text()
+        user_id: str = (await response.json())["id"]
+        if granted_through == "mirrored group":
+            assert await status(client, "PUT", f"/v1/identity/groups/{ops['id']}/members/{user_id}", directory) == 201
+        return user_id
+
+    active = await mirror_carol("ACTIVE")
+    assert await status(client, "GET", "/v1/secrets/app/db", carol) == 200
+    assert await status(client, "GET", "/v1/secrets?prefix=app", carol) == 200
+    # Suspended: the record is replaced by a SUSPENDED one (the API sets a status when it creates a user).
+    assert await status(client, "DELETE", f"/v1/identity/users/{active}", directory) in (200, 204)
+    await mirror_carol("SUSPENDED")
+
+    for url in ("/v1/secrets/app/db", "/v1/secrets/app/nothing-here", "/v1/secrets?prefix=app"):
+        assert await error_of(await client.get(url, headers=carol)) == (403, "access_denied"), url
+    batch = await (await client.post("/v1/secrets/batch", json={"paths": ["app/db"]}, headers=carol)).json()
+    assert batch["errors"]["app/db"]["code"] == "access_denied"
+    dry_run = await client.post("/v1/policies/test", headers=admin(container), json={
+        "identity_id": "user:carol@acme.example", "path": "app/db", "permission": "read"})
+    assert (await dry_run.json())["allowed"] is False

@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import boto3
 import pytest
 from aiohttp import web
@@ -33,7 +32,6 @@ from cryptography.x509.oid import NameOID
 from moto.server import ThreadedMotoServer
 
 from scaivault.egress import EgressRefused, PinnedTarget, parse_allow_list, pin_url
-from scaivault.egress_aiohttp import PinnedResolver, pinned_session
 from scaivault.egress_botocore import pin_client
 
 LOOPBACK = parse_allow_list("127.0.0.1/32")  # as an operator allows a store on the same machine
@@ -303,85 +301,6 @@ async def test_a_pinned_s3_client_verifies_tls_against_the_endpoint_name(
 
 
 # ---- aiohttp ------------------------------------------------------------------------------------------------------
-
-
-async def test_a_pinned_session_connects_to_the_checked_address_without_a_second_lookup(
-    dns: ScriptedDns, serve: Callable[..., Any]
-) -> None:
-    hook = await serve(ok)
-    dns.answer("hooks.test", "127.0.0.1", CLOSED_ADDRESS)
-    url = f"http://hooks.test:{hook.port}/deliver"
-    async with pinned_session(await pin_url(url, LOOPBACK)) as session:
-        for _ in range(2):
-            async with session.post(url, json={"n": 1}, headers={"Connection": "close"}) as response:
-                assert response.status == 200
-    assert hook.hits["/deliver"] == 2 and dns.lookups["hooks.test"] == 1
-
-
-async def test_a_pinned_session_follows_no_redirect(dns: ScriptedDns, serve: Callable[..., Any]) -> None:
-    elsewhere = await serve(ok)
-
-    def redirect(request: web.Request) -> web.StreamResponse:
-        if request.path == "/loop":
-            return web.Response(status=307, headers={"Location": "/loop"})
-        return web.Response(status=307, headers={"Location": f"http://elsewhere:{elsewhere.port}/stolen"})
-
-    hook = await serve(redirect)
-    dns.answer("hooks.test", "127.0.0.1")
-    dns.answer("elsewhere", "127.0.0.1")
-    url = f"http://hooks.test:{hook.port}"
-    async with pinned_session(await pin_url(url, LOOPBACK)) as session:
-        with pytest.raises(EgressRefused, match="redirect") as refused:
-            await session.post(f"{url}/away", data=b"payload")
-        assert "redirect" in refused.value.public_message and "elsewhere" not in refused.value.public_message
-        with pytest.raises(EgressRefused, match="redirect"):
-            await session.get(f"{url}/loop")
-        async with session.get(f"{url}/away", allow_redirects=False) as response:
-            assert response.status == 307  # the caller may see the redirect; nothing follows it
-    assert sum(elsewhere.hits.values()) == 0 and dns.lookups["elsewhere"] == 0
-    assert hook.hits["/loop"] == 1 and hook.hits["/away"] == 2
-
-
-async def test_a_pinned_session_reaches_no_other_host(dns: ScriptedDns, serve: Callable[..., Any]) -> None:
-    hook, other = await serve(ok), await serve(ok)
-    dns.answer("hooks.test", "127.0.0.1")
-    dns.answer("elsewhere", "127.0.0.1")
-    target = await pin_url(f"http://hooks.test:{hook.port}/", LOOPBACK)
-    async with pinned_session(target) as session:
-        for url in (
-            f"http://elsewhere:{other.port}/",  # another name
-            f"http://127.0.0.1:{other.port}/",  # an address: never passes through a resolver
-            f"http://hooks.test:{other.port}/",  # another port on the checked host
-            f"https://hooks.test:{hook.port}/",  # another scheme
-        ):
-            with pytest.raises(EgressRefused, match="not the checked destination"):
-                await session.get(url)
-    assert sum(other.hits.values()) == 0 and dns.lookups["elsewhere"] == 0
-    resolver = PinnedResolver(target)
-    with pytest.raises(EgressRefused):
-        await resolver.resolve("elsewhere", other.port)
-    assert [answer["host"] for answer in await resolver.resolve("hooks.test", hook.port, socket.AF_UNSPEC)] == [
-        "127.0.0.1"
-    ]
-
-
-async def test_a_pinned_session_verifies_tls_against_the_host_name(
-    dns: ScriptedDns, serve: Callable[..., Any], authority: Authority, tmp_path: Path
-) -> None:
-    genuine = await serve(ok, tls=authority.server_context("hooks.test", tmp_path))
-    impostor = await serve(ok, tls=authority.server_context("someone-else.test", tmp_path))
-    dns.answer("hooks.test", "127.0.0.1")
-    for site in (genuine, impostor):
-        url = f"https://hooks.test:{site.port}/jwks"
-        async with pinned_session(await pin_url(url, LOOPBACK), ssl_context=authority.client_context()) as session:
-            if site is genuine:
-                async with session.get(url) as response:
-                    assert response.status == 200
-            else:
-                with pytest.raises(aiohttp.ClientConnectorCertificateError):
-                    await session.get(url)
-        assert site.server_names == ["hooks.test"]
-    assert genuine.hits["/jwks"] == 1 and sum(impostor.hits.values()) == 0
 
 
 def test_a_target_for_botocore_must_speak_http() -> None:

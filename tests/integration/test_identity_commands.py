@@ -18,7 +18,13 @@ from projections.identity.lookup import IdentityReadModel
 from projections.identity.projector import project_identity_event
 from scaivault.auth.principal import Principal
 from scaivault.domain.errors import AccessDenied, IdentityExists, IdentityNotFound
-from scaivault.domain.identities import TOP_AUTHORITY, RoleRecord, profile_of_user
+from scaivault.domain.identities import (
+    TOP_AUTHORITY,
+    ReportedState,
+    ReportedUser,
+    RoleRecord,
+    profile_of_user,
+)
 from scaivault.eventstore.mapper import create_mapper
 from scaivault.eventstore.recorder import PostgresEventStore
 from scaivault.eventstore.repository import Repository
@@ -36,7 +42,7 @@ def profile(email: str, status: str = "ACTIVE") -> dict[str, Any]:
 
 @pytest.fixture
 def hooks() -> dict[str, list[str]]:
-    return {"memberships": [], "roles": []}
+    return {"authorization": [], "roles": []}
 
 
 @pytest.fixture
@@ -48,8 +54,8 @@ def commands(pool: Any, hooks: dict[str, list[str]]) -> IdentityCommands:
         hooks.setdefault("in_transaction", []).append(tenant_id)
 
     return IdentityCommands(
-        runner, IdentityReadModel(), on_membership_changed=hooks["memberships"].append,
-        on_roles_changed=hooks["roles"].append, membership_changed_in_transaction=in_transaction,
+        runner, IdentityReadModel(), on_authorization_changed=hooks["authorization"].append,
+        on_roles_changed=hooks["roles"].append, authorization_changed_in_transaction=in_transaction,
     )
 
 
@@ -86,19 +92,41 @@ async def test_a_creation_waits_for_a_concurrent_one_of_the_same_address(command
 async def test_hooks_run_after_commit_for_the_tenant_that_changed(
     commands: IdentityCommands, hooks: dict[str, list[str]]
 ) -> None:
+    """Every change that can alter an authorization decision raises the tenant's generation in its transaction and
+    clears this process's caches after the commit: creations, memberships, removals, and profile changes (status,
+    name) reported by ScaiKey."""
     user = await commands.create_user(TENANT, profile("u@a.example"), OPERATOR, actor_roles=ROOT)
+    assert hooks["authorization"] == [TENANT]
     group = await commands.create_group(TENANT, {"name": "g", "description": None, "status": "ACTIVE"}, OPERATOR)
-    assert hooks["memberships"] == []
+    assert hooks["authorization"] == [TENANT] * 2
     await commands.change_membership(TENANT, group, user, OPERATOR, adding=True, actor_roles=ROOT)
-    assert hooks["memberships"] == [TENANT]
+    assert hooks["authorization"] == [TENANT] * 3
     await commands.change_membership(TENANT, group, user, OPERATOR, adding=True, actor_roles=ROOT)  # no change, no call
-    assert hooks["memberships"] == [TENANT]
+    assert hooks["authorization"] == [TENANT] * 3
     with pytest.raises(IdentityNotFound):  # a failed command calls nothing
         await commands.change_membership(OTHER, group, user, OPERATOR, adding=False, actor_roles=ROOT)
-    assert hooks["memberships"] == [TENANT]
+    assert hooks["authorization"] == [TENANT] * 3
+
+    reported = ReportedState(
+        users={"usr_s": ReportedUser(profile("s@a.example"))}, groups={"grp_s": _group("s")}
+    )
+    await commands.apply_report(TENANT, reported, OPERATOR, complete=False)  # created by ScaiKey
+    assert hooks["authorization"] == [TENANT] * 4
+    await commands.apply_report(TENANT, reported, OPERATOR, complete=False)  # nothing changed
+    assert hooks["authorization"] == [TENANT] * 4
+    suspended = ReportedState(users={"usr_s": ReportedUser(profile("s@a.example", "SUSPENDED"))})
+    await commands.apply_report(TENANT, suspended, OPERATOR, complete=False)
+    assert hooks["authorization"] == [TENANT] * 5
+    await commands.apply_report(TENANT, ReportedState(groups={"grp_s": _group("renamed")}), OPERATOR, complete=False)
+    assert hooks["authorization"] == [TENANT] * 6
+
     await commands.remove_user(TENANT, user, OPERATOR, actor_roles=ROOT)  # its memberships go with it
-    assert hooks["memberships"] == [TENANT, TENANT] and TENANT in hooks["roles"]
-    assert hooks["in_transaction"] == hooks["memberships"]
+    assert hooks["authorization"] == [TENANT] * 7
+    assert hooks["roles"] == hooks["in_transaction"] == hooks["authorization"]
+
+
+def _group(name: str) -> dict[str, Any]:
+    return {"name": name, "description": None, "status": "ACTIVE"}
 
 
 async def test_a_rejected_role_change_changes_nothing(commands: IdentityCommands, pool: Any) -> None:

@@ -57,7 +57,7 @@ async def world(pool: Any, standin: tuple[ScaiKeyStandIn, str], tmp_path: Any) -
     memberships: list[str] = []
     roles: list[str] = []
     commands = IdentityCommands(
-        runner, IdentityReadModel(), on_membership_changed=memberships.append, on_roles_changed=roles.append
+        runner, IdentityReadModel(), on_authorization_changed=memberships.append, on_roles_changed=roles.append
     )
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as session:
         client = ScaiKeyClient(standin[1], session, client_id=CLIENT_ID, client_secret=CLIENT_SECRET, page_size=1)

@@ -3,7 +3,7 @@ within one process and across processes (two Authorizers on one database)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -13,6 +13,7 @@ import pytest
 
 from commands.policies import PolicyAccess, PolicyChanges, PolicyOwner
 from commands.secrets import Actor
+from projections.identity.queries import policy_groups
 from projections.maintenance.rebuild import Rebuilder
 from projections.policies import queries
 from scaivault.auth.authorization import Authorizer, read_generations
@@ -25,7 +26,9 @@ from scaivault.domain.errors import (
     PolicyInUse,
     PolicyNotFound,
 )
+from scaivault.domain.identities import ReportedState, ReportedUser, profile_of_user
 from scaivault.domain.policies import RequestContext
+from scaivault.identity.roles import MirroredRoles
 
 TENANT, PARTNER, OTHER = "tnt_a", "ptn_a", "tnt_b"
 ACTOR = Actor(identity_id="user:admin@x.example", request_id=None)
@@ -171,10 +174,11 @@ async def test_an_expiring_binding_stops_counting_in_the_cache(container: Contai
 async def test_groups_come_from_the_token_and_the_identity_mirror(container: Container) -> None:
     mirror = {("tnt_a", "sa:svc"): ["group:mirrored"]}
 
-    async def groups_of(conn: object, tenant_id: str | None, identity_id: str) -> list[str]:
-        return mirror.get((tenant_id, identity_id), [])  # type: ignore[arg-type]
+    async def groups_of(conn: object, tenant_id: str | None, identity_id: str, claimed: Sequence[str]) -> list[str]:
+        return sorted({*mirror.get((tenant_id, identity_id), []), *claimed})  # type: ignore[arg-type]
 
-    authorizer = Authorizer(container.pool, groups_of=groups_of)
+    clock = [0.0]
+    authorizer = Authorizer(container.pool, groups_of=groups_of, monotonic=lambda: clock[0])
     policy_id = await create(container)
     await container.policy_commands.bind(policy_id, identity_type="group", identity_id="group:mirrored",
                                          expires_at=None, who=MINE, actor=ACTOR)
@@ -183,6 +187,38 @@ async def test_groups_come_from_the_token_and_the_identity_mirror(container: Con
     assert await allowed(authorizer)  # memberships are cached ...
     authorizer.invalidate(TENANT)  # ... until the identity side says they changed
     assert not await allowed(authorizer)
+    mirror[("tnt_a", "sa:svc")] = ["group:mirrored"]
+    authorizer.invalidate(TENANT)
+    assert await allowed(authorizer)
+    mirror.clear()
+    clock[0] += 1.9
+    assert await allowed(authorizer)
+    clock[0] += 0.2  # ... or, should an invalidation be missed, for at most 2 s
+    assert not await allowed(authorizer)
+
+
+async def test_another_process_notices_an_identity_change_at_its_next_sync(container: Container) -> None:
+    """A user ScaiKey suspends (a profile change: no membership changes) raises the tenant's generation, so another
+    server drops what it cached of the user's groups and standing at its next sync, without waiting for them to
+    expire."""
+    clock = [0.0]
+    other_process = Authorizer(container.pool, groups_of=policy_groups, standing=MirroredRoles(container.pool,
+                               clock=lambda: clock[0]), monotonic=lambda: clock[0])
+    policy_id = await create(container)
+    await container.policy_commands.bind(policy_id, identity_type="group", identity_id="group:ops",
+                                         expires_at=None, who=MINE, actor=ACTOR)
+    ops = {"grp_ops": {"name": "ops", "description": None, "status": "ACTIVE"}}
+
+    def zed(status: str) -> ReportedState:
+        profile = profile_of_user({"email": "zed@x.example", "status": status})
+        return ReportedState(users={"usr_zed": ReportedUser(profile, (), ("grp_ops",))}, groups=ops)
+
+    await container.identity.commands.apply_report(TENANT, zed("ACTIVE"), ACTOR, complete=False)
+    assert await allowed(other_process, identity="user:zed@x.example")
+    await container.identity.commands.apply_report(TENANT, zed("SUSPENDED"), ACTOR, complete=False)
+    assert await allowed(other_process, identity="user:zed@x.example")  # still its cached answer
+    assert await other_process.sync() == 1
+    assert not await allowed(other_process, identity="user:zed@x.example")
 
 
 async def test_the_policies_read_model_rebuilds_identically(container: Container) -> None:

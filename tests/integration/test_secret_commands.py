@@ -7,14 +7,18 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import asyncpg
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from commands.secrets import Actor, WriteSecret
+from commands.secrets import Actor, UpdateSecretMetadata, WriteSecret
 from commands.unit_of_work import UnitOfWork
 from projections.secrets.queries import list_secret_rows
+from scaivault.auth.caller import Caller
+from scaivault.auth.principal import Principal
 from scaivault.bootstrap import Container, build_container
 from scaivault.config import Settings
+from scaivault.domain.errors import AccessDenied
 from scaivault.domain.secrets import Secret, SecretAddress
 from scaivault.eventstore.recorder import PostgresEventStore
 
@@ -153,3 +157,31 @@ def test_keyset_pages_cover_exactly_the_prefix_in_order(
             await conn.close()
 
     asyncio.run(check())
+
+
+async def test_the_commands_enforce_the_callers_policies_whoever_calls_them(
+    pool: asyncpg.Pool, database_url: str, tmp_path: Path
+) -> None:
+    """Authorization is the command's, not only the HTTP edge's: a caller without a binding changes nothing,
+    whatever calls the command; the server itself and the CLI (no caller) are not subject to policies."""
+    container = await make_container(database_url, tmp_path)
+    try:
+        principal = Principal.from_claims({"sub": "sa:nobody", "tenant_id": "tnt_a", "partner_id": "ptn_a",
+                                           "scopes": ["secrets:write", "secrets:delete"], "jti": "tok_x"})
+        nobody = Actor.of(Caller(principal, "tnt_a", "ptn_a"), request_id=None)
+        commands = container.secret_commands
+        for attempt in (
+            commands.write(WriteSecret(address=ADDRESS, data={"v": "1"}), nobody),
+            commands.update_metadata(UpdateSecretMetadata(address=ADDRESS, max_versions=1), nobody),
+            commands.delete(ADDRESS, nobody),
+            commands.restore(ADDRESS, nobody),
+            commands.destroy(ADDRESS, nobody),
+            commands.destroy_version(ADDRESS, 1, nobody),
+        ):
+            with pytest.raises(AccessDenied):
+                await attempt
+        assert await pool.fetchval("SELECT count(*) FROM scaivault_secrets") == 0
+        await commands.write(WriteSecret(address=ADDRESS, data={"v": "1"}), ACTOR)
+        assert await pool.fetchval("SELECT count(*) FROM scaivault_secrets") == 1
+    finally:
+        await container.close()

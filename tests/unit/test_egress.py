@@ -12,7 +12,6 @@ from scaivault.egress import (
     EgressRefused,
     PinnedTarget,
     check_address,
-    check_url,
     parse_allow_list,
     pin_url,
     refusal_reason,
@@ -95,8 +94,8 @@ async def test_hosts_are_checked_after_resolution(monkeypatch: pytest.MonkeyPatc
 
 async def test_localhost_resolves_to_loopback_and_is_refused() -> None:
     with pytest.raises(EgressRefused, match="loopback"):
-        await check_url("http://localhost:9000/")
-    assert await check_url("http://localhost:9000/", parse_allow_list("127.0.0.0/8,::1/128")) != []
+        await pin_url("http://localhost:9000/")
+    assert list((await pin_url("http://localhost:9000/", parse_allow_list("127.0.0.0/8,::1/128"))).addresses) != []
 
 
 @pytest.mark.parametrize(
@@ -113,7 +112,7 @@ async def test_localhost_resolves_to_loopback_and_is_refused() -> None:
 )
 async def test_urls_are_refused_without_echoing_credentials(url: str, message: str) -> None:
     with pytest.raises(EgressRefused, match=message) as refused:
-        await check_url(url)
+        await pin_url(url)
     assert "hunter2" not in str(refused.value)
 
 
@@ -122,7 +121,7 @@ async def test_ip_literals_are_not_resolved(monkeypatch: pytest.MonkeyPatch) -> 
         raise AssertionError("an IP literal needs no DNS")
 
     monkeypatch.setattr(asyncio.get_running_loop(), "getaddrinfo", no_dns)
-    assert await check_url("https://8.8.8.8/") == ["8.8.8.8"]
+    assert list((await pin_url("https://8.8.8.8/")).addresses) == ["8.8.8.8"]
 
 
 async def test_a_resolver_that_never_answers_is_a_refusal_not_a_hang(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -132,7 +131,7 @@ async def test_a_resolver_that_never_answers_is_a_refusal_not_a_hang(monkeypatch
     monkeypatch.setattr(asyncio.get_running_loop(), "getaddrinfo", silent)
     monkeypatch.setattr(egress, "RESOLVE_TIMEOUT_SECONDS", 0.05)
     with pytest.raises(EgressRefused, match="could not be resolved"):
-        await asyncio.wait_for(check_url("https://exports.example.com/"), timeout=5)
+        await asyncio.wait_for(pin_url("https://exports.example.com/"), timeout=5)
 
 
 def test_the_allow_list_is_static_configuration() -> None:
@@ -272,7 +271,7 @@ async def test_an_unresolvable_host_is_not_named_in_the_public_message(monkeypat
 
     monkeypatch.setattr(asyncio.get_running_loop(), "getaddrinfo", no_such_host)
     with pytest.raises(EgressRefused) as refused:
-        await check_url("https://minio.corp.example/")
+        await pin_url("https://minio.corp.example/")
     assert "minio.corp.example" in str(refused.value)
     assert "minio" not in refused.value.public_message and "resolved" in refused.value.public_message
 
@@ -292,7 +291,7 @@ async def test_pin_url_returns_the_first_checked_address(monkeypatch: pytest.Mon
     addresses = ("2606:4700::1111", "93.184.215.14")
     assert target == PinnedTarget("https", "s3.example.com", 443, addresses[0], addresses)
     assert target.host_header == "s3.example.com"
-    assert await check_url("https://s3.example.com/") == ["2606:4700::1111", "93.184.215.14"]
+    assert list((await pin_url("https://s3.example.com/")).addresses) == ["2606:4700::1111", "93.184.215.14"]
 
 
 @pytest.mark.parametrize(

@@ -3,6 +3,7 @@ sync plan (a property test against applying it), and webhook signature verificat
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -10,6 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from scaivault.auth.principal import Principal
 from scaivault.domain.errors import (
     AccessDenied,
     InvalidRequest,
@@ -39,7 +41,7 @@ from scaivault.domain.identities import (
     plan_tenant_sync,
     reach_of,
 )
-from scaivault.identity.roles import effective_roles
+from scaivault.identity.roles import cut_off, effective_roles
 from scaivault.identity.signatures import signature, verify_delivery
 
 AT = datetime(2026, 1, 1, tzinfo=UTC)
@@ -154,6 +156,26 @@ def test_a_record_speaks_for_the_token_roles_up_to_its_authority() -> None:
     assert effective_roles(token, []) == token  # unknown to the mirror: the token's word
     # Two records for one address (ScaiKey allows it): only what both leave.
     assert effective_roles(token, [by_tenant_admin, RoleRecord(frozenset(), True, PARTNER)]) == frozenset()
+
+
+def test_a_user_the_mirror_holds_with_no_active_record_is_cut_off() -> None:
+    suspended, active = RoleRecord(frozenset(), False, TENANT), RoleRecord(frozenset(), True, TENANT)
+    assert cut_off([suspended]) and cut_off([suspended, suspended])
+    assert not cut_off([])  # unknown to the mirror: the token's word
+    assert not cut_off([active]) and not cut_off([suspended, active])
+
+
+def test_roles_are_derived_from_the_tokens_own_roles_every_time() -> None:
+    """A principal whose roles the mirror already changed keeps its token's roles, so deriving again after the record
+    is gone gives back the token's, not what the record gave."""
+    token = principal_with(frozenset())
+    given_by_record = replace(token, roles=frozenset({"tenant_admin"}))
+    assert given_by_record.token_roles == frozenset() and given_by_record.claimed_roles == frozenset()
+    assert effective_roles(given_by_record.claimed_roles, []) == frozenset()
+
+
+def principal_with(roles: frozenset[str]) -> Principal:
+    return Principal.from_claims({"sub": "user:u@x.example", "jti": "tok_1", "roles": sorted(roles)})
 
 
 @given(token=ADMIN_ROLES, mirrored=ADMIN_ROLES, authority=st.integers(1, TOP_AUTHORITY), active=st.booleans())

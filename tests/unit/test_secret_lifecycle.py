@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from hypothesis import settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
@@ -191,3 +191,45 @@ def test_a_copy_is_independent_of_its_original() -> None:
     assert secret.metadata == {"tags": ["a"]} and secret.secret_type == "kv"
     assert secret.pending_events == [] and len(clone.pending_events) == 2
     assert clone.version == secret.version + 2
+
+
+def _written(versions: int, cap: int) -> Secret:
+    secret = Secret(owner="tnt_a", path="app/db", partner_id="ptn_a", tenant_id="tnt_a")
+    for n in range(1, versions + 1):
+        secret.write(
+            version=n, ciphertext=b"x", data_key_id=f"dk_{n}", at=START, actor="user:a", request_id=None,
+            secret_type=None, metadata=None, max_versions=cap, default_max_versions=cap, expires_in=None,
+            rotation_policy_id=None, cas=None,
+        )
+    secret.collect_events()
+    return secret
+
+
+def _destroyed_by(secret: Secret, *, writing: bool, max_versions: int | None) -> int:
+    before = {entry["version"] for entry in secret.versions}
+    if writing:
+        secret.write(
+            version=secret.next_version, ciphertext=b"x", data_key_id="dk_new", at=START, actor="user:a",
+            request_id=None, secret_type=None, metadata=None, max_versions=max_versions, default_max_versions=3,
+            expires_in=None, rotation_policy_id=None, cas=None,
+        )
+    else:
+        secret.update_metadata(
+            at=START, actor="user:a", request_id=None, metadata_patch=None, secret_type=None,
+            max_versions=max_versions, expires_in=None, clear_expiry=False, rotation_policy_id=None,
+            secret_policy_id=None,
+        )
+    return len(before - {entry["version"] for entry in secret.versions})
+
+
+@settings(max_examples=200, deadline=None)
+@given(versions=st.integers(1, 8), cap=st.integers(1, 8), new_cap=st.integers(1, 8), writing=st.booleans())
+def test_versions_lost_to_a_new_cap_are_exactly_those_the_cap_in_force_would_keep(
+    versions: int, cap: int, new_cap: int, writing: bool
+) -> None:
+    """What lowering ``max_versions`` destroys beyond what the cap in force destroys anyway (a write at the cap
+    pushes the oldest out whatever the request says): the part that needs the delete permission."""
+    expected = _destroyed_by(_written(versions, cap), writing=writing, max_versions=new_cap) - _destroyed_by(
+        _written(versions, cap), writing=writing, max_versions=None
+    )
+    assert _written(versions, cap).versions_lost_to_cap(new_cap, writing=writing) == expected

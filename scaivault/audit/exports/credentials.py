@@ -1,11 +1,14 @@
 """An S3 export's upload credentials, read on its requester's behalf when the job runs.
 
 The job acts for whoever requested the export, with that identity's rights as they are *now*: the requester recorded
-on the export (``commands/audit_exports.py: caller_of``) gets its roles refreshed through the identity mirror (a
-role taken away since counts), its token must not have been revoked since, it needs the ``secrets:read`` scope, and
-the secret is read through the secret reader a GET goes through (``projections/secrets/reader.py``: the policy
-decision, with the identity mirror's groups as they are now and conditions evaluated now, before anything is looked
-up; decryption; the access note). An export recorded without a requester can read no credentials.
+on the export (``commands/audit_exports.py: caller_of``) must hold a token a request would still accept (not
+expired, with the authenticator's leeway; not revoked, by a revocation list no staler than requests accept:
+``TokenAuthenticator.recheck``), its roles are derived from its token's own roles through the identity mirror as it
+is now (a role taken away since, or given by a record removed since, does not count), it needs the ``secrets:read``
+scope, and the secret is read through the secret reader a GET goes through (``projections/secrets/reader.py``: the
+policy decision, with the identity mirror's groups and standing as they are now and conditions evaluated now,
+before anything is looked up; decryption; the access note). An export recorded without a requester, or without its
+token's own roles (``scaivault/domain/audit_exports.py: _token_roles_unknown``), can read no credentials.
 
 The read is in the audit log as a ``read`` by the requester, ``method`` ``JOB``, route ``audit-export``, with
 ``extra_data.via = "audit-export"`` and the export id, whether it was allowed or refused; it is durable before the
@@ -24,10 +27,10 @@ from projections.secrets.reader import SecretReader
 from scaivault.audit.access_records import AccessRecord, AccessRecorder
 from scaivault.audit.exports.destinations import S3Credentials
 from scaivault.audit.exports.errors import ExportFailed
+from scaivault.auth.authenticator import TokenAuthenticator
 from scaivault.auth.caller import Caller
-from scaivault.auth.revocation import RevocationCache
-from scaivault.domain.audit_exports import AuditExport
-from scaivault.domain.errors import AccessDenied, ScaiVaultError, TokenRevoked
+from scaivault.domain.audit_exports import AuditExport, Requester
+from scaivault.domain.errors import AccessDenied, ScaiVaultError
 from scaivault.identity.roles import MirroredRoles
 from scaivault.ids import new_request_id
 
@@ -44,14 +47,14 @@ UNREADABLE = "The credentials secret could not be read (missing, deleted or dest
 UNAVAILABLE = "The credentials could not be read or their read recorded in the audit log; create the export again later"
 _REFUSALS = frozenset(
     {"access_denied", "insufficient_scope", "mfa_required", "ip_not_allowed", "time_window_violation",
-     "tenant_access_denied", "token_revoked"}
+     "tenant_access_denied", "token_revoked", "token_expired"}
 )
 _NOT_FOUND = frozenset({"secret_not_found", "version_not_found"})
 
 
 def _status(error: ScaiVaultError) -> int:
     """The status the access record gives a refused read: what a GET would have answered."""
-    if error.code == "token_revoked":
+    if error.code in ("token_revoked", "token_expired"):
         return 401
     if error.code in _REFUSALS:
         return 403
@@ -73,22 +76,22 @@ class RequesterCredentials:
         self,
         reader: SecretReader,
         roles: MirroredRoles,
-        revocations: RevocationCache,
+        tokens: TokenAuthenticator,
         access_recorder: AccessRecorder,
     ) -> None:
         self._reader = reader
         self._roles = roles
-        self._revocations = revocations
+        self._tokens = tokens
         self._access_recorder = access_recorder
 
     async def s3(self, export: AuditExport) -> S3Credentials:
         """The export's S3 credentials, if its requester may read them now; else ``ExportFailed``."""
         address = credentials_address(export.tenant_id, export.partner_id, export.destination["credentials_path"])
         requester = caller_of(export)
-        record = _access_record(export, requester, address.path)
+        record = _access_record(export, export.requested_by, address.path)
         try:
             if requester is None:
-                raise AccessDenied("The export recorded no requester")
+                raise AccessDenied("The export recorded no requester, or not its token's roles")
             caller = await self._as_now(requester)
             caller.require_scope(CREDENTIALS_SCOPE)
             document = await self._reader.read(caller, address, access=record)
@@ -101,12 +104,9 @@ class RequesterCredentials:
         return _s3_credentials(document["data"])
 
     async def _as_now(self, requester: Caller) -> Caller:
-        """The requester with the roles it holds now; a revoked token acts no more."""
-        principal = requester.principal
-        kind = "pat" if principal.token_kind == "pat" else "jti"
-        if self._revocations.is_revoked(kind, principal.token_id):
-            raise TokenRevoked()
-        return replace(requester, principal=await self._roles.effective(principal))
+        """The requester with the roles it holds now; an expired or revoked token acts no more."""
+        await self._tokens.recheck(requester.principal)
+        return replace(requester, principal=await self._roles.effective(requester.principal))
 
     async def _durable(self, record: AccessRecord) -> None:
         try:
@@ -115,7 +115,7 @@ class RequesterCredentials:
             raise ExportFailed(UNAVAILABLE) from None
 
 
-def _access_record(export: AuditExport, requester: Caller | None, path: str) -> AccessRecord:
+def _access_record(export: AuditExport, requester: Requester | None, path: str) -> AccessRecord:
     return AccessRecord(
         recorded_at=datetime.now(UTC),
         request_id=new_request_id(),
@@ -125,7 +125,7 @@ def _access_record(export: AuditExport, requester: Caller | None, path: str) -> 
         partner_id=export.partner_id,
         tenant_id=export.tenant_id,
         identity_id=requester.identity_id if requester is not None else UNKNOWN_REQUESTER,
-        identity_type=requester.principal.identity_type if requester is not None else None,
+        identity_type=requester.identity_type if requester is not None else None,
         secret_path=path,
         extra={"via": VIA, "export_id": export.export_id},
     )

@@ -3,7 +3,8 @@
 - It polls for unfinished exports every second (and at once when this process accepts one), so jobs survive a
   restart. Each job runs under a session advisory lock held on the worker's own connection: with several server
   processes only one runs a job, and when that process dies its lock goes with its connection and the job (still
-  ``running``) is started again elsewhere, at most ``MAX_ATTEMPTS`` times.
+  ``running``) is started again elsewhere, at most ``MAX_ATTEMPTS`` times. A process that loses that connection
+  (and so every lock on it) while running jobs cancels them, as if it had died; other failures leave it open.
 - State changes are events (``commands/audit_exports.py``), each in its own short transaction; the log is read a
   page per query (``projections/audit/queries.py``); file writes and uploads happen outside any transaction, in
   threads.
@@ -54,6 +55,8 @@ POLL_SECONDS = 1.0
 MAX_ATTEMPTS = 3
 MAX_CONCURRENT_JOBS = 2
 PROJECTION_WAIT_SECONDS = 60.0
+# A query on the lock connection unanswered for this long means the connection is lost (its locks may be gone).
+LOCK_CONNECTION_TIMEOUT_SECONDS = 5.0
 # Failures of the database or its connection: the job is left running and retried (it is not the export's fault).
 TRANSIENT = (OSError, asyncio.TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
 
@@ -90,6 +93,7 @@ class AuditExportWorker:
         self.records_per_file = MAX_RECORDS_PER_FILE
         self.page_size = PAGE_SIZE
         self.poll_seconds = POLL_SECONDS
+        self.lock_connection_timeout = LOCK_CONNECTION_TIMEOUT_SECONDS
         self._wakeup = asyncio.Event()
         self._in_flight: dict[str, asyncio.Task[None]] = {}
         self._lock_conn: asyncpg.Connection | None = None
@@ -104,9 +108,8 @@ class AuditExportWorker:
             while True:
                 try:
                     await self._poll_once()
-                except TRANSIENT as exc:
+                except TRANSIENT as exc:  # the lock connection, if it was the one that failed, is dropped already
                     log.warning("audit export poll failed: %s", type(exc).__name__)
-                    await self._drop_lock_connection()
                 except Exception:  # a bug must not stop every later export
                     log.exception("audit export poll crashed")
                 with contextlib.suppress(asyncio.TimeoutError):
@@ -118,48 +121,116 @@ class AuditExportWorker:
             for task in list(self._in_flight.values()):
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
-            await self._drop_lock_connection()
+            async with self._lock_guard:
+                if self._lock_conn is not None:
+                    await self._drop_lock_connection(self._lock_conn)
 
     async def _poll_once(self) -> None:
+        if self._in_flight:
+            await self._check_lock_connection()
         if len(self._in_flight) >= MAX_CONCURRENT_JOBS:
             return
         for export_id in await open_export_ids(self._pool):
             if len(self._in_flight) >= MAX_CONCURRENT_JOBS:
                 return
-            if export_id in self._in_flight or not await self._try_lock(export_id):
+            if export_id in self._in_flight:
                 continue
-            self._in_flight[export_id] = asyncio.create_task(self._job(export_id), name=f"audit-export-{export_id}")
+            holder = await self._try_lock(export_id)
+            if holder is not None:
+                self._in_flight[export_id] = asyncio.create_task(
+                    self._job(export_id, holder), name=f"audit-export-{export_id}"
+                )
 
     # -- locks: session-level, on a connection of the worker's own (pooled connections keep no session state) --
+    # Every job in flight holds its lock on the current lock connection. When that connection is lost (it failed,
+    # or the server ended it), so are all their locks, and another process may start their exports: they are
+    # cancelled at once, and retried later as after a crash. Failures elsewhere (the pool) leave it alone.
 
-    async def _try_lock(self, export_id: str) -> bool:
+    async def _try_lock(self, export_id: str) -> asyncpg.Connection | None:
+        """Take the export's job lock; return the connection holding it, or None when another process holds it."""
         async with self._lock_guard:
-            if self._lock_conn is None or self._lock_conn.is_closed():
-                self._lock_conn = await connect(self._dsn)
-            return bool(await self._lock_conn.fetchval("SELECT pg_try_advisory_lock($1)", job_lock_key(export_id)))
+            conn = await self._lock_connection()
+            try:
+                locked = await conn.fetchval(
+                    "SELECT pg_try_advisory_lock($1)", job_lock_key(export_id), timeout=self.lock_connection_timeout
+                )
+            except TRANSIENT:
+                await self._drop_lock_connection(conn)
+                raise
+            return conn if locked else None
 
-    async def _unlock(self, export_id: str) -> None:
+    async def _lock_connection(self) -> asyncpg.Connection:
+        """The lock connection, opened when there is none (the guard is held)."""
+        current = self._lock_conn
+        if current is not None and not current.is_closed():
+            return current
+        if current is not None:  # closed, and its termination callback has not run yet
+            await self._drop_lock_connection(current)
+        conn = await asyncio.wait_for(connect(self._dsn), self.lock_connection_timeout)
+        conn.add_termination_listener(self._lock_connection_ended)
+        self._lock_conn = conn
+        return conn
+
+    def _holds_lock(self, holder: asyncpg.Connection) -> bool:
+        return not holder.is_closed() and holder is self._lock_conn
+
+    async def _unlock(self, export_id: str, holder: asyncpg.Connection) -> None:
         async with self._lock_guard:
-            if self._lock_conn is not None and not self._lock_conn.is_closed():
-                try:
-                    await self._lock_conn.execute("SELECT pg_advisory_unlock($1)", job_lock_key(export_id))
-                except TRANSIENT:
-                    await self._close_lock_connection()
+            if not self._holds_lock(holder):
+                return  # gone with its connection
+            try:
+                await holder.execute(
+                    "SELECT pg_advisory_unlock($1)", job_lock_key(export_id), timeout=self.lock_connection_timeout
+                )
+            except TRANSIENT:
+                await self._drop_lock_connection(holder)
 
-    async def _drop_lock_connection(self) -> None:
+    async def _check_lock_connection(self) -> None:
+        """Notice, while jobs rely on it, a lock connection the server has ended without this process hearing of it
+        (a failover, a network partition): no answer within ``lock_connection_timeout`` counts as lost."""
         async with self._lock_guard:
-            await self._close_lock_connection()
+            conn = self._lock_conn
+            if conn is None:
+                return
+            try:
+                await conn.fetchval("SELECT 1", timeout=self.lock_connection_timeout)
+            except TRANSIENT:
+                await self._drop_lock_connection(conn)
 
-    async def _close_lock_connection(self) -> None:
-        if self._lock_conn is not None:
-            with contextlib.suppress(Exception):
-                await self._lock_conn.close(timeout=2)
+    def _lock_connection_ended(self, conn: object) -> None:
+        """The connection closed (asyncpg's termination listener): the locks it held are released."""
+        if conn is self._lock_conn:
             self._lock_conn = None
+            self._cancel_jobs_locked_on_lost_connection()
+
+    async def _drop_lock_connection(self, conn: asyncpg.Connection) -> None:
+        """Give up the lock connection (it failed, or the worker stops), with every job whose lock it held."""
+        if conn is self._lock_conn:
+            self._lock_conn = None
+            self._cancel_jobs_locked_on_lost_connection()
+        with contextlib.suppress(Exception):
+            await conn.close(timeout=2)
+
+    def _cancel_jobs_locked_on_lost_connection(self) -> None:
+        # A job whose own unlock found the connection broken is ending anyway: it is not cancelled from within.
+        stopping = {
+            export_id: task for export_id, task in self._in_flight.items()
+            if task is not asyncio.current_task() and not task.done()
+        }
+        for task in stopping.values():
+            task.cancel()
+        if stopping:
+            log.warning(
+                "audit export lock connection lost; its jobs stop and will be retried",
+                extra={"export_ids": sorted(stopping)},
+            )
 
     # -- one job --
 
-    async def _job(self, export_id: str) -> None:
+    async def _job(self, export_id: str, holder: asyncpg.Connection) -> None:
         try:
+            if not self._holds_lock(holder):
+                return  # its lock went with its connection before the job began
             export = await self._commands.start(export_id)
             if export is None:
                 return
@@ -189,9 +260,11 @@ class AuditExportWorker:
         except Exception as exc:  # noqa: BLE001
             log.warning("audit export bookkeeping failed", extra={"export_id": export_id, "error": type(exc).__name__})
         finally:
-            self._in_flight.pop(export_id, None)
-            await self._unlock(export_id)
-            self._wakeup.set()  # look for the next job
+            try:
+                await self._unlock(export_id, holder)
+            finally:  # only now: until its lock is released, no poll of this process may take the job again
+                self._in_flight.pop(export_id, None)
+                self._wakeup.set()  # look for the next job
 
     async def produce(self, export: AuditExport) -> dict[str, Any]:
         """Write every matching entry to the destination; return the manifest."""

@@ -1,10 +1,9 @@
--- The append, cheaper for the group commit of access records (measured on batches of 16 records):
+-- The append, cheaper for the group commit of access records:
 -- * It may leave out the wake-up (an empty channel). The group commit does, when it woke the projection runners
---   less than half a second ago: a NOTIFY per batch cost PostgreSQL about as much CPU as the batch's commit
---   (~140 us per transaction with one listener), and a runner that was woken keeps polling for a while anyway
---   (projections/runner.py), so it misses nothing.
--- * The event store's own table gets statements PL/pgSQL plans once per connection. EXECUTE format(...) parsed and
---   planned the lock and the insert on every append (~100 us per append). Other tables (tests) keep that path.
+--   less than half a second ago: a NOTIFY per batch costs PostgreSQL about as much CPU as the batch's commit, and
+--   a runner that was woken keeps polling for a while anyway (projections/runner.py), so it misses nothing.
+-- * The event store's own table gets statements PL/pgSQL plans once per connection (EXECUTE format(...) would parse
+--   and plan the lock and the insert on every append). Other tables (tests) keep that path.
 CREATE OR REPLACE FUNCTION scaivault_append_events(
     events_table regclass, channel text, lock_timeout text,
     ids uuid[], versions bigint[], topics text[], states bytea[]

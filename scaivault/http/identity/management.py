@@ -16,12 +16,12 @@ from commands.identities import IdentityCommands
 from commands.secrets import Actor
 from projections.identity.directory import IdentityDirectory
 from scaivault.audit.access_records import AccessRecord
-from scaivault.domain.errors import AccessDenied, IdentityNotFound
+from scaivault.domain.errors import AccessDenied
 from scaivault.domain.identities import ACTIVE, ROLES, SCAIVAULT, parse_roles, profile_of_group, profile_of_user
 from scaivault.http.context import Callers
 from scaivault.http.identity.parameters import BASES, actor_of, group_id_of, user_id_of
 from scaivault.http.keys import ACCESS
-from scaivault.http.responses import json_response, read_json_object
+from scaivault.http.responses import committed_response, json_response, read_json_object
 from scaivault.http.routing import RouteTable
 from scaivault.http.schemas import Strict, parse_body
 
@@ -94,14 +94,14 @@ class IdentityManagementApi:
             managing.tenant, await _new_profile(request, CreateUserIn, profile_of_user), managing.actor,
             managing.access, actor_roles=managing.roles,
         )
-        return json_response(await self._directory.user(managing.tenant, user_id), status=201)
+        return committed_response(request, await self._directory.user(managing.tenant, user_id))
 
     async def delete_user(self, request: web.Request) -> web.Response:
         managing = await self._managing(request)
         await self._commands.remove_user(
             managing.tenant, user_id_of(request), managing.actor, managing.access, actor_roles=managing.roles
         )
-        return web.Response(status=204)
+        return committed_response(request)
 
     async def create_group(self, request: web.Request) -> web.Response:
         managing = await self._managing(request)
@@ -109,12 +109,12 @@ class IdentityManagementApi:
             managing.tenant, await _new_profile(request, CreateGroupIn, profile_of_group), managing.actor,
             managing.access,
         )
-        return json_response(await self._directory.group(managing.tenant, group_id), status=201)
+        return committed_response(request, await self._directory.group(managing.tenant, group_id))
 
     async def delete_group(self, request: web.Request) -> web.Response:
         managing = await self._managing(request)
         await self._commands.remove_group(managing.tenant, group_id_of(request), managing.actor, managing.access)
-        return web.Response(status=204)
+        return committed_response(request)
 
     async def _change_membership(self, request: web.Request, *, adding: bool) -> bool:
         managing = await self._managing(request)
@@ -126,15 +126,15 @@ class IdentityManagementApi:
     async def put_member(self, request: web.Request) -> web.Response:
         """201 when the membership was added, 200 when it existed."""
         added = await self._change_membership(request, adding=True)
-        return json_response(
+        return committed_response(
+            request,
             {"group_id": request.match_info["group_id"], "user_id": request.match_info["user_id"], "added": added},
-            status=201 if added else 200,
         )
 
     async def delete_member(self, request: web.Request) -> web.Response:
-        if not await self._change_membership(request, adding=False):
-            raise IdentityNotFound("The user is not a member of this group", identity_type="membership")
-        return web.Response(status=204)
+        """204; a user who is not a member is 404, and nothing is committed."""
+        await self._change_membership(request, adding=False)
+        return committed_response(request)
 
     async def put_user_roles(self, request: web.Request) -> web.Response:
         """Roles are not managed by administrators alone: any ``identity:admin`` caller may ask, and the role rules

@@ -108,4 +108,4 @@ def identity_type_of(request: web.Request) -> IdentityType:
 
 
 def actor_of(request: web.Request, who: Caller) -> Actor:
-    return Actor(identity_id=who.principal.identity_id, request_id=request[REQUEST_ID])
+    return Actor.of(who, request[REQUEST_ID])

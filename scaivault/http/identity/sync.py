@@ -13,7 +13,7 @@ from scaivault.http.context import Callers
 from scaivault.http.identity.parameters import PageQuery, SyncScopeQuery, actor_of
 from scaivault.http.keys import ACCESS
 from scaivault.http.query import parse_query
-from scaivault.http.responses import json_response
+from scaivault.http.responses import committed_response, json_response
 from scaivault.http.routing import RouteTable
 from scaivault.identity.sync import IdentitySynchronizer, SyncScope
 
@@ -66,10 +66,10 @@ class IdentitySyncApi:
         who.require_scope(ADMIN_SCOPE)
         scope = await self._scope(who, parse_query(SyncScopeQuery, request))
         run = await self._synchronizer.start(scope, actor_of(request, who), access=request[ACCESS])
-        return json_response(
+        return committed_response(
+            request,
             {"sync_id": run.sync_id, "status": run.status, "started_at": run.started_at,
              "partner_id": run.partner_id, "tenant_id": run.tenant_id},
-            status=202,
             headers={"Location": f"/v1/identity/sync/{run.sync_id}"},
         )
 

@@ -7,7 +7,6 @@ from aiohttp import web
 
 from projections.secrets.reader import Owner
 from scaivault.auth.caller import Caller
-from scaivault.domain.errors import AccessDenied
 from scaivault.domain.paths import parse_path
 from scaivault.domain.secrets import SecretAddress
 
@@ -32,8 +31,3 @@ def address_of(request: web.Request, who: Caller) -> SecretAddress:
     path = parse_path(request.match_info["path"])
     return owner_of(request, who).address(path)
 
-
-def require_partner_writer(address: SecretAddress, who: Caller) -> None:
-    """Partner secrets are readable by every tenant of the partner and changed only by its partner admins."""
-    if address.partner_owned and not who.principal.is_partner_admin:
-        raise AccessDenied("Only partner admins may change partner secrets")

@@ -1,5 +1,6 @@
 """Changing secrets over HTTP: write a version, update metadata, delete (soft, one version, or all), restore. Each
-is one command (``commands/secrets.py``), after the caller's scope and policies allow it on the path."""
+is one command (``commands/secrets.py``), which checks the caller's policies on the path; the token's scope is
+checked here, first, as for reads."""
 
 from __future__ import annotations
 
@@ -9,17 +10,15 @@ from typing import Any
 from aiohttp import web
 
 from commands.secrets import Actor, SecretCommands, UpdateSecretMetadata, WriteSecret
-from scaivault.auth.authorization import Authorizer
-from scaivault.auth.caller import Caller
 from scaivault.domain.durations import parse_duration
 from scaivault.domain.errors import InvalidDuration, InvalidRequest
 from scaivault.domain.secrets import Secret, SecretAddress, check_secret_type
 from scaivault.http.context import Callers
 from scaivault.http.keys import ACCESS, REQUEST_ID
 from scaivault.http.query import Flag, QueryModel, WholeNumber, parse_query
-from scaivault.http.responses import json_response, read_json_object
+from scaivault.http.responses import committed_response, json_response, read_json_object
 from scaivault.http.schemas import MetadataPatchIn, WriteSecretIn, check_metadata_patch, parse_body
-from scaivault.http.secrets.addressing import address_of, require_partner_writer
+from scaivault.http.secrets.addressing import address_of
 from scaivault.metrics import Metrics
 
 
@@ -57,24 +56,17 @@ def _state_document(secret: Secret) -> dict[str, Any]:
 
 
 class SecretWritesApi:
-    def __init__(
-        self, callers: Callers, commands: SecretCommands, authorizer: Authorizer, metrics: Metrics
-    ) -> None:
+    def __init__(self, callers: Callers, commands: SecretCommands, metrics: Metrics) -> None:
         self._callers = callers
         self._commands = commands
-        self._authorizer = authorizer
         self._metrics = metrics
 
     async def _changing(self, request: web.Request, scope: str) -> tuple[SecretAddress, Actor]:
-        """The secret the request changes, once the caller's scope (``secrets:<permission>``) and policies allow
-        that permission on its path: effective rights are their intersection. Checked before anything is looked
-        up, so a denied caller learns nothing about the path."""
+        """The secret the request changes, and the actor: the caller, holding the scope ``secrets:<permission>``.
+        The command checks the caller's policies on the path before anything is looked up."""
         who = await self._callers.caller(request)
         who.require_scope(scope)
-        address = address_of(request, who)
-        await self._authorizer.require_on_secret(who, address, scope.removeprefix("secrets:"))
-        require_partner_writer(address, who)
-        return address, _actor(request, who)
+        return address_of(request, who), Actor.of(who, request[REQUEST_ID])
 
     async def write_secret(self, request: web.Request) -> web.Response:
         address, actor = await self._changing(request, "secrets:write")
@@ -90,9 +82,9 @@ class SecretWritesApi:
             rotation_policy_id=options.rotation_policy_id if options else None,
             cas=options.cas if options else None,
         )
-        secret, created = await self._commands.write(command, actor, request[ACCESS])
+        secret, _ = await self._commands.write(command, actor, request[ACCESS])
         self._metrics.secret_writes.labels(address.owner).inc()
-        return json_response(_state_document(secret), status=201 if created else 200)
+        return committed_response(request, _state_document(secret))
 
     async def update_metadata(self, request: web.Request) -> web.Response:
         address, actor = await self._changing(request, "secrets:write")
@@ -138,6 +130,3 @@ class SecretWritesApi:
         secret = await self._commands.restore(address, actor, request[ACCESS])
         return json_response(_state_document(secret))
 
-
-def _actor(request: web.Request, who: Caller) -> Actor:
-    return Actor(identity_id=who.principal.identity_id, request_id=request[REQUEST_ID])
