@@ -15,45 +15,26 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from typing import Any, Protocol
+from datetime import datetime
+from typing import Any
 
-import asyncpg
-
-from commands.unit_of_work import UnitOfWork, UnitOfWorkRunner, record_outcome, utcnow
+from commands.ports import AuditExportLookup, SecretPermissions
+from commands.unit_of_work import UnitOfWork, UnitOfWorkRunner, record_outcome
 from scaivault.audit.access_records import AccessRecord
 from scaivault.auth.caller import Caller
-from scaivault.auth.principal import Principal
+from scaivault.clock import utcnow
 from scaivault.domain.audit_exports import (
+    CREDENTIALS_PERMISSION,
+    CREDENTIALS_SCOPE,
     AuditExport,
     Requester,
     audit_export_stream_id,
+    credentials_address,
 )
 from scaivault.domain.errors import InvalidConfig
 from scaivault.domain.outcomes import Outcome
-from scaivault.domain.policies import parse_ip
-from scaivault.domain.secrets import SecretAddress
 from scaivault.ids import new_id
-
-CREDENTIALS_SCOPE = "secrets:read"
-CREDENTIALS_PERMISSION = "read"
-
-
-class SecretAuthorization(Protocol):
-    """The policy decision on a secret for a caller (``scaivault/auth/authorization.py: Authorizer``)."""
-
-    async def require_on_secret(self, caller: Caller, address: SecretAddress, permission: str) -> None: ...
-
-
-class ExportLookup(Protocol):
-    """The read models an export request consults, in its transaction (``projections/audit_exports.py``)."""
-
-    async def live_secret_exists(self, conn: asyncpg.Connection, address: SecretAddress) -> bool: ...
-
-    async def matching_entries(
-        self, conn: asyncpg.Connection, tenant_id: str, filters: dict[str, Any], since: datetime, until: datetime
-    ) -> int:
-        """How many audit-log entries of the tenant the export's filters and range match now."""
+from scaivault.serialization import format_timestamp
 
 
 def new_export_id() -> str:
@@ -62,6 +43,8 @@ def new_export_id() -> str:
 
 
 def requester_of(caller: Caller) -> Requester:
+    """What the export records of its requester (``scaivault/audit/exports/credentials.py: caller_of`` rebuilds the
+    caller from it when the job runs)."""
     principal = caller.principal
     return Requester(
         identity_id=principal.identity_id,
@@ -79,36 +62,6 @@ def requester_of(caller: Caller) -> Requester:
     )
 
 
-def caller_of(export: AuditExport) -> Caller | None:
-    """The export's requester as a caller in the export's tenant, with its token as recorded when it was requested
-    (its roles are the token's: derive the roles it holds before deciding anything); None when no requester, or not
-    its token's roles, was recorded."""
-    requester = export.requested_by
-    if requester is None or requester.token_roles is None:
-        return None
-    principal = Principal(
-        identity_id=requester.identity_id,
-        identity_type=requester.identity_type,
-        display_name=None,
-        tenant_id=requester.tenant_id,
-        partner_id=requester.partner_id,
-        scopes=frozenset(requester.scopes),
-        roles=frozenset(requester.token_roles),
-        groups=requester.groups,
-        mfa_verified_at=requester.mfa_verified_at,
-        expires_at=requester.expires_at,
-        issued_at=None,
-        token_kind=requester.token_kind,
-        token_id=requester.token_id,
-    )
-    return Caller(principal, export.tenant_id, export.partner_id, parse_ip(requester.source_ip))
-
-
-def credentials_address(export_tenant: str, partner_id: str | None, path: str) -> SecretAddress:
-    """Where an export's credentials live: a secret of the export's own tenant."""
-    return SecretAddress(owner=export_tenant, partner_id=partner_id or "", tenant_id=export_tenant, path=path)
-
-
 @dataclass(frozen=True)
 class RequestExport:
     tenant_id: str
@@ -124,13 +77,13 @@ class AuditExportCommands:
     def __init__(
         self,
         runner: UnitOfWorkRunner,
-        authorization: SecretAuthorization,
-        lookup: ExportLookup,
+        permissions: SecretPermissions,
+        lookup: AuditExportLookup,
         *,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self._runner = runner
-        self._authorization = authorization
+        self._permissions = permissions
         self._lookup = lookup
         self._clock = clock
 
@@ -143,7 +96,7 @@ class AuditExportCommands:
         if cmd.destination["type"] == "s3":
             credentials = credentials_address(cmd.tenant_id, cmd.partner_id, cmd.destination["credentials_path"])
             requester.require_scope(CREDENTIALS_SCOPE)
-            await self._authorization.require_on_secret(requester, credentials, CREDENTIALS_PERMISSION)
+            await self._permissions.require(requester, credentials, CREDENTIALS_PERMISSION)
         export_id = new_export_id()
 
         async def work(uow: UnitOfWork) -> AuditExport:
@@ -190,7 +143,7 @@ class AuditExportCommands:
         async def work(uow: UnitOfWork) -> bool:
             export = await uow.get(audit_export_stream_id(export_id))
             at = self._clock()
-            stamped = {**manifest, "completed_at": at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")}
+            stamped = {**manifest, "completed_at": format_timestamp(at)}
             if export is None or not export.complete(manifest=stamped, at=at):
                 return False
             uow.add(export)

@@ -25,10 +25,11 @@ from uuid import UUID
 
 import asyncpg
 
+from commands.actor import Actor
 from commands.ports import IdentityLookup
-from commands.secrets import Actor
-from commands.unit_of_work import UnitOfWork, UnitOfWorkRunner, record_outcome, utcnow
+from commands.unit_of_work import UnitOfWork, UnitOfWorkRunner, record_outcome
 from scaivault.audit.access_records import AccessRecord
+from scaivault.clock import utcnow
 from scaivault.domain.errors import IdentityExists, IdentityNotFound
 from scaivault.domain.identities import (
     SCAIKEY,

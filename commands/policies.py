@@ -16,10 +16,11 @@ from typing import Any, TypeVar
 
 import asyncpg
 
-from commands.secrets import Actor
-from commands.unit_of_work import UnitOfWork, UnitOfWorkRunner, record_outcome, utcnow
+from commands.actor import Actor
+from commands.unit_of_work import UnitOfWork, UnitOfWorkRunner, record_outcome
 from scaivault.audit.access_records import AccessRecord
 from scaivault.auth.caller import Caller
+from scaivault.clock import utcnow
 from scaivault.domain.errors import AccessDenied, InvalidPolicy, PolicyNotFound
 from scaivault.domain.outcomes import Outcome
 from scaivault.domain.policies import Policy, policy_stream_id

@@ -1,11 +1,12 @@
 """What commands need to know that is not in their own aggregates: small lookups over read models, read in the
-command's transaction. Commands depend on these protocols only; the adapters live beside the read models they read
-(``projections/``) and the composition root (``scaivault/bootstrap.py``) hands them in."""
+command's transaction, and the authorization decisions on secrets. Commands depend on these protocols only; the
+adapters live beside what they read (``projections/<area>/lookup.py: Postgres<Area>Lookup``,
+``scaivault/auth/secret_permissions.py``) and the composition root (``scaivault/bootstrap.py``) hands them in."""
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol
 from uuid import UUID
 
 import asyncpg
@@ -41,8 +42,20 @@ class IdentityLookup(Protocol):
         """The tenant's users and groups that came from ScaiKey, and the memberships in those groups."""
 
 
+class AuditExportLookup(Protocol):
+    """The read models an export request consults, in its transaction."""
+
+    async def live_secret_exists(self, conn: asyncpg.Connection, address: SecretAddress) -> bool: ...
+
+    async def matching_entries(
+        self, conn: asyncpg.Connection, tenant_id: str, filters: dict[str, Any], since: datetime, until: datetime
+    ) -> int:
+        """How many audit-log entries of the tenant the export's filters and range match now."""
+
+
 class SecretPermissions(Protocol):
-    """What a caller's scopes and policies allow on a secret (the same decisions a read gets)."""
+    """What a caller may do to a secret: its scopes and policies, decided by the authorizer a read of the secret
+    goes through (``scaivault/auth/secret_permissions.py``), so commands get the decisions reads get."""
 
     async def require(self, caller: Caller, address: SecretAddress, permission: str) -> None:
         """Raise the decision's error unless ``permission`` is allowed on the secret."""

@@ -8,29 +8,16 @@ from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
 
+from commands.actor import Actor
 from commands.ports import SecretLookup, SecretPermissions
-from commands.unit_of_work import UnitOfWork, UnitOfWorkRunner, record_outcome, utcnow
+from commands.unit_of_work import UnitOfWork, UnitOfWorkRunner, record_outcome
 from scaivault.audit.access_records import AccessRecord
-from scaivault.auth.caller import Caller
+from scaivault.clock import utcnow
 from scaivault.crypto.keyring import KeyRing
 from scaivault.crypto.secret_values import seal_value
 from scaivault.domain.errors import AccessDenied, SecretNotFound
 from scaivault.domain.outcomes import Outcome
 from scaivault.domain.secrets import Secret, SecretAddress, shredded_data_keys
-
-
-@dataclass(frozen=True)
-class Actor:
-    """Who a command acts for. ``caller``: the API caller, whose policies the command enforces; None for the server
-    itself or an operator with the database (the CLI, housekeeping), who are not subject to policies."""
-
-    identity_id: str
-    request_id: str | None
-    caller: Caller | None = None
-
-    @classmethod
-    def of(cls, caller: Caller, request_id: str | None) -> Actor:
-        return cls(identity_id=caller.principal.identity_id, request_id=request_id, caller=caller)
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from commands.unit_of_work import UnitOfWork, UnitOfWorkRunner, utcnow
+from commands.unit_of_work import UnitOfWork, UnitOfWorkRunner
+from scaivault.clock import utcnow
 from scaivault.crypto.keyring import KeyRing
 from scaivault.domain.errors import InvalidRequest
 from scaivault.domain.tenancy import Partner, Tenant, parse_partner_id, parse_tenant_id

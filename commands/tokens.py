@@ -13,10 +13,11 @@ from typing import TypedDict
 import jwt
 
 from commands.ports import TenancyLookup
-from commands.unit_of_work import UnitOfWork, UnitOfWorkRunner, utcnow
+from commands.unit_of_work import UnitOfWork, UnitOfWorkRunner
 from scaivault.auth.issuer import BuiltinIssuer
 from scaivault.auth.pats import PAT_PREFIX, find_pat, issue_pat, revoke_pat
 from scaivault.auth.revocation import revoke
+from scaivault.clock import utcnow
 from scaivault.domain.errors import InvalidRequest, TenantNotFound
 from scaivault.domain.tenancy import parse_partner_id, parse_tenant_id
 from scaivault.domain.tokens import JwtRevocation, PersonalAccessToken

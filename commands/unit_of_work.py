@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import UTC, datetime
 from typing import Any, TypeVar
 from uuid import UUID
 
@@ -21,6 +20,7 @@ import asyncpg
 from eventsourcing.domain import Aggregate, DomainEventProtocol
 
 from scaivault.audit.access_records import AccessRecord, touch_last_access
+from scaivault.clock import utcnow
 from scaivault.domain.errors import VersionConflict
 from scaivault.domain.outcomes import Outcome
 from scaivault.eventstore.locks import READ_MODEL_SWAP_KEY, SHARED_READ_MODEL_LOCK
@@ -30,10 +30,6 @@ from scaivault.eventstore.repository import Repository
 T = TypeVar("T")
 Projector = Callable[[asyncpg.Connection, Any], Awaitable[None]]
 MAX_ATTEMPTS = 8
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 def record_outcome(access: AccessRecord | None, outcome: Outcome, **extra: Any) -> None:

@@ -17,42 +17,45 @@ from commands.policies import PolicyCommands
 from commands.secrets import SecretCommands
 from commands.tenancy import TenancyCommands
 from commands.tokens import TokenCommands
-from commands.unit_of_work import UnitOfWorkRunner, utcnow
+from commands.unit_of_work import UnitOfWorkRunner
 from projections.audit.projector import AuditLogProjection
 from projections.audit.reader import AuditLogReader
-from projections.audit_exports import (
-    AuditExportLookup,
-    AuditExportReader,
-    AuditExportsProjection,
-    project_audit_export,
-)
+from projections.audit_exports.lookup import PostgresAuditExportLookup
+from projections.audit_exports.projection import AuditExportsProjection
+from projections.audit_exports.projector import project_audit_export
+from projections.audit_exports.reader import AuditExportReader
 from projections.event_index import EventIndexProjection
 from projections.identity.projection import IdentityProjection
 from projections.identity.projector import project_identity_event
 from projections.identity.queries import policy_groups
+from projections.identity.roles import MirroredRoles
 from projections.maintenance.rebuild import ReadModel
 from projections.maintenance.retention import enforce_audit_retention
 from projections.policies.projection import PoliciesProjection
 from projections.policies.projector import project_policy_event
 from projections.policies.reader import PolicyReader
 from projections.runner import Projection, ProjectionRunner
+from projections.secrets.lookup import PostgresSecretLookup
 from projections.secrets.projection import SecretsProjection
 from projections.secrets.projector import project_secret_event
-from projections.secrets.queries import SecretsReadModel
 from projections.secrets.reader import SecretReader
-from projections.tenancy import TenancyProjection, TenancyReadModel, project_tenancy
-from projections.tenant_directory import TenantDirectory
+from projections.tenancy.directory import TenantDirectory
+from projections.tenancy.lookup import PostgresTenancyLookup
+from projections.tenancy.projection import TenancyProjection
+from projections.tenancy.projector import project_tenancy
 from scaivault.audit.access_records import AccessRecorder
 from scaivault.audit.chain import CHAIN_KEY_NAME
 from scaivault.audit.exports.credentials import RequesterCredentials
 from scaivault.audit.exports.worker import AuditExportWorker
 from scaivault.auth.authenticator import TokenAuthenticator
 from scaivault.auth.authorization import Authorizer, bump_generation
+from scaivault.auth.effective_principals import EffectivePrincipals
 from scaivault.auth.issuer import BuiltinIssuer
 from scaivault.auth.jwks import JwksClient
 from scaivault.auth.revocation import REVOCATION_CHANNEL, RevocationCache
 from scaivault.auth.revocation import purge_expired as purge_expired_revocations
 from scaivault.auth.secret_permissions import AuthorizedSecretPermissions
+from scaivault.clock import utcnow
 from scaivault.config import Settings
 from scaivault.crypto.keyring import KeyRing
 from scaivault.crypto.root_keys import root_key_provider
@@ -64,7 +67,6 @@ from scaivault.eventstore.migrations import apply_migrations
 from scaivault.eventstore.recorder import EventStoreListener, PostgresEventStore
 from scaivault.eventstore.repository import Repository
 from scaivault.health import HealthChecks
-from scaivault.identity.roles import MirroredRoles
 from scaivault.identity.services import IdentityServices, build_identity_services
 from scaivault.metrics import Metrics
 from scaivault.ratelimit import RateLimiter
@@ -111,6 +113,7 @@ class Container:
     issuer: BuiltinIssuer
     revocations: RevocationCache
     authenticator: TokenAuthenticator
+    principals: EffectivePrincipals
     access_recorder: AccessRecorder
     runner: UnitOfWorkRunner
     tenants: TenantDirectory
@@ -281,7 +284,9 @@ async def build_container(settings: Settings, *, migrate: bool = True) -> Contai
         )
         # One cache of the identity mirror's records: callers' roles, and who the authorizer cuts off.
         mirrored_roles = MirroredRoles(pool)
+        principals = EffectivePrincipals(authenticator, mirrored_roles)
         authorizer = Authorizer(pool, groups_of=policy_groups, standing=mirrored_roles)
+        secret_permissions = AuthorizedSecretPermissions(authorizer)
         tenants = TenantDirectory(pool)
         tenancy_commands = TenancyCommands(runner, keyring)
         rate_limiter = RateLimiter.from_settings(settings, metrics)
@@ -299,14 +304,14 @@ async def build_container(settings: Settings, *, migrate: bool = True) -> Contai
             authorization_changed_in_transaction=bump_generation,
         )
         secret_reader = SecretReader(pool, repository, keyring, authorizer, metrics)
-        audit_exports = AuditExportCommands(runner, authorizer, AuditExportLookup())
+        audit_exports = AuditExportCommands(runner, secret_permissions, PostgresAuditExportLookup())
         export_worker = AuditExportWorker(
             dsn=url,
             pool=pool,
             store=store,
             commands=audit_exports,
             # The job reads an S3 export's credentials on its requester's behalf, as a GET would.
-            credentials=RequesterCredentials(secret_reader, identity.roles, authenticator, access_recorder),
+            credentials=RequesterCredentials(secret_reader, principals, access_recorder),
             export_dir=settings.exports_directory,
             egress_allow=parse_allow_list(settings.egress_allow),
         )
@@ -320,6 +325,7 @@ async def build_container(settings: Settings, *, migrate: bool = True) -> Contai
             issuer=issuer,
             revocations=revocations,
             authenticator=authenticator,
+            principals=principals,
             access_recorder=access_recorder,
             runner=runner,
             tenants=tenants,
@@ -332,13 +338,13 @@ async def build_container(settings: Settings, *, migrate: bool = True) -> Contai
             secret_commands=SecretCommands(
                 runner,
                 keyring,
-                SecretsReadModel(),
-                AuthorizedSecretPermissions(authorizer),
+                PostgresSecretLookup(),
+                secret_permissions,
                 delete_retention=parse_duration(settings.delete_retention),
                 default_max_versions=settings.default_max_versions,
             ),
             tenancy_commands=tenancy_commands,
-            token_commands=TokenCommands(runner, issuer, TenancyReadModel()),
+            token_commands=TokenCommands(runner, issuer, PostgresTenancyLookup()),
             policy_commands=PolicyCommands(
                 runner, changed_in_transaction=bump_generation, on_change=authorizer.invalidate
             ),

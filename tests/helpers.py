@@ -1,4 +1,5 @@
-"""Helpers shared by tests of every kind: waiting for a condition instead of sleeping, and clocks."""
+"""Helpers shared by tests of every kind: waiting for a condition instead of sleeping, clocks, and a small aggregate
+for the event store's tests."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
+
+from eventsourcing.domain import Aggregate, event
 
 POLL_SECONDS = 0.02
 
@@ -50,3 +53,15 @@ class Clock:
     def time(self) -> float:
         """As ``time.time``, for a module whose ``time`` is replaced by this clock."""
         return self.now
+
+
+class Counter(Aggregate):
+    """The smallest aggregate with state, for storing and loading events that belong to no area of ours."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.count = 0
+
+    @event("Incremented")
+    def increment(self, by: int = 1) -> None:
+        self.count += by

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Annotated, Any
 
 import asyncpg
@@ -19,6 +19,7 @@ from projections.audit import queries
 from projections.audit.documents import audit_entry_document
 from projections.audit.queries import AuditFilter
 from projections.audit.verification import verify_audit_chain
+from scaivault.clock import utcnow
 from scaivault.crypto.keyring import KeyRing
 from scaivault.pagination import CursorState, decode_cursor, encode_cursor, page_of
 
@@ -31,23 +32,20 @@ class LogCursor(CursorState):
     seq: Annotated[int, Field(ge=1, le=2**63 - 1)]  # the chain's sequence is a bigint: a larger one names nothing
 
 
-def _utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
 class AuditLogReader:
-    def __init__(self, pool: asyncpg.Pool, keyring: KeyRing, *, clock: Callable[[], datetime] = _utcnow) -> None:
+    def __init__(self, pool: asyncpg.Pool, keyring: KeyRing, *, clock: Callable[[], datetime] = utcnow) -> None:
         self._pool = pool
         self._keyring = keyring
         self._clock = clock
 
     async def log(self, tenant: str, audit_filter: AuditFilter, *, limit: int, cursor: str | None) -> dict[str, Any]:
         """``{"logs", "cursor", "has_more"}``: a page of the tenant's entries matching ``audit_filter``."""
-        before = _resume_below(cursor)
-        rows = await queries.audit_entries(self._pool, tenant, audit_filter, before_seq=before, limit=limit + 1)
+        state = decode_cursor(cursor, LogCursor)
+        rows = await queries.audit_entries(
+            self._pool, tenant, audit_filter, before_seq=state.seq if state is not None else None, limit=limit + 1
+        )
         page = page_of(rows, limit, lambda row: encode_cursor(LogCursor(seq=row["seq"])))
-        return {"logs": [audit_entry_document(row) for row in page.items], "cursor": page.cursor,
-                "has_more": page.has_more}
+        return page.document("logs", audit_entry_document)
 
     async def secret_trail(
         self, tenant: str, path: str, audit_filter: AuditFilter, *, limit: int, cursor: str | None
@@ -76,8 +74,3 @@ class AuditLogReader:
     async def verify(self, tenant: str) -> dict[str, Any]:
         """The tenant's chain recomputed: ``valid``, and the first entry altered, removed or reordered."""
         return {"tenant_id": tenant, **await verify_audit_chain(self._pool, self._keyring, tenant)}
-
-
-def _resume_below(cursor: str | None) -> int | None:
-    state = decode_cursor(cursor, LogCursor)
-    return None if state is None else state.seq

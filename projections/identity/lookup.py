@@ -1,4 +1,4 @@
-"""The identity read model as the identity commands ask it (``commands.ports.IdentityLookup``), in their
+"""The identity mirror's read model as the identity commands ask it (``commands.ports.IdentityLookup``), in their
 transaction."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from projections.identity import queries
 from scaivault.domain.identities import MirrorState
 
 
-class IdentityReadModel:
+class PostgresIdentityLookup:
     async def email_taken(self, conn: asyncpg.Connection, tenant_id: str, email: str) -> bool:
         return await queries.email_taken(conn, tenant_id, email)
 

@@ -3,7 +3,7 @@ names a user or group of another tenant, and another tenant's answers exactly li
 
 ``groups_of``, ``policy_groups`` and ``role_records`` answer for authorization: only an ACTIVE user in an ACTIVE
 group counts, a group the mirror holds as not ACTIVE counts for nothing even when a token claims it, and a user the
-mirror holds with no ACTIVE record gets nothing at all (``scaivault/identity/roles.py: cut_off``), so suspending a
+mirror holds with no ACTIVE record gets nothing at all (``projections/identity/roles.py: cut_off``), so suspending a
 user or a group in ScaiKey (or here) takes away what they gave.
 """
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Literal
 
 import asyncpg
@@ -21,6 +21,7 @@ from pydantic import Field
 from projections.policies import queries
 from scaivault.auth.authorization import Authorizer, role_decision
 from scaivault.auth.caller import Caller
+from scaivault.clock import utcnow
 from scaivault.domain.errors import InvalidRequest, PolicyNotFound
 from scaivault.domain.paths import parse_path
 from scaivault.domain.policies import (
@@ -29,14 +30,7 @@ from scaivault.domain.policies import (
     canonical_identity,
     parse_ip,
 )
-from scaivault.pagination import (
-    CursorState,
-    State,
-    decode_cursor,
-    encode_cursor,
-    invalid_cursor,
-    page_of,
-)
+from scaivault.pagination import CursorState, decode_cursor, encode_cursor, page_of
 
 # A policy document lists its bindings in full: a policy holds at most this many.
 MAX_BINDINGS = 1000
@@ -71,10 +65,6 @@ class DryRunQuestion:
     at: datetime | None = None
 
 
-def _utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
 def visible_owners(caller: Caller) -> list[str]:
     """Whose policies the caller sees: its tenant's and that tenant's partner's."""
     return [owner for owner in (caller.tenant_id, caller.partner_id) if owner is not None]
@@ -85,14 +75,6 @@ def _owners(caller: Caller, scope: PolicyScope | None) -> list[str]:
         return visible_owners(caller)
     owner = caller.tenant_id if scope == "tenant" else caller.partner_id
     return [] if owner is None else [owner]
-
-
-def _resume_after(raw: str | None, model: type[State], **bound_to: Any) -> State | None:
-    """The cursor's state, if it comes from this listing (same parameters)."""
-    state = decode_cursor(raw, model)
-    if state is not None and any(getattr(state, name) != value for name, value in bound_to.items()):
-        raise invalid_cursor()
-    return state
 
 
 def _summary(row: Row) -> dict[str, Any]:
@@ -123,7 +105,7 @@ def _binding_document(binding: Row, at: datetime) -> dict[str, Any]:
 
 
 class PolicyReader:
-    def __init__(self, pool: asyncpg.Pool, authorizer: Authorizer, *, clock: Callable[[], datetime] = _utcnow) -> None:
+    def __init__(self, pool: asyncpg.Pool, authorizer: Authorizer, *, clock: Callable[[], datetime] = utcnow) -> None:
         self._pool = pool
         self._authorizer = authorizer
         self._clock = clock
@@ -132,7 +114,9 @@ class PolicyReader:
         self, caller: Caller, *, scope: PolicyScope | None, include_inactive: bool, limit: int, cursor: str | None
     ) -> dict[str, Any]:
         """A page of summaries in id order: the caller's tenant's and partner's policies, or one ``scope``'s."""
-        state = _resume_after(cursor, PolicyListCursor, scope=scope, include_inactive=include_inactive)
+        state = decode_cursor(
+            cursor, PolicyListCursor, expected={"scope": scope, "include_inactive": include_inactive}
+        )
         rows = await queries.policy_rows(
             self._pool, _owners(caller, scope), at=self._clock(), include_inactive=include_inactive,
             after=state.after if state else None, limit=limit + 1,
@@ -140,7 +124,7 @@ class PolicyReader:
         page = page_of(rows, limit, lambda row: encode_cursor(PolicyListCursor(
             v=1, scope=scope, include_inactive=include_inactive, after=row["policy_id"]
         )))
-        return {"policies": [_summary(row) for row in page.items], "cursor": page.cursor, "has_more": page.has_more}
+        return page.document("policies", _summary)
 
     async def policy(self, caller: Caller, policy_id: str) -> dict[str, Any]:
         """One policy with all its bindings."""
@@ -160,18 +144,14 @@ class PolicyReader:
         """A page of the policy's bindings in id order, expired ones included (``expired: true``)."""
         at = self._clock()
         await self._visible_policy(caller, policy_id, at)
-        state = _resume_after(cursor, BindingListCursor, policy_id=policy_id)
+        state = decode_cursor(cursor, BindingListCursor, expected={"policy_id": policy_id})
         rows = await queries.binding_rows(
             self._pool, policy_id, after=state.after if state else None, limit=limit + 1
         )
         page = page_of(rows, limit, lambda row: encode_cursor(
             BindingListCursor(v=1, policy_id=policy_id, after=row["binding_id"])
         ))
-        return {
-            "bindings": [_binding_document(row, at) for row in page.items],
-            "cursor": page.cursor,
-            "has_more": page.has_more,
-        }
+        return page.document("bindings", lambda row: _binding_document(row, at))
 
     def binding_document(self, binding: Row) -> dict[str, Any]:
         """The document of a binding a command just made (``PolicyCommands.bind``'s answer)."""

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
-from uuid import UUID
 
 import asyncpg
 
@@ -108,14 +106,3 @@ def metadata_document(row: asyncpg.Record | dict[str, Any]) -> dict[str, Any]:
         document["recoverable_until"] = row["recoverable_until"]
     return document
 
-
-class SecretsReadModel:
-    """The secrets lookups commands ask for (``commands.ports.SecretLookup``)."""
-
-    async def deletions_past_retention(self, conn: asyncpg.Connection, at: datetime, limit: int) -> list[UUID]:
-        rows = await conn.fetch(
-            "SELECT stream_id FROM scaivault_secrets WHERE recoverable_until <= $1 ORDER BY recoverable_until LIMIT $2",
-            at,
-            limit,
-        )
-        return [row["stream_id"] for row in rows]

@@ -23,6 +23,7 @@ from datetime import datetime
 from typing import Any, Literal
 
 import asyncpg
+from pydantic import model_validator
 
 from projections.secrets import history, queries
 from scaivault.audit.access_records import AccessRecord
@@ -39,7 +40,7 @@ from scaivault.domain.policies import ListingPlan
 from scaivault.domain.secrets import SecretAddress
 from scaivault.eventstore.repository import Repository
 from scaivault.metrics import Metrics
-from scaivault.pagination import CursorState, SealedCursors, invalid_cursor
+from scaivault.pagination import CursorState, Page, SealedCursors, page_of
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +59,12 @@ class ListCursor(CursorState):
     v: Literal[3]
     prefix: str
     after: str
+
+    @model_validator(mode="after")
+    def _resumes_in_its_prefix(self) -> ListCursor:
+        if not self.after.startswith(self.prefix):
+            raise ValueError("a listing resumes after a path under its prefix")
+        return self
 
 
 @dataclass(frozen=True)
@@ -284,22 +291,16 @@ class SecretReader:
         """A page of the secrets under ``prefix`` the caller may list, in path order."""
         cursors = await self._cursors()
         bound_to = aead_context("list-cursor", owner.owner, prefix)
-        state = cursors.decode(cursor, ListCursor, bound_to)
-        if state is not None and (state.prefix != prefix or not state.after.startswith(prefix)):
-            raise invalid_cursor()
+        state = cursors.decode(cursor, ListCursor, bound_to, expected={"prefix": prefix})
         after = parse_path(state.after) if state is not None else None
         plan = await self._listing_plan(caller, owner, prefix)
         rows, resume_after = await self._listed_rows(
             owner, plan, prefix=prefix, after=after, limit=limit, include_deleted=include_deleted
         )
-        return {
-            "secrets": [queries.metadata_document(row) for row in rows],
-            "cursor": (
-                cursors.encode(ListCursor(v=3, prefix=prefix, after=resume_after), bound_to)
-                if resume_after is not None else None
-            ),
-            "has_more": resume_after is not None,
-        }
+        sealed = None if resume_after is None else cursors.encode(
+            ListCursor(v=3, prefix=prefix, after=resume_after), bound_to
+        )
+        return Page(rows, sealed).document("secrets", queries.metadata_document)
 
     async def _cursors(self) -> SealedCursors:
         return SealedCursors(await self._keyring.system_key(self._pool, CURSOR_KEY))
@@ -324,7 +325,8 @@ class SecretReader:
             rows = await queries.list_secret_rows(
                 self._pool, owner.owner, prefix=prefix, after=after, limit=limit + 1, include_deleted=include_deleted
             )
-            return list(rows[:limit]), rows[limit - 1]["path"] if len(rows) > limit else None
+            page = page_of(rows, limit, lambda row: row["path"])
+            return page.items, page.cursor
         kept: list[Row] = []
         scanned = 0
         batch = min(max(limit + 1, 100), MAX_LIST_LIMIT + 1)

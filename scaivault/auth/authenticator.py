@@ -20,6 +20,7 @@ import math
 import re
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -67,9 +68,11 @@ class TokenAuthenticator:
         leeway: timedelta = LEEWAY,
         cache_size: int = 10_000,
         revocation_max_age: float = 60.0,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         """``revocation_max_age``: if nobody refreshed ``revocations`` for that many seconds (or ever), the next
-        request refreshes it inline; if that fails, requests fail closed with 503."""
+        request refreshes it inline; if that fails, requests fail closed with 503. ``clock`` (Unix seconds): what
+        cached verifications and ``recheck`` hold tokens' expiry against (public, so tests can move it)."""
         if scaikey_issuer and jwks is None:
             raise ValueError("a ScaiKey issuer needs a JWKS client")
         self._pool = pool
@@ -83,6 +86,7 @@ class TokenAuthenticator:
         self._cache_size = max(1, cache_size)
         self._revocation_max_age = revocation_max_age
         self._refresh_lock = asyncio.Lock()
+        self.clock = clock
 
     def __repr__(self) -> str:
         return f"<TokenAuthenticator audience={self._audience!r} cached={len(self._cache)}>"
@@ -94,7 +98,7 @@ class TokenAuthenticator:
         cached = self._cache.get(digest)
         if cached is not None:
             principal, expires = cached
-            if time.time() > expires:
+            if self.clock() > expires:
                 self._cache.pop(digest, None)
                 raise TokenExpired()
             self._cache.move_to_end(digest)
@@ -113,7 +117,7 @@ class TokenAuthenticator:
         (with the leeway ``authenticate`` allows, on the clock its cache uses), ``TokenRevoked`` when it has been
         revoked since, by a revocation list no staler than requests accept (refreshed first, or
         ``ServiceUnavailable``)."""
-        if time.time() > self._usable_until(principal):
+        if self.clock() > self._usable_until(principal):
             raise TokenExpired()
         await self._ensure_revocations_fresh()
         if self._revocations.is_revoked(*_revocation_key(principal)):

@@ -74,7 +74,7 @@ GroupsOf = Callable[[Queryable, str | None, str, Sequence[str]], Awaitable[Itera
 
 
 class IdentityStanding(Protocol):
-    """Whether the identity mirror cuts an identity off (``scaivault/identity/roles.py: MirroredRoles``)."""
+    """Whether the identity mirror cuts an identity off (``projections/identity/roles.py: MirroredRoles``)."""
 
     async def suspended(self, tenant_id: str | None, identity_id: str) -> bool: ...
 

@@ -154,7 +154,14 @@ class BuiltinIssuer:
             claims["display_name"] = display_name
         if mfa_verified_at is not None:
             claims["mfa_verified_at"] = int(mfa_verified_at.timestamp())
-        return jwt.encode(claims, self._private_key, algorithm=ALGORITHM, headers={"kid": self.kid, "typ": "JWT"})
+        return self.sign(claims)
+
+    def sign(self, claims: Mapping[str, Any]) -> str:
+        """A JWT of exactly ``claims``, signed with the current key (``issue`` builds ScaiKey's claim set first; the
+        authenticator's tests sign others: expired, for another audience, missing a claim)."""
+        return jwt.encode(
+            dict(claims), self._private_key, algorithm=ALGORITHM, headers={"kid": self.kid, "typ": "JWT"}
+        )
 
     def public_key(self, kid: str) -> Ed25519PublicKey | None:
         return self._public_keys.get(kid)

@@ -37,7 +37,7 @@ class Principal:
     token_kind: str  # "jwt" | "pat"
     token_id: str  # the JWT's jti, or the PAT's id
     # The roles the token itself claims (``roles`` are those the caller holds, which the identity mirror may change:
-    # scaivault/identity/roles.py); ``replace(principal, roles=...)`` keeps them. Default: ``roles``.
+    # projections/identity/roles.py); ``replace(principal, roles=...)`` keeps them. Default: ``roles``.
     token_roles: frozenset[str] | None = None
 
     def __post_init__(self) -> None:

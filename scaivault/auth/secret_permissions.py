@@ -1,5 +1,6 @@
-"""What a caller may do to a secret, for the commands that change secrets (``commands.ports.SecretPermissions``):
-the same authorizer, and so the same decisions, as reads."""
+"""What a caller may do to a secret, for commands (``commands.ports.SecretPermissions``): those that change secrets,
+and an audit export's request, whose requester must be able to read its credentials secret. The same authorizer,
+and so the same decisions, as reads."""
 
 from __future__ import annotations
 

@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 import click
 
-from commands.secrets import Actor
+from commands.actor import Actor
 from projections.identity.directory import OPERATOR, IdentityDirectory, Listing, PageRequest
 from scaivault.bootstrap import Container
 from scaivault.domain.errors import TenantNotFound

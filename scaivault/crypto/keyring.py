@@ -173,7 +173,7 @@ class KeyRing:
         _check_tenant(tenant_id)
         existing = await conn.fetchval("SELECT partner_id FROM scaivault_tenant_keys WHERE tenant_id = $1", tenant_id)
         if existing is None:
-            partner_key = await self._owner_key(conn, partner_id)
+            partner_key = await self.owner_key(conn, partner_id)
             await conn.execute(
                 """INSERT INTO scaivault_tenant_keys (tenant_id, partner_id, wrapped)
                    VALUES ($1, $2, $3) ON CONFLICT (tenant_id) DO NOTHING""",
@@ -209,7 +209,7 @@ class KeyRing:
             )
             if inserted:
                 return data_key
-        owner_key = await self._owner_key(conn, owner)
+        owner_key = await self.owner_key(conn, owner)
         await conn.execute(
             "INSERT INTO scaivault_data_keys (id, owner, wrapped) VALUES ($1, $2, $3)",
             data_key.id,
@@ -251,7 +251,7 @@ class KeyRing:
         if source is None:
             raise KeyNotFound("The owner's key is not cached: pass a connection, or give the KeyRing a pool")
         try:
-            owner_key = await self._owner_key(source, owner)  # one query: works on a pool as on a connection
+            owner_key = await self.owner_key(source, owner)  # one query: works on a pool as on a connection
         except KeyNotFound:
             raise KeyDestroyed() from None
         return open_sealed(owner_key, wrapped, aad)
@@ -332,10 +332,12 @@ class KeyRing:
         await conn.fetchval("SELECT count(*) FROM scaivault_partner_keys WHERE false")
         await self.root.check()
 
-    # --- internals ----------------------------------------------------------------------------------------------
+    # --- owner keys ---------------------------------------------------------------------------------------------
 
-    async def _owner_key(self, conn: Queryable, owner: str) -> bytes:
-        """The unwrapped key of a tenant or partner, as committed (or as written by ``conn``'s transaction)."""
+    async def owner_key(self, conn: Queryable, owner: str) -> bytes:
+        """The unwrapped key of a tenant or partner, as committed (or as written by ``conn``'s transaction); cached.
+        Only the key ring itself needs it to wrap data keys; it is public for checks that no key is stored in the
+        clear."""
         row = await conn.fetchrow(_OWNER_CHAIN, owner)
         if row is None or (owner.startswith(TENANT_PREFIX) and row["tenant_wrapped"] is None):
             raise KeyNotFound(f"No encryption key for {owner[:64]}: provision it first")

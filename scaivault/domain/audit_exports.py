@@ -21,6 +21,7 @@ from uuid import NAMESPACE_URL, UUID, uuid5
 from eventsourcing.domain import Aggregate, event
 
 from scaivault.domain.errors import InvalidRequest
+from scaivault.domain.secrets import SecretAddress
 
 FORMATS = frozenset({"jsonl", "csv"})
 DESTINATION_TYPES = frozenset({"s3", "local"})
@@ -30,6 +31,9 @@ PREFIX_PATTERN = re.compile(r"[a-z0-9_-]+(/[a-z0-9_-]+)*")
 MAX_PREFIX_LENGTH = 256
 BUCKET_PATTERN = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 _NAMESPACE = uuid5(NAMESPACE_URL, "https://scaivault.dev/streams/audit-export")
+# What reading an S3 export's credentials secret takes, when the export is requested and again when its job runs.
+CREDENTIALS_SCOPE = "secrets:read"
+CREDENTIALS_PERMISSION = "read"
 
 
 def audit_export_stream_id(export_id: str) -> UUID:
@@ -51,6 +55,11 @@ def valid_bucket(bucket: str) -> bool:
 
 def object_key(prefix: str, export_id: str, name: str) -> str:
     return f"{prefix}/{export_id}/{name}" if prefix else f"{export_id}/{name}"
+
+
+def credentials_address(export_tenant: str, partner_id: str | None, path: str) -> SecretAddress:
+    """Where an export's credentials live: a secret of the export's own tenant."""
+    return SecretAddress(owner=export_tenant, partner_id=partner_id or "", tenant_id=export_tenant, path=path)
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ per sync run. Every change says where it came from: ``scaikey`` (a sync or a web
 (``roles_set_locally``), so an administrator who takes a role away is not overruled by the next sync.
 
 A user's record also carries its ``authority``: the rank (``ROLE_RANKS``) of the strongest actor that set its roles
-or status. The record speaks for the token roles up to that rank and no further (``scaivault/identity/roles.py``),
+or status. The record speaks for the token roles up to that rank and no further (``projections/identity/roles.py``),
 and only an actor that reaches that far may remove it (``check_within_reach``).
 
 Also here, pure: the role-change, reach and membership rules, the value rules for identities, and
@@ -392,7 +392,7 @@ class _UserEvent(_Stamped):
 class User(_TenantIdentity, Aggregate):
     """A user of one tenant. ``profile``: email (lower-case), display_name, status, mfa_enabled. ``authority``: the
     highest rank that set its roles or status (``check_within_reach``, and effective roles in
-    scaivault/identity/roles.py)."""
+    projections/identity/roles.py)."""
 
     class_version = 2  # snapshots: version 1 had no authority
     upcast_v1_v2 = staticmethod(_legacy_authority)
@@ -692,7 +692,7 @@ class IdentitySync(Aggregate):
 
 @dataclass(frozen=True)
 class RoleRecord:
-    """What the mirror holds of a user for authorization (scaivault/identity/roles.py)."""
+    """What the mirror holds of a user for authorization (projections/identity/roles.py)."""
 
     roles: frozenset[str]
     active: bool

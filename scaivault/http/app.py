@@ -48,12 +48,12 @@ def create_app(container: Container, *, internal_address: bool = False) -> web.A
     """The API over ``container`` (which the caller owns and closes). ``internal_address``: also serve metrics and
     detailed health, unauthenticated, on ``METRICS_BIND_ADDRESS`` (the server does; tests need not)."""
     charges = RequestCharges(container.rate_limiter)
-    callers = Callers(container.authenticator, container.identity.roles, container.tenants, charges)
+    callers = Callers(container.principals, container.tenants, charges)
     health = HealthApi(callers, container.health)
     metrics = MetricsApi(callers, container.metrics)
     table = RouteTable()
     health.add_routes(table)
-    AuthApi(callers, container.authenticator, container.identity.roles).add_routes(table)
+    AuthApi(callers, container.principals).add_routes(table)
     secrets.add_routes(
         table,
         secrets.SecretReadsApi(callers, container.secret_reader, charges),
@@ -68,7 +68,7 @@ def create_app(container: Container, *, internal_address: bool = False) -> web.A
     identity = container.identity
     IdentityReadsApi(callers, identity.directory).add_routes(table)
     IdentityManagementApi(callers, identity.commands, identity.directory).add_routes(table)
-    IdentitySyncApi(callers, identity.synchronizer, identity.directory, container.tenants).add_routes(table)
+    IdentitySyncApi(callers, identity.synchronizer, identity.directory).add_routes(table)
     ScaiKeyWebhookApi(identity.webhooks, identity.webhook_secrets).add_routes(table)
 
     # The parser's header limit (8 KiB by default) must admit the longest token the authenticator accepts: a longer

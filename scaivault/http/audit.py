@@ -84,20 +84,15 @@ class AuditApi:
             table.add("GET", base + "/summary", self.summary, action="audit_read")
             table.add("GET", base + "/verify", self.verify, action="audit_verify")
 
-    async def _tenant(self, request: web.Request) -> str:
-        who = await self._callers.caller(request)
-        who.require_scope(AUDIT_SCOPE)
-        return who.require_tenant()
-
     async def logs(self, request: web.Request) -> web.Response:
-        tenant = await self._tenant(request)
+        _, tenant = await self._callers.in_tenant(request, AUDIT_SCOPE)
         query = parse_query(LogQuery, request)
         return json_response(
             await self._reader.log(tenant, query.audit_filter(), limit=query.limit, cursor=query.cursor)
         )
 
     async def secret_trail(self, request: web.Request) -> web.Response:
-        tenant = await self._tenant(request)
+        _, tenant = await self._callers.in_tenant(request, AUDIT_SCOPE)
         path = parse_path(request.match_info["path"])
         query = parse_query(LogQuery, request)
         return json_response(
@@ -105,7 +100,7 @@ class AuditApi:
         )
 
     async def identity_trail(self, request: web.Request) -> web.Response:
-        tenant = await self._tenant(request)
+        _, tenant = await self._callers.in_tenant(request, AUDIT_SCOPE)
         identity_id = _identity_id(request.match_info["identity_id"])
         query = parse_query(LogQuery, request)
         return json_response(await self._reader.identity_trail(
@@ -113,11 +108,12 @@ class AuditApi:
         ))
 
     async def summary(self, request: web.Request) -> web.Response:
-        tenant = await self._tenant(request)
+        _, tenant = await self._callers.in_tenant(request, AUDIT_SCOPE)
         window = parse_query(WindowQuery, request)
         return json_response(await self._reader.summary(tenant, since=window.since, until=window.until))
 
     async def verify(self, request: web.Request) -> web.Response:
         """Recompute the tenant's chain; report the first entry altered, removed or reordered."""
-        return json_response(await self._reader.verify(await self._tenant(request)))
+        _, tenant = await self._callers.in_tenant(request, AUDIT_SCOPE)
+        return json_response(await self._reader.verify(tenant))
 

@@ -14,8 +14,7 @@ from aiohttp import web
 from pydantic import Field, field_validator, model_validator
 
 from commands.audit_exports import AuditExportCommands, RequestExport
-from projections.audit_exports import AuditExportReader
-from scaivault.auth.caller import Caller
+from projections.audit_exports.reader import AuditExportReader
 from scaivault.domain.audit import IdentityType, parse_actions
 from scaivault.domain.audit_exports import MAX_PREFIX_LENGTH, valid_bucket, valid_prefix
 from scaivault.domain.errors import InvalidConfig, ValidationFailed
@@ -159,13 +158,8 @@ class AuditExportsApi:
             table.add("GET", base + "/exports", self.list_exports, action="audit_read")
             table.add("GET", base + "/exports/{export_id}", self.get_export, action="audit_read")
 
-    async def _exporter(self, request: web.Request) -> tuple[Caller, str]:
-        who = await self._callers.caller(request)
-        who.require_scope(EXPORT_SCOPE)
-        return who, who.require_tenant()
-
     async def create_export(self, request: web.Request) -> web.Response:
-        who, tenant = await self._exporter(request)
+        who, tenant = await self._callers.in_tenant(request, EXPORT_SCOPE)
         body = parse_body(ExportIn, await read_json_object(request))
         command = RequestExport(
             tenant_id=tenant,
@@ -185,10 +179,10 @@ class AuditExportsApi:
         )
 
     async def list_exports(self, request: web.Request) -> web.Response:
-        _, tenant = await self._exporter(request)
+        _, tenant = await self._callers.in_tenant(request, EXPORT_SCOPE)
         query = parse_query(ListQuery, request)
         return json_response(await self._reader.listing(tenant, cursor=query.cursor, limit=query.limit))
 
     async def get_export(self, request: web.Request) -> web.Response:
-        _, tenant = await self._exporter(request)
+        _, tenant = await self._callers.in_tenant(request, EXPORT_SCOPE)
         return json_response(await self._reader.get(tenant, request.match_info["export_id"]))

@@ -4,20 +4,18 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from scaivault.auth.authenticator import TokenAuthenticator
+from scaivault.auth.effective_principals import EffectivePrincipals
 from scaivault.domain.errors import InsufficientScope, ScaiVaultError
 from scaivault.http.context import Callers
 from scaivault.http.responses import json_response, read_json_object
 from scaivault.http.routing import RouteTable
 from scaivault.http.schemas import IntrospectIn, parse_body
-from scaivault.identity.roles import MirroredRoles
 
 
 class AuthApi:
-    def __init__(self, callers: Callers, authenticator: TokenAuthenticator, roles: MirroredRoles) -> None:
+    def __init__(self, callers: Callers, principals: EffectivePrincipals) -> None:
         self._callers = callers
-        self._authenticator = authenticator
-        self._roles = roles
+        self._principals = principals
 
     def add_routes(self, table: RouteTable) -> None:
         table.add("GET", "/v1/auth/whoami", self.whoami, action="auth_whoami")
@@ -49,10 +47,9 @@ class AuthApi:
             raise InsufficientScope("This request needs the scope admin", required_scope="admin")
         body = parse_body(IntrospectIn, await read_json_object(request))
         try:
-            subject = await self._authenticator.authenticate(f"Bearer {body.token}")
+            subject = await self._principals.authenticate(f"Bearer {body.token}")
         except ScaiVaultError:
             return json_response({"active": False})
-        subject = await self._roles.effective(subject)
         return json_response(
             {
                 "active": True,

@@ -10,30 +10,23 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from projections.tenant_directory import TenantDirectory
-from scaivault.auth.authenticator import TokenAuthenticator
+from commands.actor import Actor
+from projections.tenancy.directory import TenantDirectory
 from scaivault.auth.caller import Caller
+from scaivault.auth.effective_principals import EffectivePrincipals
 from scaivault.auth.principal import Principal
 from scaivault.domain.errors import ScaiVaultError, TenantAccessDenied, TenantNotFound
 from scaivault.domain.policies import parse_ip
 from scaivault.domain.tenancy import parse_tenant_id
-from scaivault.http.keys import ACCESS, CALLER, CLIENT_IP, PRINCIPAL
-from scaivault.identity.roles import MirroredRoles
+from scaivault.http.keys import ACCESS, CALLER, CLIENT_IP, PRINCIPAL, REQUEST_ID
 from scaivault.ratelimit.http import RequestCharges
 
 
 class Callers:
     """Authenticates a request once, and resolves the tenant it acts in."""
 
-    def __init__(
-        self,
-        authenticator: TokenAuthenticator,
-        roles: MirroredRoles,
-        tenants: TenantDirectory,
-        charges: RequestCharges,
-    ) -> None:
-        self._authenticator = authenticator
-        self._roles = roles
+    def __init__(self, principals: EffectivePrincipals, tenants: TenantDirectory, charges: RequestCharges) -> None:
+        self._principals = principals
         self._tenants = tenants
         self._charges = charges
 
@@ -44,12 +37,11 @@ class Callers:
         if known is not None:
             return known
         try:
-            principal = await self._authenticator.authenticate(request.headers.get("Authorization"))
+            # The identity mirror's roles win over the token's where it knows the caller.
+            principal = await self._principals.authenticate(request.headers.get("Authorization"))
         except ScaiVaultError as exc:
             await self._charges.charge_failed_authentication(request, exc)
             raise
-        # The identity mirror's roles win over the token's where it knows the caller (scaivault/identity/roles.py).
-        principal = await self._roles.effective(principal)
         access = request.get(ACCESS)
         if access is not None:
             access.identity_id = principal.identity_id
@@ -74,6 +66,17 @@ class Callers:
         if access is not None:
             access.tenant_id, access.partner_id = tenant_id, partner_id
         return resolved
+
+    async def with_scope(self, request: web.Request, scope: str) -> Caller:
+        """The caller, who must hold the token scope ``scope``."""
+        who = await self.caller(request)
+        who.require_scope(scope)
+        return who
+
+    async def in_tenant(self, request: web.Request, scope: str) -> tuple[Caller, str]:
+        """The caller, holding ``scope``, and the tenant it acts in (a request that resolves to none is refused)."""
+        who = await self.with_scope(request, scope)
+        return who, who.require_tenant()
 
     async def _resolve_tenant(self, principal: Principal, requested: str | None) -> tuple[str | None, str | None]:
         directory = self._tenants
@@ -101,3 +104,6 @@ class Callers:
         return tenant_id, partner
 
 
+def actor_of(request: web.Request, who: Caller) -> Actor:
+    """The actor a command acts for: the caller, under the request's id."""
+    return Actor.of(who, request[REQUEST_ID])

@@ -15,20 +15,21 @@ from aiohttp import web
 from pydantic import Field, StrictBool, field_validator
 
 from commands.policies import UNSET, PolicyAccess, PolicyChanges, PolicyCommands
-from commands.secrets import Actor
 from projections.policies.reader import DryRunQuestion, PolicyReader, PolicyScope
 from scaivault.auth.caller import Caller
 from scaivault.domain.errors import PolicyNotFound
 from scaivault.domain.policies import PERMISSIONS
 from scaivault.domain.timestamps import in_utc
-from scaivault.http.context import Callers
-from scaivault.http.keys import ACCESS, REQUEST_ID
+from scaivault.http.context import Callers, actor_of
+from scaivault.http.keys import ACCESS
 from scaivault.http.query import Flag, Limit, QueryModel, parse_query
 from scaivault.http.responses import committed_response, json_response, read_json_object
 from scaivault.http.routing import UNAUDITED, RouteTable
 from scaivault.http.schemas import Strict, parse_body
 
 BASES = ("/v1/policies", "/v1/t/{tenant_id}/policies")
+READ_SCOPE = "policies:read"
+WRITE_SCOPE = "policies:write"
 DEFAULT_LIMIT = 100
 Permission = Literal[PERMISSIONS]  # type: ignore[valid-type]
 
@@ -137,10 +138,6 @@ def _rules(rules: list[RuleIn]) -> list[dict[str, Any]]:
     return [rule.model_dump(exclude_none=True) for rule in rules]
 
 
-def _actor(request: web.Request, who: Caller) -> Actor:
-    return Actor.of(who, request[REQUEST_ID])
-
-
 def _policy_id(request: web.Request) -> str:
     """The policy the path names, noted on the request's access record."""
     policy_id = request.match_info["policy_id"]
@@ -172,38 +169,32 @@ class PoliciesApi:
             table.add("DELETE", base + "/{policy_id}/bindings/{binding_id}", self.delete_binding,
                       action="policy_unbind")
 
-    async def _reading(self, request: web.Request) -> Caller:
-        who = await self._callers.caller(request)
-        who.require_scope("policies:read")
-        return who
-
     async def _managing(self, request: web.Request) -> tuple[Caller, PolicyAccess]:
-        who = await self._callers.caller(request)
-        who.require_scope("policies:write")
+        who = await self._callers.with_scope(request, WRITE_SCOPE)
         return who, PolicyAccess.of_manager(who)
 
     # ---- reads ----------------------------------------------------------------------------------------------------
 
     async def list_policies(self, request: web.Request) -> web.Response:
-        who = await self._reading(request)
+        who = await self._callers.with_scope(request, READ_SCOPE)
         query = parse_query(PolicyListQuery, request)
         return json_response(await self._reader.policies(
             who, scope=query.scope, include_inactive=query.include_inactive, limit=query.limit, cursor=query.cursor
         ))
 
     async def get_policy(self, request: web.Request) -> web.Response:
-        who = await self._reading(request)
+        who = await self._callers.with_scope(request, READ_SCOPE)
         return json_response(await self._reader.policy(who, _policy_id(request)))
 
     async def list_bindings(self, request: web.Request) -> web.Response:
-        who = await self._reading(request)
+        who = await self._callers.with_scope(request, READ_SCOPE)
         policy_id = _policy_id(request)
         query = parse_query(BindingListQuery, request)
         return json_response(await self._reader.bindings(who, policy_id, limit=query.limit, cursor=query.cursor))
 
     async def dry_run(self, request: web.Request) -> web.Response:
         """Would this identity be allowed? Changes nothing and leaves no audit record (spec)."""
-        who = await self._reading(request)
+        who = await self._callers.with_scope(request, READ_SCOPE)
         body = parse_body(DryRunIn, await read_json_object(request))
         return json_response(await self._reader.dry_run(who, body.question()))
 
@@ -214,7 +205,7 @@ class PoliciesApi:
         body = parse_body(PolicyIn, await read_json_object(request))
         policy = await self._commands.create(
             access.new_policy_owner(who, body.scope), name=body.name, description=body.description,
-            rules=_rules(body.rules), is_active=body.is_active, actor=_actor(request, who), access=request[ACCESS],
+            rules=_rules(body.rules), is_active=body.is_active, actor=actor_of(request, who), access=request[ACCESS],
         )
         document = await self._reader.policy(who, policy.policy_id)
         return committed_response(request, document, headers={"Location": f"/v1/policies/{policy.policy_id}"})
@@ -243,7 +234,7 @@ class PoliciesApi:
         self, request: web.Request, changes: PolicyChanges, who: Caller, access: PolicyAccess
     ) -> web.Response:
         policy_id = _policy_id(request)
-        await self._commands.change(policy_id, changes, access, _actor(request, who), request[ACCESS])
+        await self._commands.change(policy_id, changes, access, actor_of(request, who), request[ACCESS])
         return json_response(await self._reader.policy(who, policy_id))
 
     async def delete_policy(self, request: web.Request) -> web.Response:
@@ -251,7 +242,7 @@ class PoliciesApi:
         policy_id = _policy_id(request)
         query = parse_query(DeleteQuery, request)
         removed = await self._commands.delete(
-            policy_id, force=query.force, who=access, actor=_actor(request, who), access=request[ACCESS]
+            policy_id, force=query.force, who=access, actor=actor_of(request, who), access=request[ACCESS]
         )
         return json_response({"id": policy_id, "deleted": True, "removed_bindings": removed})
 
@@ -261,7 +252,7 @@ class PoliciesApi:
         body = parse_body(BindingIn, await read_json_object(request))
         binding = await self._commands.bind(
             policy_id, identity_type=body.identity_type, identity_id=body.identity_id, expires_at=body.expires_at,
-            who=access, actor=_actor(request, who), access=request[ACCESS],
+            who=access, actor=actor_of(request, who), access=request[ACCESS],
         )
         return committed_response(
             request, self._reader.binding_document(binding),
@@ -273,6 +264,6 @@ class PoliciesApi:
         policy_id, binding_id = _policy_id(request), request.match_info["binding_id"]
         request[ACCESS].extra["binding_id"] = binding_id[:64]
         await self._commands.unbind(
-            policy_id, binding_id, who=access, actor=_actor(request, who), access=request[ACCESS]
+            policy_id, binding_id, who=access, actor=actor_of(request, who), access=request[ACCESS]
         )
         return json_response({"id": binding_id, "policy_id": policy_id, "deleted": True})

@@ -17,10 +17,10 @@ from commands.identities import (
 from commands.tenancy import TenancyCommands
 from commands.unit_of_work import UnitOfWorkRunner
 from projections.identity.directory import IdentityDirectory
-from projections.identity.lookup import IdentityReadModel
-from projections.tenant_directory import TenantDirectory
+from projections.identity.lookup import PostgresIdentityLookup
+from projections.identity.roles import MirroredRoles
+from projections.tenancy.directory import TenantDirectory
 from scaivault.config import Settings
-from scaivault.identity.roles import MirroredRoles
 from scaivault.identity.scaikey import ScaiKeyClient
 from scaivault.identity.sync import IdentitySynchronizer
 from scaivault.identity.webhooks import WebhookReceiver
@@ -30,7 +30,6 @@ from scaivault.identity.webhooks import WebhookReceiver
 class IdentityServices:
     commands: IdentityCommands
     directory: IdentityDirectory
-    roles: MirroredRoles
     synchronizer: IdentitySynchronizer
     webhooks: WebhookReceiver
     webhook_secrets: tuple[str, ...]  # current first; empty: the receiver refuses every delivery
@@ -51,10 +50,11 @@ def build_identity_services(
     on_authorization_changed: TenantHook = no_tenant_hook,
     authorization_changed_in_transaction: TransactionHook = no_transaction_hook,
 ) -> IdentityServices:
-    """``roles``: the one mirrored-roles cache, which the authorizer shares (it says who is suspended)."""
+    """``roles``: the one mirrored-roles cache (callers' roles, and who the authorizer cuts off), which the identity
+    commands tell to forget a tenant they changed."""
     commands = IdentityCommands(
         runner,
-        IdentityReadModel(),
+        PostgresIdentityLookup(),
         on_authorization_changed=on_authorization_changed,
         authorization_changed_in_transaction=authorization_changed_in_transaction,
         on_roles_changed=roles.forget,
@@ -71,8 +71,7 @@ def build_identity_services(
     return IdentityServices(
         commands=commands,
         directory=IdentityDirectory(pool),
-        roles=roles,
-        synchronizer=IdentitySynchronizer(commands, tenancy, client),
+        synchronizer=IdentitySynchronizer(commands, tenancy, tenants, client),
         webhooks=WebhookReceiver(commands, tenancy, tenants),
         webhook_secrets=secrets,
     )

@@ -1,8 +1,9 @@
 """Sync runs: copy ScaiKey's directory (all of it, one partner's, or one tenant's) into the mirror.
 
-``start`` records the run (``IdentitySync.Started``) and answers at once; the work runs as a task of this process:
-partners first (ScaiKey's view of each), then each tenant in one transaction (registered in ScaiVault's tenancy if
-new, then users, groups and memberships reconciled: what ScaiKey no longer reports is removed from the mirror).
+``start`` confines the run to the actor's reach (``within_reach``), records it (``IdentitySync.Started``) and answers
+at once; the work runs as a task of this process: partners first (ScaiKey's view of each), then each tenant in one
+transaction (registered in ScaiVault's tenancy if new, then users, groups and memberships reconciled: what ScaiKey no
+longer reports is removed from the mirror).
 The run ends with ``Completed`` (with its counts) or ``Failed`` (what went wrong; never a credential). Partners and
 tenants are never removed by a sync: their secrets and keys live on; ScaiKey's status for them is mirrored.
 Identities created through ScaiVault (source ``scaivault``) are not ScaiKey's and a sync leaves them alone.
@@ -17,11 +18,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from commands.actor import Actor
 from commands.identities import IdentityCommands
-from commands.secrets import Actor
 from commands.tenancy import TenancyCommands
+from projections.tenancy.directory import TenantDirectory
 from scaivault.audit.access_records import AccessRecord
-from scaivault.domain.errors import InvalidRequest, ScaiVaultError
+from scaivault.auth.caller import Caller
+from scaivault.domain.errors import InvalidRequest, ScaiVaultError, TenantAccessDenied
 from scaivault.domain.identities import IdentitySync, profile_of_partner, profile_of_tenant
 from scaivault.domain.tenancy import parse_partner_id, parse_tenant_id
 from scaivault.identity.scaikey import ScaiKeyClient, ScaiKeyUnavailable, Skipped, reported_state, skip_reason
@@ -42,10 +45,15 @@ class SyncScope:
 
 class IdentitySynchronizer:
     def __init__(
-        self, commands: IdentityCommands, tenancy: TenancyCommands, client: ScaiKeyClient | None
+        self,
+        commands: IdentityCommands,
+        tenancy: TenancyCommands,
+        tenants: TenantDirectory,
+        client: ScaiKeyClient | None,
     ) -> None:
         self._commands = commands
         self._tenancy = tenancy
+        self._tenants = tenants
         self._client = client
         self._tasks: set[asyncio.Task[Any]] = set()
 
@@ -54,8 +62,11 @@ class IdentitySynchronizer:
         return self._client is not None
 
     async def start(
-        self, scope: SyncScope, actor: Actor, *, trigger: str = "manual", access: AccessRecord | None = None
+        self, requested: SyncScope, actor: Actor, *, trigger: str = "manual", access: AccessRecord | None = None
     ) -> IdentitySync:
+        """Start a sync of what was ``requested``: for an API caller (``actor.caller``), as much of it as is within
+        its reach (``within_reach``); for the server or an operator (no caller), all of it."""
+        scope = requested if actor.caller is None else await self.within_reach(actor.caller, requested)
         if self._client is None:
             raise InvalidRequest(
                 "No ScaiKey is configured (SCAIKEY_URL): identities are managed through the API and the CLI"
@@ -67,6 +78,28 @@ class IdentitySynchronizer:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return run
+
+    async def within_reach(self, caller: Caller, requested: SyncScope) -> SyncScope:
+        """What the caller may sync: anything (super_admin), its partner or one of its tenants (partner admins), its
+        own tenant (anyone else). Naming something outside that is ``tenant_access_denied``; a tenant of another
+        partner than the one named, ``invalid_request`` (parameter ``tenant_id``)."""
+        partner_id, tenant_id, principal = requested.partner_id, requested.tenant_id, caller.principal
+        tenant_partner = await self._tenants.partner_of(tenant_id) if tenant_id is not None else None
+        if tenant_id is not None and partner_id is not None and tenant_partner not in (None, partner_id):
+            raise InvalidRequest("The tenant does not belong to that partner", parameter="tenant_id")
+        if principal.has_role("super_admin"):
+            return SyncScope(partner_id=partner_id or tenant_partner, tenant_id=tenant_id)
+        own_partner = caller.require_partner()
+        if partner_id not in (None, own_partner):
+            raise TenantAccessDenied("The partner is not yours", partner_id=partner_id)
+        if principal.is_partner_admin:
+            if tenant_id is not None and tenant_partner != own_partner:
+                raise TenantAccessDenied("The tenant is not one of your partner's tenants", tenant_id=tenant_id)
+            return SyncScope(partner_id=own_partner, tenant_id=tenant_id)
+        own_tenant = caller.require_tenant()
+        if tenant_id not in (None, own_tenant) or (partner_id is not None and tenant_id is None):
+            raise TenantAccessDenied("Only partner admins may sync beyond their own tenant", tenant_id=tenant_id)
+        return SyncScope(partner_id=own_partner, tenant_id=own_tenant)
 
     async def wait(self) -> None:
         """Until every sync this process started has finished."""

@@ -27,12 +27,12 @@ from typing import Any
 
 import asyncpg
 
+from commands.actor import Actor
 from commands.identities import IdentityCommands, IdentityTransaction
-from commands.secrets import Actor
 from commands.tenancy import TenancyCommands
-from commands.unit_of_work import utcnow
-from projections.tenant_directory import TenantDirectory
+from projections.tenancy.directory import TenantDirectory
 from scaivault.audit.access_records import AccessRecord
+from scaivault.clock import utcnow
 from scaivault.domain.errors import IdentityNotFound, ValidationFailed
 from scaivault.domain.identities import (
     ReportedState,

@@ -3,7 +3,6 @@ local export directory."""
 
 from __future__ import annotations
 
-import asyncio
 import csv
 import dataclasses
 import hashlib
@@ -26,10 +25,9 @@ from aiohttp.test_utils import TestClient, TestServer
 from moto.server import ThreadedMotoServer
 
 from commands.audit_exports import RequestExport, requester_of
-from projections.audit_exports import project_audit_export
+from projections.audit_exports.projector import project_audit_export
 from scaivault.audit.exports.credentials import NOT_ALLOWED
 from scaivault.audit.exports.worker import job_lock_key
-from scaivault.auth import authenticator as authenticator_module
 from scaivault.auth.authenticator import LEEWAY
 from scaivault.auth.caller import Caller
 from scaivault.auth.principal import Principal
@@ -39,8 +37,7 @@ from scaivault.domain.audit_exports import AuditExport
 from scaivault.http.app import create_app
 from scaivault.ids import new_id
 from tests.e2e.conftest import OTHER_TENANT, PARTNER, TENANT, TokenFactory, bearer
-from tests.e2e.helpers import caught_up
-from tests.e2e.policy_helpers import admin, caller_token, grant
+from tests.e2e.helpers import admin, caller_token, caught_up, error_document, grant
 from tests.helpers import Clock, eventually
 
 ACCESS_KEY = "AKIAEXPORTCANARY0001"
@@ -442,10 +439,10 @@ async def test_a_failing_destination_ends_failed(allowing: Server, token: TokenF
 
 
 async def test_pending_exports_survive_a_restart_and_run_once_under_the_lock(
-    container: Container, database_url: str, settings: Settings, monkeypatch: pytest.MonkeyPatch
+    container: Container, database_url: str, settings: Settings
 ) -> None:
-    """No background tasks run on this container until the test starts the worker: like a server starting up
-    on exports requested (or interrupted) before."""
+    """No background jobs run on this container until the test starts them (the worker among them): like a server
+    starting up on exports requested (or interrupted) before."""
     now = datetime.now(UTC)
     request = RequestExport(
         tenant_id=TENANT, partner_id=PARTNER, format="jsonl", since=now - timedelta(hours=1), until=now, filters={},
@@ -459,21 +456,17 @@ async def test_pending_exports_survive_a_restart_and_run_once_under_the_lock(
 
     other_process = await asyncpg.connect(database_url)
     await other_process.execute("SELECT pg_advisory_lock($1)", job_lock_key(pending.export_id))
-    await container.access_recorder.start()
-    await container.projections.start()
     container.export_worker.poll_seconds = 0.05
-    refusals = lock_refusals(container, pending.export_id, monkeypatch)
-    worker = asyncio.create_task(container.export_worker.run())
+    refusals = lock_refusals(container, pending.export_id)
     try:
-        await wait_status(container, interrupted.export_id, "completed")
-        await eventually(lambda: refusals.count >= 2, message="the worker did not try the locked job twice")
-        assert await status_of(container, pending.export_id) == "pending"  # left to the lock's holder
-        await other_process.execute("SELECT pg_advisory_unlock($1)", job_lock_key(pending.export_id))
-        await wait_status(container, pending.export_id, "completed")
+        async with container.running_background():
+            await wait_status(container, interrupted.export_id, "completed")
+            await eventually(lambda: refusals.count >= 2, message="the worker did not try the locked job twice")
+            assert await status_of(container, pending.export_id) == "pending"  # left to the lock's holder
+            await other_process.execute("SELECT pg_advisory_unlock($1)", job_lock_key(pending.export_id))
+            await wait_status(container, pending.export_id, "completed")
     finally:
         await other_process.close()
-        worker.cancel()
-        await asyncio.gather(worker, return_exceptions=True)
     row = await container.pool.fetchrow(
         "SELECT attempts FROM scaivault_audit_exports WHERE export_id = $1", interrupted.export_id
     )
@@ -499,19 +492,16 @@ class Refusals:
     count: int = 0
 
 
-def lock_refusals(container: Container, export_id: str, monkeypatch: pytest.MonkeyPatch) -> Refusals:
+def lock_refusals(container: Container, export_id: str) -> Refusals:
     """Counts the worker's attempts at the export's job lock that another process's hold refused: proof that the
     worker saw the job and left it, where waiting a while would only suggest it."""
-    worker, refusals = container.export_worker, Refusals()
-    try_lock = worker._try_lock
+    refusals = Refusals()
 
-    async def counting(candidate: str) -> bool:
-        locked = await try_lock(candidate)
-        if candidate == export_id and not locked:
+    def refused(candidate: str) -> None:
+        if candidate == export_id:
             refusals.count += 1
-        return locked
 
-    monkeypatch.setattr(worker, "_try_lock", counting)
+    container.export_worker.on_lock_refused = refused
     return refusals
 
 
@@ -541,12 +531,6 @@ def s3_body(path: str, bucket: str = "audit-archive") -> dict[str, Any]:
             "destination": {"type": "s3", "bucket": bucket, "credentials_path": path}}
 
 
-async def error_of(response: Any) -> dict[str, Any]:
-    error = dict((await response.json())["error"])
-    error.pop("request_id")
-    return error
-
-
 async def test_naming_credentials_needs_the_right_to_read_them(
     client: TestClient, container: Container, token: TokenFactory, s3_endpoint: str
 ) -> None:
@@ -561,8 +545,8 @@ async def test_naming_credentials_needs_the_right_to_read_them(
             posted = await client.post("/v1/audit/export", json=s3_body(path, "attacker-bucket"), headers=exporter)
             fetched = await client.get(f"/v1/secrets/{path}", headers=exporter)
             assert posted.status == fetched.status == 403
-            error = await error_of(posted)
-            assert error == await error_of(fetched) and error["code"] == code
+            error = await error_document(posted)
+            assert error == await error_document(fetched) and error["code"] == code
             answers.append(str(error).replace(path, "<path>"))
         assert answers[0] == answers[1]  # nothing tells whether the secret exists
     listing = await (await client.get("/v1/audit/exports", headers=bearer(token("audit:export")))).json()
@@ -740,7 +724,7 @@ async def test_an_export_stored_without_its_requesters_token_roles_reads_no_cred
 
 
 async def test_a_requester_whose_token_expired_before_the_job_ran_uploads_nothing(
-    paused: Server, token: TokenFactory, s3_endpoint: str, monkeypatch: pytest.MonkeyPatch
+    paused: Server, token: TokenFactory, s3_endpoint: str
 ) -> None:
     """The job accepts the requester's token exactly as long as a request would: until its expiry plus the
     authenticator's leeway, on the clock the authenticator's cache uses (moved here instead of waiting)."""
@@ -751,7 +735,7 @@ async def test_a_requester_whose_token_expired_before_the_job_ran_uploads_nothin
     short_lived = token("audit:export", "secrets:read", identity="user:carol@acme.example", ttl=timedelta(minutes=1))
     expires = jwt.decode(short_lived, options={"verify_signature": False})["exp"]
     clock = Clock(time.time())
-    monkeypatch.setattr(authenticator_module, "time", clock)
+    paused.container.authenticator.clock = clock
     viewer = token("audit:export")
 
     in_time = await create_export(client, short_lived, s3_body(path, "expiring-archive"))

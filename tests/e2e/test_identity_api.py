@@ -10,6 +10,7 @@ from aiohttp.test_utils import TestClient
 
 from projections.identity.queries import groups_of
 from tests.e2e.conftest import FOREIGN_TENANT, OTHER_PARTNER, OTHER_TENANT, PARTNER, TENANT, TokenFactory, bearer
+from tests.e2e.helpers import error_of
 
 READ = ("identity:read",)
 ADMIN = ("identity:read", "identity:admin")
@@ -32,12 +33,6 @@ async def create_group(client: TestClient, headers: dict[str, str], name: str, t
     response = await client.post(f"/v1/identity/tenants/{tenant}/groups", json={"name": name}, headers=headers)
     assert response.status == 201, await response.text()
     return await response.json()
-
-
-async def error_of(response: Any) -> tuple[int, str]:
-    body = await response.json()
-    assert body["error"]["request_id"] == response.headers["X-Request-ID"]
-    return response.status, body["error"]["code"]
 
 
 async def test_users_groups_and_members_managed_through_the_api(client: TestClient, token: TokenFactory) -> None:

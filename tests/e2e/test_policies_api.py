@@ -11,7 +11,7 @@ from aiohttp.test_utils import TestClient
 
 from scaivault.bootstrap import Container
 from tests.e2e.conftest import FOREIGN_TENANT, OTHER_PARTNER, OTHER_TENANT, TENANT
-from tests.e2e.policy_helpers import (
+from tests.e2e.helpers import (
     POLICY_SCOPES,
     admin,
     bind,

@@ -7,7 +7,7 @@ from aiohttp.test_utils import TestClient
 
 from scaivault.bootstrap import Container
 from scaivault.config import Settings
-from tests.e2e.policy_helpers import caller_token, error_of, grant, put_secrets
+from tests.e2e.helpers import caller_token, error_of, grant, put_secrets
 
 
 @pytest.fixture

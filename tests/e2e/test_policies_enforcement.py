@@ -13,7 +13,7 @@ from aiohttp.test_utils import TestClient
 from projections.secrets import reader as secret_reader
 from scaivault.bootstrap import Container
 from tests.e2e.conftest import OTHER_TENANT, TENANT
-from tests.e2e.policy_helpers import admin, caller_token, error_of, grant, put_secrets
+from tests.e2e.helpers import admin, caller_token, error_of, grant, put_secrets
 
 SPEC_PATHS = ("app/db", "app/db/password", "app/db/user", "app/db/primary/password", "app/ssl/cert",
               "service/ssl/key", "ssl/cert", "other/app/db")

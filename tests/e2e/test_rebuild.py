@@ -12,7 +12,8 @@ import asyncpg
 import pytest
 from aiohttp.test_utils import TestClient
 
-from commands.secrets import Actor, UpdateSecretMetadata, WriteSecret
+from commands.actor import Actor
+from commands.secrets import UpdateSecretMetadata, WriteSecret
 from commands.tokens import IssueToken
 from projections.maintenance.rebuild import Rebuilder
 from scaivault.bootstrap import Container, read_models

@@ -15,7 +15,7 @@ from uuid import UUID, uuid4
 
 import asyncpg
 import pytest
-from eventsourcing.domain import Aggregate, DomainEvent, event
+from eventsourcing.domain import DomainEvent
 from eventsourcing.persistence import (
     DatetimeAsISO,
     IntegrityError,
@@ -52,6 +52,7 @@ from scaivault.eventstore.locks import EXCLUSIVE_READ_MODEL_LOCK, READ_MODEL_SWA
 from scaivault.eventstore.mapper import create_mapper
 from scaivault.eventstore.recorder import PostgresEventStore
 from scaivault.eventstore.repository import Repository
+from tests.helpers import Counter
 
 MAPPER = create_mapper()
 OUR_TABLES = ("scaivault_events", "other_events")  # the function's planned path, and its dynamic one
@@ -294,16 +295,6 @@ async def test_each_function_wakes_readers_unless_told_not_to(
 
 
 # --- the tables, and what eventsourcing makes of a store written by our repository ---------------------------------
-
-
-class Counter(Aggregate):
-    def __init__(self, name: str) -> None:
-        self.name = name
-        self.count = 0
-
-    @event("Incremented")
-    def increment(self, by: int = 1) -> None:
-        self.count += by
 
 
 async def test_eventsourcing_reads_our_store(pool: asyncpg.Pool, reference: Reference) -> None:

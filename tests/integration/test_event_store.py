@@ -8,7 +8,6 @@ from uuid import UUID, uuid4
 
 import asyncpg
 import pytest
-from eventsourcing.domain import Aggregate, event
 from eventsourcing.persistence import Notification, StoredEvent
 
 from scaivault.eventstore.mapper import create_mapper
@@ -19,18 +18,9 @@ from scaivault.eventstore.recorder import (
     PostgresEventStore,
 )
 from scaivault.eventstore.repository import Repository
+from tests.helpers import Counter
 
 TOPIC = "tests:Thing"
-
-
-class Counter(Aggregate):
-    def __init__(self, name: str) -> None:
-        self.name = name
-        self.count = 0
-
-    @event("Incremented")
-    def increment(self, by: int = 1) -> None:
-        self.count += by
 
 
 class CountingStore(PostgresEventStore):

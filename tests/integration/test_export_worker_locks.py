@@ -20,7 +20,7 @@ import pytest
 
 import scaivault.audit.exports.worker as worker_module
 from commands.audit_exports import RequestExport
-from projections.audit_exports import open_export_ids
+from projections.audit_exports.queries import open_export_ids
 from scaivault.audit.exports.credentials import RequesterCredentials
 from scaivault.audit.exports.worker import AuditExportWorker, job_lock_key
 from scaivault.auth.caller import Caller
@@ -70,9 +70,7 @@ def worker_locking_through(server: Server, lock_dsn: str) -> AuditExportWorker:
     container = server.container
     worker = AuditExportWorker(
         dsn=lock_dsn, pool=container.pool, store=container.store, commands=container.audit_exports,
-        credentials=RequesterCredentials(
-            container.secret_reader, container.identity.roles, container.authenticator, container.access_recorder
-        ),
+        credentials=RequesterCredentials(container.secret_reader, container.principals, container.access_recorder),
         export_dir=server.settings.exports_directory,
     )
     worker.poll_seconds = 0.05

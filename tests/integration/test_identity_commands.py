@@ -10,12 +10,13 @@ from typing import Any
 
 import pytest
 
+from commands.actor import Actor
 from commands.identities import IdentityCommands, name_lock
-from commands.secrets import Actor
 from commands.unit_of_work import UnitOfWorkRunner
 from projections.identity import queries
-from projections.identity.lookup import IdentityReadModel
+from projections.identity.lookup import PostgresIdentityLookup
 from projections.identity.projector import project_identity_event
+from projections.identity.roles import MirroredRoles
 from scaivault.auth.principal import Principal
 from scaivault.domain.errors import AccessDenied, IdentityExists, IdentityNotFound
 from scaivault.domain.identities import (
@@ -28,7 +29,6 @@ from scaivault.domain.identities import (
 from scaivault.eventstore.mapper import create_mapper
 from scaivault.eventstore.recorder import PostgresEventStore
 from scaivault.eventstore.repository import Repository
-from scaivault.identity.roles import MirroredRoles
 from tests.helpers import eventually
 
 TENANT, OTHER = "tnt_a", "tnt_b"
@@ -54,7 +54,7 @@ def commands(pool: Any, hooks: dict[str, list[str]]) -> IdentityCommands:
         hooks.setdefault("in_transaction", []).append(tenant_id)
 
     return IdentityCommands(
-        runner, IdentityReadModel(), on_authorization_changed=hooks["authorization"].append,
+        runner, PostgresIdentityLookup(), on_authorization_changed=hooks["authorization"].append,
         on_roles_changed=hooks["roles"].append, authorization_changed_in_transaction=in_transaction,
     )
 

@@ -12,17 +12,17 @@ from typing import Any
 import aiohttp
 import pytest
 
+from commands.actor import Actor
 from commands.identities import IdentityCommands
-from commands.secrets import Actor
 from commands.tenancy import TenancyCommands
 from commands.unit_of_work import UnitOfWorkRunner
 from projections.identity import queries
-from projections.identity.lookup import IdentityReadModel
+from projections.identity.lookup import PostgresIdentityLookup
 from projections.identity.projection import IdentityProjection
 from projections.identity.projector import project_identity_event
 from projections.maintenance.rebuild import ReadModel, Rebuilder
-from projections.tenancy import project_tenancy
-from projections.tenant_directory import TenantDirectory
+from projections.tenancy.directory import TenantDirectory
+from projections.tenancy.projector import project_tenancy
 from scaivault.crypto.keyring import KeyRing
 from scaivault.crypto.root_keys import LocalRootKeyProvider
 from scaivault.domain.identities import TOP_AUTHORITY, MirroredTenant, RoleRecord
@@ -42,6 +42,7 @@ ROOT = frozenset({"super_admin"})
 class World:
     pool: Any
     commands: IdentityCommands
+    tenancy: TenancyCommands
     synchronizer: IdentitySynchronizer
     client: ScaiKeyClient
     changed_memberships: list[str]
@@ -57,12 +58,13 @@ async def world(pool: Any, standin: tuple[ScaiKeyStandIn, str], tmp_path: Any) -
     memberships: list[str] = []
     roles: list[str] = []
     commands = IdentityCommands(
-        runner, IdentityReadModel(), on_authorization_changed=memberships.append, on_roles_changed=roles.append
+        runner, PostgresIdentityLookup(), on_authorization_changed=memberships.append, on_roles_changed=roles.append
     )
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as session:
         client = ScaiKeyClient(standin[1], session, client_id=CLIENT_ID, client_secret=CLIENT_SECRET, page_size=1)
-        synchronizer = IdentitySynchronizer(commands, TenancyCommands(runner, keyring), client)
-        yield World(pool, commands, synchronizer, client, memberships, roles, repository)
+        tenancy = TenancyCommands(runner, keyring)
+        synchronizer = IdentitySynchronizer(commands, tenancy, TenantDirectory(pool), client)
+        yield World(pool, commands, tenancy, synchronizer, client, memberships, roles, repository)
         await synchronizer.close()
 
 
@@ -182,7 +184,7 @@ async def test_wrong_client_credentials_are_reported_without_the_secret(
 async def test_an_unreachable_scaikey_fails_the_run(world: World, standin: tuple[ScaiKeyStandIn, str]) -> None:
     async with aiohttp.ClientSession() as session:
         dead = ScaiKeyClient("http://127.0.0.1:9", session)
-        synchronizer = IdentitySynchronizer(world.commands, world.synchronizer._tenancy, dead)
+        synchronizer = IdentitySynchronizer(world.commands, world.tenancy, TenantDirectory(world.pool), dead)
         run = await synchronizer.start(SyncScope(), ACTOR)
         await synchronizer.wait()
     row = await queries.sync_row(world.pool, run.sync_id)
@@ -226,7 +228,7 @@ def receiver_with(pool: Any, tmp_path: Any, *extra_projectors: Any) -> tuple[Web
     repository = Repository(PostgresEventStore(), create_mapper())
     runner = UnitOfWorkRunner(pool, repository, [project_tenancy, project_identity_event, *extra_projectors])
     tenancy = TenancyCommands(runner, KeyRing(LocalRootKeyProvider(tmp_path)))
-    return WebhookReceiver(IdentityCommands(runner, IdentityReadModel()), tenancy, TenantDirectory(pool)), tenancy
+    return WebhookReceiver(IdentityCommands(runner, PostgresIdentityLookup()), tenancy, TenantDirectory(pool)), tenancy
 
 
 async def test_a_delivery_that_fails_after_its_claim_leaves_nothing_behind_and_its_retry_applies(

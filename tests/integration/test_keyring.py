@@ -20,6 +20,7 @@ from scaivault.crypto import (
     open_sealed,
     seal,
 )
+from scaivault.crypto.keyring import issuer_key_aad
 
 PARTNER = "ptn_acme"
 TENANT = "tnt_acme_prod"
@@ -241,17 +242,15 @@ async def test_no_key_material_in_any_table(pool: asyncpg.Pool, keyring: KeyRing
         await keyring.rotate_root_key(conn)
 
         secrets_: list[bytes] = [dk.key for dk in data_keys]
-        secrets_.append(keyring._partner_keys._items[PARTNER][1])  # noqa: SLF001 - the unwrapped keys under test
-        secrets_ += [keyring._tenant_keys._items[t][1] for t in (TENANT, OTHER_TENANT)]  # noqa: SLF001
+        secrets_ += [await keyring.owner_key(conn, owner) for owner in (PARTNER, TENANT, OTHER_TENANT)]
         root_file = json.loads((data_dir / "root-keys.json").read_text())
         secrets_ += [base64.b64decode(value) for value in root_file["keys"].values()]
-        from cryptography.hazmat.primitives import serialization
-
-        secrets_.append(
-            issuer._private_key.private_bytes(  # noqa: SLF001
-                serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption()
-            )
+        issuer_key = await conn.fetchrow(
+            "SELECT root_key_id, wrapped_private_key FROM scaivault_issuer_keys WHERE kid = $1", issuer.kid
         )
+        secrets_.append(await keyring.root.unwrap(
+            issuer_key["root_key_id"], bytes(issuer_key["wrapped_private_key"]), issuer_key_aad(issuer.kid)
+        ))
         assert len(secrets_) == 3 + 1 + 2 + 2 + 1 and all(len(s) == 32 for s in secrets_)
 
         needles_bytes = secrets_

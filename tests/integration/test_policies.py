@@ -11,9 +11,10 @@ from typing import Any
 import asyncpg
 import pytest
 
+from commands.actor import Actor
 from commands.policies import PolicyAccess, PolicyChanges, PolicyOwner
-from commands.secrets import Actor
 from projections.identity.queries import policy_groups
+from projections.identity.roles import MirroredRoles
 from projections.maintenance.rebuild import Rebuilder
 from projections.policies import queries
 from scaivault.auth.authorization import Authorizer, read_generations
@@ -28,7 +29,6 @@ from scaivault.domain.errors import (
 )
 from scaivault.domain.identities import ReportedState, ReportedUser, profile_of_user
 from scaivault.domain.policies import RequestContext
-from scaivault.identity.roles import MirroredRoles
 
 TENANT, PARTNER, OTHER = "tnt_a", "ptn_a", "tnt_b"
 ACTOR = Actor(identity_id="user:admin@x.example", request_id=None)

@@ -11,7 +11,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from commands.secrets import Actor, UpdateSecretMetadata, WriteSecret
+from commands.actor import Actor
+from commands.secrets import UpdateSecretMetadata, WriteSecret
 from commands.unit_of_work import UnitOfWork
 from projections.secrets.queries import list_secret_rows
 from scaivault.auth.caller import Caller

@@ -33,7 +33,6 @@ from scaivault.auth import (
     Principal,
     RevocationCache,
     TokenAuthenticator,
-    authenticator,
     find_pat,
     issue_pat,
     revoke,
@@ -199,7 +198,7 @@ def builtin_token(issuer: BuiltinIssuer, **overrides: Any) -> str:
     }
     claims.update(overrides)
     claims = {k: v for k, v in claims.items() if v is not None}
-    return jwt.encode(claims, issuer._private_key, algorithm="EdDSA", headers={"kid": issuer.kid})  # noqa: SLF001
+    return issuer.sign(claims)
 
 
 def forged(header: dict[str, Any], claims: dict[str, Any], signer: Any = None) -> str:
@@ -309,11 +308,8 @@ async def test_expired(auth: TokenAuthenticator, issuer: BuiltinIssuer, scaikey:
     await auth.authenticate(f"Bearer {builtin_token(issuer, exp=now - 10)}")
 
 
-async def test_expired_while_cached(
-    pool: asyncpg.Pool, issuer: BuiltinIssuer, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def test_expired_while_cached(pool: asyncpg.Pool, issuer: BuiltinIssuer) -> None:
     clock = Clock(now=time.time())
-    monkeypatch.setattr(authenticator, "time", clock)  # the cache checks expiry with the module's time.time()
     auth = TokenAuthenticator(
         pool,
         issuer=issuer,
@@ -322,6 +318,7 @@ async def test_expired_while_cached(
         audience=AUDIENCE,
         revocations=RevocationCache(),
         leeway=timedelta(0),
+        clock=clock,
     )
     token = builtin_token(issuer, exp=int(clock.now) + 1)
     await auth.authenticate(f"Bearer {token}")
@@ -352,7 +349,9 @@ async def test_wrong_key_for_issuer(auth: TokenAuthenticator, issuer: BuiltinIss
     await refused(auth, f"Bearer {scaikey.sign(scaikey.claims(iss=ISSUER), 'ed', header_kid=issuer.kid)}", TokenInvalid)
 
 
-async def test_wrong_issuer(auth: TokenAuthenticator, issuer: BuiltinIssuer, scaikey: FakeScaiKey) -> None:
+async def test_wrong_issuer(
+    pool: asyncpg.Pool, auth: TokenAuthenticator, issuer: BuiltinIssuer, scaikey: FakeScaiKey
+) -> None:
     exc = await refused(
         auth, f"Bearer {scaikey.sign(scaikey.claims(iss='https://evil.example'), 'k1')}", TokenIssuerInvalid
     )
@@ -361,12 +360,7 @@ async def test_wrong_issuer(auth: TokenAuthenticator, issuer: BuiltinIssuer, sca
     await refused(auth, f"Bearer {builtin_token(issuer, iss=None)}", TokenIssuerInvalid)
     # No ScaiKey configured: ScaiKey's tokens are from an untrusted issuer.
     local_only = TokenAuthenticator(
-        auth._pool,
-        issuer=issuer,
-        jwks=None,
-        scaikey_issuer=None,  # noqa: SLF001
-        audience=AUDIENCE,
-        revocations=RevocationCache(),
+        pool, issuer=issuer, jwks=None, scaikey_issuer=None, audience=AUDIENCE, revocations=RevocationCache()
     )
     await refused(local_only, f"Bearer {scaikey.sign(scaikey.claims(), 'k1')}", TokenIssuerInvalid)
 

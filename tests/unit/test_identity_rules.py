@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from projections.identity.roles import cut_off, effective_roles
 from scaivault.auth.principal import Principal
 from scaivault.domain.errors import (
     AccessDenied,
@@ -41,7 +42,6 @@ from scaivault.domain.identities import (
     plan_tenant_sync,
     reach_of,
 )
-from scaivault.identity.roles import cut_off, effective_roles
 from scaivault.identity.signatures import signature, verify_delivery
 
 AT = datetime(2026, 1, 1, tzinfo=UTC)

@@ -57,7 +57,7 @@ STORED_FIELDS: dict[str, tuple[str, ...]] = {
     ),
     TOKENS + "PersonalAccessToken.Revoked": ("at", "actor"),
     TOKENS + "JwtRevocation.Recorded": ("jti", "expires_at", "at", "actor"),
-    EXPORTS + "AuditExport.Requested": (  # class_version 2 (version 1 had no requester)
+    EXPORTS + "AuditExport.Requested": (  # class_version 3 (1 had no requester, 2 its effective roles, no expiry)
         "export_id", "tenant_id", "partner_id", "format", "since", "until", "filters", "destination",
         "estimated_records", *STAMP, "requester",
     ),

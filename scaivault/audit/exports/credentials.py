@@ -1,7 +1,7 @@
 """An S3 export's upload credentials, read on its requester's behalf when the job runs.
 
 The job acts for whoever requested the export, with that identity's rights as they are *now*: the requester recorded
-on the export (``commands/audit_exports.py: caller_of``) must hold a token a request would still accept (not
+on the export (``caller_of``) must hold a token a request would still accept (not
 expired, with the authenticator's leeway; not revoked, by a revocation list no staler than requests accept:
 ``TokenAuthenticator.recheck``), its roles are derived from its token's own roles through the identity mirror as it
 is now (a role taken away since, or given by a record removed since, does not count), it needs the ``secrets:read``
@@ -19,19 +19,19 @@ from __future__ import annotations
 
 import re
 from dataclasses import replace
-from datetime import UTC, datetime
 from typing import Any
 
-from commands.audit_exports import CREDENTIALS_SCOPE, caller_of, credentials_address
 from projections.secrets.reader import SecretReader
 from scaivault.audit.access_records import AccessRecord, AccessRecorder
 from scaivault.audit.exports.destinations import S3Credentials
 from scaivault.audit.exports.errors import ExportFailed
-from scaivault.auth.authenticator import TokenAuthenticator
 from scaivault.auth.caller import Caller
-from scaivault.domain.audit_exports import AuditExport, Requester
+from scaivault.auth.effective_principals import EffectivePrincipals
+from scaivault.auth.principal import Principal
+from scaivault.clock import utcnow
+from scaivault.domain.audit_exports import CREDENTIALS_SCOPE, AuditExport, Requester, credentials_address
 from scaivault.domain.errors import AccessDenied, ScaiVaultError
-from scaivault.identity.roles import MirroredRoles
+from scaivault.domain.policies import parse_ip
 from scaivault.ids import new_request_id
 
 # The access record of a job whose export recorded no requester (stored before requesters were).
@@ -71,17 +71,35 @@ def _message(error: ScaiVaultError) -> str:
     return UNREADABLE
 
 
+def caller_of(export: AuditExport) -> Caller | None:
+    """The export's requester as a caller in the export's tenant, with its token as recorded when it was requested
+    (``commands/audit_exports.py: requester_of``; its roles are the token's: derive the roles it holds before
+    deciding anything); None when no requester, or not its token's roles, was recorded."""
+    requester = export.requested_by
+    if requester is None or requester.token_roles is None:
+        return None
+    principal = Principal(
+        identity_id=requester.identity_id,
+        identity_type=requester.identity_type,
+        display_name=None,
+        tenant_id=requester.tenant_id,
+        partner_id=requester.partner_id,
+        scopes=frozenset(requester.scopes),
+        roles=frozenset(requester.token_roles),
+        groups=requester.groups,
+        mfa_verified_at=requester.mfa_verified_at,
+        expires_at=requester.expires_at,
+        issued_at=None,
+        token_kind=requester.token_kind,
+        token_id=requester.token_id,
+    )
+    return Caller(principal, export.tenant_id, export.partner_id, parse_ip(requester.source_ip))
+
+
 class RequesterCredentials:
-    def __init__(
-        self,
-        reader: SecretReader,
-        roles: MirroredRoles,
-        tokens: TokenAuthenticator,
-        access_recorder: AccessRecorder,
-    ) -> None:
+    def __init__(self, reader: SecretReader, principals: EffectivePrincipals, access_recorder: AccessRecorder) -> None:
         self._reader = reader
-        self._roles = roles
-        self._tokens = tokens
+        self._principals = principals
         self._access_recorder = access_recorder
 
     async def s3(self, export: AuditExport) -> S3Credentials:
@@ -92,7 +110,7 @@ class RequesterCredentials:
         try:
             if requester is None:
                 raise AccessDenied("The export recorded no requester, or not its token's roles")
-            caller = await self._as_now(requester)
+            caller = replace(requester, principal=await self._principals.recheck(requester.principal))
             caller.require_scope(CREDENTIALS_SCOPE)
             document = await self._reader.read(caller, address, access=record)
         except ScaiVaultError as exc:
@@ -103,11 +121,6 @@ class RequesterCredentials:
         await self._durable(record)
         return _s3_credentials(document["data"])
 
-    async def _as_now(self, requester: Caller) -> Caller:
-        """The requester with the roles it holds now; an expired or revoked token acts no more."""
-        await self._tokens.recheck(requester.principal)
-        return replace(requester, principal=await self._roles.effective(requester.principal))
-
     async def _durable(self, record: AccessRecord) -> None:
         try:
             await self._access_recorder.record(record)
@@ -117,7 +130,7 @@ class RequesterCredentials:
 
 def _access_record(export: AuditExport, requester: Requester | None, path: str) -> AccessRecord:
     return AccessRecord(
-        recorded_at=datetime.now(UTC),
+        recorded_at=utcnow(),
         request_id=new_request_id(),
         method="JOB",
         route="audit-export",

@@ -20,7 +20,7 @@ import asyncio
 import contextlib
 import hashlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +30,7 @@ import orjson
 from commands.audit_exports import AuditExportCommands
 from projections.audit.projector import AuditLogProjection
 from projections.audit.queries import AuditFilter, audit_entries_ascending, chain_head
-from projections.audit_exports import open_export_ids
+from projections.audit_exports.queries import open_export_ids
 from projections.runner import tracked_position
 from scaivault import egress
 from scaivault.audit.exports.credentials import RequesterCredentials
@@ -82,7 +82,10 @@ class AuditExportWorker:
         credentials: RequesterCredentials,
         export_dir: Path,
         egress_allow: Sequence[egress.IPNetwork] = (),
+        on_lock_refused: Callable[[str], None] = lambda export_id: None,
     ) -> None:
+        """``on_lock_refused``: told the export's id each time a poll finds the job's lock held by another process
+        (and leaves the job to it)."""
         self._dsn = dsn
         self._pool = pool
         self._store = store
@@ -94,6 +97,7 @@ class AuditExportWorker:
         self.page_size = PAGE_SIZE
         self.poll_seconds = POLL_SECONDS
         self.lock_connection_timeout = LOCK_CONNECTION_TIMEOUT_SECONDS
+        self.on_lock_refused = on_lock_refused
         self._wakeup = asyncio.Event()
         self._in_flight: dict[str, asyncio.Task[None]] = {}
         self._lock_conn: asyncpg.Connection | None = None
@@ -136,10 +140,12 @@ class AuditExportWorker:
             if export_id in self._in_flight:
                 continue
             holder = await self._try_lock(export_id)
-            if holder is not None:
-                self._in_flight[export_id] = asyncio.create_task(
-                    self._job(export_id, holder), name=f"audit-export-{export_id}"
-                )
+            if holder is None:
+                self.on_lock_refused(export_id)
+                continue
+            self._in_flight[export_id] = asyncio.create_task(
+                self._job(export_id, holder), name=f"audit-export-{export_id}"
+            )
 
     # -- locks: session-level, on a connection of the worker's own (pooled connections keep no session state) --
     # Every job in flight holds its lock on the current lock connection. When that connection is lost (it failed,

@@ -12,14 +12,14 @@ from typing import Any
 from aiohttp import web
 from pydantic import Field
 
+from commands.actor import Actor
 from commands.identities import IdentityCommands
-from commands.secrets import Actor
 from projections.identity.directory import IdentityDirectory
 from scaivault.audit.access_records import AccessRecord
 from scaivault.domain.errors import AccessDenied
 from scaivault.domain.identities import ACTIVE, ROLES, SCAIVAULT, parse_roles, profile_of_group, profile_of_user
-from scaivault.http.context import Callers
-from scaivault.http.identity.parameters import BASES, actor_of, group_id_of, user_id_of
+from scaivault.http.context import Callers, actor_of
+from scaivault.http.identity.parameters import BASES, group_id_of, user_id_of
 from scaivault.http.keys import ACCESS
 from scaivault.http.responses import committed_response, json_response, read_json_object
 from scaivault.http.routing import RouteTable
@@ -82,8 +82,7 @@ class IdentityManagementApi:
 
     async def _managing(self, request: web.Request) -> Managing:
         """A manager's request: ``identity:admin`` and an administrator of the tenant."""
-        who = await self._callers.caller(request)
-        who.require_scope(ADMIN_SCOPE)
+        who = await self._callers.with_scope(request, ADMIN_SCOPE)
         if not who.principal.is_tenant_admin:
             raise AccessDenied("Managing identities needs the tenant_admin, partner_admin or super_admin role")
         return Managing(who.require_tenant(), actor_of(request, who), request[ACCESS], who.principal.roles)
@@ -139,9 +138,7 @@ class IdentityManagementApi:
     async def put_user_roles(self, request: web.Request) -> web.Response:
         """Roles are not managed by administrators alone: any ``identity:admin`` caller may ask, and the role rules
         (in the command) decide."""
-        who = await self._callers.caller(request)
-        who.require_scope(ADMIN_SCOPE)
-        tenant = who.require_tenant()
+        who, tenant = await self._callers.in_tenant(request, ADMIN_SCOPE)
         roles = parse_roles(parse_body(RolesIn, await read_json_object(request)).roles)
         user_id = user_id_of(request)
         now = await self._commands.set_roles(

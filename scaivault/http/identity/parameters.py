@@ -1,5 +1,4 @@
-"""What identity requests carry: query strings (one model per kind of endpoint), the ids in their paths, and the
-actor they act as."""
+"""What identity requests carry: query strings (one model per kind of endpoint) and the ids in their paths."""
 
 from __future__ import annotations
 
@@ -9,13 +8,10 @@ from typing import Annotated, cast, get_args
 from aiohttp import web
 from pydantic import BeforeValidator, Field
 
-from commands.secrets import Actor
 from projections.identity.directory import IdentityType, PageRequest
-from scaivault.auth.caller import Caller
 from scaivault.domain.errors import InvalidRequest, ScaiVaultError
 from scaivault.domain.identities import identity_not_found, is_group_id, is_user_id, parse_status
 from scaivault.domain.tenancy import parse_partner_id, parse_tenant_id
-from scaivault.http.keys import REQUEST_ID
 from scaivault.http.query import Limit, QueryModel, digits
 
 # Paths without a {tenant_id} of their own also exist under the tenant prefix.
@@ -105,7 +101,3 @@ def identity_type_of(request: web.Request) -> IdentityType:
             f"identity_type must be one of {', '.join(sorted(IDENTITY_TYPES))}", parameter="identity_type"
         )
     return cast(IdentityType, kind)
-
-
-def actor_of(request: web.Request, who: Caller) -> Actor:
-    return Actor.of(who, request[REQUEST_ID])

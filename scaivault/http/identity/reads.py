@@ -7,7 +7,6 @@ from __future__ import annotations
 from aiohttp import web
 
 from projections.identity.directory import IdentityDirectory
-from scaivault.auth.caller import Caller
 from scaivault.domain.identities import ROLES
 from scaivault.http.context import Callers
 from scaivault.http.identity.parameters import (
@@ -45,23 +44,19 @@ class IdentityReadsApi:
             table.add("GET", base + "/groups/{group_id}/members", self.list_members, action=ACTION)
             table.add("GET", base + "/resolve/{identity_type}/{identity_id}", self.resolve, action=ACTION)
 
-    async def _reader(self, request: web.Request) -> Caller:
-        who = await self._callers.caller(request)
-        who.require_scope(READ_SCOPE)
-        return who
-
     async def _tenant(self, request: web.Request) -> str:
         """The tenant a reader reads in (the path's, the prefix's, ``X-Tenant-ID`` or the token's)."""
-        return (await self._reader(request)).require_tenant()
+        _, tenant = await self._callers.in_tenant(request, READ_SCOPE)
+        return tenant
 
     async def list_partners(self, request: web.Request) -> web.Response:
-        who = await self._reader(request)
+        who = await self._callers.with_scope(request, READ_SCOPE)
         query = parse_query(StatusPageQuery, request)
         listing = await self._directory.partners(who, query.page_request(), status=query.status)
         return json_response(listing.document())
 
     async def list_tenants(self, request: web.Request) -> web.Response:
-        who = await self._reader(request)
+        who = await self._callers.with_scope(request, READ_SCOPE)
         query = parse_query(TenantsQuery, request)
         listing = await self._directory.tenants(
             who, query.page_request(), partner_id=query.partner_id, status=query.status

@@ -66,8 +66,7 @@ class SecretReadsApi:
     ) -> tuple[Caller, SecretAddress, Q]:
         """The caller (holding ``scope``), the secret the path names, and the query; a forensic read (``as_of``) is
         noted as such in the request's access record."""
-        who = await self._callers.caller(request)
-        who.require_scope(scope)
+        who = await self._callers.with_scope(request, scope)
         address = address_of(request, who)
         query = parse_query(model, request)
         if query.as_of is not None:
@@ -89,8 +88,7 @@ class SecretReadsApi:
         return json_response(await self._reader.versions(who, address, as_of=query.as_of))
 
     async def list_secrets(self, request: web.Request) -> web.Response:
-        who = await self._callers.caller(request)
-        who.require_scope("secrets:list")
+        who = await self._callers.with_scope(request, "secrets:list")
         owner = owner_of(request, who)
         query = parse_query(ListQuery, request)
         return json_response(await self._reader.listing(
@@ -99,8 +97,7 @@ class SecretReadsApi:
         ))
 
     async def batch_read(self, request: web.Request) -> web.Response:
-        who = await self._callers.caller(request)
-        who.require_scope("secrets:read")
+        who = await self._callers.with_scope(request, "secrets:read")
         body = parse_body(BatchReadIn, await read_json_object(request))
         answer = await self._reader.batch_read(
             who, owner_of(request, who), body.paths, _batch_options(body), access=request[ACCESS]
@@ -110,8 +107,7 @@ class SecretReadsApi:
         return json_response(answer)
 
     async def batch_metadata(self, request: web.Request) -> web.Response:
-        who = await self._callers.caller(request)
-        who.require_scope("secrets:list")
+        who = await self._callers.with_scope(request, "secrets:list")
         body = parse_body(BatchReadIn, await read_json_object(request))
         documents = await self._reader.batch_metadata(who, owner_of(request, who), body.paths, _batch_options(body))
         return json_response(documents)

@@ -9,12 +9,13 @@ from typing import Any
 
 from aiohttp import web
 
-from commands.secrets import Actor, SecretCommands, UpdateSecretMetadata, WriteSecret
+from commands.actor import Actor
+from commands.secrets import SecretCommands, UpdateSecretMetadata, WriteSecret
 from scaivault.domain.durations import parse_duration
 from scaivault.domain.errors import InvalidDuration, InvalidRequest
 from scaivault.domain.secrets import Secret, SecretAddress, check_secret_type
-from scaivault.http.context import Callers
-from scaivault.http.keys import ACCESS, REQUEST_ID
+from scaivault.http.context import Callers, actor_of
+from scaivault.http.keys import ACCESS
 from scaivault.http.query import Flag, QueryModel, WholeNumber, parse_query
 from scaivault.http.responses import committed_response, json_response, read_json_object
 from scaivault.http.schemas import MetadataPatchIn, WriteSecretIn, check_metadata_patch, parse_body
@@ -64,9 +65,8 @@ class SecretWritesApi:
     async def _changing(self, request: web.Request, scope: str) -> tuple[SecretAddress, Actor]:
         """The secret the request changes, and the actor: the caller, holding the scope ``secrets:<permission>``.
         The command checks the caller's policies on the path before anything is looked up."""
-        who = await self._callers.caller(request)
-        who.require_scope(scope)
-        return address_of(request, who), Actor.of(who, request[REQUEST_ID])
+        who = await self._callers.with_scope(request, scope)
+        return address_of(request, who), actor_of(request, who)
 
     async def write_secret(self, request: web.Request) -> web.Response:
         address, actor = await self._changing(request, "secrets:write")

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncpg
 
-from projections.tenancy import partner_exists, tenant_partner
+from projections.tenancy.queries import partner_exists, tenant_partner
 
 
 class TenantDirectory:
