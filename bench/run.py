@@ -78,7 +78,7 @@ def process_cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime + stime, all threads
 
 
-def _postgres_cpu(database: str) -> float:
+def postgres_cpu(database: str) -> float:
     """The PostgreSQL backends serving ``database`` (their title names it); other databases' count as "other"."""
     total = 0.0
     for proc in Path("/proc").glob("[0-9]*"):
@@ -97,7 +97,7 @@ def cpu_snapshot(server_pid: int | None, database: str) -> Counter[str]:
     return Counter({
         "server": process_cpu(server_pid) if server_pid else 0.0,
         "loadgen": time.process_time(),
-        "postgres": _postgres_cpu(database),
+        "postgres": postgres_cpu(database),
         "machine": machine_cpu(),
     })
 
@@ -388,6 +388,8 @@ async def benchmark(args: argparse.Namespace, tmp: Path) -> tuple[list[Load], di
     port, bare_port, quiet_port = free_port(), free_port(), free_port()
     env = {**os.environ, "DATABASE_URL": args.db_url, "SCAIVAULT_DATA_DIR": str(tmp / "data"),
            "BIND_ADDRESS": f"{HOST}:{port}", "LOG_LEVEL": "error",
+           # One process, whose CPU is the server column (bench.peer measures `--workers`).
+           "SCAIVAULT_WORKERS": "1",
            # Limits no load here reaches: the limiter's cost stays in every figure, its refusals out of them.
            "SCAIVAULT_RATE_LIMITS": "*=1000000000/s"}
     # The server without access records has a database (and keys) of its own, so it never runs, or waits for, the

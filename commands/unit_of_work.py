@@ -2,7 +2,9 @@
 
 A command loads aggregates, calls their methods, and the unit of work then, in one PostgreSQL transaction:
 updates the inline read models from the new events, inserts the request's access record, and appends the events
-(last, because appending takes the event-store table lock: holding it briefly keeps writers flowing).
+last, in the same message as the ``COMMIT``: appending takes the event-store table lock, and holding it for the
+append and the commit's flush only, never across a round trip through a busy event loop, keeps writers flowing
+(docs/adr/0017).
 Commands on the same stream queue on an advisory lock taken when the aggregate is loaded. Should a writer still
 take the same stream version first, the append (or an inline read model key) fails; the whole command then runs
 again on fresh state, a few times, before the caller sees ``version_conflict``.
@@ -11,8 +13,10 @@ again on fresh state, a few times, before the caller sees ``version_conflict``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 from collections.abc import Awaitable, Callable, Sequence
+from contextlib import AbstractContextManager
 from typing import Any, TypeVar
 from uuid import UUID
 
@@ -68,7 +72,9 @@ class UnitOfWork:
             if all(aggregate is not known for known in self.aggregates):
                 self.aggregates.append(aggregate)
 
-    async def flush(self) -> list[Any]:
+    async def commit(self) -> list[Any]:
+        """Update the inline read models, then append the events (and the access record) and commit, the append and
+        the ``COMMIT`` in one message. Returns the events appended."""
         events: list[DomainEventProtocol[UUID]] = [
             e for aggregate in self.aggregates for e in aggregate.collect_events()
         ]
@@ -85,7 +91,7 @@ class UnitOfWork:
             access_event = self.access.event()
             await touch_last_access(self.conn, [(access_event.timestamp, access_event.accessed_streams)])
             events = [*events, access_event]
-        await self._repository.save(self.conn, events, self.aggregates)
+        await self._repository.save_and_commit(self.conn, events, self.aggregates)
         return events
 
 
@@ -97,23 +103,23 @@ class UnitOfWorkRunner:
         projectors: Sequence[Projector],
         *,
         conflict_keys: frozenset[str] = frozenset(),
+        timed: Callable[[], AbstractContextManager[None]] = contextlib.nullcontext,
     ) -> None:
         """``conflict_keys``: unique keys of the inline read models that a concurrent writer of the same stream can
-        hit before the event store does (the same conflict, so the command is retried)."""
+        hit before the event store does (the same conflict, so the command is retried). ``timed``: what measures
+        each attempt's transaction, from taking a connection to the commit (a stage of the request's latency)."""
         self.pool = pool
         self.repository = repository
         self.projectors = projectors
         self._conflict_keys = conflict_keys
+        self._timed = timed
 
     async def run(self, work: Callable[[UnitOfWork], Awaitable[T]], *, access: AccessRecord | None = None) -> T:
         """Run ``work`` in a transaction and commit what it did; retry it from scratch on a concurrent write."""
         for attempt in range(MAX_ATTEMPTS):
             try:
-                async with self.pool.acquire() as conn, conn.transaction():
-                    uow = UnitOfWork(conn, self.repository, self.projectors)
-                    uow.access = access
-                    result = await work(uow)
-                    await uow.flush()
+                with self._timed():
+                    result, uow = await self._attempt(work, access)
                 self.repository.committed(uow.aggregates)
                 if access is not None:
                     access.persisted = True
@@ -124,3 +130,22 @@ class UnitOfWorkRunner:
                     raise
                 await asyncio.sleep(random.uniform(0, 0.002 * (attempt + 1)))
         raise VersionConflict("The secret kept changing concurrently; re-read it and retry")
+
+    async def _attempt(
+        self, work: Callable[[UnitOfWork], Awaitable[T]], access: AccessRecord | None
+    ) -> tuple[T, UnitOfWork]:
+        async with self.pool.acquire() as conn:
+            # Begun here and committed by the append's own message (``UnitOfWork.commit``): the event store's table
+            # lock is then never held across a round trip through this event loop. A failure before that leaves
+            # the transaction open: roll it back (the pool would, on release, anyway).
+            await conn.execute("BEGIN")
+            try:
+                uow = UnitOfWork(conn, self.repository, self.projectors)
+                uow.access = access
+                result = await work(uow)
+                await uow.commit()
+            except BaseException:
+                if conn.is_in_transaction():
+                    await conn.execute("ROLLBACK")
+                raise
+        return result, uow

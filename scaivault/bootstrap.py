@@ -71,6 +71,7 @@ from scaivault.identity.services import IdentityServices, build_identity_service
 from scaivault.metrics import Metrics
 from scaivault.ratelimit import RateLimiter
 from scaivault.tasks import cancel_and_wait, run_supervised
+from scaivault.workers import ALONE, WorkerRole
 
 log = logging.getLogger(__name__)
 
@@ -137,21 +138,30 @@ class Container:
     policy_reader: PolicyReader
     # background work
     export_worker: AuditExportWorker
+    # which serving process this is (``serve --workers N``); a single process is worker 0 of 1
+    worker: WorkerRole
 
-    def background_jobs(self) -> list[BackgroundJob]:
-        """What a serving process runs besides answering requests, in start order (stopped in reverse)."""
+    def background_jobs(self, *, singletons: bool = True) -> list[BackgroundJob]:
+        """What a serving process runs besides answering requests, in start order (stopped in reverse).
+
+        Every process runs the per-process jobs: its own access records' group commit, its rate limiter's Redis
+        probe, and keeping its caches current (revocations, authorization). ``singletons``: whether it also runs
+        the jobs that one process runs for all on this database (the primary worker of ``serve --workers N``, or
+        every single-process server): the catch-up projections (unless ``SCAIVAULT_RUN_PROJECTIONS=false``),
+        housekeeping and the audit-export worker. These keep their own guards (advisory locks, idempotent work), so
+        several servers on one database remain safe; ``singletons`` only keeps a server's other workers from
+        holding connections to wait on them."""
         jobs = [
             BackgroundJob("access-records", self.access_recorder.start, self.access_recorder.close),
             BackgroundJob("rate-limit-redis-probe", self.rate_limiter.start, self.rate_limiter.close),
         ]
-        if self.settings.run_projections:
+        if singletons and self.settings.run_projections:
             jobs.append(BackgroundJob("projections", self.projections.start, self.projections.stop))
-        return jobs + [
-            forever("revocation-sync", self._sync_revocations),
-            forever("housekeeping", self._housekeeping),
-            forever("audit-exports", self.export_worker.run),
-            forever("authorization-sync", lambda: self.authorizer.run_sync(self.database_url)),
-        ]
+        jobs.append(forever("revocation-sync", self._sync_revocations))
+        if singletons:
+            jobs += [forever("housekeeping", self._housekeeping), forever("audit-exports", self.export_worker.run)]
+        jobs.append(forever("authorization-sync", lambda: self.authorizer.run_sync(self.database_url)))
+        return jobs
 
     @contextlib.asynccontextmanager
     async def running_background(self) -> AsyncIterator[None]:
@@ -159,7 +169,7 @@ class Container:
         context instead."""
         started: list[BackgroundJob] = []
         try:
-            for job in self.background_jobs():
+            for job in self.background_jobs(singletons=self.worker.singletons):
                 await job.start()
                 started.append(job)
             yield
@@ -232,9 +242,15 @@ def database_url(settings: Settings) -> str:
     return settings.database_url or embedded_postgres_url(settings.data_dir)
 
 
-async def build_container(settings: Settings, *, migrate: bool = True) -> Container:
+async def build_container(
+    settings: Settings, *, migrate: bool = True, worker: WorkerRole = ALONE
+) -> Container:
+    """``worker``: which process of ``serve --workers N`` this container serves (in-process rate-limit buckets hold
+    1/N of each limit; ``Container.background_jobs``); a single process by default."""
     url = database_url(settings)
-    pool = await create_pool(url, max_size=settings.db_pool_size, lock_timeout=settings.event_lock_timeout_seconds)
+    pool = await create_pool(
+        url, max_size=settings.pool_size(worker.count), lock_timeout=settings.event_lock_timeout_seconds
+    )
     http_session: aiohttp.ClientSession | None = None
     try:
         if migrate:
@@ -243,10 +259,13 @@ async def build_container(settings: Settings, *, migrate: bool = True) -> Contai
         store = PostgresEventStore(lock_timeout_seconds=settings.event_lock_timeout_seconds)
         repository = Repository(store, create_mapper(), snapshot_interval=settings.snapshot_interval)
         keyring = KeyRing(root_key_provider(settings))
+        metrics = Metrics()
+        metrics.watch_pool(pool.get_size, pool.get_idle_size)
         runner = UnitOfWorkRunner(
             pool, repository,
             [project_secret_event, project_tenancy, project_audit_export, project_identity_event, project_policy_event],
             conflict_keys=SecretsProjection.concurrent_write_keys,
+            timed=lambda: metrics.stage["command"],
         )
         async with pool.acquire() as conn:
             issuer = await BuiltinIssuer.load(
@@ -271,8 +290,6 @@ async def build_container(settings: Settings, *, migrate: bool = True) -> Contai
             # The sync task refreshes every 2 s; should it stall, requests refresh inline (or fail closed) after 5 s.
             revocation_max_age=5.0,
         )
-        metrics = Metrics()
-        metrics.watch_pool(pool.get_size, pool.get_idle_size)
         projections = ProjectionRunner(
             url, store, repository.mapper, catch_up_projections(keyring), on_progress=metrics.projection_progress
         )
@@ -289,7 +306,7 @@ async def build_container(settings: Settings, *, migrate: bool = True) -> Contai
         secret_permissions = AuthorizedSecretPermissions(authorizer)
         tenants = TenantDirectory(pool)
         tenancy_commands = TenancyCommands(runner, keyring)
-        rate_limiter = RateLimiter.from_settings(settings, metrics)
+        rate_limiter = RateLimiter.from_settings(settings, metrics, processes=worker.count)
         identity = build_identity_services(
             settings,
             pool=pool,
@@ -334,7 +351,7 @@ async def build_container(settings: Settings, *, migrate: bool = True) -> Contai
             projections=projections,
             authorizer=authorizer,
             rate_limiter=rate_limiter,
-            health=HealthChecks(pool, keyring, rate_limiter, projections),
+            health=HealthChecks(pool, keyring, rate_limiter, projections, worker),
             secret_commands=SecretCommands(
                 runner,
                 keyring,
@@ -355,6 +372,7 @@ async def build_container(settings: Settings, *, migrate: bool = True) -> Contai
             audit_log=AuditLogReader(pool, keyring),
             policy_reader=PolicyReader(pool, authorizer),
             export_worker=export_worker,
+            worker=worker,
         )
     except BaseException:  # nothing half-built may outlive a failed start
         if http_session is not None:

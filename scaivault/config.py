@@ -53,6 +53,8 @@ ENVIRONMENT = {
     "SCAIVAULT_DEFAULT_MAX_VERSIONS": "default_max_versions",
     "SCAIVAULT_SNAPSHOT_INTERVAL": "snapshot_interval",
     "SCAIVAULT_SHUTDOWN_TIMEOUT": "shutdown_timeout_seconds",
+    "SCAIVAULT_WORKERS": "workers",
+    "SCAIVAULT_EVENT_LOOP": "event_loop",
     "SCAIVAULT_EXPORT_DIR": "export_dir",
     "SCAIVAULT_EGRESS_ALLOW": "egress_allow",
     "SCAIVAULT_TRUSTED_PROXIES": "trusted_proxies",
@@ -69,6 +71,10 @@ def _check_host_port(value: str) -> str:
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise ValueError("expected HOST:PORT, e.g. 0.0.0.0:8443")
     return value
+
+
+DEFAULT_POOL_CONNECTIONS = 20  # what a server's processes share when SCAIVAULT_DB_POOL_SIZE is unset
+MIN_DEFAULT_POOL_PER_PROCESS = 5
 
 
 class Settings(BaseModel):
@@ -97,7 +103,8 @@ class Settings(BaseModel):
     kms_key_url: str | None = None
     root_key: str | None = Field(default=None, repr=False)
     data_dir: Path = Path(".scaivault")
-    db_pool_size: int = Field(default=20, ge=2, le=500)
+    # Pooled connections per process; unset: DEFAULT_POOL_CONNECTIONS shared by the server's worker processes.
+    db_pool_size: int | None = Field(default=None, ge=2, le=500)
     audit_timeout_seconds: float = Field(default=5.0, gt=0, le=120)
     # Benchmarking only: requests that change nothing leave no access record. Never in production.
     unsafe_skip_read_audit: bool = False
@@ -110,6 +117,10 @@ class Settings(BaseModel):
     default_max_versions: int = Field(default=10, ge=1, le=1000)
     snapshot_interval: int = Field(default=100, ge=2, le=100_000)
     shutdown_timeout_seconds: float = Field(default=10.0, ge=0, le=600)
+    # Server processes `serve` runs behind BIND_ADDRESS (`--workers` overrides it); None: one per usable core.
+    workers: int | None = Field(default=None, ge=1, le=256)
+    # The serving processes' event loop: libuv's (uvloop) costs about 13% less CPU per read than asyncio's own.
+    event_loop: Literal["uvloop", "asyncio"] = "uvloop"
     # Local audit exports go under this directory only (default <data_dir>/exports); the API never names a path.
     export_dir: Path | None = None
     # Comma-separated CIDRs that outbound connections aimed by API callers may reach although non-public.
@@ -213,6 +224,14 @@ class Settings(BaseModel):
     @property
     def exports_directory(self) -> Path:
         return self.export_dir if self.export_dir is not None else self.data_dir / "exports"
+
+    def pool_size(self, processes: int) -> int:
+        """Pooled connections of one of a server's ``processes``: SCAIVAULT_DB_POOL_SIZE if set, else an equal share
+        of DEFAULT_POOL_CONNECTIONS (at least MIN_DEFAULT_POOL_PER_PROCESS), so that the default number of workers
+        (one per core) does not exhaust PostgreSQL's default of 100 connections on a machine with many cores."""
+        if self.db_pool_size is not None:
+            return self.db_pool_size
+        return max(MIN_DEFAULT_POOL_PER_PROCESS, DEFAULT_POOL_CONNECTIONS // max(1, processes))
 
     @property
     def builtin_issuer(self) -> str:

@@ -32,6 +32,21 @@ UNSTORABLE_TEXT: tuple[type[BaseException], ...] = (
 
 log = logging.getLogger(__name__)
 
+# What a worker of ``serve --workers N`` adds to the application_name of every session it opens (" worker 1"), so
+# pg_stat_activity and pg_locks show which process holds what; nothing in a single process.
+_session_suffix = ""
+
+
+def name_sessions(suffix: str) -> None:
+    """Called once, at a serving worker's start, before it connects."""
+    global _session_suffix
+    _session_suffix = suffix
+
+
+def application_name(base: str = "scaivault") -> str:
+    return base + _session_suffix
+
+
 # What a transaction runs on: a connection of our own, or one lent by the pool (asyncpg hands out a proxy).
 Connection: TypeAlias = asyncpg.Connection | PoolConnectionProxy
 # Reads need no transaction, so they also accept a pool (one statement per call).
@@ -73,7 +88,7 @@ def _server_settings(lock_timeout: float) -> dict[str, str]:
     return {
         "idle_in_transaction_session_timeout": "10000",
         "lock_timeout": str(round(lock_timeout * 1000)),
-        "application_name": "scaivault",
+        "application_name": application_name(),
     }
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ import scaivault
 from projections.runner import ProjectionRunner
 from scaivault.crypto.keyring import KeyRing
 from scaivault.ratelimit import RateLimiter, RedisState
+from scaivault.workers import ALONE, WorkerRole
 
 log = logging.getLogger(__name__)
 
@@ -60,12 +62,14 @@ def _redis_fallback(state: RedisState) -> str:
 
 class HealthChecks:
     def __init__(
-        self, pool: asyncpg.Pool, keyring: KeyRing, rate_limiter: RateLimiter, projections: ProjectionRunner
+        self, pool: asyncpg.Pool, keyring: KeyRing, rate_limiter: RateLimiter, projections: ProjectionRunner,
+        worker: WorkerRole = ALONE,
     ) -> None:
         self._pool = pool
         self._keyring = keyring
         self._rate_limiter = rate_limiter
         self._projections = projections
+        self._worker = worker
         self._started_at = time.monotonic()
         self._encryption_checked_at = float("-inf")  # last successful root-key round trip
 
@@ -132,8 +136,9 @@ class HealthChecks:
             "rate_limit_buckets": state.mode,
         }, False
 
-    async def detailed(self) -> dict[str, Any]:
-        """Every component, with pool statistics and projection positions: for operators only."""
+    async def detailed(self, *, with_pid: bool = False) -> dict[str, Any]:
+        """Every component, with pool statistics and projection positions, and which worker process answers (its
+        pid only with ``with_pid``: for authenticated operators, not the internal address): for operators only."""
         checks, (redis_check, redis_down) = await asyncio.gather(self._checks(), self._redis_detail())
         database, encryption = checks["database"], checks["encryption"]
         projections: dict[str, Any]
@@ -147,6 +152,7 @@ class HealthChecks:
             "status": "unhealthy" if not healthy else "degraded" if redis_down else "healthy",
             "version": scaivault.__version__,
             "uptime_seconds": int(time.monotonic() - self._started_at),
+            "worker": {**self._worker.describe(), **({"pid": os.getpid()} if with_pid else {})},
             "checks": {
                 "database": {
                     "status": "ok" if database.ok else "error",

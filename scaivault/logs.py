@@ -1,8 +1,9 @@
 """Structured logs: one JSON object per line (LOG_FORMAT=json, the default) or plain text.
 
-Only fields passed deliberately through ``extra=`` are emitted; request bodies, headers and secret values are never
-handed to a logger, so they cannot reach a log line. Libraries' loggers stay at WARNING whatever ``LOG_LEVEL`` says:
-their debug output is not ours to vet.
+Only fields passed deliberately through ``extra=`` are emitted, and in a worker of ``serve --workers N`` its index
+(``worker``) on every line; request bodies, headers and secret values are never handed to a logger, so they cannot
+reach a log line. Libraries' loggers stay at WARNING whatever ``LOG_LEVEL`` says: their debug output is not ours to
+vet.
 """
 
 from __future__ import annotations
@@ -39,10 +40,26 @@ OWN_LOGGERS = ("scaivault", "projections", "commands")
 THIRD_PARTY_LEVEL = logging.WARNING
 
 
-def configure_logging(level: str = "info", fmt: str = "json") -> None:
+class WorkerField(logging.Filter):
+    """Names the worker process on every record its handler writes."""
+
+    def __init__(self, worker: int) -> None:
+        super().__init__()
+        self.worker = worker
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.worker = self.worker
+        return True
+
+
+def configure_logging(level: str = "info", fmt: str = "json", *, worker: int | None = None) -> None:
+    """``worker``: the index of this worker of ``serve --workers N``, added to every line (None: not a worker)."""
     handler = logging.StreamHandler(sys.stderr)
-    text = logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s")
+    tag = "" if worker is None else " [worker %(worker)s]"
+    text = logging.Formatter(f"%(asctime)s %(levelname)s %(name)s{tag} %(message)s")
     handler.setFormatter(JsonFormatter() if fmt == "json" else text)
+    if worker is not None:
+        handler.addFilter(WorkerField(worker))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(THIRD_PARTY_LEVEL)

@@ -15,8 +15,9 @@ The same records decide whether the identity is cut off altogether (``cut_off``:
 the authorizer asks before any policy.
 
 Records are cached per identity for ``max_age`` seconds (2 s); this process forgets its cache when its own identity
-commands change anything that counts for authorization (and when the authorizer learns of such a change made by
-another server), and other servers see a change within ``max_age`` at worst.
+commands change anything that counts for authorization, and when the authorizer learns of such a change made by
+another process (the NOTIFY naming the tenant, milliseconds after the commit, or its generation); should that be
+missed, other processes see a change within ``max_age`` at worst.
 """
 
 from __future__ import annotations

@@ -111,7 +111,8 @@ class SecretReader:
         """One secret with its value (the current version, or ``version``; as it was at ``as_of``)."""
         await self._authorize(caller, address, "read")
         if as_of is None:
-            row = await queries.secret_value_row(self._pool, address.owner, address.path, version)
+            with self._metrics.stage["read_model"]:
+                row = await queries.secret_value_row(self._pool, address.owner, address.path, version)
         else:
             _require_forensic_right(caller, address)
             row = await history.secret_value_row_as_of(
@@ -175,10 +176,11 @@ class SecretReader:
     async def _open(self, row: Row) -> dict[str, Any]:
         owner, path, version = row["owner"], row["path"], row["version"]
         try:
-            key = await self._keyring.unwrap_data_key(
-                owner, row["data_key_id"], row["wrapped_data_key"], conn=self._pool
-            )
-            data = open_value(key, row["ciphertext"], owner=owner, path=path, version=version)
+            with self._metrics.stage["decrypt"]:
+                key = await self._keyring.unwrap_data_key(
+                    owner, row["data_key_id"], row["wrapped_data_key"], conn=self._pool
+                )
+                data = open_value(key, row["ciphertext"], owner=owner, path=path, version=version)
         except KeyDestroyed:
             raise VersionNotFound("That version was destroyed", path=path, version=version) from None
         except DecryptionFailed:
@@ -353,7 +355,8 @@ class SecretReader:
         return kept, None
 
     async def _authorize(self, caller: Caller, address: SecretAddress, permission: str) -> None:
-        await self._authorizer.require_on_secret(caller, address, permission)
+        with self._metrics.stage["authorize"]:
+            await self._authorizer.require_on_secret(caller, address, permission)
 
 
 def _require_forensic_right(caller: Caller, address: SecretAddress) -> None:

@@ -12,9 +12,11 @@ An entry is dropped when a binding it counted expires, and whenever the policies
 - in this process at once: the policy commands call ``invalidate(owner)`` right after they commit, so a revoked
   binding or deleted policy holds from the very next request;
 - in other processes: every such change raises the owner's generation (``bump_generation``) in its own transaction,
-  and NOTIFYs ``scaivault_authorization``. Each server re-reads the generations of the owners it caches when woken,
-  and at least every 2 s; should that sync stall, a request finding the check older than 5 s does it itself, or
-  fails closed with 503. A change therefore reaches every server within about 2 s (NOTIFY: milliseconds).
+  and NOTIFYs ``scaivault_authorization`` with the owner's id. Each server drops what it holds of the owner named
+  when the NOTIFY arrives, and re-reads the generations of the owners it caches then and at least every 2 s (which
+  catches notifications missed while its listener was down); should that sync stall, a request finding the check
+  older than 5 s does it itself, or fails closed with 503. A change therefore reaches every server within about 2 s
+  (NOTIFY: milliseconds), the workers of one server (``serve --workers N``) included.
 
 The identity mirror counts too (docs/identity.md): an identity it holds in the tenant with no ACTIVE record (a
 suspended user) is denied every policy-based permission, whatever binds it or its groups, the token's claimed ones
@@ -329,9 +331,14 @@ class Authorizer:
                 raise ServiceUnavailable("Authorization data is temporarily unavailable") from None
 
     async def run_sync(self, dsn: str, poll_seconds: float = SYNC_SECONDS) -> None:
-        """Background: sync when a change is NOTIFYed, and every ``poll_seconds`` whatever happens."""
-        async with EventStoreListener(dsn, channel=AUTHORIZATION_CHANNEL) as listener:
+        """Background: sync when a change is NOTIFYed, and every ``poll_seconds`` whatever happens. The NOTIFY names
+        the owner that changed (sent on commit): what this process holds of it is dropped at once, also when it
+        tracks no generation of that owner (it cached only mirrored roles there, its callers being admins), which
+        the sync alone would leave to the caches' own 2 s."""
+        async with EventStoreListener(dsn, channel=AUTHORIZATION_CHANNEL, keep_payloads=True) as listener:
             while True:
+                for owner in listener.take_payloads():
+                    self.invalidate(owner)
                 try:
                     await self.sync()
                 except Exception as exc:  # noqa: BLE001 - never let the sync die: requests would fall back to syncing inline

@@ -6,6 +6,7 @@ by the indexed hash, and compares the hashes again in constant time.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import re
@@ -101,7 +102,8 @@ async def revoke_pat(conn: asyncpg.Connection, pat_id_or_token: str) -> bool:
         pat_id = pat_id_or_token
     else:
         return False
-    async with conn.transaction():
+    # Inside a command's transaction already (begun by hand, so asyncpg could not nest a savepoint in it), or alone.
+    async with contextlib.nullcontext() if conn.is_in_transaction() else conn.transaction():
         row = await conn.fetchrow(
             """UPDATE scaivault_personal_access_tokens SET revoked_at = now()
                WHERE id = $1 AND revoked_at IS NULL RETURNING id, expires_at""",

@@ -9,7 +9,6 @@ issues are the ones the server accepts. Exit codes follow the spec's CLI page: 1
 from __future__ import annotations
 
 import asyncio
-import ssl
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -30,13 +29,6 @@ from scaivault.logs import configure_logging
 T = TypeVar("T")
 
 EXIT_BY_STATUS_CLASS = {401: 2, 403: 3, 404: 4, 400: 5, 422: 5}
-
-DEMO_PARTNER = "ptn_demo"
-DEMO_TENANT = "tnt_demo"
-DEMO_SCOPES = (
-    "secrets:read secrets:write secrets:delete secrets:list secrets:rotate policies:read policies:write "
-    "audit:read audit:export admin"
-)
 
 
 def _settings() -> Settings:
@@ -79,78 +71,36 @@ def main() -> None:
 
 @main.command()
 @click.option("--demo", is_flag=True, help="Register a demo partner and tenant and print an admin token.")
-def serve(demo: bool) -> None:
-    """Run the API server on BIND_ADDRESS."""
-    from aiohttp import web
-
-    from scaivault.http.app import create_app
+@click.option(
+    "--workers",
+    type=click.IntRange(1, 256),
+    default=None,
+    help="Server processes behind BIND_ADDRESS (default: SCAIVAULT_WORKERS, else one per usable core).",
+)
+def serve(demo: bool, workers: int | None) -> None:
+    """Run the API server on BIND_ADDRESS: one process, or a supervisor with N worker processes on the one port."""
+    from scaivault.cli.serve import serve as run_server
+    from scaivault.workers import usable_cores
 
     settings = _settings()
     configure_logging(settings.log_level, settings.log_format)
-
-    async def app_factory() -> web.Application:
-        container = await build_container(settings)
-        try:
-            if demo:
-                await _print_demo_credentials(container)
-            app = create_app(container, internal_address=True)
-        except BaseException:
-            await container.close()
-            raise
-
-        async def close(_: web.Application) -> None:
-            await container.close()
-
-        app.on_cleanup.append(close)
-        return app
-
-    ssl_context = None
-    if settings.tls_cert_file and settings.tls_key_file:
-        ssl_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        try:
-            ssl_context.load_cert_chain(settings.tls_cert_file, settings.tls_key_file)
-        except (OSError, ssl.SSLError) as exc:
-            click.echo(f"invalid configuration: TLS_CERT_FILE/TLS_KEY_FILE: {exc.strerror or exc}", err=True)
-            sys.exit(5)
-    try:
-        web.run_app(
-            app_factory(),
-            host=settings.host,
-            port=settings.port,
-            ssl_context=ssl_context,
-            shutdown_timeout=settings.shutdown_timeout_seconds,
-            access_log=None,
-            print=lambda text: click.echo(f"ScaiVault listening on {settings.public_url}", err=True),
-        )
-    except ScaiVaultError as exc:
-        click.echo(f"error: {exc.code}: {exc.message}", err=True)
-        sys.exit(1)
-    except ConfigurationError as exc:
-        click.echo(str(exc), err=True)
-        sys.exit(5)
-    except OSError as exc:
-        click.echo(f"cannot start: {exc}", err=True)
-        sys.exit(1)
+    run_server(settings, demo=demo, workers=workers or settings.workers or usable_cores())
 
 
-async def _print_demo_credentials(container: Container) -> None:
-    await container.tenancy_commands.register_tenant(DEMO_PARTNER, DEMO_TENANT, name="Demo tenant")
-    token = container.issuer.issue(
-        identity_id="user:admin@demo.example",
-        tenant_id=DEMO_TENANT,
-        partner_id=DEMO_PARTNER,
-        scopes=DEMO_SCOPES.split(),
-        roles=("tenant_admin", "partner_admin"),
-        ttl=timedelta(hours=12),
-    )
-    url = container.settings.public_url
-    # Deliberately printed to the operator's terminal (stdout), never logged.
-    click.echo(
-        f"\nScaiVault demo ready at {url}\n"
-        f"Partner {DEMO_PARTNER}, tenant {DEMO_TENANT}; an admin token valid for 12 hours:\n\n"
-        f"  export SCAIVAULT_URL={url}\n  export SCAIVAULT_TOKEN={token}\n\n"
-        f'  curl -s -H "Authorization: Bearer $SCAIVAULT_TOKEN" $SCAIVAULT_URL/v1/auth/whoami\n'
-    )
+@main.command("serve-worker", hidden=True)
+@click.option("--index", type=int, required=True)
+@click.option("--of", "count", type=int, required=True)
+@click.option("--parent", "parent_pid", type=int, required=True)
+@click.option("--ready-fd", type=int, required=True)
+def serve_worker(index: int, count: int, parent_pid: int, ready_fd: int) -> None:
+    """One worker of `serve --workers N`, started by its supervisor (not a command for operators)."""
+    from scaivault.cli.serve import serve_as_worker
+    from scaivault.workers import WorkerRole, die_with_parent
+
+    die_with_parent(parent_pid)
+    settings = _settings()
+    configure_logging(settings.log_level, settings.log_format, worker=index)
+    serve_as_worker(settings, WorkerRole(index, count), ready_fd=ready_fd)
 
 
 @main.group()

@@ -62,6 +62,33 @@ async def append_events(
     return [row[0] for row in await conn.fetch(_APPEND_EVENTS, *table.arguments(stored_events, wake=wake))]
 
 
+def _text_literal(value: str) -> str:
+    """An escape-string literal: right whatever ``standard_conforming_strings`` says."""
+    if "\x00" in value:
+        raise ValueError("NUL cannot be stored in a text column")
+    return "E'" + value.replace("\\", "\\\\").replace("'", "''") + "'"
+
+
+def _array(items: Sequence[str], element_type: str) -> str:
+    return f"ARRAY[{', '.join(items)}]::{element_type}[]"
+
+
+def append_and_commit_sql(table: EventsTable, stored_events: Sequence[StoredEvent], *, wake: bool = True) -> str:
+    """The append and the ``COMMIT`` as one simple-protocol message: the table lock is then held for the append and
+    the commit's flush only, not also for a round trip through the caller's (possibly busy) event loop.
+
+    A simple-protocol message takes no parameters, so every value is a literal built here from typed values: UUIDs
+    and integers as such, topics as escape strings, states as hex that ``decode`` turns back into bytes."""
+    ids = _array([f"'{UUID(str(e.originator_id))}'" for e in stored_events], "uuid")
+    versions = _array([str(int(e.originator_version)) for e in stored_events], "bigint")
+    topics = _array([_text_literal(e.topic) for e in stored_events], "text")
+    states = _array([f"decode('{bytes(e.state).hex()}', 'hex')" for e in stored_events], "bytea")
+    channel = table.channel if wake else ""
+    return (f"SELECT count(*) FROM scaivault_append_events({_text_literal(table.name)}::regclass, "
+            f"{_text_literal(channel)}, {_text_literal(table.lock_timeout)}, {ids}, {versions}, {topics}, {states});"
+            " COMMIT")
+
+
 async def record_access(
     conn: Connection,
     swap_key: int,

@@ -21,8 +21,8 @@ from uuid import UUID
 import asyncpg
 from eventsourcing.persistence import Notification, StoredEvent
 
-from scaivault.database import Connection, Queryable
-from scaivault.eventstore.append_functions import EventsTable, append_events
+from scaivault.database import Connection, Queryable, application_name
+from scaivault.eventstore.append_functions import EventsTable, append_and_commit_sql, append_events
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +40,8 @@ def _identifier(name: str) -> str:
 # An appender may leave out the NOTIFY only within this long of its last committed one, and a projection runner keeps
 # polling for twice this long after it last found events: a wake-up it was sent still covers those appends.
 WAKEUP_COVERS_SECONDS = 0.5
+# Distinct payloads a listener keeps between two takes (``keep_payloads``); more are dropped, as a missed NOTIFY is.
+MAX_KEPT_PAYLOADS = 10_000
 
 
 class EventRow:
@@ -103,6 +105,18 @@ class PostgresEventStore:
         assert conn.is_in_transaction(), "append() must run inside the caller's transaction"
         try:
             return await append_events(conn, self.events_table, stored_events)
+        except asyncpg.UniqueViolationError as e:
+            raise EventStoreConflict(str(e)) from e
+
+    async def append_and_commit(self, conn: Connection, stored_events: Sequence[StoredEvent]) -> None:
+        """Insert the events and commit the caller's transaction, in one message to PostgreSQL (see
+        ``append_and_commit_sql``). On a conflict the transaction is left aborted, for the caller to roll back."""
+        assert conn.is_in_transaction(), "append_and_commit() must run inside the caller's transaction"
+        if not stored_events:
+            await conn.execute("COMMIT")
+            return
+        try:
+            await conn.execute(append_and_commit_sql(self.events_table, stored_events))
         except asyncpg.UniqueViolationError as e:
             raise EventStoreConflict(str(e)) from e
 
@@ -248,7 +262,10 @@ class EventStoreListener:
         channel: str = "scaivault_events",
         reconnect_delay_seconds: float = 1.0,
         connect_timeout_seconds: float = 10.0,
+        keep_payloads: bool = False,
     ) -> None:
+        """``keep_payloads``: collect the payloads of the notifications received (``take_payloads``), for channels
+        whose payload names what changed (at most ``MAX_KEPT_PAYLOADS`` distinct ones between two takes)."""
         _identifier(channel)
         self._dsn = dsn
         self.channel = channel
@@ -256,6 +273,7 @@ class EventStoreListener:
         self._connect_timeout = connect_timeout_seconds
         self._conn: asyncpg.Connection | None = None
         self._notified = asyncio.Event()
+        self._payloads: set[str] | None = set() if keep_payloads else None
 
     async def __aenter__(self) -> Self:
         await self._try_connect(self._connect_timeout)
@@ -287,7 +305,9 @@ class EventStoreListener:
         return True
 
     async def _connect(self) -> None:
-        conn = await asyncpg.connect(self._dsn, server_settings={"application_name": "scaivault-listener"})
+        conn = await asyncpg.connect(
+            self._dsn, server_settings={"application_name": application_name("scaivault-listener")}
+        )
         try:
             await conn.add_listener(self.channel, self._on_notify)
         except BaseException:
@@ -315,7 +335,17 @@ class EventStoreListener:
         self._notified.clear()
         return True
 
+    def take_payloads(self) -> set[str]:
+        """The payloads received since the last take (``keep_payloads``). A hint like the wake-up itself: payloads
+        sent while the connection was down are not there."""
+        if self._payloads is None:
+            return set()
+        taken, self._payloads = self._payloads, set()
+        return taken
+
     def _on_notify(self, conn: object, pid: int, channel: str, payload: str) -> None:
+        if self._payloads is not None and len(self._payloads) < MAX_KEPT_PAYLOADS:
+            self._payloads.add(payload)
         self._notified.set()
 
     def _on_termination(self, conn: object) -> None:

@@ -10,7 +10,7 @@ from typing import Any, cast
 from uuid import UUID
 
 from eventsourcing.domain import Aggregate, AggregateEvent, DomainEventProtocol, Snapshot
-from eventsourcing.persistence import Mapper
+from eventsourcing.persistence import Mapper, StoredEvent
 
 from scaivault.database import Connection, Queryable
 from scaivault.eventstore.recorder import PostgresEventStore
@@ -65,6 +65,26 @@ class Repository:
             self._cache.move_to_end(aggregate.id)
         while len(self._cache) > self._cache_size:
             self._cache.popitem(last=False)
+
+    async def save_and_commit(
+        self, conn: Connection, events: Sequence[DomainEventProtocol[UUID]], aggregates: Sequence[Aggregate] = ()
+    ) -> None:
+        """``save``, then commit the caller's transaction in the same message as the append (the table lock is
+        held for the shortest time). Raises ``EventStoreConflict`` with the transaction left to roll back."""
+        stored_events = await self._snapshot_and_map(conn, events, aggregates)
+        await self.store.append_and_commit(conn, stored_events)
+
+    async def _snapshot_and_map(
+        self, conn: Connection, events: Sequence[DomainEventProtocol[UUID]], aggregates: Sequence[Aggregate]
+    ) -> list[StoredEvent]:
+        stored_events = [self.mapper.to_stored_event(e) for e in events]
+        # Snapshots first: the event insert takes the table lock, held until commit, so it comes last. A conflict
+        # aborts the transaction and the snapshot with it.
+        for aggregate in self._due_for_snapshot(events, aggregates):
+            snapshot_class = getattr(type(aggregate), "Snapshot", Snapshot)
+            snapshot = self.mapper.to_stored_event(snapshot_class.take(aggregate))
+            await self.store.write_snapshot(conn, snapshot)
+        return stored_events
 
     async def save(
         self, conn: Connection, events: Sequence[DomainEventProtocol[UUID]], aggregates: Sequence[Aggregate] = ()

@@ -46,9 +46,10 @@ def _running(job: BackgroundJob) -> Callable[[web.Application], AsyncIterator[No
 
 def create_app(container: Container, *, internal_address: bool = False) -> web.Application:
     """The API over ``container`` (which the caller owns and closes). ``internal_address``: also serve metrics and
-    detailed health, unauthenticated, on ``METRICS_BIND_ADDRESS`` (the server does; tests need not)."""
+    detailed health, unauthenticated, on ``METRICS_BIND_ADDRESS`` (the server does; tests need not); worker i of
+    ``serve --workers N`` on its port + i."""
     charges = RequestCharges(container.rate_limiter)
-    callers = Callers(container.principals, container.tenants, charges)
+    callers = Callers(container.principals, container.tenants, charges, container.metrics)
     health = HealthApi(callers, container.health)
     metrics = MetricsApi(callers, container.metrics)
     table = RouteTable()
@@ -83,9 +84,10 @@ def create_app(container: Container, *, internal_address: bool = False) -> web.A
         actions=actions,
     )
     app.middlewares.append(front_door.handle)
-    for job in container.background_jobs():
+    # The singleton jobs run in one process of a server: the primary worker (every single-process server).
+    for job in container.background_jobs(singletons=container.worker.singletons):
         app.cleanup_ctx.append(_running(job))
-    address = container.settings.metrics_bind_address
+    address = container.worker.internal_address(container.settings.metrics_bind_address)
     if internal_address and address != "off":
         host, _, port = address.rpartition(":")
         app.cleanup_ctx.append(_running(_internal_address(metrics, health, host, int(port))))

@@ -19,16 +19,20 @@ from scaivault.domain.errors import ScaiVaultError, TenantAccessDenied, TenantNo
 from scaivault.domain.policies import parse_ip
 from scaivault.domain.tenancy import parse_tenant_id
 from scaivault.http.keys import ACCESS, CALLER, CLIENT_IP, PRINCIPAL, REQUEST_ID
+from scaivault.metrics import Metrics
 from scaivault.ratelimit.http import RequestCharges
 
 
 class Callers:
     """Authenticates a request once, and resolves the tenant it acts in."""
 
-    def __init__(self, principals: EffectivePrincipals, tenants: TenantDirectory, charges: RequestCharges) -> None:
+    def __init__(
+        self, principals: EffectivePrincipals, tenants: TenantDirectory, charges: RequestCharges, metrics: Metrics
+    ) -> None:
         self._principals = principals
         self._tenants = tenants
         self._charges = charges
+        self._metrics = metrics
 
     async def principal(self, request: web.Request) -> Principal:
         """Authenticate the request (once) and charge it to the caller's rate-limit bucket (RateLimited when
@@ -38,7 +42,8 @@ class Callers:
             return known
         try:
             # The identity mirror's roles win over the token's where it knows the caller.
-            principal = await self._principals.authenticate(request.headers.get("Authorization"))
+            with self._metrics.stage["authenticate"]:
+                principal = await self._principals.authenticate(request.headers.get("Authorization"))
         except ScaiVaultError as exc:
             await self._charges.charge_failed_authentication(request, exc)
             raise

@@ -2,7 +2,8 @@
 
 ``/v1/health/detailed`` shows pool statistics and the event store's global positions, which span every partner: on
 the API port it needs the ``admin`` scope and the ``super_admin`` role (an operator, not one partner's admin), like
-the metrics; on the internal address ``METRICS_BIND_ADDRESS`` it is served without authentication."""
+the metrics; on the internal address ``METRICS_BIND_ADDRESS`` it is served without authentication. It names the worker
+process that answers (``worker``: index, count, whether it runs the singleton jobs; and, on the API port, its pid)."""
 
 from __future__ import annotations
 
@@ -51,8 +52,8 @@ class HealthApi:
 
     async def detailed(self, request: web.Request) -> web.Response:
         require_operator(await self._callers.principal(request), "Detailed health")
-        return await self.detailed_unauthenticated(request)
+        return json_response(await self._checks.detailed(with_pid=True))
 
     async def detailed_unauthenticated(self, request: web.Request) -> web.Response:
-        """For the internal address only."""
+        """For the internal address only (no process id there: nobody authenticated asks)."""
         return json_response(await self._checks.detailed())

@@ -122,7 +122,8 @@ class FrontDoor:
                 access.error_code = error.code if error is not None else None
                 access.duration_ms = int((time.perf_counter() - started) * 1000)
                 try:
-                    await self._access_recorder.record(access)
+                    with self._metrics.stage["audit_durable"]:
+                        await self._access_recorder.record(access)
                 except ScaiVaultError as exc:  # fail closed: no durable record, no answer
                     error = exc
                     response = error_response(exc, request_id)

@@ -47,19 +47,27 @@ class LocalBuckets:
     """Buckets in this process's memory. Every operation is synchronous, so on one event loop each is atomic.
 
     Buckets that have refilled are dropped by a sweep once a minute: a full bucket and a missing one mean the same,
-    so memory stays proportional to the identities active within the last window."""
+    so memory stays proportional to the identities active within the last window.
+
+    ``shared_by``: the processes that each keep such buckets for the same clients (the workers of ``serve
+    --workers N``, among which the kernel spreads connections): every bucket here holds 1/N of its limit
+    (``Limit.shared``), and the outcomes report that share, so the workers together allow the limit."""
 
     SWEEP_SECONDS = 60.0
 
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, clock: Callable[[], float] = time.monotonic, *, shared_by: int = 1) -> None:
         self._clock = clock
         self._buckets: dict[str, tuple[float, float, float]] = {}  # key -> (level, at, full_at)
         self._next_sweep = clock() + self.SWEEP_SECONDS
+        self._shared_by = shared_by
+        self._shares: dict[Limit, Limit] = {}
 
     def __len__(self) -> int:
         return len(self._buckets)
 
     def take(self, charges: Sequence[Charge]) -> list[Outcome]:
+        if self._shared_by != 1:
+            charges = [charge._replace(limit=self._share(charge.limit)) for charge in charges]
         now = self._clock()
         if now >= self._next_sweep:
             self._sweep(now)
@@ -85,6 +93,12 @@ class LocalBuckets:
                 buckets[charge.key] = (level, now, now + (limit.capacity - level) / limit.rate)
             outcomes.append(Outcome(charge, level, True))
         return outcomes
+
+    def _share(self, limit: Limit) -> Limit:
+        share = self._shares.get(limit)
+        if share is None:
+            share = self._shares[limit] = limit.shared(self._shared_by)
+        return share
 
     def _sweep(self, now: float) -> None:
         self._buckets = {key: state for key, state in self._buckets.items() if state[2] > now}

@@ -7,6 +7,7 @@ that the table does not cover, so a new endpoint cannot silently go unlimited.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -19,16 +20,30 @@ from scaivault.domain.errors import InvalidDuration
 class Limit:
     """``requests`` per ``window_seconds``: refills continuously at that rate (``rate``, tokens per second); the
     bucket holds ``capacity`` = ``requests`` tokens (a full window's worth: the burst a client may spend at once).
-    Both are computed once: every request reads them."""
+    Both are computed once: every request reads them.
+
+    ``shared_by``: how many processes each keep a bucket of this limit for the same identity (the in-process buckets
+    of ``serve --workers N``). Each bucket then holds and refills 1/N of the limit, so together they allow the limit,
+    not N times it; a bucket still holds at least one request, or a small limit shared out would refuse everything."""
 
     requests: int
     window_seconds: float
+    shared_by: int = 1
     capacity: float = field(init=False, compare=False, repr=False)
     rate: float = field(init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "capacity", float(self.requests))
-        object.__setattr__(self, "rate", self.requests / self.window_seconds)
+        shared = self.shared_by
+        object.__setattr__(self, "capacity", float(self.requests) if shared == 1 else max(1.0, self.requests / shared))
+        object.__setattr__(self, "rate", self.requests / self.window_seconds / shared)
+
+    @property
+    def reported(self) -> int:
+        """What ``X-RateLimit-Limit`` says: the requests this bucket allows per window."""
+        return self.requests if self.shared_by == 1 else math.floor(self.capacity)
+
+    def shared(self, processes: int) -> Limit:
+        return Limit(self.requests, self.window_seconds, processes)
 
 
 MINUTE = 60.0

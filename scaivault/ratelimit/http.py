@@ -104,7 +104,7 @@ def add_headers(request: web.Request, response: web.StreamResponse) -> None:
         return
     outcome = charged.outcome
     headers = response.headers
-    headers["X-RateLimit-Limit"] = str(outcome.charge.limit.requests)
+    headers["X-RateLimit-Limit"] = str(outcome.charge.limit.reported)
     headers["X-RateLimit-Remaining"] = str(max(0, math.floor(outcome.level)))
     headers["X-RateLimit-Reset"] = str(math.ceil(time.time() + outcome.seconds_until_full))
     if not outcome.allowed:

@@ -60,8 +60,11 @@ class RateLimiter:
         key_prefix: str = "scaivault:",
         metrics: Metrics | None = None,
         clock: Callable[[], float] = time.monotonic,
+        processes: int = 1,
     ) -> None:
-        """``limits`` None disables limiting; a category mapped to None is not limited."""
+        """``limits`` None disables limiting; a category mapped to None is not limited. ``processes``: how many
+        serving processes keep in-process buckets for the same clients (``serve --workers N``): each holds 1/N of
+        every limit (``LocalBuckets``); Redis buckets are shared, and hold the whole limit."""
         self.enabled = limits is not None
         self._limits = dict(limits or {})
         self._gates: dict[str, tuple[tuple[str, Limit], ...]] = {
@@ -69,7 +72,7 @@ class RateLimiter:
             for category, gates in GATES.items()
         }
         self._prefix = key_prefix + "rl:"
-        self._local = LocalBuckets(clock)
+        self._local = LocalBuckets(clock, shared_by=processes)
         self._client: redis.Redis | None = None
         self._redis: RedisBuckets | None = None
         if redis_url and self.enabled:
@@ -96,12 +99,13 @@ class RateLimiter:
             )
 
     @classmethod
-    def from_settings(cls, settings: Settings, metrics: Metrics | None = None) -> RateLimiter:
+    def from_settings(cls, settings: Settings, metrics: Metrics | None = None, *, processes: int = 1) -> RateLimiter:
         return cls(
             parse_limits(settings.rate_limits),
             redis_url=settings.redis_url,
             key_prefix=settings.redis_key_prefix,
             metrics=metrics,
+            processes=processes,
         )
 
     # ---- charging ------------------------------------------------------------------------------------------------

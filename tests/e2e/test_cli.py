@@ -81,8 +81,15 @@ async def test_serve_answers_and_shuts_down_gracefully(cli_env: dict[str, str]) 
                 assert response.status == 200 and (await response.json())["status"] == "ready"
             async with session.get(f"{base}/v1/version") as response:
                 assert (await response.json())["version"]
-            async with session.get(f"http://127.0.0.1:{metrics_port}/metrics") as response:
-                assert response.status == 200 and "scaivault_requests_total" in await response.text()
+
+            async def metrics_served() -> bool:  # by worker 0, which may start listening after another worker
+                try:
+                    async with session.get(f"http://127.0.0.1:{metrics_port}/metrics") as response:
+                        return response.status == 200 and "scaivault_requests_total" in await response.text()
+                except aiohttp.ClientError:
+                    return False
+
+            await eventually(metrics_served, timeout=30, message="worker 0 did not serve its metrics")
             async with session.get(f"{base}/v1/metrics") as response:
                 assert response.status == 401
         server.send_signal(signal.SIGTERM)

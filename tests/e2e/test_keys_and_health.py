@@ -101,6 +101,18 @@ async def test_metrics_need_admin_on_the_api_and_name_no_secret(client: TestClie
     assert "app/metered" not in exposition and "metric-canary" not in exposition
 
 
+async def test_metrics_break_a_request_down_by_stage(client: TestClient, token: TokenFactory) -> None:
+    """Where a slow request spent its time: each stage of a read and of a write has its histogram."""
+    t = bearer(token())
+    await client.put("/v1/secrets/app/staged", json={"data": {"pw": "x"}}, headers=t)
+    await client.get("/v1/secrets/app/staged", headers=t)
+    exposition = await (await client.get("/v1/metrics", headers=bearer(token("admin", roles=("super_admin",))))).text()
+    counts = {line.split('"')[1]: float(line.rsplit(" ", 1)[1]) for line in exposition.splitlines()
+              if line.startswith("scaivault_request_stage_seconds_count{")}
+    for stage in ("authenticate", "authorize", "read_model", "decrypt", "audit_durable", "command"):
+        assert counts.get(stage, 0) >= 1, (stage, counts)
+
+
 async def test_detailed_health_is_for_operators_only(client: TestClient, token: TokenFactory) -> None:
     """It shows pool statistics and the event store's positions, which span every partner."""
     for denied in (token("admin"), token("admin", roles=("partner_admin",)), token(roles=("super_admin",))):

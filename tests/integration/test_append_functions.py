@@ -45,6 +45,7 @@ from scaivault.database import Queryable
 from scaivault.domain.access import ACCESS_TOPIC
 from scaivault.eventstore.append_functions import (
     EventsTable,
+    append_and_commit_sql,
     append_events,
     record_access,
 )
@@ -145,8 +146,19 @@ async def _record_access(pool: asyncpg.Pool, table: EventsTable, events: Sequenc
         await record_access(conn, READ_MODEL_SWAP_KEY, ([], []), table, events, wake=True)
 
 
+async def _append_and_commit(pool: asyncpg.Pool, table: EventsTable, events: Sequence[StoredEvent]) -> None:
+    """A command's last message: the append (its values written as literals) and the COMMIT."""
+    async with pool.acquire() as conn:
+        await conn.execute("BEGIN")
+        try:
+            await conn.execute(append_and_commit_sql(table, events))
+        finally:
+            if conn.is_in_transaction():
+                await conn.execute("ROLLBACK")
+
+
 APPENDS: dict[str, Append] = {"append": _append_waking, "append without wake-up": _append_quietly,
-                              "record access": _record_access}
+                              "record access": _record_access, "append and commit": _append_and_commit}
 
 
 def _access_state(**fields: Any) -> bytes:
@@ -195,7 +207,7 @@ async def test_each_function_writes_the_rows_of_the_reference_insert(
 
     assert _relative(ours) == _relative(theirs)
     assert [row[1:] for row in ours] == [(e.originator_id, e.originator_version, e.topic, e.state) for e in events]
-    assert returned in (None, [row[0] for row in ours])  # record_access returns nothing
+    assert returned in (None, [row[0] for row in ours])  # record_access and append-and-commit return nothing
 
     # eventsourcing reads our rows as its own, and so does our store.
     reader = reference.readers[table]

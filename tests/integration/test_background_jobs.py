@@ -157,3 +157,29 @@ async def test_revocations_keep_arriving_while_the_revocation_listener_is_refuse
         await sync.stop()
         if proxy.is_open:
             await proxy.shut()
+
+
+SINGLETONS = {"projections", "housekeeping", "audit-exports"}
+PER_PROCESS = ["access-records", "rate-limit-redis-probe", "revocation-sync", "authorization-sync"]
+
+
+async def test_only_a_primary_runs_the_singleton_jobs(container: Container) -> None:
+    """Every process keeps its own caches current and commits its own access records; the jobs one process runs for
+    the whole server (catch-up projections, housekeeping, audit exports) are the primary worker's alone."""
+    primary = [job.name for job in container.background_jobs(singletons=True)]
+    other = [job.name for job in container.background_jobs(singletons=False)]
+    assert other == PER_PROCESS
+    assert set(primary) == SINGLETONS | set(PER_PROCESS)
+    assert [name for name in primary if name in PER_PROCESS] == PER_PROCESS  # the same order, the singletons added
+    assert [job.name for job in container.background_jobs()] == primary  # by default: everything, as before
+
+
+async def test_without_projections_a_primary_runs_the_other_singletons(
+    pool: asyncpg.Pool, database_url: str, tmp_path: Path
+) -> None:
+    container = await build_container(Settings(database_url=database_url, data_dir=tmp_path, run_projections=False))
+    try:
+        names = {job.name for job in container.background_jobs(singletons=True)}
+        assert names == SINGLETONS - {"projections"} | set(PER_PROCESS)
+    finally:
+        await container.close()

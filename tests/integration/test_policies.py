@@ -3,6 +3,7 @@ within one process and across processes (two Authorizers on one database)."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -29,6 +30,8 @@ from scaivault.domain.errors import (
 )
 from scaivault.domain.identities import ReportedState, ReportedUser, profile_of_user
 from scaivault.domain.policies import RequestContext
+from scaivault.tasks import cancel_and_wait
+from tests.helpers import eventually
 
 TENANT, PARTNER, OTHER = "tnt_a", "ptn_a", "tnt_b"
 ACTOR = Actor(identity_id="user:admin@x.example", request_id=None)
@@ -219,6 +222,39 @@ async def test_another_process_notices_an_identity_change_at_its_next_sync(conta
     assert await allowed(other_process, identity="user:zed@x.example")  # still its cached answer
     assert await other_process.sync() == 1
     assert not await allowed(other_process, identity="user:zed@x.example")
+
+
+async def test_a_process_that_tracks_no_generation_of_the_tenant_drops_its_cache_when_notified(
+    container: Container, pool: asyncpg.Pool
+) -> None:
+    """A process that holds a user's mirrored roles but never evaluated a policy in the tenant (its callers there
+    were admins) has no generation of the tenant to compare: the change's NOTIFY, which names the tenant, makes it
+    drop what it holds at once, not only when its 2 s have passed. With `serve --workers N`, the next request of the
+    same client may well reach such a process."""
+    frozen = [0.0]  # the other process's clock: its mirrored roles never age out in this test
+    roles = MirroredRoles(container.pool, clock=lambda: frozen[0])
+    other_process = Authorizer(container.pool, groups_of=policy_groups, standing=roles, monotonic=lambda: frozen[0])
+    sync = asyncio.create_task(other_process.run_sync(container.database_url, poll_seconds=60))
+
+    async def listening() -> bool:
+        return bool(await pool.fetchval(
+            """SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()
+               AND query LIKE 'LISTEN %scaivault_authorization%'"""
+        ))
+
+    def zed(status: str) -> ReportedState:
+        profile = profile_of_user({"email": "zed@x.example", "status": status})
+        return ReportedState(users={"usr_zed": ReportedUser(profile, ("tenant_admin",), ())}, groups={})
+
+    try:
+        await eventually(listening, message="the other process's sync never listened")
+        await container.identity.commands.apply_report(TENANT, zed("ACTIVE"), ACTOR, complete=False)
+        assert not await roles.suspended(TENANT, "user:zed@x.example")  # now cached, for ever on this clock
+        await container.identity.commands.apply_report(TENANT, zed("SUSPENDED"), ACTOR, complete=False)
+        await eventually(lambda: roles.suspended(TENANT, "user:zed@x.example"), timeout=5,
+                         message="the other process kept a suspended user's standing")
+    finally:
+        await cancel_and_wait([sync])
 
 
 async def test_the_policies_read_model_rebuilds_identically(container: Container) -> None:

@@ -52,3 +52,17 @@ def test_no_credential_is_in_the_repr() -> None:
     })
     for secret in ("db-pass-1", "redis-pass-2", "client-pass-3", "hook-pass-4"):
         assert secret not in repr(settings) and secret not in str(settings)
+
+
+def test_workers_default_to_unset_and_are_read_from_scaivault_workers() -> None:
+    assert Settings.from_env({}).workers is None  # `serve` then runs one per usable core
+    assert Settings.from_env({"SCAIVAULT_WORKERS": "4"}).workers == 4
+    for invalid in ("0", "many", "-1"):
+        with pytest.raises(ConfigurationError, match="SCAIVAULT_WORKERS"):
+            Settings.from_env({"SCAIVAULT_WORKERS": invalid})
+
+
+def test_an_unset_pool_size_is_shared_by_the_workers_and_a_set_one_is_per_process() -> None:
+    default = Settings.from_env({})
+    assert [default.pool_size(n) for n in (1, 2, 4, 16)] == [20, 10, 5, 5]
+    assert Settings.from_env({"SCAIVAULT_DB_POOL_SIZE": "30"}).pool_size(4) == 30

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 
+import orjson
 import pytest
 
 from scaivault.logs import configure_logging
@@ -50,3 +51,24 @@ def test_a_library_debug_line_never_reaches_the_output(
     err = capsys.readouterr().err
     assert "canary-session-token" not in err
     assert "our own debug line" in err
+
+
+@pytest.mark.parametrize("fmt", ["json", "text"])
+def test_a_worker_names_itself_on_every_line(
+    restore_logging: None, capsys: pytest.CaptureFixture[str], fmt: str
+) -> None:
+    configure_logging("info", fmt, worker=3)
+    logging.getLogger("scaivault.access").info("request", extra={"status": 200})
+    logging.getLogger("asyncpg").warning("a library's warning")
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 2
+    if fmt == "json":
+        assert [orjson.loads(line)["worker"] for line in lines] == [3, 3]
+    else:
+        assert all("[worker 3]" in line for line in lines)
+
+
+def test_a_single_process_adds_no_worker_field(restore_logging: None, capsys: pytest.CaptureFixture[str]) -> None:
+    configure_logging("info", "json")
+    logging.getLogger("scaivault.access").info("request")
+    assert "worker" not in orjson.loads(capsys.readouterr().err)

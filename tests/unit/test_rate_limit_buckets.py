@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -180,3 +181,39 @@ async def test_without_redis_the_limiter_reports_in_process_buckets(caplog) -> N
         await limiter.close()
     assert (state.configured, state.mode) == (False, "in_process")
     assert caplog.records == []
+
+
+# ---- in-process buckets shared out between the workers of `serve --workers N` ---------------------------------------
+
+
+def test_workers_each_hold_their_share_of_a_bucket_and_report_it() -> None:
+    clock = Clock()
+    buckets = LocalBuckets(clock, shared_by=2)
+    outcomes = [buckets.take([charge()])[0] for _ in range(6)]
+    assert [outcome.allowed for outcome in outcomes] == [True] * 5 + [False]
+    refused = outcomes[-1]
+    assert refused.charge.limit == Limit(10, 60.0, shared_by=2) and refused.charge.limit.reported == 5
+    assert refused.retry_after == 12  # half the refill too: one token every 12 s
+    assert refused.seconds_until_full == 60.0
+    clock.now += 12
+    assert buckets.take([charge()])[0].allowed
+
+
+@given(st.integers(1, 10_000), st.integers(1, 64))
+def test_shares_never_add_up_to_more_than_the_limit_but_each_holds_one_request(requests: int, workers: int) -> None:
+    share = Limit(requests, 60.0).shared(workers)
+    assert share.rate * workers == pytest.approx(requests / 60.0)  # together, the limit's sustained rate
+    assert share.capacity == max(1.0, requests / workers)  # a bucket that could never hold one would refuse all
+    assert share.reported == max(1, requests // workers)
+
+
+def test_one_worker_holds_the_whole_limit_as_before() -> None:
+    assert Limit(10, 60.0).shared(1) == Limit(10, 60.0)
+    assert Limit(10, 60.0).reported == 10 and Limit(10, 60.0).capacity == 10.0
+
+
+async def test_a_limiter_of_one_worker_of_several_holds_its_share_in_process() -> None:
+    limiter = RateLimiter(parse_limits("secrets_read=4/m"), clock=Clock(), processes=2)
+    outcomes = [await limiter.charge("alice", "secrets_read") for _ in range(3)]
+    assert [outcome.allowed for outcome in outcomes] == [True, True, False]
+    assert outcomes[0].charge.limit.reported == 2 and outcomes[-1].retry_after == 30
