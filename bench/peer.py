@@ -366,9 +366,27 @@ class Cell:
                 "stages": self.stages()}
 
 
+def analyze(database: str) -> None:
+    """What autovacuum's ANALYZE would have done by now: earlier loads grew the tables from a few rows to thousands,
+    and a PostgreSQL with autovacuum off (as on the development machine) would keep planning for the few rows."""
+    import asyncio
+
+    async def run() -> None:
+        conn = await asyncpg.connect(ADMIN_URL.rsplit("/", 1)[0] + "/" + database)
+        try:
+            await conn.execute("ANALYZE")
+        finally:
+            await conn.close()
+
+    asyncio.run(run())
+
+
 def measure(targets: list[Target], load: str, connections: int, args: argparse.Namespace) -> list[Cell]:
     """Warm every system up, then ``rounds`` slices each, the order rotating every round."""
     cells = [Cell(t.name, load, connections) for t in targets]
+    for target in targets:
+        if target.database:
+            analyze(target.database)
     for target in targets:
         if args.warmup > 0:
             run_wrk(target, load, connections, args.warmup, f"{load}{connections}warm")
@@ -523,7 +541,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 cells += measure(targets, load, connections, args)
     meta = {
         "at": datetime.now(UTC).isoformat(timespec="seconds"), "machine": machine(), "seconds": args.seconds,
-        "rounds": args.rounds, "warmup": args.warmup, "workers": args.workers or "default",
+        "rounds": args.rounds, "warmup": args.warmup, "workers": args.workers or len(os.sched_getaffinity(0)),
         "openbao": "2.7.2" if bao else None, "python": platform.python_version(), "source": source_version(),
         "wrk": subprocess.run(["wrk", "-v"], capture_output=True, text=True).stdout.split("\n", 1)[0].strip(),
         "asyncpg": asyncpg.__version__,
