@@ -71,11 +71,12 @@ from typing import Any
 
 import asyncpg
 
+from bench.run import machine_cpu, postgres_cpu, process_cpu
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 MIGRATIONS = ROOT / "scaivault" / "eventstore" / "migrations"
 ADMIN_URL = os.environ.get("BENCH_ADMIN_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 CHANNEL = "scaivault_events"  # the projection runners' wake-up channel (PostgresEventStore's default)
 EVENTS_TABLE = '"scaivault_events"'  # as EventsTable.name passes it
@@ -261,29 +262,6 @@ async def create_schema(dsn: str) -> None:
 
 
 # ---- CPU and WAL accounting ---------------------------------------------------------------------------------------
-
-
-def process_cpu(pid: int) -> float:
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime + stime, all threads
-
-
-def postgres_cpu(database: str) -> float:
-    """The PostgreSQL backends serving ``database`` (their process title names it)."""
-    total = 0.0
-    for proc in Path("/proc").glob("[0-9]*"):
-        with contextlib.suppress(OSError, IndexError, ValueError):
-            if f" {database} ".encode() in (proc / "cmdline").read_bytes():
-                total += process_cpu(int(proc.name))
-    return total
-
-
-def machine_cpu() -> float:
-    jiffies = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
-    return (sum(jiffies) - jiffies[3] - jiffies[4]) / CLK_TCK  # all but idle and iowait
 
 
 CPU_COLUMNS = ("postgres", "loadgen", "sequencer", "other")

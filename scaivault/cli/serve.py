@@ -11,11 +11,12 @@ same code as a single process, on a socket of its own bound with SO_REUSEPORT. W
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 import ssl
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import timedelta
 
 import click
@@ -42,6 +43,22 @@ def serve(settings: Settings, *, demo: bool, workers: int) -> None:
         serve_in_this_process(settings, demo=demo)
     else:
         supervise(settings, demo=demo, workers=workers)
+
+
+@contextlib.contextmanager
+def exiting_on_start_errors() -> Iterator[None]:
+    """A server that cannot start says why in one line and exits: 1, or 5 for a configuration error."""
+    try:
+        yield
+    except ScaiVaultError as exc:
+        click.echo(f"error: {exc.code}: {exc.message}", err=True)
+        sys.exit(1)
+    except ConfigurationError as exc:
+        click.echo(str(exc), err=True)
+        sys.exit(5)
+    except OSError as exc:
+        click.echo(f"cannot start: {exc}", err=True)
+        sys.exit(1)
 
 
 def new_event_loop(settings: Settings) -> asyncio.AbstractEventLoop:
@@ -90,7 +107,7 @@ def serve_in_this_process(
     ssl_context = tls_context(settings)
     loop = new_event_loop(settings)
     listening = on_listening or (lambda: click.echo(f"ScaiVault listening on {settings.public_url}", err=True))
-    try:
+    with exiting_on_start_errors():
         web.run_app(
             app_factory(),
             host=settings.host,
@@ -102,15 +119,6 @@ def serve_in_this_process(
             print=lambda text: listening(),
             loop=loop,
         )
-    except ScaiVaultError as exc:
-        click.echo(f"error: {exc.code}: {exc.message}", err=True)
-        sys.exit(1)
-    except ConfigurationError as exc:
-        click.echo(str(exc), err=True)
-        sys.exit(5)
-    except OSError as exc:
-        click.echo(f"cannot start: {exc}", err=True)
-        sys.exit(1)
 
 
 def serve_as_worker(settings: Settings, role: WorkerRole, *, ready_fd: int) -> None:
@@ -123,19 +131,10 @@ def supervise(settings: Settings, *, demo: bool, workers: int) -> None:
     """The once-only start-up, then ``workers`` worker processes until SIGTERM/SIGINT (exit 0), or until a worker
     cannot be kept running (exit 1)."""
     tls_context(settings)  # checked here, once; each worker loads its own
-    try:
+    with exiting_on_start_errors():
         url = database_url(settings)  # starts the embedded PostgreSQL when there is no DATABASE_URL
         settings = settings.model_copy(update={"database_url": url})
         asyncio.run(_prepare(settings, demo=demo))
-    except ScaiVaultError as exc:
-        click.echo(f"error: {exc.code}: {exc.message}", err=True)
-        sys.exit(1)
-    except ConfigurationError as exc:
-        click.echo(str(exc), err=True)
-        sys.exit(5)
-    except OSError as exc:
-        click.echo(f"cannot start: {exc}", err=True)
-        sys.exit(1)
     try:
         reserved = reserve_address(settings.host, settings.port)
     except OSError as exc:
