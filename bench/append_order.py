@@ -56,7 +56,6 @@ import multiprocessing
 import os
 import platform
 import random
-import subprocess
 import sys
 import time
 import uuid
@@ -71,10 +70,9 @@ from typing import Any
 
 import asyncpg
 
-from bench.run import machine_cpu, postgres_cpu, process_cpu
+from bench.peer import machine
+from bench.run import RESULTS, ROOT, machine_cpu, postgres_cpu, process_cpu, source_version
 
-ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "bench" / "results"
 MIGRATIONS = ROOT / "scaivault" / "eventstore" / "migrations"
 ADMIN_URL = os.environ.get("BENCH_ADMIN_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 
@@ -890,27 +888,6 @@ def report(
     if not all(check["ok"] for check in readers.values()):
         results["failed"] = "a tailing reader did not see every committed row exactly once, in order"
     return results
-
-
-def machine() -> str:
-    model = ""
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    return f"{os.cpu_count()} cores ({model})" if model else f"{os.cpu_count()} cores"
-
-
-def source_version() -> dict[str, object]:
-    """Which tree was measured (read-only git queries)."""
-    def git(*args: str) -> str:
-        with contextlib.suppress(OSError, subprocess.SubprocessError):
-            return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=10).stdout.strip()
-        return ""
-
-    return {"commit": git("rev-parse", "--short", "HEAD") or None,
-            "uncommitted_changes": bool(git("status", "--porcelain", "--untracked-files=no"))}
 
 
 def main() -> None:

@@ -61,7 +61,7 @@ import asyncpg
 from eventsourcing.domain import Aggregate
 
 from bench.history import Cpu
-from bench.peer import Cell, Target, machine, measure, request, scaivault
+from bench.peer import Cell, Target, comma_list, machine, measure, request, scaivault
 from bench.run import ADMIN_URL, RESULTS, admin, source_version
 from projections.maintenance.rebuild import ReadModel, Rebuilder
 from projections.maintenance.retention import enforce_audit_retention
@@ -673,13 +673,6 @@ def suspect_plans(plans: dict[str, Any]) -> list[str]:
     return found
 
 
-def load_list(text: str) -> list[str]:
-    items = [s.strip() for s in text.split(",") if s.strip()]
-    if not items or any(s not in LOADS for s in items):
-        raise argparse.ArgumentTypeError(f"choose from {', '.join(LOADS)}")
-    return items
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.scale", description=__doc__.split("\n\n")[0])
     parser.add_argument("--small", type=int, default=1_000, help="secrets in the small store (default 1,000)")
@@ -688,7 +681,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=4, help="slices each figure is cut into (default 4)")
     parser.add_argument("--warmup", type=float, default=2.0, help="unmeasured warm-up per figure (default 2)")
     parser.add_argument("--connections", type=int, default=32, help="wrk's keep-alive connections (default 32)")
-    parser.add_argument("--loads", type=load_list, default=list(LOADS), help=f"default {','.join(LOADS)}")
+    parser.add_argument("--loads", type=comma_list(LOADS), default=list(LOADS), help=f"default {','.join(LOADS)}")
     parser.add_argument("--seed", type=int, default=7, help="the layout's random seed (default 7)")
     parser.add_argument("--workers", type=int, default=None, help="the servers' `serve --workers` (default: theirs)")
     parser.add_argument("--fill-only", action="store_true", help="fill both stores, report, explain; no servers")

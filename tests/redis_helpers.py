@@ -3,11 +3,11 @@ shut ("Redis goes away": new connections refused, open ones cut) and reopened on
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import socket
 
 import pytest
+
+from tests.tcp_proxy import TcpProxy
 
 REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
 REDIS_URL = f"redis://{REDIS_HOST}:{REDIS_PORT}/0"
@@ -26,46 +26,12 @@ def redis_answers() -> bool:
 requires_redis = pytest.mark.skipif(not redis_answers(), reason=f"no Redis answers on {REDIS_HOST}:{REDIS_PORT}")
 
 
-class RedisProxy:
+class RedisProxy(TcpProxy):
     """A TCP forwarder to the real Redis that can be shut (Redis "down") and reopened on the same port."""
 
     def __init__(self) -> None:
-        self.port = 0
-        self._server: asyncio.Server | None = None
-        self._writers: set[asyncio.StreamWriter] = set()
+        super().__init__((REDIS_HOST, REDIS_PORT))
 
     @property
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
-
-    @property
-    def is_open(self) -> bool:
-        return self._server is not None
-
-    async def open(self) -> None:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", self.port)
-        self.port = self._server.sockets[0].getsockname()[1]
-
-    async def shut(self) -> None:
-        assert self._server is not None
-        self._server.close()
-        for writer in list(self._writers):
-            writer.transport.abort()
-        await self._server.wait_closed()
-        self._server = None
-
-    async def _serve(self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
-        upstream_reader, upstream_writer = await asyncio.open_connection(REDIS_HOST, REDIS_PORT)
-        self._writers |= {client_writer, upstream_writer}
-
-        async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            with contextlib.suppress(OSError, asyncio.IncompleteReadError):
-                while data := await reader.read(65536):
-                    writer.write(data)
-                    await writer.drain()
-            writer.transport.abort()
-
-        try:
-            await asyncio.gather(pipe(client_reader, upstream_writer), pipe(upstream_reader, client_writer))
-        finally:
-            self._writers -= {client_writer, upstream_writer}
