@@ -13,6 +13,7 @@ import asyncpg
 
 from scaivault.auth.caller import Caller
 from scaivault.domain.identities import MirrorState
+from scaivault.domain.rotation import RotationTerms
 from scaivault.domain.secrets import SecretAddress
 
 
@@ -61,3 +62,35 @@ class SecretPermissions(Protocol):
         """Raise the decision's error unless ``permission`` is allowed on the secret."""
 
     async def allows(self, caller: Caller, address: SecretAddress, permission: str) -> bool: ...
+
+
+class SecretPolicyLookup(Protocol):
+    """The secret policies' read model, as secret writes (and auto-generated rotations) ask it."""
+
+    async def active_recipe(
+        self, conn: asyncpg.Connection, owner: str, secret_policy_id: str
+    ) -> list[dict[str, Any]] | None:
+        """The fields (``name``, ``generator``, ``config``) of the owner's active secret policy; None when the owner
+        has no active policy with that id."""
+
+    async def linked_secrets(self, conn: asyncpg.Connection, owner: str, secret_policy_id: str) -> int:
+        """How many of the owner's secrets (live or soft-deleted) are linked to the secret policy."""
+
+
+class RotationLookup(Protocol):
+    """The rotation read models (``projections/rotation/``), as rotation commands and secret writes ask them."""
+
+    async def policy_terms(self, conn: asyncpg.Connection, owner: str, policy_id: str) -> RotationTerms | None: ...
+
+    async def policy_exists(self, conn: asyncpg.Connection, owner: str, policy_id: str) -> bool: ...
+
+    async def name_taken(self, conn: asyncpg.Connection, owner: str, name: str) -> bool: ...
+
+    async def attached_paths(self, conn: asyncpg.Connection, owner: str, policy_id: str) -> list[str]:
+        """The paths of the owner's secrets (soft-deleted ones too) attached to the rotation policy, in order."""
+
+    async def due_schedules(self, conn: asyncpg.Connection, at: datetime, limit: int) -> list[UUID]:
+        """Streams of secrets whose rotation or expiry schedule may need a step by ``at``, the longest-due first."""
+
+    async def current_ciphertext(self, conn: asyncpg.Connection, stream_id: UUID, version: int) -> bytes | None:
+        """The sealed value of a kept version (None once destroyed)."""

@@ -9,13 +9,14 @@ from typing import Any
 from uuid import UUID
 
 from commands.actor import Actor
-from commands.ports import SecretLookup, SecretPermissions
+from commands.ports import RotationLookup, SecretLookup, SecretPermissions, SecretPolicyLookup
+from commands.secret_policies import enforce_secret_policy
 from commands.unit_of_work import UnitOfWork, UnitOfWorkRunner, record_outcome
 from scaivault.audit.access_records import AccessRecord
 from scaivault.clock import utcnow
 from scaivault.crypto.keyring import KeyRing
 from scaivault.crypto.secret_values import seal_value
-from scaivault.domain.errors import AccessDenied, SecretNotFound
+from scaivault.domain.errors import AccessDenied, RotationPolicyNotFound, SecretNotFound
 from scaivault.domain.outcomes import Outcome
 from scaivault.domain.secrets import Secret, SecretAddress, shredded_data_keys
 
@@ -30,6 +31,7 @@ class WriteSecret:
     expires_in: timedelta | None = None
     rotation_policy_id: str | None = None
     cas: int | None = None
+    secret_policy_id: str | None = None  # links the secret to this secret policy (the value must satisfy it)
 
 
 @dataclass(frozen=True)
@@ -62,8 +64,13 @@ class SecretCommands:
         *,
         delete_retention: timedelta,
         default_max_versions: int,
+        secret_policies: SecretPolicyLookup,
+        rotation: RotationLookup | None = None,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
+        """``rotation``: where a named ``rotation_policy_id`` is checked to exist (the tenant's rotation policies)."""
+        self._secret_policies = secret_policies
+        self._rotation = rotation
         self._runner = runner
         self._keyring = keyring
         self._lookup = lookup
@@ -90,6 +97,11 @@ class SecretCommands:
             )
             secret.check_writable(at=now, cas=cmd.cas, actor=actor.identity_id, request_id=actor.request_id)
             _check_cap(secret, cmd.max_versions, writing=True, may_destroy_versions=may_lower_cap)
+            await enforce_secret_policy(
+                self._secret_policies, uow.conn, address.owner, cmd.secret_policy_id or secret.secret_policy_id,
+                cmd.data, linking=cmd.secret_policy_id is not None,
+            )
+            await self._check_rotation_policy(uow, address, cmd.rotation_policy_id)
             version = secret.next_version
             data_key = await self._keyring.new_data_key(uow.conn, address.owner)
             ciphertext = seal_value(data_key.key, cmd.data, owner=address.owner, path=address.path, version=version)
@@ -108,6 +120,12 @@ class SecretCommands:
                 rotation_policy_id=cmd.rotation_policy_id,
                 cas=cmd.cas,
             )
+            if cmd.secret_policy_id is not None and cmd.secret_policy_id != secret.secret_policy_id:
+                secret.update_metadata(
+                    at=self._clock(), actor=actor.identity_id, request_id=actor.request_id, metadata_patch=None,
+                    secret_type=None, max_versions=None, expires_in=None, clear_expiry=False,
+                    rotation_policy_id=None, secret_policy_id=cmd.secret_policy_id,
+                )
             record_outcome(access, Outcome.CREATED if created else Outcome.OK)
             await self._commit(uow, secret)
             return secret, created
@@ -123,6 +141,10 @@ class SecretCommands:
         async def work(uow: UnitOfWork) -> Secret:
             secret = await self._existing(uow, cmd.address)
             _check_cap(secret, cmd.max_versions, writing=False, may_destroy_versions=may_lower_cap)
+            await enforce_secret_policy(
+                self._secret_policies, uow.conn, cmd.address.owner, cmd.secret_policy_id, None, linking=True
+            )
+            await self._check_rotation_policy(uow, cmd.address, cmd.rotation_policy_id)
             secret.update_metadata(
                 at=self._clock(),
                 actor=actor.identity_id,
@@ -222,6 +244,13 @@ class SecretCommands:
         if actor.caller is None or max_versions is None:
             return True
         return await self._permissions.allows(actor.caller, address, "delete")
+
+    async def _check_rotation_policy(self, uow: UnitOfWork, address: SecretAddress, policy_id: str | None) -> None:
+        """A secret may only be attached to a rotation policy its owner has (404 ``rotation_policy_not_found``)."""
+        if policy_id is not None and self._rotation is not None and not await self._rotation.policy_exists(
+            uow.conn, address.owner, policy_id
+        ):
+            raise RotationPolicyNotFound(rotation_policy_id=policy_id)
 
     async def _existing(self, uow: UnitOfWork, address: SecretAddress) -> Secret:
         secret = await uow.get(address.stream_id)

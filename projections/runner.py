@@ -58,6 +58,9 @@ class Projection(ABC):
     # PostgreSQL several times what one sorted build does. Indexes that grow at their right edge are cheap to
     # maintain, and a rebuild waits for every deferred build, so only those worth it belong here.
     indexes_built_after_replay: ClassVar[frozenset[tuple[str, str]]] = frozenset()
+    # How long events may gather between batches while they flow; None: the runner's (GATHER_SECONDS). A projection
+    # whose readers wait on it (webhook deliveries) takes smaller batches sooner.
+    gather_seconds: ClassVar[float | None] = None
 
     @abstractmethod
     async def apply(self, conn: asyncpg.Connection, events: Sequence[tuple[int, Any]]) -> None:
@@ -266,7 +269,8 @@ class ProjectionRunner:
                 # Caught up, or nearly: let events gather for a moment, so a busy server's stream of small commits
                 # (every request's access record) becomes one transaction per many events instead of one per
                 # commit. Events were found lately, so keep polling like this (appenders then skip the NOTIFY).
-                await asyncio.sleep(self._gather or MIN_GATHER_SECONDS)
+                gather = self._gather if projection.gather_seconds is None else projection.gather_seconds
+                await asyncio.sleep(gather or MIN_GATHER_SECONDS)
 
     async def _apply_next_batch(self, conn: asyncpg.Connection, projection: Projection, state: ProjectionState) -> int:
         """One transaction: the position as recorded (a rebuild may have swapped the read model and moved it),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,10 +14,14 @@ import asyncpg
 
 from commands.audit_exports import AuditExportCommands
 from commands.policies import PolicyCommands
+from commands.rotation import RotationCommands
+from commands.secret_policies import SecretPolicyCommands
 from commands.secrets import SecretCommands
+from commands.subscriptions import SubscriptionCommands
 from commands.tenancy import TenancyCommands
 from commands.tokens import TokenCommands
 from commands.unit_of_work import UnitOfWorkRunner
+from commands.webhooks import WebhookCommands
 from projections.audit.projector import AuditLogProjection
 from projections.audit.reader import AuditLogReader
 from projections.audit_exports.lookup import PostgresAuditExportLookup
@@ -25,6 +29,9 @@ from projections.audit_exports.projection import AuditExportsProjection
 from projections.audit_exports.projector import project_audit_export
 from projections.audit_exports.reader import AuditExportReader
 from projections.event_index import EventIndexProjection
+from projections.fanout.projection import FanOutProjection
+from projections.fanout.retention import trim_outbox
+from projections.fanout.sinks import FanOutSink
 from projections.identity.projection import IdentityProjection
 from projections.identity.projector import project_identity_event
 from projections.identity.queries import policy_groups
@@ -34,15 +41,32 @@ from projections.maintenance.retention import enforce_audit_retention
 from projections.policies.projection import PoliciesProjection
 from projections.policies.projector import project_policy_event
 from projections.policies.reader import PolicyReader
+from projections.rotation.lookup import PostgresRotationLookup
+from projections.rotation.projection import RotationProjection
+from projections.rotation.projector import project_rotation_event
+from projections.rotation.reader import RotationReader
 from projections.runner import Projection, ProjectionRunner
+from projections.secret_policies.lookup import PostgresSecretPolicyLookup
+from projections.secret_policies.projection import SecretPoliciesProjection
+from projections.secret_policies.projector import project_secret_policy_event
+from projections.secret_policies.reader import SecretPolicyReader
 from projections.secrets.lookup import PostgresSecretLookup
 from projections.secrets.projection import SecretsProjection
 from projections.secrets.projector import project_secret_event
 from projections.secrets.reader import SecretReader
+from projections.subscriptions.fanout import SubscriptionSink
+from projections.subscriptions.polling import FeedSignal, SubscriptionPolls
+from projections.subscriptions.projection import SubscriptionsProjection
+from projections.subscriptions.projector import project_subscription_event
+from projections.subscriptions.reader import SubscriptionReader
 from projections.tenancy.directory import TenantDirectory
 from projections.tenancy.lookup import PostgresTenancyLookup
 from projections.tenancy.projection import TenancyProjection
 from projections.tenancy.projector import project_tenancy
+from projections.webhooks.fanout import WebhookSink
+from projections.webhooks.projection import WebhooksProjection
+from projections.webhooks.projector import project_webhook_event
+from projections.webhooks.reader import WebhookReader
 from scaivault.audit.access_records import AccessRecorder
 from scaivault.audit.chain import CHAIN_KEY_NAME
 from scaivault.audit.exports.credentials import RequesterCredentials
@@ -70,7 +94,12 @@ from scaivault.health import HealthChecks
 from scaivault.identity.services import IdentityServices, build_identity_services
 from scaivault.metrics import Metrics
 from scaivault.ratelimit import RateLimiter
+from scaivault.rotation.scheduler import RotationScheduler
 from scaivault.tasks import cancel_and_wait, run_supervised
+from scaivault.webhooks.client import WebhookClient
+from scaivault.webhooks.dispatcher import DeliveryDispatcher, RetryPolicy
+from scaivault.webhooks.service import WebhookDeliveries
+from scaivault.webhooks.targets import SigningSecrets
 from scaivault.workers import ALONE, WorkerRole
 
 log = logging.getLogger(__name__)
@@ -129,6 +158,9 @@ class Container:
     tenancy_commands: TenancyCommands
     token_commands: TokenCommands
     policy_commands: PolicyCommands
+    rotation_commands: RotationCommands
+    secret_policy_commands: SecretPolicyCommands
+    subscription_commands: SubscriptionCommands
     audit_exports: AuditExportCommands
     identity: IdentityServices
     # the read side
@@ -136,8 +168,21 @@ class Container:
     audit_export_reader: AuditExportReader
     audit_log: AuditLogReader
     policy_reader: PolicyReader
+    rotation_reader: RotationReader
+    secret_policy_reader: SecretPolicyReader
+    subscription_reader: SubscriptionReader
+    # long polls of subscriptions, woken by this process's feed listener (``feed_signal``)
+    subscription_polls: SubscriptionPolls
+    feed_signal: FeedSignal
+    # webhooks: management, reads, test sends and redeliveries, and the outbox worker (singleton job)
+    webhook_commands: WebhookCommands
+    webhook_reader: WebhookReader
+    webhook_deliveries: WebhookDeliveries
+    webhook_dispatcher: DeliveryDispatcher
+    webhook_client: WebhookClient
     # background work
     export_worker: AuditExportWorker
+    rotation_scheduler: RotationScheduler
     # which serving process this is (``serve --workers N``); a single process is worker 0 of 1
     worker: WorkerRole
 
@@ -145,12 +190,13 @@ class Container:
         """What a serving process runs besides answering requests, in start order (stopped in reverse).
 
         Every process runs the per-process jobs: its own access records' group commit, its rate limiter's Redis
-        probe, and keeping its caches current (revocations, authorization). ``singletons``: whether it also runs
-        the jobs that one process runs for all on this database (the primary worker of ``serve --workers N``, or
-        every single-process server): the catch-up projections (unless ``SCAIVAULT_RUN_PROJECTIONS=false``),
-        housekeeping and the audit-export worker. These keep their own guards (advisory locks, idempotent work), so
-        several servers on one database remain safe; ``singletons`` only keeps a server's other workers from
-        holding connections to wait on them."""
+        probe, keeping its caches current (revocations, authorization) and waking its subscriptions' long polls
+        (the feed listener). ``singletons``: whether it also runs the jobs that one process runs for all on this
+        database (the primary worker of ``serve --workers N``, or every single-process server): the catch-up
+        projections (unless ``SCAIVAULT_RUN_PROJECTIONS=false``),
+        housekeeping, the audit-export worker and the rotation scheduler. These keep their own guards (advisory
+        locks, idempotent work), so several servers on one database remain safe; ``singletons`` only keeps a
+        server's other workers from holding connections to wait on them."""
         jobs = [
             BackgroundJob("access-records", self.access_recorder.start, self.access_recorder.close),
             BackgroundJob("rate-limit-redis-probe", self.rate_limiter.start, self.rate_limiter.close),
@@ -160,7 +206,10 @@ class Container:
         jobs.append(forever("revocation-sync", self._sync_revocations))
         if singletons:
             jobs += [forever("housekeeping", self._housekeeping), forever("audit-exports", self.export_worker.run)]
+            jobs.append(forever("rotation-scheduler", self.rotation_scheduler.run))
+            jobs.append(forever("webhook-deliveries", self.webhook_dispatcher.run))
         jobs.append(forever("authorization-sync", lambda: self.authorizer.run_sync(self.database_url)))
+        jobs.append(forever("subscription-feed", lambda: self.feed_signal.run(self.database_url)))
         return jobs
 
     @contextlib.asynccontextmanager
@@ -201,6 +250,13 @@ class Container:
                 )
                 if retention.removed_entries:
                     log.info("audit entries past retention removed", extra={"count": retention.removed_entries})
+                now = utcnow()
+                trimmed = await trim_outbox(
+                    self.pool, feed_before=now - parse_duration(self.settings.event_feed_retention),
+                    deliveries_before=now - parse_duration(self.settings.delivery_retention),
+                )
+                if trimmed.deliveries or trimmed.feed_entries:
+                    log.info("outbox trimmed", extra={"deliveries": trimmed.deliveries, "feed": trimmed.feed_entries})
             except Exception as exc:  # noqa: BLE001 - a failed round is retried next time; the job must not die
                 log.warning("housekeeping failed: %s", type(exc).__name__)
             await asyncio.sleep(HOUSEKEEPING_SECONDS)
@@ -208,6 +264,7 @@ class Container:
     async def close(self) -> None:
         """Release what the container holds (a serving app has stopped its background jobs first)."""
         await self.identity.close()
+        await self.webhook_client.close()
         if self.http_session is not None:
             await self.http_session.close()
         try:
@@ -230,11 +287,20 @@ def catch_up_projections(keyring: KeyRing) -> list[Projection]:
     return [AuditLogProjection(audit_chain_key), EventIndexProjection()]
 
 
+def fan_out_projection(sinks: Sequence[FanOutSink] = ()) -> FanOutProjection:
+    """The outbox of webhooks and subscriptions: run by the same runner as the read models, never rebuilt (a
+    rebuild would deliver history again)."""
+    return FanOutProjection(sinks)
+
+
 def read_models(keyring: KeyRing) -> list[ReadModel]:
     """Every read model built from events, inline ones first (in the order a full rebuild takes them)."""
     inline = [ReadModel(TenancyProjection(), inline=True), ReadModel(SecretsProjection(), inline=True),
               ReadModel(AuditExportsProjection(), inline=True),
-              ReadModel(PoliciesProjection(), inline=True), ReadModel(IdentityProjection(), inline=True)]
+              ReadModel(PoliciesProjection(), inline=True), ReadModel(IdentityProjection(), inline=True),
+              ReadModel(RotationProjection(), inline=True),
+              ReadModel(SecretPoliciesProjection(), inline=True), ReadModel(SubscriptionsProjection(), inline=True),
+              ReadModel(WebhooksProjection(), inline=True)]
     return inline + [ReadModel(projection, inline=False) for projection in catch_up_projections(keyring)]
 
 
@@ -263,7 +329,9 @@ async def build_container(
         metrics.watch_pool(pool.get_size, pool.get_idle_size)
         runner = UnitOfWorkRunner(
             pool, repository,
-            [project_secret_event, project_tenancy, project_audit_export, project_identity_event, project_policy_event],
+            [project_secret_event, project_tenancy, project_audit_export, project_identity_event, project_policy_event,
+             project_secret_policy_event, project_subscription_event, project_webhook_event,
+             project_rotation_event],
             conflict_keys=SecretsProjection.concurrent_write_keys,
             timed=lambda: metrics.stage["command"],
         )
@@ -291,7 +359,9 @@ async def build_container(
             revocation_max_age=5.0,
         )
         projections = ProjectionRunner(
-            url, store, repository.mapper, catch_up_projections(keyring), on_progress=metrics.projection_progress
+            url, store, repository.mapper,
+            [*catch_up_projections(keyring), fan_out_projection([SubscriptionSink(), WebhookSink()])],
+            on_progress=metrics.projection_progress,
         )
         if settings.unsafe_skip_read_audit:
             log.warning("SCAIVAULT_UNSAFE_SKIP_READ_AUDIT is set: reads leave no access record (benchmarks only)")
@@ -321,7 +391,25 @@ async def build_container(
             authorization_changed_in_transaction=bump_generation,
         )
         secret_reader = SecretReader(pool, repository, keyring, authorizer, metrics)
+        rotation_lookup = PostgresRotationLookup()
+        rotation_commands = RotationCommands(
+            runner, keyring, rotation_lookup, PostgresSecretPolicyLookup(), secret_permissions
+        )
+        subscription_reader = SubscriptionReader(pool)
+        feed_signal = FeedSignal()
         audit_exports = AuditExportCommands(runner, secret_permissions, PostgresAuditExportLookup())
+        egress_allow = parse_allow_list(settings.egress_allow)
+        webhook_client = WebhookClient(egress_allow, timeout_seconds=settings.webhook_timeout_seconds)
+        signing_secrets = SigningSecrets(keyring)
+        webhook_dispatcher = DeliveryDispatcher(
+            pool, signing_secrets, webhook_client, dsn=url,
+            retry=RetryPolicy(
+                max_attempts=settings.webhook_max_attempts, base_seconds=settings.webhook_retry_base_seconds,
+                cap_seconds=settings.webhook_retry_max_seconds,
+            ),
+            concurrency=settings.webhook_concurrency, per_target=settings.webhook_concurrency_per_target,
+            lease_seconds=settings.webhook_lease,
+        )
         export_worker = AuditExportWorker(
             dsn=url,
             pool=pool,
@@ -359,11 +447,17 @@ async def build_container(
                 secret_permissions,
                 delete_retention=parse_duration(settings.delete_retention),
                 default_max_versions=settings.default_max_versions,
+                secret_policies=PostgresSecretPolicyLookup(),
+                rotation=rotation_lookup,
             ),
             tenancy_commands=tenancy_commands,
             token_commands=TokenCommands(runner, issuer, PostgresTenancyLookup()),
             policy_commands=PolicyCommands(
                 runner, changed_in_transaction=bump_generation, on_change=authorizer.invalidate
+            ),
+            secret_policy_commands=SecretPolicyCommands(runner, PostgresSecretPolicyLookup()),
+            subscription_commands=SubscriptionCommands(
+                runner, keyring, egress_allow=parse_allow_list(settings.egress_allow)
             ),
             audit_exports=audit_exports,
             identity=identity,
@@ -371,6 +465,22 @@ async def build_container(
             audit_export_reader=AuditExportReader(pool),
             audit_log=AuditLogReader(pool, keyring),
             policy_reader=PolicyReader(pool, authorizer),
+            rotation_commands=rotation_commands,
+            rotation_reader=RotationReader(pool),
+            rotation_scheduler=RotationScheduler(
+                rotation_commands, interval_seconds=parse_duration(settings.scheduler_interval).total_seconds()
+            ),
+            secret_policy_reader=SecretPolicyReader(pool),
+            subscription_reader=subscription_reader,
+            subscription_polls=SubscriptionPolls(pool, subscription_reader, authorizer, feed_signal),
+            feed_signal=feed_signal,
+            webhook_commands=WebhookCommands(runner, keyring, http_allowed=egress_allow),
+            webhook_reader=WebhookReader(pool),
+            webhook_deliveries=WebhookDeliveries(
+                pool, signing_secrets, webhook_client, wake_dispatcher=webhook_dispatcher.wake
+            ),
+            webhook_dispatcher=webhook_dispatcher,
+            webhook_client=webhook_client,
             export_worker=export_worker,
             worker=worker,
         )

@@ -50,6 +50,9 @@ ENVIRONMENT = {
     "SCAIVAULT_EVENT_LOCK_TIMEOUT": "event_lock_timeout_seconds",
     "SCAIVAULT_DELETE_RETENTION": "delete_retention",
     "SCAIVAULT_AUDIT_RETENTION": "audit_retention",
+    "SCAIVAULT_EVENT_FEED_RETENTION": "event_feed_retention",
+    "SCAIVAULT_DELIVERY_RETENTION": "delivery_retention",
+    "SCAIVAULT_SCHEDULER_INTERVAL": "scheduler_interval",
     "SCAIVAULT_DEFAULT_MAX_VERSIONS": "default_max_versions",
     "SCAIVAULT_SNAPSHOT_INTERVAL": "snapshot_interval",
     "SCAIVAULT_SHUTDOWN_TIMEOUT": "shutdown_timeout_seconds",
@@ -57,6 +60,13 @@ ENVIRONMENT = {
     "SCAIVAULT_EVENT_LOOP": "event_loop",
     "SCAIVAULT_EXPORT_DIR": "export_dir",
     "SCAIVAULT_EGRESS_ALLOW": "egress_allow",
+    "SCAIVAULT_WEBHOOK_MAX_ATTEMPTS": "webhook_max_attempts",
+    "SCAIVAULT_WEBHOOK_RETRY_BASE": "webhook_retry_base_seconds",
+    "SCAIVAULT_WEBHOOK_RETRY_MAX": "webhook_retry_max_seconds",
+    "SCAIVAULT_WEBHOOK_TIMEOUT": "webhook_timeout_seconds",
+    "SCAIVAULT_WEBHOOK_LEASE": "webhook_lease_seconds",
+    "SCAIVAULT_WEBHOOK_CONCURRENCY": "webhook_concurrency",
+    "SCAIVAULT_WEBHOOK_CONCURRENCY_PER_TARGET": "webhook_concurrency_per_target",
     "SCAIVAULT_TRUSTED_PROXIES": "trusted_proxies",
     "SCAIVAULT_RATE_LIMITS": "rate_limits",
     "SCAIVAULT_REDIS_PREFIX": "redis_key_prefix",
@@ -114,6 +124,11 @@ class Settings(BaseModel):
     event_lock_timeout_seconds: float = Field(default=5.0, gt=0, le=120)
     delete_retention: str = "30d"
     audit_retention: str = "7y"
+    # The public-event feed and finished webhook deliveries (docs/webhooks.md): kept this long, then trimmed.
+    event_feed_retention: str = "7d"
+    delivery_retention: str = "30d"
+    # How often the rotation and expiry scheduler scans for due steps (docs/rotation.md); it also runs at start.
+    scheduler_interval: str = "30s"
     default_max_versions: int = Field(default=10, ge=1, le=1000)
     snapshot_interval: int = Field(default=100, ge=2, le=100_000)
     shutdown_timeout_seconds: float = Field(default=10.0, ge=0, le=600)
@@ -125,6 +140,17 @@ class Settings(BaseModel):
     export_dir: Path | None = None
     # Comma-separated CIDRs that outbound connections aimed by API callers may reach although non-public.
     egress_allow: str = ""
+    # Webhook deliveries (docs/webhooks.md): tries before the dead letter, the retry backoff's base and cap (seconds,
+    # full jitter), each send's time limit, and sends in flight per server and per receiver.
+    webhook_max_attempts: int = Field(default=8, ge=1, le=100)
+    webhook_retry_base_seconds: float = Field(default=1.0, gt=0, le=3600)
+    webhook_retry_max_seconds: float = Field(default=3600.0, gt=0, le=86400)
+    webhook_timeout_seconds: float = Field(default=10.0, gt=0, le=120)
+    # How long a claimed delivery is kept from other dispatchers (and a crashed server's claims wait before they
+    # come due again); longer than a send may take. None: 60 s, or the timeout plus 10 s when that is longer.
+    webhook_lease_seconds: float | None = Field(default=None, gt=0, le=3600)
+    webhook_concurrency: int = Field(default=256, ge=1, le=10_000)
+    webhook_concurrency_per_target: int = Field(default=32, ge=1, le=1000)
     # Comma-separated CIDRs of reverse proxies whose X-Forwarded-For is believed (default: none; the TCP peer is the
     # client). Policy ip_ranges conditions and access records use the client address found this way.
     trusted_proxies: str = ""
@@ -182,7 +208,9 @@ class Settings(BaseModel):
         parse_allow_list(value)
         return value
 
-    @field_validator("delete_retention", "audit_retention")
+    @field_validator(
+        "delete_retention", "audit_retention", "event_feed_retention", "delivery_retention", "scheduler_interval"
+    )
     @classmethod
     def _duration(cls, value: str) -> str:
         from scaivault.domain.durations import parse_duration
@@ -206,7 +234,17 @@ class Settings(BaseModel):
             raise ValueError("SCAIKEY_CLIENT_ID and SCAIKEY_CLIENT_SECRET go together: set both or neither")
         if self.scaikey_webhook_previous_secret and not self.scaikey_webhook_secret:
             raise ValueError("SCAIKEY_WEBHOOK_PREVIOUS_SECRET needs SCAIKEY_WEBHOOK_SECRET")
+        if self.webhook_lease_seconds is not None and self.webhook_lease_seconds <= self.webhook_timeout_seconds:
+            raise ValueError("SCAIVAULT_WEBHOOK_LEASE must be longer than SCAIVAULT_WEBHOOK_TIMEOUT (a send still "
+                             "under way would be claimed and sent again)")
         return self
+
+    @property
+    def webhook_lease(self) -> float:
+        """Seconds a claimed webhook delivery is leased for (``SCAIVAULT_WEBHOOK_LEASE``)."""
+        if self.webhook_lease_seconds is not None:
+            return self.webhook_lease_seconds
+        return max(60.0, self.webhook_timeout_seconds + 10.0)
 
     @property
     def host(self) -> str:

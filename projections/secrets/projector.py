@@ -153,6 +153,14 @@ def _purged(e: Any) -> Statement:
     )
 
 
+def _rotated(e: Any) -> Statement:
+    """The version a rotation superseded stays readable until its grace period ends (docs/rotation.md)."""
+    return (
+        "UPDATE scaivault_secret_versions SET readable_until = $3 WHERE stream_id = $1 AND version = $2",
+        (e.originator_id, e.old_version, e.grace_period_ends),
+    )
+
+
 _STATEMENTS: dict[type, Any] = {
     Secret.Created: _created,
     Secret.VersionWritten: _version_written,
@@ -161,6 +169,7 @@ _STATEMENTS: dict[type, Any] = {
     Secret.Deleted: _deleted,
     Secret.Restored: _restored,
     Secret.Purged: _purged,
+    Secret.Rotated: _rotated,
 }
 
 SECRET_EVENTS = tuple(_STATEMENTS)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 import asyncpg
@@ -21,7 +22,7 @@ SELECT s.owner, s.path, s.stream_id, s.secret_type, s.current_version, s.metadat
        s.rotation_policy_id, s.secret_policy_id, s.created_at, s.updated_at, s.deleted_at,
        s.recoverable_until, a.last_accessed_at,
        v.version, v.ciphertext, v.data_key_id, v.created_at AS version_created_at,
-       v.created_by AS version_created_by, v.destroyed_at, v.expires_at AS version_expires_at,
+       v.created_by AS version_created_by, v.destroyed_at, v.expires_at AS version_expires_at, v.readable_until,
        k.wrapped AS wrapped_data_key
 FROM scaivault_secrets s
 LEFT JOIN scaivault_secret_versions v ON v.stream_id = s.stream_id AND v.version = coalesce($3, s.current_version)
@@ -53,29 +54,33 @@ async def secret_metadata_row(conn: Queryable, owner: str, path: str) -> asyncpg
 
 
 async def list_secret_rows(
-    conn: Queryable, owner: str, *, prefix: str, after: str | None, limit: int, include_deleted: bool
+    conn: Queryable, owner: str, *, prefix: str, after: str | None, limit: int, include_deleted: bool,
+    expiring_before: datetime | None = None,
 ) -> list[asyncpg.Record]:
     """Secrets whose path starts with ``prefix``, in path order, after the path ``after`` (keyset pagination).
 
     Paths use only a-z 0-9 - _ /, all below '~' in byte order, so [prefix, prefix || '~') is exactly the prefix
-    range and stays an index range scan (no LIKE, whose '_' wildcard would also be wrong here)."""
+    range and stays an index range scan (no LIKE, whose '_' wildcard would also be wrong here).
+    ``expiring_before``: only secrets with an expiry before then (expired ones included)."""
     return await conn.fetch(
         f"""SELECT {_SECRET_COLUMNS} FROM scaivault_secrets s
         LEFT JOIN scaivault_secret_last_access a ON a.stream_id = s.stream_id
         WHERE s.owner = $1 AND s.path >= $2 AND s.path < $2 || '~' AND s.path > coalesce($3, '')
-          AND ($5 OR s.deleted_at IS NULL)
+          AND ($5 OR s.deleted_at IS NULL) AND ($6::timestamptz IS NULL OR s.expires_at < $6)
         ORDER BY s.path LIMIT $4""",
         owner,
         prefix,
         after,
         limit,
         include_deleted,
+        expiring_before,
     )
 
 
 async def version_rows(conn: Queryable, stream_id: Any) -> list[asyncpg.Record]:
     return await conn.fetch(
-        "SELECT version, created_at, created_by, expires_at, destroyed_at FROM scaivault_secret_versions"
+        "SELECT version, created_at, created_by, expires_at, destroyed_at, readable_until"
+        " FROM scaivault_secret_versions"
         " WHERE stream_id = $1 ORDER BY version DESC",
         stream_id,
     )

@@ -17,9 +17,9 @@ partner secret, a partner admin); past metadata and versions need no more than t
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
 import asyncpg
@@ -29,6 +29,7 @@ from projections.secrets import history, queries
 from scaivault.audit.access_records import AccessRecord
 from scaivault.auth.authorization import Authorizer
 from scaivault.auth.caller import Caller
+from scaivault.clock import utcnow
 from scaivault.crypto.aead import DecryptionFailed
 from scaivault.crypto.aead import context as aead_context
 from scaivault.crypto.keyring import KeyDestroyed, KeyRing
@@ -89,8 +90,11 @@ class BatchOptions:
 
 class SecretReader:
     def __init__(
-        self, pool: asyncpg.Pool, repository: Repository, keyring: KeyRing, authorizer: Authorizer, metrics: Metrics
+        self, pool: asyncpg.Pool, repository: Repository, keyring: KeyRing, authorizer: Authorizer, metrics: Metrics,
+        *, clock: Callable[[], datetime] = utcnow,
     ) -> None:
+        """``clock``: what expiry and rotation grace periods are judged by."""
+        self._clock = clock
         self._pool = pool
         self._repository = repository
         self._keyring = keyring
@@ -119,6 +123,8 @@ class SecretReader:
                 self._pool, self._repository, address.owner, address.path, version, as_of
             )
         problem = _not_found_or_deleted(address.path, row) or _missing_version(row, version)
+        if problem is None and as_of is None:
+            problem = _no_longer_readable(row, self._clock())
         if problem is not None:
             raise problem
         assert row is not None
@@ -151,7 +157,8 @@ class SecretReader:
         for path in readable:
             row = rows.get(path)
             try:
-                problem = _not_found_or_deleted(path, row) or _missing_version(row, options.version)
+                problem = (_not_found_or_deleted(path, row) or _missing_version(row, options.version)
+                           or _no_longer_readable(row, self._clock()))
                 if problem is not None:
                     raise problem
                 assert row is not None
@@ -244,6 +251,8 @@ class SecretReader:
                     "destroyed": v["destroyed_at"] is not None,
                     "destroyed_at": v["destroyed_at"],
                     "current": v["version"] == row["current_version"],
+                    # superseded by a rotation: readable until its grace period ends (docs/rotation.md)
+                    "readable_until": v.get("readable_until"),
                 }
                 for v in version_rows
             ],
@@ -288,16 +297,20 @@ class SecretReader:
     # ---- listing -----------------------------------------------------------------------------------------------
 
     async def listing(
-        self, caller: Caller, owner: Owner, *, prefix: str, limit: int, cursor: str | None, include_deleted: bool
+        self, caller: Caller, owner: Owner, *, prefix: str, limit: int, cursor: str | None, include_deleted: bool,
+        expiring_within: timedelta | None = None,
     ) -> dict[str, Any]:
-        """A page of the secrets under ``prefix`` the caller may list, in path order."""
+        """A page of the secrets under ``prefix`` the caller may list, in path order; with ``expiring_within``,
+        only those expiring within that time from now (expired ones included: they are listed, not readable)."""
+        expiring_before = None if expiring_within is None else self._clock() + expiring_within
         cursors = await self._cursors()
         bound_to = aead_context("list-cursor", owner.owner, prefix)
         state = cursors.decode(cursor, ListCursor, bound_to, expected={"prefix": prefix})
         after = parse_path(state.after) if state is not None else None
         plan = await self._listing_plan(caller, owner, prefix)
         rows, resume_after = await self._listed_rows(
-            owner, plan, prefix=prefix, after=after, limit=limit, include_deleted=include_deleted
+            owner, plan, prefix=prefix, after=after, limit=limit, include_deleted=include_deleted,
+            expiring_before=expiring_before,
         )
         sealed = None if resume_after is None else cursors.encode(
             ListCursor(v=3, prefix=prefix, after=resume_after), bound_to
@@ -317,7 +330,7 @@ class SecretReader:
 
     async def _listed_rows(
         self, owner: Owner, plan: ListingPlan | None, *, prefix: str, after: str | None, limit: int,
-        include_deleted: bool,
+        include_deleted: bool, expiring_before: datetime | None = None,
     ) -> tuple[list[Row], str | None]:
         """Up to ``limit`` listable rows after ``after`` in path order, and the path to resume after (None: no more).
 
@@ -325,7 +338,8 @@ class SecretReader:
         all ranges together are in path order) and a row is kept only if the plan shows it."""
         if plan is None:
             rows = await queries.list_secret_rows(
-                self._pool, owner.owner, prefix=prefix, after=after, limit=limit + 1, include_deleted=include_deleted
+                self._pool, owner.owner, prefix=prefix, after=after, limit=limit + 1, include_deleted=include_deleted,
+                expiring_before=expiring_before,
             )
             page = page_of(rows, limit, lambda row: row["path"])
             return page.items, page.cursor
@@ -339,7 +353,7 @@ class SecretReader:
             while True:
                 rows = await queries.list_secret_rows(
                     self._pool, owner.owner, prefix=start, after=position, limit=batch,
-                    include_deleted=include_deleted,
+                    include_deleted=include_deleted, expiring_before=expiring_before,
                 )
                 for row in rows:
                     if plan.visible(row["path"]):
@@ -379,6 +393,23 @@ def _missing_version(row: Row | None, requested: int | None) -> ScaiVaultError |
         return VersionNotFound(path=row["path"], version=requested or row["current_version"])
     if row["ciphertext"] is None or row["wrapped_data_key"] is None:
         return VersionNotFound("That version was destroyed", path=row["path"], version=row["version"], destroyed=True)
+    return None
+
+
+def _no_longer_readable(row: Row | None, at: datetime) -> ScaiVaultError | None:
+    """An expired secret reads as missing (``expired``: true); a version a rotation superseded, once its grace
+    period has ended, as a version no longer kept (``grace_period_ended``: true). docs/api-decisions.md."""
+    if row is None:
+        return None
+    expires_at = row["expires_at"]
+    if expires_at is not None and expires_at <= at:
+        return SecretNotFound("The secret has expired", path=row["path"], expired=True, expired_at=expires_at)
+    readable_until = row["readable_until"]
+    if readable_until is not None and readable_until <= at:
+        return VersionNotFound(
+            "That version was replaced by a rotation and its grace period has ended", path=row["path"],
+            version=row["version"], grace_period_ended=True, readable_until=readable_until,
+        )
     return None
 
 

@@ -13,8 +13,13 @@ ACTIONS = frozenset(
         "dynamic_revoke", "webhook_delivery", "subscription_event", "federation_sync", "identity_sync",
         "identity_read", "identity_write",
         "policy_read",
+        "rotation_policy_read", "rotation_policy_create", "rotation_policy_update", "rotation_policy_delete",
+        "rotation_assign", "rotation_unassign", "rotation_read",
         "export_created", "auth_whoami", "auth_introspect", "health_detailed", "metrics_read", "audit_read",
         "audit_verify",
+        "webhook_create", "webhook_read", "webhook_update", "webhook_delete", "webhook_test", "webhook_redeliver",
+        "subscription_create", "subscription_read", "subscription_update", "subscription_delete",
+        "subscription_poll", "subscription_ack",
     }
 )
 IdentityType = Literal["user", "service_account", "group"]

@@ -181,6 +181,36 @@ class ExportNotFound(ScaiVaultError):
     default_message = "No audit export with that id"
 
 
+class SubscriptionNotFound(ScaiVaultError):
+    code = "subscription_not_found"
+    default_message = "No subscription with that id"
+
+
+class SecretPolicyNotFound(ScaiVaultError):
+    code = "secret_policy_not_found"
+    default_message = "No secret policy with that id"
+
+
+class WebhookNotFound(ScaiVaultError):
+    code = "webhook_not_found"
+    default_message = "No webhook with that id"
+
+
+class DeliveryNotFound(ScaiVaultError):
+    code = "delivery_not_found"
+    default_message = "No delivery with that id for this webhook"
+
+
+class RotationPolicyNotFound(ScaiVaultError):
+    code = "rotation_policy_not_found"
+    default_message = "No rotation policy with that id"
+
+
+class RotationPolicyExists(ScaiVaultError):
+    code = "rotation_policy_exists"
+    default_message = "The tenant already has a rotation policy with that name"
+
+
 class RouteNotFound(ScaiVaultError):
     code = "not_found"
     default_message = "No such endpoint"

@@ -11,6 +11,7 @@ Every mutator takes the time ``at`` from the caller, so the domain reads no cloc
 from __future__ import annotations
 
 import copy
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -19,6 +20,7 @@ from uuid import NAMESPACE_URL, UUID, uuid5
 import orjson
 from eventsourcing.domain import Aggregate, event
 
+from scaivault.domain.durations import format_duration, parse_duration
 from scaivault.domain.errors import (
     InvalidRequest,
     InvalidSecretType,
@@ -27,6 +29,13 @@ from scaivault.domain.errors import (
     ValidationFailed,
     VersionConflict,
     VersionNotFound,
+)
+from scaivault.domain.rotation import (
+    SCHEDULER_IDENTITY,
+    RotationTerms,
+    days_remaining,
+    notify_thresholds,
+    reached_thresholds,
 )
 
 MAX_METADATA_BYTES = 16 * 1024
@@ -68,6 +77,18 @@ def check_secret_type(secret_type: str) -> str:
 
 
 class Secret(Aggregate):
+    # Rotation and expiry schedules (docs/rotation.md). Class defaults, so that snapshots taken before these existed
+    # load without them. ``rotation_notice``: the cycle's notices so far (policy id and name, due_at, grace_period):
+    # once given, the owner's next write is the rotation.
+    rotation_cycle_start: datetime | None = None
+    rotation_warned: Sequence[str] = ()  # lists once set (as a snapshot gives them back)
+    rotation_notice: dict[str, Any] | None = None
+    rotation_pending: bool = False
+    rotation_overdue: bool = False
+    last_rotated_at: datetime | None = None
+    expiry_warned: Sequence[str] = ()
+    expired_notified: bool = False
+
     @staticmethod
     def create_id(owner: str, path: str) -> UUID:
         return secret_stream_id(owner, path)
@@ -151,6 +172,8 @@ class Secret(Aggregate):
         """Write a new version. ``version`` must be ``next_version``: the caller sealed the value for it."""
         self.check_writable(at=at, cas=cas, actor=actor, request_id=request_id)
         assert version == self.next_version, "the value was sealed for another version"
+        notice = self.rotation_notice if self.live and not is_rotation else None
+        old_version = self.current_version
         self._version_written(
             version=version,
             ciphertext=ciphertext,
@@ -164,8 +187,15 @@ class Secret(Aggregate):
             expires_at=at + expires_in if expires_in else None,
             rotation_policy_id=rotation_policy_id if rotation_policy_id is not None else self.rotation_policy_id,
             created=not self.live,
-            is_rotation=is_rotation,
+            is_rotation=is_rotation or notice is not None,
         )
+        if notice is not None:
+            self._rotated(
+                old_version=old_version, new_version=version, rotation_policy_id=notice["policy_id"],
+                rotation_policy_name=notice["policy_name"],
+                grace_period_ends=at + parse_duration(notice["grace_period"]), auto_generated=False, at=at,
+                actor=actor, request_id=request_id,
+            )
         self._age_out(at=at, actor=actor, request_id=request_id)
 
     def check_writable(self, *, at: datetime, cas: int | None, actor: str, request_id: str | None) -> None:
@@ -272,6 +302,146 @@ class Secret(Aggregate):
         in_force = self.max_versions or max_versions
         return max(0, kept - max_versions) - max(0, kept - in_force) if writing else max(0, kept - max_versions)
 
+    # ---- rotation and expiry (docs/rotation.md): each step decided from this aggregate's own state ------------
+
+    def attach_rotation_policy(
+        self, policy_id: str | None, *, at: datetime, actor: str, request_id: str | None
+    ) -> bool:
+        """Attach (or, with None, detach) a rotation policy; the secret's cycle starts now. False: no change. A
+        soft-deleted secret can be detached (its policy is being deleted), not attached."""
+        if policy_id is not None:
+            self._require_live(at, actor, request_id)
+        if not self.live or policy_id == self.rotation_policy_id:
+            return False
+        self._metadata_updated(
+            at=at, actor=actor, request_id=request_id, metadata=self.metadata, secret_type=self.secret_type,
+            max_versions=self.max_versions, expires_at=self.expires_at, rotation_policy_id=policy_id,
+            secret_policy_id=self.secret_policy_id,
+        )
+        return True
+
+    @property
+    def _schedulable(self) -> bool:
+        return self.live and not self.is_deleted
+
+    def _follows(self, terms: RotationTerms | None) -> bool:
+        return (
+            terms is not None and self._schedulable and terms.policy_id == self.rotation_policy_id
+            and self.rotation_cycle_start is not None
+        )
+
+    def advance_rotation(
+        self, terms: RotationTerms | None, *, at: datetime, actor: str = SCHEDULER_IDENTITY,
+        request_id: str | None = None,
+    ) -> bool:
+        """Take the rotation step due by ``at``, if any: a warning, ``due_now``, or ``overdue``. True when a new
+        value must be generated now (auto-generate): the caller then calls ``rotate`` or ``rotation_failed``."""
+        if terms is None or not terms.is_active or not self._follows(terms) or self.rotation_overdue:
+            return False
+        assert self.rotation_cycle_start is not None
+        due_at = terms.due_at(self.rotation_cycle_start)
+        if self.rotation_pending:
+            assert self.rotation_notice is not None
+            if at >= self.rotation_notice["due_at"] + terms.grace_period:
+                self._rotation_overdue(rotation_policy_id=terms.policy_id, due_at=self.rotation_notice["due_at"],
+                                       at=at, actor=actor, request_id=request_id)
+            return False
+        if at >= due_at:
+            if terms.auto_generate:
+                return True
+            self._announce_due(terms, due_at, at=at, actor=actor, request_id=request_id)
+            return False
+        reached = reached_thresholds(terms.warn_before, due_at, at, self.rotation_warned)
+        if reached:
+            self._rotation_due(
+                rotation_policy_id=terms.policy_id, rotation_policy_name=terms.name, threshold=reached[-1],
+                covers=reached, due_at=due_at, due_now=False, grace_period=_duration_text(terms.grace_period),
+                at=at, actor=actor, request_id=request_id,
+            )
+        return False
+
+    def request_rotation(self, terms: RotationTerms, *, at: datetime, actor: str, request_id: str | None) -> bool:
+        """Rotate now (``POST .../rotate``). True when a new value must be generated now; otherwise the owner is
+        asked for one (``due_now``), unless that was asked already."""
+        if not self._follows(terms):
+            raise InvalidRequest("The secret is not attached to this rotation policy", path=self.path)
+        if terms.auto_generate:
+            return True
+        if not self.rotation_pending:
+            self._announce_due(terms, at, at=at, actor=actor, request_id=request_id)
+        return False
+
+    def _announce_due(
+        self, terms: RotationTerms, due_at: datetime, *, at: datetime, actor: str, request_id: str | None
+    ) -> None:
+        self._rotation_due(
+            rotation_policy_id=terms.policy_id, rotation_policy_name=terms.name, threshold=None,
+            covers=[label for label, _ in terms.warn_before], due_at=due_at, due_now=True,
+            grace_period=_duration_text(terms.grace_period), at=at, actor=actor, request_id=request_id,
+        )
+
+    def rotate(
+        self, terms: RotationTerms, *, version: int, ciphertext: bytes, data_key_id: str, at: datetime, actor: str,
+        request_id: str | None,
+    ) -> None:
+        """Write the auto-generated new version: everything but the value stays as it was."""
+        assert self._follows(terms) and version == self.next_version, "the value was sealed for another version"
+        old_version = self.current_version
+        self._version_written(
+            version=version, ciphertext=ciphertext, data_key_id=data_key_id, at=at, actor=actor,
+            request_id=request_id, secret_type=self.secret_type, metadata=self.metadata,
+            max_versions=self.max_versions, expires_at=self.expires_at, rotation_policy_id=self.rotation_policy_id,
+            created=False, is_rotation=True,
+        )
+        self._rotated(
+            old_version=old_version, new_version=version, rotation_policy_id=terms.policy_id,
+            rotation_policy_name=terms.name, grace_period_ends=at + terms.grace_period, auto_generated=True, at=at,
+            actor=actor, request_id=request_id,
+        )
+        self._age_out(at=at, actor=actor, request_id=request_id)
+
+    def rotation_failed(
+        self, terms: RotationTerms, *, error_code: str, error_message: str, at: datetime, actor: str,
+        request_id: str | None,
+    ) -> None:
+        """An auto-generated rotation could not be made: reported once; the owner's next write is the rotation."""
+        assert self.rotation_cycle_start is not None
+        self._rotation_failed(
+            rotation_policy_id=terms.policy_id, rotation_policy_name=terms.name, error_code=error_code,
+            error_message=error_message[:500], due_at=min(at, terms.due_at(self.rotation_cycle_start)),
+            grace_period=_duration_text(terms.grace_period), at=at, actor=actor, request_id=request_id,
+        )
+
+    def advance_expiry(self, *, at: datetime, actor: str = SCHEDULER_IDENTITY, request_id: str | None = None) -> None:
+        """Send the expiry notice due by ``at``, if any: a ``notify_before`` threshold, or the expiry itself."""
+        if not self._schedulable or self.expires_at is None or self.expired_notified:
+            return
+        if at >= self.expires_at:
+            self._expired(expires_at=self.expires_at, at=at, actor=actor, request_id=request_id)
+            return
+        reached = reached_thresholds(notify_thresholds(self.metadata), self.expires_at, at, self.expiry_warned)
+        if reached:
+            self._expiry_warned(
+                threshold=reached[-1], covers=reached, expires_at=self.expires_at,
+                days_remaining=days_remaining(self.expires_at, at), at=at, actor=actor, request_id=request_id,
+            )
+
+    def _track_schedules(self, *, at: datetime, rotation_policy_id: str | None, expires_at: datetime | None,
+                         restart: bool) -> None:
+        """A newly attached policy starts a rotation cycle; a new expiry starts a new set of expiry notices."""
+        if restart or rotation_policy_id != self.rotation_policy_id:
+            self._start_rotation_cycle(at if rotation_policy_id is not None else None)
+        if restart or expires_at != self.expires_at:
+            self.expiry_warned = []
+            self.expired_notified = False
+
+    def _start_rotation_cycle(self, at: datetime | None) -> None:
+        self.rotation_cycle_start = at
+        self.rotation_warned = []
+        self.rotation_notice = None
+        self.rotation_pending = False
+        self.rotation_overdue = False
+
     # ---- helpers ----------------------------------------------------------------------------------------------
 
     def _age_out(self, *, at: datetime, actor: str, request_id: str | None) -> None:
@@ -343,6 +513,7 @@ class Secret(Aggregate):
         created: bool,
         is_rotation: bool,
     ) -> None:
+        self._track_schedules(at=at, rotation_policy_id=rotation_policy_id, expires_at=expires_at, restart=created)
         if created:
             self.live = True
             self.created_at = at
@@ -384,6 +555,7 @@ class Secret(Aggregate):
         rotation_policy_id: str | None,
         secret_policy_id: str | None,
     ) -> None:
+        self._track_schedules(at=at, rotation_policy_id=rotation_policy_id, expires_at=expires_at, restart=False)
         self.metadata = metadata
         self.secret_type = secret_type
         self.max_versions = max_versions
@@ -470,6 +642,123 @@ class Secret(Aggregate):
         self.expires_at = None
         self.created_at = None
         self.updated_at = at
+
+
+    class RotationDue(Aggregate.Event):
+        """A ``warn_before`` threshold reached (``threshold``; ``covers``: the thresholds it speaks for), or the
+        rotation due now (``due_now``, no threshold) when the owner must write the new value."""
+
+        rotation_policy_id: str
+        rotation_policy_name: str
+        threshold: str | None
+        covers: list[str]
+        due_at: datetime
+        due_now: bool
+        grace_period: str
+        at: datetime
+        actor: str
+        request_id: str | None
+
+    @event(RotationDue)
+    def _rotation_due(
+        self, *, rotation_policy_id: str, rotation_policy_name: str, threshold: str | None, covers: list[str],
+        due_at: datetime, due_now: bool, grace_period: str, at: datetime, actor: str, request_id: str | None,
+    ) -> None:
+        warned = self.rotation_warned
+        self.rotation_warned = [*warned, *(label for label in covers if label not in warned)]
+        self.rotation_notice = {"policy_id": rotation_policy_id, "policy_name": rotation_policy_name,
+                                "due_at": due_at, "grace_period": grace_period}
+        if due_now:
+            self.rotation_pending = True
+
+    class Rotated(Aggregate.Event):
+        """The version written just before (``VersionWritten`` with ``is_rotation``) completed a rotation; the old
+        version stays readable until ``grace_period_ends``."""
+
+        old_version: int
+        new_version: int
+        rotation_policy_id: str
+        rotation_policy_name: str
+        grace_period_ends: datetime
+        auto_generated: bool
+        at: datetime
+        actor: str
+        request_id: str | None
+
+    @event(Rotated)
+    def _rotated(
+        self, *, old_version: int, new_version: int, rotation_policy_id: str, rotation_policy_name: str,
+        grace_period_ends: datetime, auto_generated: bool, at: datetime, actor: str, request_id: str | None,
+    ) -> None:
+        self._start_rotation_cycle(at)
+        self.last_rotated_at = at
+        for entry in self.versions:
+            if entry["version"] == old_version:
+                entry["readable_until"] = grace_period_ends
+
+    class RotationFailed(Aggregate.Event):
+        rotation_policy_id: str
+        rotation_policy_name: str
+        error_code: str
+        error_message: str
+        due_at: datetime
+        grace_period: str
+        at: datetime
+        actor: str
+        request_id: str | None
+
+    @event(RotationFailed)
+    def _rotation_failed(
+        self, *, rotation_policy_id: str, rotation_policy_name: str, error_code: str, error_message: str,
+        due_at: datetime, grace_period: str, at: datetime, actor: str, request_id: str | None,
+    ) -> None:
+        self.rotation_notice = {"policy_id": rotation_policy_id, "policy_name": rotation_policy_name,
+                                "due_at": due_at, "grace_period": grace_period}
+        self.rotation_pending = True
+
+    class RotationOverdue(Aggregate.Event):
+        rotation_policy_id: str
+        due_at: datetime
+        at: datetime
+        actor: str
+        request_id: str | None
+
+    @event(RotationOverdue)
+    def _rotation_overdue(
+        self, *, rotation_policy_id: str, due_at: datetime, at: datetime, actor: str, request_id: str | None
+    ) -> None:
+        self.rotation_overdue = True
+
+    class ExpiryWarned(Aggregate.Event):
+        threshold: str
+        covers: list[str]
+        expires_at: datetime
+        days_remaining: int
+        at: datetime
+        actor: str
+        request_id: str | None
+
+    @event(ExpiryWarned)
+    def _expiry_warned(
+        self, *, threshold: str, covers: list[str], expires_at: datetime, days_remaining: int, at: datetime,
+        actor: str, request_id: str | None,
+    ) -> None:
+        warned = self.expiry_warned
+        self.expiry_warned = [*warned, *(label for label in covers if label not in warned)]
+
+    class Expired(Aggregate.Event):
+        expires_at: datetime
+        at: datetime
+        actor: str
+        request_id: str | None
+
+    @event(Expired)
+    def _expired(self, *, expires_at: datetime, at: datetime, actor: str, request_id: str | None) -> None:
+        self.expired_notified = True
+
+
+def _duration_text(duration: timedelta) -> str:
+    return format_duration(duration)
 
 
 def shredded_data_keys(events: list[Any]) -> list[str]:

@@ -24,7 +24,11 @@ from scaivault.http.metrics import MetricsApi, start_internal_address
 from scaivault.http.middleware import FrontDoor
 from scaivault.http.policies import PoliciesApi
 from scaivault.http.responses import MAX_BODY_BYTES
+from scaivault.http.rotation import RotationApi
 from scaivault.http.routing import RouteTable, Unaudited
+from scaivault.http.secret_policies import SecretPoliciesApi
+from scaivault.http.subscriptions import SubscriptionsApi
+from scaivault.http.webhooks import WebhooksApi
 from scaivault.ratelimit.http import RequestCharges
 
 log = logging.getLogger(__name__)
@@ -63,6 +67,14 @@ def create_app(container: Container, *, internal_address: bool = False) -> web.A
     metrics.add_routes(table)
     AuditApi(callers, container.audit_log).add_routes(table)
     PoliciesApi(callers, container.policy_commands, container.policy_reader).add_routes(table)
+    RotationApi(callers, container.rotation_commands, container.rotation_reader).add_routes(table)
+    WebhooksApi(
+        callers, container.webhook_commands, container.webhook_reader, container.webhook_deliveries
+    ).add_routes(table)
+    SecretPoliciesApi(callers, container.secret_policy_commands, container.secret_policy_reader).add_routes(table)
+    SubscriptionsApi(
+        callers, container.subscription_commands, container.subscription_reader, container.subscription_polls
+    ).add_routes(table)
     AuditExportsApi(
         callers, container.audit_exports, container.audit_export_reader, container.export_worker.wake
     ).add_routes(table)

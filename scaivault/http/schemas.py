@@ -72,6 +72,7 @@ class WriteOptionsIn(Strict):
     expires_in: str | None = None
     rotation_policy_id: str | None = Field(default=None, pattern=r"^rot_[A-Za-z0-9_-]{1,64}$")
     cas: int | None = Field(default=None, ge=0)
+    secret_policy_id: str | None = Field(default=None, pattern=r"^sp_[A-Za-z0-9_-]{1,64}$")
 
 
 class WriteSecretIn(Strict):

@@ -116,7 +116,11 @@ ROUTES: tuple[tuple[frozenset[str], str, str | None], ...] = (
     (ANY, "/v1/audit/**", "audit_query"),
     (ANY, "/v1/policies/test", "policy_test"),
     (ANY, "/v1/policies/**", "policies"),
+    (ANY, "/v1/secret-policies/**", "policies"),
     (ANY, "/v1/auth/**", "auth"),
+    # Rotation (no category of its own in the spec): rotating writes secrets; the rest is policy administration.
+    (POST, "/v1/rotation/policies/*/rotate", "secrets_write"),
+    (ANY, "/v1/rotation/**", "policies"),
     # Identity: the ScaiKey webhook receiver is signature-verified, not a principal, so it is never charged.
     (POST, "/v1/identity/webhooks/**", None),
     (POST, "/v1/identity/sync", "identity_sync"),

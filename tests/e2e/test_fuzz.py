@@ -66,7 +66,7 @@ LONG_RUN = int(os.environ.get("SCAIVAULT_FUZZ_EXAMPLES", "0"))
 WEBHOOK_SECRET = "fuzz-webhook-secret-0123456789abcdef"
 EVERY_SCOPE = (
     *ALL_SECRET_SCOPES, "policies:read", "policies:write", "audit:read", "audit:export", "identity:read",
-    "identity:admin", "admin",
+    "identity:admin", "admin", "subscriptions:read", "subscriptions:write", "secrets:rotate",
 )
 MAX_TARGET = 8000  # the HTTP parser's request-line limit is 8190 bytes
 SERVER_LOGGERS = ("scaivault.http", "aiohttp.server")
@@ -307,6 +307,23 @@ def body_templates(tokens: dict[str, str | None]) -> dict[tuple[str, str], list[
                                                               "status": "ACTIVE"}],
         ("PUT", "/v1/identity/users/{user_id}/roles"): [{"roles": ["tenant_admin"]}],
         ("POST", "/v1/auth/introspect"): [{"token": tokens["operator"]}],
+        ("POST", "/v1/webhooks"): [{"name": "fuzz-hook", "url": "https://hooks.example.com/in",
+                                    "secret": "whsec_fuzz_0123456789abcdef0123456789", "events": ["secret.*"],
+                                    "filters": {"path_prefix": "app/"}}],
+        ("PATCH", "/v1/webhooks/{webhook_id}"): [{"enabled": False, "secret": "whsec_fuzz_new_0123456789abcdef0123",
+                                                  "previous_secret_ttl": "1h"}],
+        ("POST", "/v1/subscriptions"): [{"name": "fuzz-sub", "paths": ["app/**"], "events": ["secret.*"],
+                                         "delivery": {"type": "polling", "buffer_size": 10}}],
+        ("PATCH", "/v1/subscriptions/{subscription_id}"): [{"paths": ["other/**"], "delivery": {"buffer_size": 5}}],
+        ("POST", "/v1/subscriptions/{subscription_id}/ack"): [{"event_ids": ["evt_x"]}],
+        ("POST", "/v1/rotation/policies"): [{"name": "fuzz-rotation", "interval": "90d", "grace_period": "48h",
+                                             "warn_before": "7d,1d", "auto_generate": False}],
+        ("PATCH", "/v1/rotation/policies/{policy_id}"): [{"interval": "14d", "warn_before": "1d"}],
+        ("POST", "/v1/rotation/policies/{policy_id}/secrets"): [{"secret_path": "app/db"}],
+        ("POST", "/v1/rotation/policies/{policy_id}/rotate"): [{"secret_paths": ["app/db"]}],
+        ("POST", "/v1/secret-policies"): [{"name": "fuzz-generator", "policy_type": "password", "fields": [
+            {"name": "password", "generator": "random", "config": {"length": 24}}]}],
+        ("PATCH", "/v1/secret-policies/{policy_id}"): [{"name": "renamed", "is_active": False}],
         ("POST", "/v1/identity/webhooks/scaikey"): [
             webhook_delivery("user.updated", user),
             webhook_delivery("user.deleted", {"tenant_id": TENANT, "id": "usr_hooked"}),
@@ -372,13 +389,25 @@ async def world(client: TestClient, container: Container, pool: asyncpg.Pool) ->
     await _created(await client.put(f"/v1/identity/groups/{group['id']}/members/{user['id']}", headers=operator))
     export = await _created(await client.post("/v1/audit/export", json=templates[("POST", "/v1/audit/export")][0],
                                               headers=operator))
+    webhook = await _created(await client.post("/v1/webhooks", json=templates[("POST", "/v1/webhooks")][0],
+                                               headers=operator))
+    subscription = await _created(await client.post(
+        "/v1/subscriptions", json=templates[("POST", "/v1/subscriptions")][0], headers=operator))
+    rotation = await _created(await client.post(
+        "/v1/rotation/policies", json=templates[("POST", "/v1/rotation/policies")][0], headers=operator))
+    generator = await _created(await client.post(
+        "/v1/secret-policies", json=templates[("POST", "/v1/secret-policies")][0], headers=operator))
     cursors = [(await _created(await client.get(f"{listing}?limit=1", headers=operator)))["cursor"]
                for listing in ("/v1/secrets", "/v1/policies")]
     known = {
         "path": ["app/db", "app/api-key", "other/x", "shared/x", "app", "app/missing"],
+        "secret_path": ["app/db", "app/missing"],  # a secret attached to a rotation policy (URL-encoded or not)
         "tenant_id": [TENANT, OTHER_TENANT, FOREIGN_TENANT, "tnt_unknown"],
         "partner_id": [PARTNER, OTHER_PARTNER, "ptn_unknown"],
-        "policy_id": [policy["id"], "pol_missing"],
+        "policy_id": [policy["id"], rotation["id"], generator["id"], "pol_missing"],
+        "webhook_id": [webhook["id"], "wh_missing"],
+        "delivery_id": ["dlv_missing"],
+        "subscription_id": [subscription["id"], "sub_missing"],
         "binding_id": [binding["id"], "bnd_missing"],
         "user_id": [user["id"], "usr_missing"],
         "group_id": [group["id"], "grp_missing"],
@@ -782,7 +811,8 @@ async def test_no_route_answers_5xx_to_any_body(
 
 # What a change-making route names in the query sweep: nothing that exists, so the sweep changes nothing.
 MISSING = {"path": "app/missing", "policy_id": "pol_missing", "binding_id": "bnd_missing", "user_id": "usr_missing",
-           "group_id": "grp_missing", "export_id": "exp_missing"}
+           "group_id": "grp_missing", "export_id": "exp_missing", "secret_path": "app/missing",
+           "webhook_id": "wh_missing", "delivery_id": "dlv_missing", "subscription_id": "sub_missing"}
 
 
 def concrete_path(world: World, canonical: str, *, missing: bool = False) -> str:

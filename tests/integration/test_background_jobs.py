@@ -159,8 +159,10 @@ async def test_revocations_keep_arriving_while_the_revocation_listener_is_refuse
             await proxy.shut()
 
 
-SINGLETONS = {"projections", "housekeeping", "audit-exports"}
-PER_PROCESS = ["access-records", "rate-limit-redis-probe", "revocation-sync", "authorization-sync"]
+SINGLETONS = {"projections", "housekeeping", "audit-exports", "rotation-scheduler", "webhook-deliveries"}
+PER_PROCESS = [
+    "access-records", "rate-limit-redis-probe", "revocation-sync", "authorization-sync", "subscription-feed",
+]
 
 
 async def test_only_a_primary_runs_the_singleton_jobs(container: Container) -> None:

@@ -150,7 +150,7 @@ def test_route_category(method: str, route: str, category: str | None) -> None:
 
 def test_a_route_nobody_mapped_is_reported() -> None:
     with pytest.raises(Unmapped):
-        category_of("GET", "/v1/rotation/policies")
+        category_of("GET", "/v1/unmapped/resources")
     with pytest.raises(Unmapped):
         category_of("POST", "/v1/health")
 

@@ -17,9 +17,13 @@ from eventsourcing.utils import get_topic, resolve_topic
 
 from scaivault.domain.audit_exports import AuditExport
 from scaivault.domain.policies import Policy, policy_stream_id
+from scaivault.domain.rotation import RotationPolicy
+from scaivault.domain.secret_policies import SecretPolicy
 from scaivault.domain.secrets import Secret, secret_stream_id
+from scaivault.domain.subscriptions import Subscription
 from scaivault.domain.tenancy import Partner, Tenant
 from scaivault.domain.tokens import JwtRevocation, PersonalAccessToken
+from scaivault.domain.webhooks import Webhook
 from scaivault.eventstore.mapper import OrjsonTranscoder, create_mapper
 
 AT = datetime(2026, 1, 1, tzinfo=UTC)
@@ -65,7 +69,71 @@ STORED_FIELDS: dict[str, tuple[str, ...]] = {
     EXPORTS + "AuditExport.Completed": ("manifest", "at"),
     EXPORTS + "AuditExport.Failed": ("error", "at"),
 }
-AGGREGATES = (Secret, Partner, Tenant, Policy, PersonalAccessToken, JwtRevocation, AuditExport)
+SECRET_POLICIES = "scaivault.domain.secret_policies:"
+STORED_FIELDS |= {
+    SECRET_POLICIES + "SecretPolicy.Created": (
+        "policy_id", "owner", "tenant_id", "partner_id", "name", "policy_type", "description", "fields", "is_active",
+        *STAMP,
+    ),
+    SECRET_POLICIES + "SecretPolicy.Updated": ("name", "policy_type", "description", "fields", "is_active", *STAMP),
+    SECRET_POLICIES + "SecretPolicy.Deleted": STAMP,
+}
+AGGREGATES: tuple[type[Aggregate], ...] = (
+    Secret, Partner, Tenant, Policy, PersonalAccessToken, JwtRevocation, AuditExport,
+)
+AGGREGATES += (SecretPolicy,)
+SUBSCRIPTIONS = "scaivault.domain.subscriptions:"
+_DELIVERY = ("delivery_type", "url", "secret_ciphertext", "secret_key_id", "buffer_size")
+STORED_FIELDS |= {
+    SUBSCRIPTIONS + "Subscription.Created": (
+        "subscription_id", "tenant_id", "partner_id", "identity_id", "name", "paths", "events", "filters", *_DELIVERY,
+        *STAMP,
+    ),
+    SUBSCRIPTIONS + "Subscription.Updated": ("paths", "events", *_DELIVERY, *STAMP),
+    SUBSCRIPTIONS + "Subscription.Deleted": STAMP,
+}
+AGGREGATES += (Subscription,)
+WEBHOOKS = "scaivault.domain.webhooks:"
+STORED_FIELDS |= {
+    WEBHOOKS + "Webhook.Created": (
+        "webhook_id", "tenant_id", "partner_id", "name", "url", "events", "filters", "enabled", "secret_ciphertext",
+        "secret_key_id", *STAMP,
+    ),
+    WEBHOOKS + "Webhook.Updated": ("name", "url", "events", "filters", "enabled", *STAMP),
+    WEBHOOKS + "Webhook.SecretRotated": (
+        "secret_ciphertext", "secret_key_id", "previous_secret_ciphertext", "previous_secret_key_id",
+        "previous_secret_expires_at", *STAMP,
+    ),
+    WEBHOOKS + "Webhook.Deleted": STAMP,
+}
+AGGREGATES += (Webhook,)
+ROTATION = "scaivault.domain.rotation:"
+_ROTATION_SETTINGS = (
+    "name", "description", "interval", "grace_period", "warn_before", "auto_generate", "secret_policy_id",
+    "webhook_ids", "is_active",
+)
+STORED_FIELDS |= {
+    ROTATION + "RotationPolicy.Created": ("policy_id", "owner", "tenant_id", "partner_id", *_ROTATION_SETTINGS,
+                                          *STAMP),
+    ROTATION + "RotationPolicy.Updated": (*_ROTATION_SETTINGS, *STAMP),
+    ROTATION + "RotationPolicy.Deleted": STAMP,
+    SECRETS + "Secret.RotationDue": (
+        "rotation_policy_id", "rotation_policy_name", "threshold", "covers", "due_at", "due_now", "grace_period",
+        *STAMP,
+    ),
+    SECRETS + "Secret.Rotated": (
+        "old_version", "new_version", "rotation_policy_id", "rotation_policy_name", "grace_period_ends",
+        "auto_generated", *STAMP,
+    ),
+    SECRETS + "Secret.RotationFailed": (
+        "rotation_policy_id", "rotation_policy_name", "error_code", "error_message", "due_at", "grace_period",
+        *STAMP,
+    ),
+    SECRETS + "Secret.RotationOverdue": ("rotation_policy_id", "due_at", *STAMP),
+    SECRETS + "Secret.ExpiryWarned": ("threshold", "covers", "expires_at", "days_remaining", *STAMP),
+    SECRETS + "Secret.Expired": ("expires_at", *STAMP),
+}
+AGGREGATES += (RotationPolicy,)
 BASE_FIELDS = {"originator_id", "originator_version", "timestamp", "originator_topic"}
 
 
@@ -170,3 +238,42 @@ def test_stored_tenancy_and_token_events_replay() -> None:
     jwt = _replay([_stored(JwtRevocation, JwtRevocation.create_id("jti_1"), 1, "Recorded", jti="jti_1",
                            expires_at=None, at=AT, actor="system:cli")])
     assert (jwt.jti, jwt.expires_at) == ("jti_1", None)
+
+
+def test_a_stored_secret_policy_history_replays_and_its_snapshot_loads() -> None:
+    stream = SecretPolicy.create_id("sp_1")
+    stamp = {"at": AT, "actor": "user:a@x.example", "request_id": None}
+    fields = [{"name": "password", "generator": "random", "config": {"length": 32, "charset": "safe"}}]
+    policy = _replay([
+        _stored(SecretPolicy, stream, 1, "Created", policy_id="sp_1", owner="tnt_a", tenant_id="tnt_a",
+                partner_id="ptn_a", name="db", policy_type="password", description=None, fields=fields,
+                is_active=True, **stamp),
+        _stored(SecretPolicy, stream, 2, "Updated", name="db passwords", policy_type="custom", description="d",
+                fields=fields, is_active=False, **stamp),
+    ])
+    assert isinstance(policy, SecretPolicy) and (policy.name, policy.policy_type, policy.is_active) == (
+        "db passwords", "custom", False,
+    )
+    assert policy.fields == fields and not policy.deleted
+    assert vars(_reloaded_from_snapshot(policy)) == vars(policy)
+    assert _replay([create_mapper().to_stored_event(Snapshot.take(policy)),
+                    _stored(SecretPolicy, stream, 3, "Deleted", **stamp)]).deleted
+
+
+def test_a_stored_subscription_history_replays_and_its_snapshot_loads() -> None:
+    stream = Subscription.create_id("sub_1")
+    stamp = {"at": AT, "actor": "sa:svc", "request_id": "req_1"}
+    pushed = {"delivery_type": "webhook", "url": "https://a.example/", "secret_ciphertext": b"sealed",
+              "secret_key_id": "dk_1", "buffer_size": 1000}
+    subscription = _replay([
+        _stored(Subscription, stream, 1, "Created", subscription_id="sub_1", tenant_id="tnt_a", partner_id="ptn_a",
+                identity_id="sa:svc", name="w", paths=["app/**"], events=["secret.*"], filters={"tags": ["prod"]},
+                **pushed, **stamp),
+        _stored(Subscription, stream, 2, "Updated", paths=["db/*"], events=["*"], delivery_type="polling", url=None,
+                secret_ciphertext=None, secret_key_id=None, buffer_size=10, **stamp),
+    ])
+    assert isinstance(subscription, Subscription) and subscription.paths == ["db/*"]
+    assert (subscription.delivery_type, subscription.buffer_size, subscription.sealed_secret) == ("polling", 10, None)
+    assert vars(_reloaded_from_snapshot(subscription)) == vars(subscription)
+    assert _replay([create_mapper().to_stored_event(Snapshot.take(subscription)),
+                    _stored(Subscription, stream, 3, "Deleted", **stamp)]).deleted

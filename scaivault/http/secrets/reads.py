@@ -4,7 +4,7 @@ api-guides/batch-operations). Authorization, decryption and access notes happen 
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Annotated, TypeVar
 
 from aiohttp import web
@@ -13,6 +13,8 @@ from pydantic import BeforeValidator
 from projections.secrets.history import parse_as_of
 from projections.secrets.reader import BatchOptions, SecretReader
 from scaivault.auth.caller import Caller
+from scaivault.domain.durations import parse_duration
+from scaivault.domain.errors import InvalidDuration
 from scaivault.domain.paths import parse_prefix
 from scaivault.domain.secrets import SecretAddress
 from scaivault.http.context import Callers
@@ -25,6 +27,13 @@ from scaivault.ratelimit.http import RequestCharges
 from scaivault.serialization import format_timestamp
 
 DEFAULT_LIST_LIMIT = 100
+
+
+def _within(raw: object) -> timedelta:
+    try:
+        return parse_duration(raw)
+    except InvalidDuration:
+        raise InvalidDuration(str(raw), field="expiring_within") from None
 
 AsOf = Annotated[datetime, BeforeValidator(lambda raw: parse_as_of(str(raw)))]
 
@@ -45,6 +54,8 @@ class ListQuery(QueryModel):
     limit: Limit = DEFAULT_LIST_LIMIT
     cursor: str | None = None
     include_deleted: Flag = False
+    # Secrets expiring within this duration from now (``30d``), expired ones included (the CLI's secrets expiring).
+    expiring_within: Annotated[timedelta, BeforeValidator(lambda raw: _within(raw))] | None = None
 
 
 def _batch_options(body: BatchReadIn) -> BatchOptions:
@@ -93,7 +104,7 @@ class SecretReadsApi:
         query = parse_query(ListQuery, request)
         return json_response(await self._reader.listing(
             who, owner, prefix=query.prefix, limit=query.limit, cursor=query.cursor,
-            include_deleted=query.include_deleted,
+            include_deleted=query.include_deleted, expiring_within=query.expiring_within,
         ))
 
     async def batch_read(self, request: web.Request) -> web.Response:

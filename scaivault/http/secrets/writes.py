@@ -81,6 +81,7 @@ class SecretWritesApi:
             expires_in=_duration(options.expires_in if options else None, "options.expires_in"),
             rotation_policy_id=options.rotation_policy_id if options else None,
             cas=options.cas if options else None,
+            secret_policy_id=options.secret_policy_id if options else None,
         )
         secret, _ = await self._commands.write(command, actor, request[ACCESS])
         self._metrics.secret_writes.labels(address.owner).inc()

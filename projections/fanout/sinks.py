@@ -1,0 +1,38 @@
+"""Where the fan-out projection hands each batch of new public events: one sink per kind of receiver (webhooks,
+subscriptions), called in the projection's tracking transaction, so what a sink writes (outbox rows, queue entries)
+commits exactly once with the position that produced it."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
+
+import asyncpg
+
+
+@dataclass(frozen=True)
+class FeedEntry:
+    """One public event as stored in ``scaivault_event_feed``. ``envelope`` is exactly what receivers get
+    (spec reference/webhook-events); ``secret_type`` and ``tags`` are facets for filters, not delivered.
+    ``routed_to``: enabled webhooks of the tenant that receive it whatever their ``events`` and ``filters`` (those
+    the governing rotation policy names in ``webhook_ids``, for rotation events)."""
+
+    position: int
+    event_id: str
+    event_type: str
+    tenant_id: str | None
+    partner_id: str | None
+    path: str | None
+    secret_type: str | None
+    tags: tuple[str, ...]
+    envelope: dict[str, Any]
+    recorded_at: datetime
+    routed_to: tuple[str, ...] = ()
+
+
+class FanOutSink(Protocol):
+    async def fan_out(self, conn: asyncpg.Connection, entries: Sequence[FeedEntry]) -> None:
+        """Record what each entry means for this sink's receivers (inside the caller's transaction; no I/O
+        other than ``conn``). Entries are in feed order."""

@@ -1,0 +1,1 @@
+"""The rotation read models: rotation policies, per-secret rotation and expiry schedules, rotation history."""

@@ -1,0 +1,132 @@
+"""The subscriptions' sink of the fan-out (projections/fanout/): which subscriptions want each new public event, and
+what that means for them, in the fan-out's tracking transaction:
+
+- a polling subscription gets a queue entry; then the queue is held to its ``buffer_size``: the oldest entries give
+  way to the new ones and are counted in ``scaivault_subscription_queue_state.dropped_events`` (polls report it);
+- a push (webhook) subscription gets an outbox row in ``scaivault_webhook_deliveries`` (target_kind
+  ``subscription``), which the webhook dispatcher delivers like a webhook's.
+
+Matching (``Interest.wants``: event type, path globs, filters) is done here, with the same glob code as access
+policies; the writes are a few set-based statements per batch, whatever its size. Queues left by subscriptions that
+switched to push delivery are removed here too (projector.py says why not there).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import asyncpg
+
+from projections.fanout.sinks import FeedEntry
+from projections.subscriptions.projector import drop_queues
+from projections.subscriptions.queries import interested_subscriptions
+from scaivault.domain.subscriptions import POLLING, Interest, interest_of
+from scaivault.ids import new_id
+
+SUBSCRIPTION_TARGET = "subscription"
+
+
+@dataclass
+class _Rows:
+    queue: list[tuple[str, int, str]] = field(default_factory=list)  # (subscription, position, event id)
+    pushes: list[tuple[str, FeedEntry]] = field(default_factory=list)
+
+
+class SubscriptionSink:
+    async def fan_out(self, conn: asyncpg.Connection, entries: Sequence[FeedEntry]) -> None:
+        tenants = sorted({entry.tenant_id for entry in entries if entry.tenant_id is not None})
+        if not tenants:
+            return
+        subscriptions = await interested_subscriptions(conn, tenants)
+        await _forget_push_queues(conn, subscriptions)
+        by_tenant: dict[str, list[tuple[str, bool, Interest]]] = {}
+        for row in subscriptions:
+            by_tenant.setdefault(row["tenant_id"], []).append(
+                (row["subscription_id"], row["delivery_type"] == POLLING, interest_of(row))
+            )
+        rows = _Rows()
+        for entry in entries:
+            for subscription_id, polled, interest in by_tenant.get(entry.tenant_id or "", ()):
+                if interest.wants(entry.event_type, entry.path, entry.secret_type, entry.tags):
+                    if polled:
+                        rows.queue.append((subscription_id, entry.position, entry.event_id))
+                    else:
+                        rows.pushes.append((subscription_id, entry))
+        if rows.queue:
+            await _enqueue(conn, rows.queue)
+        if rows.pushes:
+            await _push(conn, rows.pushes)
+
+
+async def _forget_push_queues(conn: asyncpg.Connection, subscriptions: Sequence[asyncpg.Record]) -> None:
+    """A subscription switched from polling to push leaves its queue behind (projector.py says why): gone here,
+    at the next event of its tenant."""
+    pushed = [row["subscription_id"] for row in subscriptions if row["delivery_type"] != POLLING]
+    if pushed:
+        await drop_queues(conn, pushed)
+
+
+async def _enqueue(conn: asyncpg.Connection, queue: Sequence[tuple[str, int, str]]) -> None:
+    await conn.execute(
+        """INSERT INTO scaivault_subscription_queue (subscription_id, feed_position, event_id)
+           SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[])
+           ON CONFLICT DO NOTHING""",
+        [s for s, _, _ in queue], [p for _, p, _ in queue], [e for _, _, e in queue],
+    )
+    await _hold_to_buffer_size(conn, sorted({s for s, _, _ in queue}))
+
+
+async def _hold_to_buffer_size(conn: asyncpg.Connection, subscription_ids: Sequence[str]) -> None:
+    """Drop the oldest entries beyond each queue's buffer size, count them, and note each queue's length. Queue rows
+    are locked before state rows, as acknowledgements do (projections/subscriptions/queries.py)."""
+    await conn.execute(
+        """WITH counts AS (
+               SELECT s.subscription_id, s.buffer_size,
+                      (SELECT count(*) FROM scaivault_subscription_queue q
+                       WHERE q.subscription_id = s.subscription_id) AS queued
+               FROM scaivault_subscriptions s WHERE s.subscription_id = ANY($1::text[])),
+           doomed AS (
+               SELECT c.subscription_id, oldest.feed_position FROM counts c
+               CROSS JOIN LATERAL (
+                   SELECT q.feed_position FROM scaivault_subscription_queue q
+                   WHERE q.subscription_id = c.subscription_id ORDER BY q.feed_position
+                   LIMIT greatest(c.queued - c.buffer_size, 0)) oldest),
+           dropped AS (
+               DELETE FROM scaivault_subscription_queue q USING doomed d
+               WHERE q.subscription_id = d.subscription_id AND q.feed_position = d.feed_position
+               RETURNING q.subscription_id),
+           drops AS (SELECT subscription_id, count(*) AS n FROM dropped GROUP BY subscription_id)
+           INSERT INTO scaivault_subscription_queue_state AS st (subscription_id, queued, dropped_events,
+                                                                 last_dropped_at)
+           SELECT c.subscription_id, c.queued - coalesce(d.n, 0), coalesce(d.n, 0),
+                  CASE WHEN d.n > 0 THEN now() END
+           FROM counts c LEFT JOIN drops d USING (subscription_id)
+           ORDER BY c.subscription_id
+           ON CONFLICT (subscription_id) DO UPDATE SET
+               queued = EXCLUDED.queued,
+               dropped_events = st.dropped_events + EXCLUDED.dropped_events,
+               last_dropped_at = coalesce(EXCLUDED.last_dropped_at, st.last_dropped_at)""",
+        list(subscription_ids),
+    )
+
+
+async def _push(conn: asyncpg.Connection, pushes: Sequence[tuple[str, FeedEntry]]) -> None:
+    """Outbox rows, due now, ordered per (subscription, path) by feed position (the dispatcher's contract)."""
+    await conn.execute(
+        """INSERT INTO scaivault_webhook_deliveries (delivery_id, target_kind, target_id, tenant_id, event_id,
+               event_type, feed_position, ordering_key, status, next_attempt_at, created_at)
+           SELECT delivery_id, $1, target_id, tenant_id, event_id, event_type, feed_position, ordering_key,
+                  'pending', now(), now()
+           FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::bigint[], $8::text[])
+                AS t(delivery_id, target_id, tenant_id, event_id, event_type, feed_position, ordering_key)
+           ON CONFLICT (target_kind, target_id, event_id) DO NOTHING""",
+        SUBSCRIPTION_TARGET,
+        [new_id("del_") for _ in pushes],
+        [s for s, _ in pushes],
+        [e.tenant_id for _, e in pushes],
+        [e.event_id for _, e in pushes],
+        [e.event_type for _, e in pushes],
+        [e.position for _, e in pushes],
+        [e.path or "" for _, e in pushes],
+    )

@@ -1,0 +1,1 @@
+"""Rotation and expiry scheduling inside the server (docs/rotation.md)."""
