@@ -177,7 +177,7 @@ async def benchmark(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     port = free_port()
     base = f"http://{HOST}:{port}"
     env = {**os.environ, "DATABASE_URL": args.db_url, "SCAIVAULT_DATA_DIR": str(tmp / "data"),
-           "BIND_ADDRESS": f"{HOST}:{port}", "LOG_LEVEL": "error", "SCAIVAULT_WORKERS": "1",
+           "BIND_ADDRESS": f"{HOST}:{port}", "LOG_LEVEL": "error", "SCAIVAULT_WORKERS": str(args.workers),
            "SCAIVAULT_RATE_LIMITS": "*=1000000000/s", "SCAIVAULT_EGRESS_ALLOW": "127.0.0.1/32"}
     receivers = Receivers(args.webhooks)
     await receivers.start()
@@ -196,16 +196,15 @@ async def benchmark(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
                 await receivers.drained(100 * args.webhooks)
 
                 # D: what the receivers take from a plain client.
-                direct_rate = await direct(receivers, args.seconds, args.clients)
+                direct_rate = await direct(receivers, args.seconds, args.clients) if "D" in args.phases else None
 
                 # F and W, in alternating slices.
-                slices = max(1, args.rounds)
                 fanout = {"writes": 0, "write_seconds": 0.0, "deliveries": 0, "delivery_seconds": 0.0}
                 quiet = {"writes": 0, "write_seconds": 0.0}
-                for _ in range(slices):
+                for _ in range(max(1, args.rounds) if "F" in args.phases else 0):
                     before = receivers.received
                     started = time.monotonic()
-                    latencies, _, _, elapsed = await closed_loop(put, seconds=args.seconds / slices,
+                    latencies, _, _, elapsed = await closed_loop(put, seconds=args.seconds / args.rounds,
                                                                  clients=args.clients)
                     finished = await receivers.drained(before + len(latencies) * args.webhooks)
                     fanout["writes"] += len(latencies)
@@ -213,40 +212,57 @@ async def benchmark(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
                     fanout["deliveries"] += receivers.received - before
                     fanout["delivery_seconds"] += finished - started
                     await set_enabled(session, base, token, ids, False)
-                    latencies, _, _, elapsed = await closed_loop(put, seconds=args.seconds / slices,
+                    latencies, _, _, elapsed = await closed_loop(put, seconds=args.seconds / args.rounds,
                                                                  clients=args.clients)
                     quiet["writes"] += len(latencies)
                     quiet["write_seconds"] += elapsed
                     await set_enabled(session, base, token, ids, True)
 
-                # L: a paced load, every delivery's latency.
-                before = receivers.received
-                receivers.measuring = True
-                sent = await paced(put, args.rate, args.seconds)
-                await receivers.drained(before + sent * args.webhooks)
-                receivers.measuring = False
+                # L: a paced load, every delivery's latency: to every webhook, then to one.
+                latency = {}
+                if "L" in args.phases:
+                    latency["all"] = await measure_latency(receivers, put, args.rate, args.seconds, args.webhooks)
+                    await set_enabled(session, base, token, ids[1:], False)
+                    latency["one"] = await measure_latency(receivers, put, args.rate, args.seconds, 1)
     finally:
         await receivers.stop()
-    deliveries_per_s = fanout["deliveries"] / fanout["delivery_seconds"]
-    write_rate = fanout["writes"] / fanout["write_seconds"]
-    quiet_rate = quiet["writes"] / quiet["write_seconds"]
-    lat = receivers.latencies_ms
-    return {
-        "direct_deliveries_per_s": round(direct_rate, 1),
-        "fanout_deliveries_per_s": round(deliveries_per_s, 1),
-        "fanout_events_per_s": round(deliveries_per_s / args.webhooks, 1),
-        "fanout_pct_of_direct": round(100 * deliveries_per_s / direct_rate, 1),
-        "writes_per_s_with_webhooks": round(write_rate, 1),
-        "writes_per_s_webhooks_disabled": round(quiet_rate, 1),
-        "writes_with_webhooks_pct": round(100 * write_rate / quiet_rate, 1),
-        "latency_rate_per_s": args.rate,
-        "latency_deliveries": len(lat),
-        "latency_p50_ms": round(percentile(lat, 0.5), 1),
-        "latency_p99_ms": round(percentile(lat, 0.99), 1),
-        "latency_max_ms": round(max(lat, default=0.0), 1),
-        "latency_p99_target_ms": P99_TARGET_MS,
-        "bad_signatures": receivers.bad_signatures,
-    }
+    figures: dict[str, Any] = {"bad_signatures": receivers.bad_signatures}
+    if direct_rate is not None:
+        figures["direct_deliveries_per_s"] = round(direct_rate, 1)
+    if fanout["writes"]:
+        deliveries_per_s = fanout["deliveries"] / fanout["delivery_seconds"]
+        write_rate = fanout["writes"] / fanout["write_seconds"]
+        quiet_rate = quiet["writes"] / quiet["write_seconds"]
+        figures |= {
+            "fanout_deliveries_per_s": round(deliveries_per_s, 1),
+            "fanout_events_per_s": round(deliveries_per_s / args.webhooks, 1),
+            "writes_per_s_with_webhooks": round(write_rate, 1),
+            "writes_per_s_webhooks_disabled": round(quiet_rate, 1),
+            "writes_with_webhooks_pct": round(100 * write_rate / quiet_rate, 1),
+        }
+        if direct_rate:
+            figures["fanout_pct_of_direct"] = round(100 * deliveries_per_s / direct_rate, 1)
+    for name, webhooks in (("all", args.webhooks), ("one", 1)):
+        if name in latency:
+            lat = latency[name]
+            figures[f"latency_{webhooks}_webhooks"] = {
+                "events_per_s": args.rate, "deliveries_per_s": args.rate * webhooks, "deliveries": len(lat),
+                "p50_ms": round(percentile(lat, 0.5), 1), "p99_ms": round(percentile(lat, 0.99), 1),
+                "max_ms": round(max(lat, default=0.0), 1), "p99_target_ms": P99_TARGET_MS,
+            }
+    return figures
+
+
+async def measure_latency(receivers: Receivers, put: Any, rate: float, seconds: float, webhooks: int) -> list[float]:
+    """Paced writes at ``rate``/s for ``seconds``; each delivery's commit-to-receipt latency, once all arrived."""
+    await asyncio.sleep(1.0)  # the webhooks' changes reach the fan-out first
+    before = receivers.received
+    receivers.latencies_ms = []
+    receivers.measuring = True
+    sent = await paced(put, rate, seconds)
+    await receivers.drained(before + sent * webhooks)
+    receivers.measuring = False
+    return receivers.latencies_ms
 
 
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
@@ -271,6 +287,8 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=32, help="concurrent writers in F and W (default 32)")
     parser.add_argument("--rate", type=float, default=200.0, help="paced writes/s for L (default 200)")
     parser.add_argument("--webhooks", type=int, default=10, help="webhooks listening (default 10)")
+    parser.add_argument("--workers", type=int, default=2, help="server worker processes (default 2)")
+    parser.add_argument("--phases", default="DFL", help="which of D, F (with W) and L to run (default DFL)")
     args = parser.parse_args()
     if not (0 < args.seconds <= 600 and 1 <= args.rounds <= 50 and 1 <= args.clients <= 256
             and 0 < args.rate <= 5000 and 1 <= args.webhooks <= 100):

@@ -174,7 +174,7 @@ class Container:
     # long polls of subscriptions, woken by this process's feed listener (``feed_signal``)
     subscription_polls: SubscriptionPolls
     feed_signal: FeedSignal
-    # webhooks: management, reads, test sends and redeliveries, and the outbox worker (singleton job)
+    # webhooks: management, reads, test sends and redeliveries, and the outbox worker (one per process)
     webhook_commands: WebhookCommands
     webhook_reader: WebhookReader
     webhook_deliveries: WebhookDeliveries
@@ -190,9 +190,10 @@ class Container:
         """What a serving process runs besides answering requests, in start order (stopped in reverse).
 
         Every process runs the per-process jobs: its own access records' group commit, its rate limiter's Redis
-        probe, keeping its caches current (revocations, authorization) and waking its subscriptions' long polls
-        (the feed listener). ``singletons``: whether it also runs the jobs that one process runs for all on this
-        database (the primary worker of ``serve --workers N``, or every single-process server): the catch-up
+        probe, keeping its caches current (revocations, authorization), waking its subscriptions' long polls
+        (the feed listener) and sending webhook deliveries (claims skip what another process holds, so every
+        process shares the sending work). ``singletons``: whether it also runs the jobs that one process runs for
+        all on this database (the primary worker of ``serve --workers N``, or every single-process server): the catch-up
         projections (unless ``SCAIVAULT_RUN_PROJECTIONS=false``),
         housekeeping, the audit-export worker and the rotation scheduler. These keep their own guards (advisory
         locks, idempotent work), so several servers on one database remain safe; ``singletons`` only keeps a
@@ -207,9 +208,9 @@ class Container:
         if singletons:
             jobs += [forever("housekeeping", self._housekeeping), forever("audit-exports", self.export_worker.run)]
             jobs.append(forever("rotation-scheduler", self.rotation_scheduler.run))
-            jobs.append(forever("webhook-deliveries", self.webhook_dispatcher.run))
         jobs.append(forever("authorization-sync", lambda: self.authorizer.run_sync(self.database_url)))
         jobs.append(forever("subscription-feed", lambda: self.feed_signal.run(self.database_url)))
+        jobs.append(forever("webhook-deliveries", self.webhook_dispatcher.run))
         return jobs
 
     @contextlib.asynccontextmanager

@@ -31,6 +31,12 @@ class FeedEntry:
     recorded_at: datetime
     routed_to: tuple[str, ...] = ()
 
+    @property
+    def ordering_key(self) -> str:
+        """Deliveries of one target with the same key go out in feed order: one path's events; an event without
+        a path has no order to keep (its key is its own id)."""
+        return self.path if self.path is not None else self.event_id
+
 
 class FanOutSink(Protocol):
     async def fan_out(self, conn: asyncpg.Connection, entries: Sequence[FeedEntry]) -> None:

@@ -22,7 +22,7 @@ from projections.fanout.sinks import FeedEntry
 from projections.subscriptions.projector import drop_queues
 from projections.subscriptions.queries import interested_subscriptions
 from scaivault.domain.subscriptions import POLLING, Interest, interest_of
-from scaivault.ids import new_id
+from scaivault.webhooks.outbox import delivery_rows, queue_deliveries
 
 SUBSCRIPTION_TARGET = "subscription"
 
@@ -113,20 +113,7 @@ async def _hold_to_buffer_size(conn: asyncpg.Connection, subscription_ids: Seque
 
 async def _push(conn: asyncpg.Connection, pushes: Sequence[tuple[str, FeedEntry]]) -> None:
     """Outbox rows, due now, ordered per (subscription, path) by feed position (the dispatcher's contract)."""
-    await conn.execute(
-        """INSERT INTO scaivault_webhook_deliveries (delivery_id, target_kind, target_id, tenant_id, event_id,
-               event_type, feed_position, ordering_key, status, next_attempt_at, created_at)
-           SELECT delivery_id, $1, target_id, tenant_id, event_id, event_type, feed_position, ordering_key,
-                  'pending', now(), now()
-           FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::bigint[], $8::text[])
-                AS t(delivery_id, target_id, tenant_id, event_id, event_type, feed_position, ordering_key)
-           ON CONFLICT (target_kind, target_id, event_id) DO NOTHING""",
-        SUBSCRIPTION_TARGET,
-        [new_id("del_") for _ in pushes],
-        [s for s, _ in pushes],
-        [e.tenant_id for _, e in pushes],
-        [e.event_id for _, e in pushes],
-        [e.event_type for _, e in pushes],
-        [e.position for _, e in pushes],
-        [e.path or "" for _, e in pushes],
-    )
+    await queue_deliveries(conn, SUBSCRIPTION_TARGET, delivery_rows(
+        (subscription_id, e.tenant_id or "", e.event_id, e.event_type, e.position, e.ordering_key)
+        for subscription_id, e in pushes
+    ))

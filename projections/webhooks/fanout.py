@@ -5,9 +5,8 @@ delivery is recorded exactly once with the position that produced it). A webhook
 many reasons it has to get it.
 
 The tenant's webhooks are read once per batch, matched in memory (the same rules as the API documents,
-``scaivault.domain.webhooks.wants``), and every delivery of the batch is inserted by one statement. Deliveries of one
-webhook for the same path go out in feed order (``ordering_key``: the path); events without a path have no order
-to keep (their key is their own event id).
+``scaivault.domain.webhooks.wants``), and every delivery of the batch is queued by one statement. Deliveries of one
+webhook for the same path go out in feed order (``FeedEntry.ordering_key``; ``scaivault.webhooks.outbox``).
 """
 
 from __future__ import annotations
@@ -18,13 +17,9 @@ import asyncpg
 
 from projections.fanout.sinks import FeedEntry
 from scaivault.domain.webhooks import Facets, wants
-from scaivault.ids import new_id
+from scaivault.webhooks.outbox import delivery_rows, queue_deliveries
 
 WEBHOOK = "webhook"
-
-
-def ordering_key(entry: FeedEntry) -> str:
-    return entry.path if entry.path is not None else entry.event_id
 
 
 class WebhookSink:
@@ -42,7 +37,7 @@ class WebhookSink:
         by_tenant: dict[str, list[asyncpg.Record]] = {}
         for webhook in webhooks:
             by_tenant.setdefault(webhook["tenant_id"], []).append(webhook)
-        rows: list[tuple[str, str, str, str, str, int, str]] = []
+        rows: list[tuple[str, str, str, str, int, str]] = []
         for entry in entries:
             facets = Facets(entry.path, entry.secret_type, entry.tags)
             for webhook in by_tenant.get(entry.tenant_id or "", ()):
@@ -50,25 +45,7 @@ class WebhookSink:
                     webhook["events"], webhook["filters"], entry.event_type, facets
                 ):
                     rows.append((
-                        new_id("del_"), webhook["webhook_id"], webhook["tenant_id"], entry.event_id,
-                        entry.event_type, entry.position, ordering_key(entry),
+                        webhook["webhook_id"], webhook["tenant_id"], entry.event_id, entry.event_type,
+                        entry.position, entry.ordering_key,
                     ))
-        if rows:
-            await insert_deliveries(conn, WEBHOOK, rows)
-
-
-async def insert_deliveries(
-    conn: asyncpg.Connection, target_kind: str, rows: Sequence[tuple[str, str, str, str, str, int, str]]
-) -> None:
-    """Pending deliveries, due now: (delivery id, target id, tenant, event id, event type, feed position,
-    ordering key) each. A replayed batch finds its rows there already (one per target and event)."""
-    columns = list(zip(*rows, strict=True))
-    await conn.execute(
-        """INSERT INTO scaivault_webhook_deliveries (delivery_id, target_kind, target_id, tenant_id, event_id,
-               event_type, feed_position, ordering_key, status, next_attempt_at, created_at)
-           SELECT d, $1, t, tn, e, et, p, k, 'pending', now(), now()
-           FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::bigint[], $8::text[])
-                AS u(d, t, tn, e, et, p, k)
-           ON CONFLICT (target_kind, target_id, event_id) DO NOTHING""",
-        target_kind, *(list(column) for column in columns),
-    )
+        await queue_deliveries(conn, WEBHOOK, delivery_rows(rows))

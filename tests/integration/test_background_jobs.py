@@ -159,9 +159,10 @@ async def test_revocations_keep_arriving_while_the_revocation_listener_is_refuse
             await proxy.shut()
 
 
-SINGLETONS = {"projections", "housekeeping", "audit-exports", "rotation-scheduler", "webhook-deliveries"}
+SINGLETONS = {"projections", "housekeeping", "audit-exports", "rotation-scheduler"}
 PER_PROCESS = [
     "access-records", "rate-limit-redis-probe", "revocation-sync", "authorization-sync", "subscription-feed",
+    "webhook-deliveries",
 ]
 
 

@@ -18,12 +18,13 @@ from aiohttp import web
 
 from commands.actor import Actor
 from projections.fanout.sinks import FeedEntry
-from projections.webhooks.fanout import WebhookSink, insert_deliveries
+from projections.webhooks.fanout import WebhookSink
 from scaivault.bootstrap import Container, build_container
 from scaivault.config import Settings
 from scaivault.crypto.signing_secrets import seal_signing_secret
 from scaivault.webhooks.client import WebhookClient
 from scaivault.webhooks.dispatcher import DeliveryDispatcher, RetryPolicy
+from scaivault.webhooks.outbox import queue_deliveries, repair_lanes
 from scaivault.webhooks.targets import SigningSecrets
 from tests.helpers import eventually
 from tests.webhook_receiver import receiving
@@ -63,24 +64,30 @@ async def publish(pool: asyncpg.Pool, *events: tuple[str, str | None], tenant: s
                   secret_type: str | None = "json", tags: tuple[str, ...] = ()) -> list[FeedEntry]:
     """Public events (type, path) stored in the feed as the fan-out stores them, then given to the webhook sink in
     one tracking-like transaction."""
+    async with pool.acquire() as conn, conn.transaction():
+        return await stage(conn, *events, tenant=tenant, secret_type=secret_type, tags=tags)
+
+
+async def stage(conn: asyncpg.Connection, *events: tuple[str, str | None], tenant: str = TENANT,
+                secret_type: str | None = "json", tags: tuple[str, ...] = ()) -> list[FeedEntry]:
+    """``publish`` within the caller's transaction."""
     global _position
     entries = []
-    async with pool.acquire() as conn, conn.transaction():
-        for event_type, path in events:
-            _position += 1
-            event_id = f"evt_test{_position:010d}"
-            envelope = {"event_id": event_id, "event_type": event_type, "timestamp": "2026-05-01T00:00:00.000000Z",
-                        "tenant_id": tenant, "partner_id": PARTNER, "identity_id": "user:a", "data": {"n": _position},
-                        "request_id": None, **({"path": path} if path else {})}
-            position = await conn.fetchval(
-                """INSERT INTO scaivault_event_feed (event_id, notification_id, tenant_id, partner_id, event_type,
-                       path, secret_type, tags, envelope, recorded_at)
-                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, now()) RETURNING position""",
-                event_id, _position, tenant, PARTNER, event_type, path, secret_type, list(tags), envelope,
-            )
-            entries.append(FeedEntry(position, event_id, event_type, tenant, PARTNER, path, secret_type, tags,
-                                     envelope, datetime.now(UTC)))
-        await WebhookSink().fan_out(conn, entries)
+    for event_type, path in events:
+        _position += 1
+        event_id = f"evt_test{_position:010d}"
+        envelope = {"event_id": event_id, "event_type": event_type, "timestamp": "2026-05-01T00:00:00.000000Z",
+                    "tenant_id": tenant, "partner_id": PARTNER, "identity_id": "user:a", "data": {"n": _position},
+                    "request_id": None, **({"path": path} if path else {})}
+        position = await conn.fetchval(
+            """INSERT INTO scaivault_event_feed (event_id, notification_id, tenant_id, partner_id, event_type,
+                   path, secret_type, tags, envelope, recorded_at)
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, now()) RETURNING position""",
+            event_id, _position, tenant, PARTNER, event_type, path, secret_type, list(tags), envelope,
+        )
+        entries.append(FeedEntry(position, event_id, event_type, tenant, PARTNER, path, secret_type, tags,
+                                 envelope, datetime.now(UTC)))
+    await WebhookSink().fan_out(conn, entries)
     return entries
 
 
@@ -174,18 +181,64 @@ async def test_one_path_is_delivered_in_feed_order_while_a_failure_is_retried(co
         assert all(r["status"] == "success" for r in rows)
 
 
+async def ready_flags(pool: asyncpg.Pool, webhook_id: str) -> list[tuple[str, str, bool]]:
+    rows = await deliveries(pool, webhook_id)
+    return [(r["ordering_key"], r["status"], r["ready"]) for r in rows]
+
+
+async def test_only_the_head_of_each_lane_is_ready(container: Container) -> None:
+    webhook_id = await webhook(container, "http://127.0.0.1:9/hook", events=["*"])
+    await publish(container.pool, ("secret.updated", "app/a"), ("secret.updated", "app/a"),
+                  ("secret.updated", "app/b"), ("policy.created", None), ("policy.updated", None))
+    await publish(container.pool, ("secret.updated", "app/a"), ("secret.updated", "app/c"))
+    flags = [(key if key.startswith("app/") else "no path", ready)
+             for key, _, ready in await ready_flags(container.pool, webhook_id)]
+    assert flags == [("app/a", True), ("app/a", False), ("app/b", True), ("no path", True), ("no path", True),
+                     ("app/a", False), ("app/c", True)]
+    async with container.pool.acquire() as conn:
+        assert await repair_lanes(conn) == 0
+
+
+async def test_a_head_finished_while_a_row_is_queued_behind_it_releases_that_row(container: Container) -> None:
+    """The fan-out queues B behind A while the dispatcher records A: whichever commits first, B goes out."""
+    async with receiving() as receiver:
+        webhook_id = await webhook(container, receiver.url)
+        await publish(container.pool, ("secret.updated", "app/a"))
+        async with container.pool.acquire() as conn:
+            transaction = conn.transaction()
+            await transaction.start()
+            [behind] = await stage(conn, ("secret.updated", "app/a"))  # holds the lane's lock, not committed
+            async with dispatching(container):
+                await eventually(lambda: len(receiver.received) >= 1)
+                await asyncio.sleep(0.3)  # A's result waits for the lane
+                await transaction.commit()
+                await eventually(lambda: all_finished(container.pool, webhook_id, 2), timeout=10)
+        assert [r.envelope["event_id"] for r in receiver.received][-1] == behind.event_id
+
+
+async def test_repair_releases_a_lane_left_waiting(container: Container) -> None:
+    webhook_id = await webhook(container, "http://127.0.0.1:9/hook")
+    await publish(container.pool, ("secret.updated", "app/a"), ("secret.updated", "app/a"))
+    await container.pool.execute("UPDATE scaivault_webhook_deliveries SET ready = false WHERE target_id = $1",
+                                 webhook_id)
+    async with container.pool.acquire() as conn:
+        assert await repair_lanes(conn) == 1
+        assert await repair_lanes(conn) == 0
+    assert [ready for _, _, ready in await ready_flags(container.pool, webhook_id)] == [True, False]
+
+
 async def test_different_paths_do_not_wait_for_each_other(container: Container) -> None:
     async with receiving() as receiver:
         receiver.answer = lambda n: 500  # nothing ever succeeds...
         await webhook(container, receiver.url)
-        await publish(container.pool, ("secret.updated", "app/a"), ("secret.updated", "app/a"),
-                      ("secret.updated", "app/b"))
-        async with dispatching(container, retry=RetryPolicy(max_attempts=2, base_seconds=5, cap_seconds=5)):
-            # ...yet app/b goes out while app/a's first event waits for its retry
+        first_a, second_a, b = await publish(container.pool, ("secret.updated", "app/a"),
+                                             ("secret.updated", "app/a"), ("secret.updated", "app/b"))
+        async with dispatching(container, retry=RetryPolicy(max_attempts=3, base_seconds=5, cap_seconds=5)):
+            # ...yet app/b goes out while app/a's first event waits for its retry (tried again, maybe: full jitter)
             await eventually(lambda: len(receiver.received) >= 2)
             await asyncio.sleep(0.3)
-            paths = sorted(r.envelope["path"] for r in receiver.received)
-        assert paths == ["app/a", "app/b"]
+            sent = {r.envelope["event_id"] for r in receiver.received}
+        assert sent == {first_a.event_id, b.event_id}
 
 
 async def test_retries_back_off_until_the_receiver_recovers(container: Container) -> None:
@@ -287,7 +340,7 @@ async def test_push_subscriptions_are_delivered_with_their_own_secret(container:
                 subscription_id, TENANT, PARTNER, receiver.url, sealed.ciphertext, sealed.data_key_id,
             )
             [entry] = await publish(container.pool, ("secret.created", "app/pushed"))
-            await insert_deliveries(conn, "subscription", [
+            await queue_deliveries(conn, "subscription", [
                 ("del_test0000000000000000000001", subscription_id, TENANT, entry.event_id, entry.event_type,
                  entry.position, "app/pushed")])
         async with dispatching(container):

@@ -100,6 +100,9 @@ CREATE TABLE IF NOT EXISTS scaivault_webhook_deliveries (
     ordering_key text NOT NULL,
     is_test boolean NOT NULL DEFAULT false,
     status text NOT NULL,
+    -- The head of its lane (target, ordering_key): the only pending row of the lane the dispatcher may claim
+    -- (scaivault/webhooks/outbox.py keeps it so).
+    ready boolean NOT NULL DEFAULT true,
     attempts integer NOT NULL DEFAULT 0,
     next_attempt_at timestamptz,
     last_attempt_at timestamptz,
@@ -111,7 +114,7 @@ CREATE TABLE IF NOT EXISTS scaivault_webhook_deliveries (
     UNIQUE (target_kind, target_id, event_id)
 );
 CREATE INDEX IF NOT EXISTS scaivault_webhook_deliveries_due_idx
-    ON scaivault_webhook_deliveries (next_attempt_at) WHERE status = 'pending';
+    ON scaivault_webhook_deliveries (next_attempt_at) WHERE status = 'pending' AND ready;
 CREATE INDEX IF NOT EXISTS scaivault_webhook_deliveries_order_idx
     ON scaivault_webhook_deliveries (target_kind, target_id, ordering_key, feed_position) WHERE status = 'pending';
 CREATE INDEX IF NOT EXISTS scaivault_webhook_deliveries_target_idx
