@@ -76,6 +76,9 @@ class SecretPolicyLookup(Protocol):
     async def linked_secrets(self, conn: asyncpg.Connection, owner: str, secret_policy_id: str) -> int:
         """How many of the owner's secrets (live or soft-deleted) are linked to the secret policy."""
 
+    async def rotation_policies_using(self, conn: asyncpg.Connection, owner: str, secret_policy_id: str) -> list[str]:
+        """The ids of the owner's rotation policies that generate values with the secret policy, in id order."""
+
 
 class RotationLookup(Protocol):
     """The rotation read models (``projections/rotation/``), as rotation commands and secret writes ask them."""

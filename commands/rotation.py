@@ -11,6 +11,7 @@ schedulers that both think a step is due take turns, and the second finds it don
 
 from __future__ import annotations
 
+import asyncio
 import secrets as random_source
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ import asyncpg
 
 from commands.actor import Actor
 from commands.ports import RotationLookup, SecretPermissions, SecretPolicyLookup
+from commands.secrets import stage_secret
 from commands.unit_of_work import UnitOfWork, UnitOfWorkRunner, record_outcome
 from scaivault.audit.access_records import AccessRecord
 from scaivault.clock import utcnow
@@ -47,7 +49,7 @@ from scaivault.domain.rotation import (
     id_from_name,
     rotation_policy_stream_id,
 )
-from scaivault.domain.secrets import Secret, SecretAddress, secret_stream_id, shredded_data_keys
+from scaivault.domain.secrets import Secret, SecretAddress, secret_stream_id
 from scaivault.ids import new_id
 
 UNSET: Any = object()  # a PATCH field that was not given
@@ -322,7 +324,8 @@ class RotationCommands:
             if recipe is None:
                 raise SecretPolicyNotFound("The secret policy that generates this secret's values is missing or "
                                            "inactive", secret_policy_id=secret_policy_id)
-            return generators.generate(recipe, at=at)
+            # Key pairs and bcrypt hashes take up to seconds of CPU, which the event loop must not wait on.
+            return await asyncio.to_thread(generators.generate, recipe, at=at)
         current = await self._current_value(conn, secret)
         fields = [key for key, value in current.items() if isinstance(value, str)] or ["value"]
         return {**current, **{key: random_source.token_urlsafe(GENERATED_VALUE_BYTES) for key in fields}}
@@ -360,11 +363,7 @@ class RotationCommands:
             await self._permissions.require(actor.caller, address, permission)
 
     async def _stage(self, uow: UnitOfWork, secret: Secret) -> None:
-        """Stage the secret's new events, shredding in the same transaction the data keys they destroy."""
-        shredded = shredded_data_keys(list(secret.pending_events))
-        if shredded:
-            await self._keyring.destroy_data_keys(uow.conn, shredded)
-        uow.add(secret)
+        await stage_secret(uow, self._keyring, secret)
 
 
 def _last_rotation_item(secret: Secret) -> dict[str, Any] | None:

@@ -24,7 +24,7 @@ from scaivault.clock import utcnow
 from scaivault.domain.errors import AccessDenied, SecretPolicyNotFound, ValidationFailed
 from scaivault.domain.generators import violations
 from scaivault.domain.outcomes import Outcome
-from scaivault.domain.secret_policies import SecretPolicy, secret_policy_stream_id
+from scaivault.domain.secret_policies import SecretPolicy, SecretPolicyUsers, secret_policy_stream_id
 from scaivault.ids import new_id
 
 UNSET: Any = object()  # a PATCH field that was not given
@@ -141,21 +141,23 @@ class SecretPolicyCommands:
 
     async def delete(
         self, policy_id: str, *, force: bool, actor: Actor, access: AccessRecord | None = None
-    ) -> int:
-        """Delete the policy; returns how many secrets were still linked to it (only possible with ``force``)."""
+    ) -> SecretPolicyUsers:
+        """Delete the policy; returns what still used it (anything only with ``force``)."""
         tenant_id = managed_tenant(actor)
 
-        async def work(uow: UnitOfWork) -> int:
+        async def work(uow: UnitOfWork) -> SecretPolicyUsers:
             policy = await self._load(uow, tenant_id, policy_id)
-            linked = await self._lookup.linked_secrets(uow.conn, tenant_id, policy_id)
-            policy.delete(
-                linked_secrets=linked, force=force, at=self._clock(), actor=actor.identity_id,
-                request_id=actor.request_id,
+            users = SecretPolicyUsers(
+                secret_count=await self._lookup.linked_secrets(uow.conn, tenant_id, policy_id),
+                rotation_policy_ids=tuple(await self._lookup.rotation_policies_using(uow.conn, tenant_id, policy_id)),
             )
+            policy.delete(users=users, force=force, at=self._clock(), actor=actor.identity_id,
+                          request_id=actor.request_id)
             uow.add(policy)
             if access is not None:
-                access.extra["linked_secrets"] = linked
-            return linked
+                access.extra["linked_secrets"] = users.secret_count
+                access.extra["linked_rotation_policies"] = len(users.rotation_policy_ids)
+            return users
 
         return await self._runner.run(work, access=access)
 

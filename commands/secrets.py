@@ -44,6 +44,8 @@ class UpdateSecretMetadata:
     clear_expiry: bool = False
     rotation_policy_id: str | None = None
     secret_policy_id: str | None = None
+    clear_rotation_policy: bool = False  # detach the secret from its rotation policy
+    clear_secret_policy: bool = False  # unlink the secret from its secret policy
 
 
 def _check_cap(secret: Secret, max_versions: int | None, *, writing: bool, may_destroy_versions: bool) -> None:
@@ -52,6 +54,15 @@ def _check_cap(secret: Secret, max_versions: int | None, *, writing: bool, may_d
             "Lowering max_versions below the versions kept destroys them: that needs the delete permission",
             reason="delete_required",
         )
+
+
+async def stage_secret(uow: UnitOfWork, keyring: KeyRing, secret: Secret) -> None:
+    """Stage the secret's new events, shredding in the same transaction the data keys they destroy (every command
+    that changes a secret: these and the rotation commands)."""
+    shredded = shredded_data_keys(list(secret.pending_events))
+    if shredded:
+        await keyring.destroy_data_keys(uow.conn, shredded)
+    uow.add(secret)
 
 
 class SecretCommands:
@@ -156,6 +167,8 @@ class SecretCommands:
                 clear_expiry=cmd.clear_expiry,
                 rotation_policy_id=cmd.rotation_policy_id,
                 secret_policy_id=cmd.secret_policy_id,
+                clear_rotation_policy=cmd.clear_rotation_policy,
+                clear_secret_policy=cmd.clear_secret_policy,
             )
             await self._commit(uow, secret)
             return secret
@@ -259,8 +272,4 @@ class SecretCommands:
         return secret
 
     async def _commit(self, uow: UnitOfWork, secret: Secret) -> None:
-        """Stage the secret's new events, shredding in the same transaction the data keys they destroy."""
-        shredded = shredded_data_keys(list(secret.pending_events))
-        if shredded:
-            await self._keyring.destroy_data_keys(uow.conn, shredded)
-        uow.add(secret)
+        await stage_secret(uow, self._keyring, secret)

@@ -30,6 +30,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from yarl import URL
+
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -237,6 +239,16 @@ async def resolve_and_check(host: str, port: int, allow: Iterable[IPNetwork] = (
     for address in addresses:
         check_address(address, allow, host=host)
     return addresses
+
+
+def client_host(url: str) -> str:
+    """The host of ``url`` as aiohttp connects to it: yarl's canonical form (IDNA folds full-width digits and
+    ideographic full stops, so ``https://１２７.０.０.１/`` names 127.0.0.1), without brackets. An address check must
+    look at this form, not at ``urlsplit``'s. Raises ``ValueError`` for a URL yarl cannot parse."""
+    try:
+        return (URL(url).raw_host or "").strip("[]")
+    except UnicodeError as exc:
+        raise ValueError(str(exc)) from None
 
 
 def normalize_host(host: str) -> str:

@@ -24,12 +24,12 @@ import asyncpg
 from eventsourcing.persistence import Mapper, StoredEvent
 from eventsourcing.utils import get_topic
 
-import scaivault.domain.event_catalog  # noqa: F401 - registers the catalogue's translations
 from projections.fanout.rotation_routes import ROUTE_EVENTS, RotationRoutes, routed_policy
 from projections.fanout.sinks import FanOutSink, FeedEntry
 from projections.runner import Projection
 from scaivault.audit.access_encoding import access_fields, touched_no_secret
 from scaivault.domain.access import ACCESS_TOPIC, AccessRecorded
+from scaivault.domain.event_catalog import secret_tags  # importing it registers the catalogue's translations
 from scaivault.domain.notifications import (
     UNKNOWN_SUBJECT,
     PublicEvent,
@@ -292,16 +292,13 @@ class _Subjects:
     def after(self, domain_event: Any, subject: Subject) -> None:
         """What the event changes of its stream's subject (a secret's last version, type and tags)."""
         if isinstance(domain_event, Secret.VersionWritten):
-            tags = domain_event.metadata.get("tags")
             updated = replace(
                 subject, version=domain_event.version, secret_type=domain_event.secret_type,
-                tags=tuple(t for t in tags if isinstance(t, str)) if isinstance(tags, list) else (),
+                tags=secret_tags(domain_event.metadata),
             )
         elif isinstance(domain_event, Secret.MetadataUpdated):
-            tags = domain_event.metadata.get("tags")
             updated = replace(
-                subject, secret_type=domain_event.secret_type,
-                tags=tuple(t for t in tags if isinstance(t, str)) if isinstance(tags, list) else (),
+                subject, secret_type=domain_event.secret_type, tags=secret_tags(domain_event.metadata)
             )
         else:
             return

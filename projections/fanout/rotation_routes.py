@@ -72,6 +72,8 @@ class RotationRoutes:
                 "DELETE FROM scaivault_fanout_rotation_routes WHERE stream_id = ANY($1::uuid[])", dropped
             )
         if kept:
+            # webhook_ids go as one comma-joined text each (arrays of arrays cannot be one parameter); an id holds no
+            # comma (``wh_[A-Za-z0-9_-]``, scaivault/domain/rotation.py).
             await self._conn.execute(
                 """INSERT INTO scaivault_fanout_rotation_routes (stream_id, tenant_id, policy_id, webhook_ids)
                    SELECT s, t, p, coalesce(string_to_array(nullif(w, ''), ','), '{}')

@@ -21,3 +21,6 @@ class PostgresSecretPolicyLookup:
 
     async def linked_secrets(self, conn: asyncpg.Connection, owner: str, secret_policy_id: str) -> int:
         return await queries.linked_secret_count(conn, owner, secret_policy_id)
+
+    async def rotation_policies_using(self, conn: asyncpg.Connection, owner: str, secret_policy_id: str) -> list[str]:
+        return await queries.rotation_policy_ids_using(conn, owner, secret_policy_id)

@@ -34,3 +34,13 @@ async def linked_secret_count(conn: Queryable, owner: str, policy_id: str) -> in
         "SELECT count(*) FROM scaivault_secrets WHERE owner = $1 AND secret_policy_id = $2", owner, policy_id
     )
     return int(count or 0)
+
+
+async def rotation_policy_ids_using(conn: Queryable, owner: str, policy_id: str) -> list[str]:
+    """The owner's rotation policies that generate values with the secret policy (their ``secret_policy_id``)."""
+    rows = await conn.fetch(
+        "SELECT policy_id FROM scaivault_rotation_policies WHERE owner = $1 AND secret_policy_id = $2"
+        " ORDER BY policy_id",
+        owner, policy_id,
+    )
+    return [row["policy_id"] for row in rows]

@@ -13,7 +13,8 @@ switched to push delivery are removed here too (projector.py says why not there)
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import asyncpg
@@ -68,24 +69,33 @@ async def _forget_push_queues(conn: asyncpg.Connection, subscriptions: Sequence[
 
 
 async def _enqueue(conn: asyncpg.Connection, queue: Sequence[tuple[str, int, str]]) -> None:
-    await conn.execute(
+    inserted = await conn.fetch(
         """INSERT INTO scaivault_subscription_queue (subscription_id, feed_position, event_id)
            SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[])
-           ON CONFLICT DO NOTHING""",
+           ON CONFLICT DO NOTHING
+           RETURNING subscription_id""",
         [s for s, _, _ in queue], [p for _, p, _ in queue], [e for _, _, e in queue],
     )
-    await _hold_to_buffer_size(conn, sorted({s for s, _, _ in queue}))
+    added = Counter(row["subscription_id"] for row in inserted)
+    await _hold_to_buffer_size(conn, {s: added[s] for s in sorted({s for s, _, _ in queue})})
 
 
-async def _hold_to_buffer_size(conn: asyncpg.Connection, subscription_ids: Sequence[str]) -> None:
-    """Drop the oldest entries beyond each queue's buffer size, count them, and note each queue's length. Queue rows
-    are locked before state rows, as acknowledgements do (projections/subscriptions/queries.py)."""
+async def _hold_to_buffer_size(conn: asyncpg.Connection, added: Mapping[str, int]) -> None:
+    """Drop the oldest entries beyond each queue's buffer size, count them, and keep each queue's length. Queue rows
+    are locked before state rows, as acknowledgements do (projections/subscriptions/queries.py).
+
+    ``queued`` moves by what this transaction inserted and deleted, never to a count: a poll that removes entries
+    and commits while this statement waits for the state row would be undone by a count taken from the statement's
+    older snapshot. Which entries give way is decided on that snapshot: at worst a queue is trimmed a little short
+    or long until its next event."""
     await conn.execute(
-        """WITH counts AS (
-               SELECT s.subscription_id, s.buffer_size,
+        """WITH added AS (
+               SELECT * FROM unnest($1::text[], $2::int[]) AS a(subscription_id, n)),
+           counts AS (
+               SELECT s.subscription_id, s.buffer_size, a.n AS added,
                       (SELECT count(*) FROM scaivault_subscription_queue q
                        WHERE q.subscription_id = s.subscription_id) AS queued
-               FROM scaivault_subscriptions s WHERE s.subscription_id = ANY($1::text[])),
+               FROM scaivault_subscriptions s JOIN added a USING (subscription_id)),
            doomed AS (
                SELECT c.subscription_id, oldest.feed_position FROM counts c
                CROSS JOIN LATERAL (
@@ -99,15 +109,15 @@ async def _hold_to_buffer_size(conn: asyncpg.Connection, subscription_ids: Seque
            drops AS (SELECT subscription_id, count(*) AS n FROM dropped GROUP BY subscription_id)
            INSERT INTO scaivault_subscription_queue_state AS st (subscription_id, queued, dropped_events,
                                                                  last_dropped_at)
-           SELECT c.subscription_id, c.queued - coalesce(d.n, 0), coalesce(d.n, 0),
+           SELECT c.subscription_id, c.added - coalesce(d.n, 0), coalesce(d.n, 0),
                   CASE WHEN d.n > 0 THEN now() END
            FROM counts c LEFT JOIN drops d USING (subscription_id)
            ORDER BY c.subscription_id
            ON CONFLICT (subscription_id) DO UPDATE SET
-               queued = EXCLUDED.queued,
+               queued = st.queued + EXCLUDED.queued,
                dropped_events = st.dropped_events + EXCLUDED.dropped_events,
                last_dropped_at = coalesce(EXCLUDED.last_dropped_at, st.last_dropped_at)""",
-        list(subscription_ids),
+        list(added), list(added.values()),
     )
 
 

@@ -42,14 +42,15 @@ def _secret_subject(e: Secret.Created) -> Subject:
     return Subject(tenant_id=e.tenant_id, partner_id=e.partner_id, path=e.path)
 
 
-def _tags(metadata: dict[str, Any]) -> tuple[str, ...]:
+def secret_tags(metadata: dict[str, Any]) -> tuple[str, ...]:
+    """A secret's tags as filters match them: the string items of ``metadata.tags``, if it is a list."""
     tags = metadata.get("tags")
     return tuple(t for t in tags if isinstance(t, str)) if isinstance(tags, list) else ()
 
 
 @translates(Secret.VersionWritten)
 def _version_written(e: Secret.VersionWritten, subject: Subject) -> Iterator[PublicEvent]:
-    tags = _tags(e.metadata)
+    tags = secret_tags(e.metadata)
     if e.created:
         data: dict[str, Any] = {
             "version": e.version, "secret_type": e.secret_type, "created_by": e.actor,

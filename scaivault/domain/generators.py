@@ -61,6 +61,10 @@ MIN_LENGTH = 4
 DEFAULT_LENGTH = 32
 MAX_TEMPLATE = 4096
 MAX_PLACEHOLDER_LENGTH = 1024
+# The most a recipe's value may hold (bytes of its keys and values): what a written value may hold
+# (``scaivault/http/schemas.py``, MAX_DATA_BYTES). Without it 32 templates of 273 ``{{random:1024}}`` each make a
+# 9 MB value, seconds of CPU per generation.
+MAX_VALUE_BYTES = 64 * 1024
 BCRYPT_MAX_PASSWORD_BYTES = 72  # bcrypt reads no further
 BCRYPT_ROUNDS = (4, 14)  # beyond 14 one hash (and so one checked write) takes seconds
 _FIELD_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
@@ -176,6 +180,10 @@ class Generator:
     def outputs(self, field: str, config: Mapping[str, Any]) -> list[str]:
         return [field]
 
+    def max_size(self, config: Mapping[str, Any]) -> int:
+        """At most how many bytes the values this field generates hold (its keys not counted)."""
+        raise NotImplementedError
+
     def generate(self, field: str, config: Mapping[str, Any], at: datetime) -> dict[str, str]:
         raise NotImplementedError
 
@@ -214,6 +222,9 @@ class RandomGenerator(Generator):
                 raise _ConfigError(key, f"charset {normalized['charset']} has no {label[label.index(' ') + 1:]}")
         return normalized
 
+    def max_size(self, config: Mapping[str, Any]) -> int:
+        return int(config["length"])
+
     def generate(self, field: str, config: Mapping[str, Any], at: datetime) -> dict[str, str]:
         alphabet = CHARSETS[config["charset"]]
         required = [
@@ -244,6 +255,9 @@ class HexGenerator(Generator):
     def _normalize(self, field: str, config: Mapping[str, Any]) -> dict[str, Any]:
         return {"length": _integer(config, "length", DEFAULT_LENGTH, MIN_LENGTH, MAX_LENGTH)}
 
+    def max_size(self, config: Mapping[str, Any]) -> int:
+        return int(config["length"])
+
     def generate(self, field: str, config: Mapping[str, Any], at: datetime) -> dict[str, str]:
         return {field: _random_string(CHARSETS["hex"], config["length"])}
 
@@ -262,6 +276,9 @@ class UuidGenerator(Generator):
 
     def _normalize(self, field: str, config: Mapping[str, Any]) -> dict[str, Any]:
         return {"version": _choice(config, "version", 4, (4, 7))}
+
+    def max_size(self, config: Mapping[str, Any]) -> int:
+        return 36
 
     def generate(self, field: str, config: Mapping[str, Any], at: datetime) -> dict[str, str]:
         value = uuid.uuid4() if config["version"] == 4 else _uuid7(at)
@@ -315,7 +332,29 @@ def _placeholder_pattern(part: _Placeholder) -> str:
         return f"[0-9a-f]{{{part.size}}}"
     if part.kind == "uuid":
         return _UUID_PATTERN
-    return "-?[0-9]+"
+    return _TIMESTAMP_PATTERN
+
+
+# Every {{timestamp}} of a value is the same number (one ``at``): the first is matched with a bounded width (Unix
+# seconds have at most 12 digits for 30,000 years), the others must repeat it. Several unbounded ``[0-9]+`` in a row
+# would backtrack polynomially (exponentially in their number) over a long run of digits: a written value could hold
+# a check, and the thread and transaction it runs in, for hours.
+_TIMESTAMP_PATTERN = "(?P<timestamp>-?[0-9]{1,12})"
+_SAME_TIMESTAMP = "(?P=timestamp)"
+
+
+def _template_pattern(template: str) -> str:
+    pieces = []
+    timestamp_seen = False
+    for part in _parse_template(template):
+        if isinstance(part, str):
+            pieces.append(re.escape(part))
+        elif part.kind == "timestamp":
+            pieces.append(_SAME_TIMESTAMP if timestamp_seen else _TIMESTAMP_PATTERN)
+            timestamp_seen = True
+        else:
+            pieces.append(_placeholder_pattern(part))
+    return "".join(pieces)
 
 
 class TemplateGenerator(Generator):
@@ -328,6 +367,13 @@ class TemplateGenerator(Generator):
             raise _ConfigError("template", "must not be empty")
         _parse_template(template)
         return {"template": template}
+
+    def max_size(self, config: Mapping[str, Any]) -> int:
+        sizes = {"uuid": 36, "timestamp": 13}
+        return sum(
+            len(part.encode()) if isinstance(part, str) else part.size or sizes[part.kind]
+            for part in _parse_template(config["template"])
+        )
 
     def generate(self, field: str, config: Mapping[str, Any], at: datetime) -> dict[str, str]:
         pieces = []
@@ -343,11 +389,7 @@ class TemplateGenerator(Generator):
         return {field: "".join(pieces)}
 
     def _check(self, field: str, config: Mapping[str, Any], values: Mapping[str, str]) -> dict[str, str]:
-        pattern = "".join(
-            re.escape(part) if isinstance(part, str) else _placeholder_pattern(part)
-            for part in _parse_template(config["template"])
-        )
-        if re.fullmatch(pattern, values[field]) is None:
+        if re.fullmatch(_template_pattern(config["template"]), values[field]) is None:
             return {field: f"must match the template {config['template'][:200]}"}
         return {}
 
@@ -428,6 +470,9 @@ class RsaKeyPairGenerator(_KeyPairGenerator):
     def _normalize(self, field: str, config: Mapping[str, Any]) -> dict[str, Any]:
         return {"bits": _choice(config, "bits", 2048, (2048, 4096)), "public_key_field": self._public_key_field(config)}
 
+    def max_size(self, config: Mapping[str, Any]) -> int:
+        return int(config["bits"]) + 1024  # PEM: 3272 + 800 characters for 4096 bits
+
     def generate(self, field: str, config: Mapping[str, Any], at: datetime) -> dict[str, str]:
         private, public = _pem_pair(rsa.generate_private_key(public_exponent=65537, key_size=config["bits"]))
         return {field: private, config["public_key_field"]: public}
@@ -449,6 +494,9 @@ class EcKeyPairGenerator(_KeyPairGenerator):
     def _normalize(self, field: str, config: Mapping[str, Any]) -> dict[str, Any]:
         curve = _choice(config, "curve", "P-256", list(_CURVES))
         return {"curve": curve, "public_key_field": self._public_key_field(config)}
+
+    def max_size(self, config: Mapping[str, Any]) -> int:
+        return 1024  # PEM: 306 + 215 characters on P-384
 
     def generate(self, field: str, config: Mapping[str, Any], at: datetime) -> dict[str, str]:
         private, public = _pem_pair(ec.generate_private_key(_CURVES[config["curve"]]()))
@@ -476,6 +524,10 @@ class SshKeyPairGenerator(_KeyPairGenerator):
         normalized["comment"] = _text(config, "comment", "", limit=256)
         normalized["public_key_field"] = self._public_key_field(config)
         return normalized
+
+    def max_size(self, config: Mapping[str, Any]) -> int:
+        # OpenSSH: 3381 + 725 characters for RSA 4096, 399 + 80 for ed25519; then the comment
+        return int(config.get("bits", 0)) + 1024 + len(config["comment"].encode())
 
     def generate(self, field: str, config: Mapping[str, Any], at: datetime) -> dict[str, str]:
         private_key: ed25519.Ed25519PrivateKey | rsa.RSAPrivateKey
@@ -530,6 +582,9 @@ class BcryptHashGenerator(Generator):
     def outputs(self, field: str, config: Mapping[str, Any]) -> list[str]:
         return [field, config["hash_field"]]
 
+    def max_size(self, config: Mapping[str, Any]) -> int:
+        return int(config["length"]) + 60
+
     def generate(self, field: str, config: Mapping[str, Any], at: datetime) -> dict[str, str]:
         password = _random_string(CHARSETS["alphanumeric"], config["length"])
         hashed = bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=config["rounds"]))
@@ -558,6 +613,9 @@ class StaticGenerator(Generator):
 
     def _normalize(self, field: str, config: Mapping[str, Any]) -> dict[str, Any]:
         return {"value": _text(config, "value", None, limit=MAX_TEMPLATE, one_line=False)}
+
+    def max_size(self, config: Mapping[str, Any]) -> int:
+        return len(config["value"].encode())
 
     def generate(self, field: str, config: Mapping[str, Any], at: datetime) -> dict[str, str]:
         return {field: config["value"]}
@@ -632,6 +690,12 @@ def normalize_recipe(fields: Any) -> list[dict[str, Any]]:
         recipe.append(field)
     if sum(GENERATORS[field["generator"]].costly for field in recipe) > MAX_COSTLY_FIELDS:
         problems.append({"field": "fields", "message": f"at most {MAX_COSTLY_FIELDS} key-pair and bcrypt fields"})
+    size = sum(len(key.encode()) for key in written) + sum(
+        GENERATORS[field["generator"]].max_size(field["config"]) for field in recipe
+    )
+    if size > MAX_VALUE_BYTES:
+        problems.append({"field": "fields", "message": f"the values may reach {size} bytes; at most "
+                                                       f"{MAX_VALUE_BYTES} (what a written value may hold)"})
     if problems:
         raise ValidationFailed(fields=problems)
     return recipe

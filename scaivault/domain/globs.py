@@ -4,7 +4,11 @@ leading ``**/`` needs a parent segment (``**/ssl/*`` does not match ``ssl/cert``
 
 Matching is done segment by segment with dynamic programming, never with a backtracking regular expression: a
 pattern such as ``a*a*a*a*b`` costs O(pattern x path), not exponential time (a caller-supplied pattern must not be
-able to freeze the server).
+able to freeze the server). Within a segment, the literal runs between ``*`` are found greedily, leftmost first, by
+``str.find`` (or a regex without quantifiers when they hold ``?``): greedy is exact for ``*``-separated runs, and it
+keeps the matching near-linear at C speed. Subscriptions (anyone holding ``subscriptions:write``) match up to 100
+globs of 512 characters against every event of their tenant in the fan-out: a character-by-character DP made that a
+second of the server's CPU per event and subscription.
 """
 
 from __future__ import annotations
@@ -35,20 +39,42 @@ def parse_glob(pattern: str) -> tuple[str, ...]:
     return segments
 
 
+def _fits_at(run: str, text: str, start: int) -> bool:
+    """Whether ``run`` (literal characters and ``?``) matches ``text`` at ``start`` (the caller checked the room)."""
+    return all(c == "?" or c == t for c, t in zip(run, text[start : start + len(run)], strict=True))
+
+
+@lru_cache(maxsize=4096)
+def _run_regex(run: str) -> re.Pattern[str]:
+    return re.compile("".join("." if c == "?" else re.escape(c) for c in run), re.DOTALL)
+
+
 def segment_matches(pattern: str, text: str) -> bool:
-    """``*`` any run, ``?`` one character; linear-space DP over (pattern, text)."""
+    """``*`` any run, ``?`` one character. The runs between stars: the first at the start, the last at the end, the
+    others each at its leftmost place after the one before (taking the leftmost never loses a match)."""
     if pattern == "*":
         return bool(text)
-    reachable = [True] + [False] * len(text)  # reachable[j]: pattern so far matches text[:j]
-    for symbol in pattern:
-        if symbol == "*":
-            for j in range(1, len(text) + 1):
-                reachable[j] = reachable[j] or reachable[j - 1]
+    if "*" not in pattern:
+        return len(pattern) == len(text) and _fits_at(pattern, text, 0)
+    first, *middle, last = pattern.split("*")
+    end = len(text) - len(last)
+    if len(first) > end or not _fits_at(first, text, 0) or not _fits_at(last, text, end):
+        return False
+    position = len(first)
+    for run in middle:
+        if not run:
+            continue
+        if "?" in run:
+            found = _run_regex(run).search(text, position, end)
+            if found is None:
+                return False
+            position = found.end()
         else:
-            for j in range(len(text), 0, -1):
-                reachable[j] = reachable[j - 1] and (symbol == "?" or symbol == text[j - 1])
-            reachable[0] = False
-    return reachable[len(text)]
+            index = text.find(run, position, end)
+            if index < 0:
+                return False
+            position = index + len(run)
+    return True
 
 
 def glob_matches(pattern: str, path: str) -> bool:

@@ -68,8 +68,8 @@ SubjectOf = Callable[[Any], Subject]
 
 _TRANSLATORS: dict[type, Translator] = {}
 _SUBJECTS: dict[type, SubjectOf] = {}
-# Every public event type the server can emit, with the family it belongs to (``secret``, ``rotation``, ...):
-# what webhooks and subscriptions may ask for. Areas add theirs with ``declare_event_types``.
+# Every public event type the server can emit (``secret.created``, ...): what webhooks and subscriptions may ask
+# for, by name or by family (``secret.*``). Areas add theirs with ``declare_event_types``.
 _EVENT_TYPES: set[str] = set()
 
 

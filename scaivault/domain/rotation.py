@@ -295,8 +295,8 @@ class RotationPolicy(Aggregate):
         self.tenant_id = tenant_id
         self.partner_id = partner_id
         self._set_settings(name=name, description=description, interval=interval, grace_period=grace_period,
-                    warn_before=warn_before, auto_generate=auto_generate, secret_policy_id=secret_policy_id,
-                    webhook_ids=webhook_ids, is_active=is_active)
+                           warn_before=warn_before, auto_generate=auto_generate, secret_policy_id=secret_policy_id,
+                           webhook_ids=webhook_ids, is_active=is_active)
         self.created_at = at
         self.updated_at = at
         self.deleted = False
@@ -357,8 +357,8 @@ class RotationPolicy(Aggregate):
         actor: str, request_id: str | None,
     ) -> None:
         self._set_settings(name=name, description=description, interval=interval, grace_period=grace_period,
-                    warn_before=warn_before, auto_generate=auto_generate, secret_policy_id=secret_policy_id,
-                    webhook_ids=webhook_ids, is_active=is_active)
+                           warn_before=warn_before, auto_generate=auto_generate, secret_policy_id=secret_policy_id,
+                           webhook_ids=webhook_ids, is_active=is_active)
         self.updated_at = at
 
     def delete(self, *, at: datetime, actor: str, request_id: str | None) -> None:

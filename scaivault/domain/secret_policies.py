@@ -9,6 +9,7 @@ a policy generates never changes under it when a default does. A recipe is confi
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 from uuid import NAMESPACE_URL, UUID, uuid5
@@ -27,6 +28,18 @@ _NAMESPACE = uuid5(NAMESPACE_URL, "https://scaivault.dev/streams/secret-policy")
 
 def secret_policy_stream_id(policy_id: str) -> UUID:
     return uuid5(_NAMESPACE, policy_id)
+
+
+@dataclass(frozen=True)
+class SecretPolicyUsers:
+    """What still uses a secret policy when it is deleted: secrets linked to it, and the tenant's rotation policies
+    that generate values with it."""
+
+    secret_count: int = 0
+    rotation_policy_ids: tuple[str, ...] = ()
+
+    def __bool__(self) -> bool:
+        return bool(self.secret_count or self.rotation_policy_ids)
 
 
 def _invalid(field: str, message: str) -> ValidationFailed:
@@ -147,13 +160,17 @@ class SecretPolicy(Aggregate):
         self.updated_at = at
         self.updated_by = actor
 
-    def delete(self, *, linked_secrets: int, force: bool, at: datetime, actor: str, request_id: str | None) -> None:
-        """Delete; while secrets are linked to it only with ``force`` (those secrets then keep a dangling link,
-        which no write is checked against)."""
-        if linked_secrets and not force:
+    def delete(
+        self, *, users: SecretPolicyUsers, force: bool, at: datetime, actor: str, request_id: str | None
+    ) -> None:
+        """Delete; while anything uses it only with ``force``. Linked secrets then keep a dangling link, which no
+        write is checked against; rotation policies keep a ``secret_policy_id`` whose auto-generated rotations
+        fail (``rotation.failed``, ``secret_policy_not_found``) until they are pointed at another recipe."""
+        if users and not force:
             raise PolicyInUse(
-                "Secrets are linked to this secret policy; relink them or use force=true",
-                secret_policy_id=self.policy_id, secret_count=linked_secrets,
+                "Secrets or rotation policies use this secret policy; relink them or use force=true",
+                secret_policy_id=self.policy_id, secret_count=users.secret_count,
+                rotation_policy_ids=list(users.rotation_policy_ids),
             )
         self._deleted(at=at, actor=actor, request_id=request_id)
 

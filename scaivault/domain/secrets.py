@@ -227,7 +227,10 @@ class Secret(Aggregate):
         clear_expiry: bool,
         rotation_policy_id: str | None,
         secret_policy_id: str | None,
+        clear_rotation_policy: bool = False,
+        clear_secret_policy: bool = False,
     ) -> None:
+        """A policy id of None keeps the current link; ``clear_*`` removes it (a PATCH's explicit null)."""
         self._require_live(at, actor, request_id)
         metadata = dict(self.metadata)
         for key, value in (metadata_patch or {}).items():  # RFC 7396 merge patch, one level deep
@@ -247,8 +250,8 @@ class Secret(Aggregate):
             secret_type=check_secret_type(secret_type) if secret_type else self.secret_type,
             max_versions=new_max,
             expires_at=expires_at,
-            rotation_policy_id=rotation_policy_id if rotation_policy_id is not None else self.rotation_policy_id,
-            secret_policy_id=secret_policy_id if secret_policy_id is not None else self.secret_policy_id,
+            rotation_policy_id=_link(rotation_policy_id, self.rotation_policy_id, clear=clear_rotation_policy),
+            secret_policy_id=_link(secret_policy_id, self.secret_policy_id, clear=clear_secret_policy),
         )
         self._age_out(at=at, actor=actor, request_id=request_id)
 
@@ -755,6 +758,14 @@ class Secret(Aggregate):
     @event(Expired)
     def _expired(self, *, expires_at: datetime, at: datetime, actor: str, request_id: str | None) -> None:
         self.expired_notified = True
+
+
+def _link(given: str | None, current: str | None, *, clear: bool) -> str | None:
+    if clear:
+        if given is not None:
+            raise ValueError("a link is either set or cleared")
+        return None
+    return given if given is not None else current
 
 
 def _duration_text(duration: timedelta) -> str:

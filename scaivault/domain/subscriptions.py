@@ -322,9 +322,6 @@ class Subscription(Aggregate):
         self.deleted = True
         self.updated_at = at
 
-    def interest(self) -> Interest:
-        return Interest(tuple(self.paths), tuple(self.events), self.filters)
-
 
 def interest_of(row: Mapping[str, Any]) -> Interest:
     """The interest of a read-model row (``paths``, ``events``, ``filters``)."""

@@ -29,7 +29,7 @@ from eventsourcing.domain import Aggregate, event
 import scaivault.domain.event_catalog  # noqa: F401 - registers the public event types webhooks may ask for
 from scaivault.domain.errors import ValidationFailed
 from scaivault.domain.notifications import type_matches, valid_type_pattern
-from scaivault.egress import EgressRefused, IPNetwork, check_address
+from scaivault.egress import EgressRefused, IPNetwork, check_address, client_host
 
 _NAMESPACE = UUID("5b0e9a52-4f63-4f0c-9f36-7d3c2c0e8a11")
 MAX_NAME_LENGTH = 128
@@ -64,6 +64,7 @@ def check_url(url: object, http_allowed: Sequence[IPNetwork] = ()) -> str:
     try:
         parts = urlsplit(url)
         parts.port  # noqa: B018 - raises for a port that is not a number in range
+        host = client_host(url)  # the host as deliveries will connect to it (full-width digits folded)
     except ValueError:
         raise _invalid("url", "not a valid URL") from None
     if parts.scheme not in ("https", "http") or not parts.hostname:
@@ -72,7 +73,7 @@ def check_url(url: object, http_allowed: Sequence[IPNetwork] = ()) -> str:
         raise _invalid("url", "may not carry credentials; authenticate deliveries by their signature")
     if parts.fragment:
         raise _invalid("url", "may not have a fragment")
-    literal = _ip_literal(parts.hostname)
+    literal = _ip_literal(host)
     if parts.scheme == "http" and not (literal is not None and _covered(literal, http_allowed)):
         raise _invalid("url", "must use https (http only to an address the operator allows in SCAIVAULT_EGRESS_ALLOW)")
     if literal is not None:

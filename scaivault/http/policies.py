@@ -22,10 +22,11 @@ from scaivault.domain.policies import PERMISSIONS
 from scaivault.domain.timestamps import in_utc
 from scaivault.http.context import Callers, actor_of
 from scaivault.http.keys import ACCESS
+from scaivault.http.path_ids import path_id
 from scaivault.http.query import Flag, Limit, QueryModel, parse_query
 from scaivault.http.responses import committed_response, json_response, read_json_object
 from scaivault.http.routing import UNAUDITED, RouteTable
-from scaivault.http.schemas import Strict, parse_body
+from scaivault.http.schemas import Strict, parse_body, refuse_null
 
 BASES = ("/v1/policies", "/v1/t/{tenant_id}/policies")
 READ_SCOPE = "policies:read"
@@ -91,12 +92,8 @@ class PolicyPatchIn(Strict):
     scope: PolicyScope | None = None
     is_active: StrictBool | None = None
 
-    @field_validator("name", "rules", "scope", "is_active")
-    @classmethod
-    def _not_null(cls, value: Any) -> Any:
-        if value is None:
-            raise ValueError("may not be null (only description may be cleared)")
-        return value
+    _not_null = refuse_null("name", "rules", "scope", "is_active",
+                            message="may not be null (only description may be cleared)")
 
 
 def _in_utc(value: datetime | None) -> datetime | None:
@@ -139,12 +136,7 @@ def _rules(rules: list[RuleIn]) -> list[dict[str, Any]]:
 
 
 def _policy_id(request: web.Request) -> str:
-    """The policy the path names, noted on the request's access record."""
-    policy_id = request.match_info["policy_id"]
-    if "\x00" in policy_id:  # no policy id holds a NUL (nor can PostgreSQL store one): a missing policy
-        raise PolicyNotFound(policy_id=policy_id.replace("\x00", "")[:64])
-    request[ACCESS].extra["policy_id"] = policy_id[:64]
-    return policy_id
+    return path_id(request, "policy_id", PolicyNotFound)
 
 
 class PoliciesApi:

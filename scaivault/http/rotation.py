@@ -8,10 +8,8 @@ Scopes as the spec names them: managing policies needs ``admin``; rotating now `
 
 from __future__ import annotations
 
-from typing import Any
-
 from aiohttp import web
-from pydantic import Field, StrictBool, field_validator
+from pydantic import Field, StrictBool
 
 from commands.rotation import PolicyOwner, RotationCommands
 from projections.rotation.reader import HistoryStatus, RotationReader
@@ -21,10 +19,11 @@ from scaivault.domain.paths import parse_path
 from scaivault.domain.secrets import SecretAddress
 from scaivault.http.context import Callers, actor_of
 from scaivault.http.keys import ACCESS
+from scaivault.http.path_ids import path_id
 from scaivault.http.query import Flag, Limit, QueryModel, parse_query
 from scaivault.http.responses import committed_response, json_response, read_json_object
 from scaivault.http.routing import RouteTable
-from scaivault.http.schemas import Strict, parse_body
+from scaivault.http.schemas import Strict, parse_body, refuse_null
 
 BASES = ("/v1/rotation", "/v1/t/{tenant_id}/rotation")
 ADMIN_SCOPE = "admin"
@@ -76,12 +75,7 @@ class PolicyPatchIn(Strict):
     webhook_ids: list[str] | None = None
     is_active: StrictBool | None = None
 
-    @field_validator("name", "interval", "grace_period", "auto_generate", "is_active")
-    @classmethod
-    def _not_null(cls, value: Any) -> Any:
-        if value is None:
-            raise ValueError("may not be null")
-        return value
+    _not_null = refuse_null("name", "interval", "grace_period", "auto_generate", "is_active")
 
 
 class AssignmentIn(Strict):
@@ -93,11 +87,7 @@ class RotateIn(Strict):
 
 
 def _policy_id(request: web.Request) -> str:
-    policy_id = request.match_info["policy_id"]
-    if "\x00" in policy_id or len(policy_id) > 80:  # no id holds a NUL or is that long: a missing policy
-        raise RotationPolicyNotFound(rotation_policy_id=policy_id.replace("\x00", "")[:64])
-    request[ACCESS].extra["rotation_policy_id"] = policy_id
-    return policy_id
+    return path_id(request, "policy_id", RotationPolicyNotFound, key="rotation_policy_id", max_length=80)
 
 
 def _owner(who: Caller) -> PolicyOwner:

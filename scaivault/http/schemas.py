@@ -12,6 +12,8 @@ from scaivault.domain.errors import ValidationFailed
 from scaivault.domain.secrets import MAX_METADATA_BYTES
 
 MAX_DATA_BYTES = 64 * 1024
+ROTATION_POLICY_ID = r"^rot_[A-Za-z0-9_-]{1,64}$"
+SECRET_POLICY_ID = r"^sp_[A-Za-z0-9_-]{1,64}$"
 
 
 class Strict(BaseModel):
@@ -70,9 +72,9 @@ def _has_reserved_shape(value: Any) -> bool:
 class WriteOptionsIn(Strict):
     max_versions: int | None = Field(default=None, ge=1, le=1000)
     expires_in: str | None = None
-    rotation_policy_id: str | None = Field(default=None, pattern=r"^rot_[A-Za-z0-9_-]{1,64}$")
+    rotation_policy_id: str | None = Field(default=None, pattern=ROTATION_POLICY_ID)
     cas: int | None = Field(default=None, ge=0)
-    secret_policy_id: str | None = Field(default=None, pattern=r"^sp_[A-Za-z0-9_-]{1,64}$")
+    secret_policy_id: str | None = Field(default=None, pattern=SECRET_POLICY_ID)
 
 
 class WriteSecretIn(Strict):
@@ -95,8 +97,8 @@ class MetadataPatchIn(Strict):
     max_versions: int | None = Field(default=None, ge=1, le=1000)
     expires_in: str | None = None
     expires_at: None = None  # only null is accepted: it clears the expiry
-    rotation_policy_id: str | None = Field(default=None, pattern=r"^rot_[A-Za-z0-9_-]{1,64}$")
-    secret_policy_id: str | None = Field(default=None, pattern=r"^[a-z]{2,4}_[A-Za-z0-9_-]{1,64}$")
+    rotation_policy_id: str | None = Field(default=None, pattern=ROTATION_POLICY_ID)  # null detaches
+    secret_policy_id: str | None = Field(default=None, pattern=SECRET_POLICY_ID)  # null unlinks
 
 
 class BatchOptionsIn(Strict):
@@ -113,6 +115,18 @@ class BatchReadIn(Strict):
 
 class IntrospectIn(Strict):
     token: str = Field(min_length=1, max_length=16384)
+
+
+def refuse_null(*fields: str, message: str = "may not be null") -> Any:
+    """A PATCH body's validator: leaving one of ``fields`` out keeps its value, so an explicit null (which would
+    clear it) is refused, 422. In the model: ``_not_null = refuse_null("name", ...)``."""
+
+    def check(value: Any) -> Any:
+        if value is None:
+            raise ValueError(message)
+        return value
+
+    return field_validator(*fields)(check)
 
 
 def parse_body(model: type[BaseModel], body: dict[str, Any]) -> Any:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from aiohttp import web
-from pydantic import Field, StrictBool, field_validator
+from pydantic import Field, StrictBool
 
 from commands.secret_policies import NewSecretPolicy, SecretPolicyChanges, SecretPolicyCommands
 from projections.secret_policies.reader import SecretPolicyReader
@@ -20,10 +20,11 @@ from scaivault.domain.errors import SecretPolicyNotFound
 from scaivault.domain.generators import MAX_FIELDS
 from scaivault.http.context import Callers, actor_of
 from scaivault.http.keys import ACCESS
+from scaivault.http.path_ids import path_id
 from scaivault.http.query import Flag, Limit, QueryModel, parse_query
 from scaivault.http.responses import committed_response, json_response, read_json_object
 from scaivault.http.routing import RouteTable
-from scaivault.http.schemas import Strict, parse_body
+from scaivault.http.schemas import Strict, parse_body, refuse_null
 
 BASES = ("/v1/secret-policies", "/v1/t/{tenant_id}/secret-policies")
 READ_SCOPE = "policies:read"
@@ -61,12 +62,8 @@ class SecretPolicyPatchIn(Strict):
     description: str | None = None
     is_active: StrictBool | None = None
 
-    @field_validator("name", "policy_type", "fields", "is_active")
-    @classmethod
-    def _not_null(cls, value: Any) -> Any:
-        if value is None:
-            raise ValueError("may not be null (only description may be cleared)")
-        return value
+    _not_null = refuse_null("name", "policy_type", "fields", "is_active",
+                            message="may not be null (only description may be cleared)")
 
 
 class RecipeIn(Strict):
@@ -74,12 +71,7 @@ class RecipeIn(Strict):
 
 
 def _policy_id(request: web.Request) -> str:
-    """The policy the path names, noted on the request's access record."""
-    policy_id = request.match_info["policy_id"]
-    if "\x00" in policy_id:  # no id holds a NUL (nor can PostgreSQL store one): a missing policy
-        raise SecretPolicyNotFound(secret_policy_id=policy_id.replace("\x00", "")[:64])
-    request[ACCESS].extra["secret_policy_id"] = policy_id[:64]
-    return policy_id
+    return path_id(request, "policy_id", SecretPolicyNotFound, key="secret_policy_id")
 
 
 class SecretPoliciesApi:
@@ -165,7 +157,10 @@ class SecretPoliciesApi:
         who = await self._callers.with_scope(request, WRITE_SCOPE)
         policy_id = _policy_id(request)
         query = parse_query(DeleteQuery, request)
-        linked = await self._commands.delete(
+        users = await self._commands.delete(
             policy_id, force=query.force, actor=actor_of(request, who), access=request[ACCESS]
         )
-        return json_response({"id": policy_id, "deleted": True, "linked_secrets": linked})
+        return json_response({
+            "id": policy_id, "deleted": True, "linked_secrets": users.secret_count,
+            "rotation_policy_ids": list(users.rotation_policy_ids),
+        })

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from aiohttp import web
-from pydantic import BeforeValidator, Field, StrictInt, field_validator
+from pydantic import BeforeValidator, Field, StrictInt
 
 from commands.subscriptions import SubscriptionChanges, SubscriptionCommands
 from projections.subscriptions.polling import PollRequest, SubscriptionPolls
@@ -21,10 +21,11 @@ from scaivault.domain.durations import parse_duration
 from scaivault.domain.errors import InvalidDuration, SubscriptionNotFound
 from scaivault.http.context import Callers, actor_of
 from scaivault.http.keys import ACCESS
+from scaivault.http.path_ids import path_id
 from scaivault.http.query import Limit, QueryModel, digits, parse_query
 from scaivault.http.responses import committed_response, json_response, read_json_object
 from scaivault.http.routing import RouteTable
-from scaivault.http.schemas import Strict, parse_body
+from scaivault.http.schemas import Strict, parse_body, refuse_null
 
 BASES = ("/v1/subscriptions", "/v1/t/{tenant_id}/subscriptions")
 READ_SCOPE = "subscriptions:read"
@@ -97,12 +98,7 @@ class SubscriptionPatchIn(Strict):
     events: list[str] | None = None
     delivery: DeliveryPatchIn | None = None
 
-    @field_validator("paths", "events", "delivery")
-    @classmethod
-    def _not_null(cls, value: Any) -> Any:
-        if value is None:
-            raise ValueError("may not be null")
-        return value
+    _not_null = refuse_null("paths", "events", "delivery")
 
 
 class AckIn(Strict):
@@ -114,12 +110,7 @@ def _delivery(delivery: DeliveryIn) -> dict[str, Any]:
 
 
 def _subscription_id(request: web.Request) -> str:
-    """The subscription the path names, noted on the request's access record."""
-    subscription_id = request.match_info["subscription_id"]
-    if "\x00" in subscription_id or len(subscription_id) > 64:  # no subscription has such an id
-        raise SubscriptionNotFound(subscription_id=subscription_id.replace("\x00", "")[:64])
-    request[ACCESS].extra["subscription_id"] = subscription_id
-    return subscription_id
+    return path_id(request, "subscription_id", SubscriptionNotFound, max_length=64)
 
 
 class SubscriptionsApi:

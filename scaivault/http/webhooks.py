@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from aiohttp import web
-from pydantic import StrictBool, field_validator
+from pydantic import StrictBool
 
 from commands.webhooks import WebhookChanges, WebhookCommands
 from projections.webhooks.reader import DeliveryStatus, WebhookReader
@@ -19,10 +19,11 @@ from scaivault.domain.durations import parse_duration
 from scaivault.domain.errors import DeliveryNotFound, WebhookNotFound
 from scaivault.http.context import Callers, actor_of
 from scaivault.http.keys import ACCESS, REQUEST_ID
+from scaivault.http.path_ids import path_id
 from scaivault.http.query import Limit, QueryModel, parse_query
 from scaivault.http.responses import committed_response, json_response, read_json_object
 from scaivault.http.routing import RouteTable
-from scaivault.http.schemas import Strict, parse_body
+from scaivault.http.schemas import Strict, parse_body, refuse_null
 from scaivault.webhooks.service import WebhookDeliveries
 
 BASES = ("/v1/webhooks", "/v1/t/{tenant_id}/webhooks")
@@ -62,12 +63,8 @@ class WebhookPatchIn(Strict):
     previous_secret: str | None = None
     previous_secret_ttl: str | None = None
 
-    @field_validator("name", "url", "events", "enabled", "secret", "previous_secret", "previous_secret_ttl")
-    @classmethod
-    def _not_null(cls, value: Any) -> Any:
-        if value is None:
-            raise ValueError("may not be null (only filters may be cleared)")
-        return value
+    _not_null = refuse_null("name", "url", "events", "enabled", "secret", "previous_secret", "previous_secret_ttl",
+                            message="may not be null (only filters may be cleared)")
 
     def changes(self) -> WebhookChanges:
         given = self.model_fields_set
@@ -81,12 +78,7 @@ class WebhookPatchIn(Strict):
 
 
 def _id(request: web.Request, name: str, error: type[WebhookNotFound] | type[DeliveryNotFound]) -> str:
-    """An id the path names, noted on the access record; one no id could be (a NUL) is simply not found."""
-    value = request.match_info[name]
-    if "\x00" in value or len(value) > 64:
-        raise error(**{name: value.replace("\x00", "")[:64]})
-    request[ACCESS].extra[name] = value
-    return value
+    return path_id(request, name, error, max_length=64)
 
 
 class WebhooksApi:

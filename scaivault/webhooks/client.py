@@ -3,28 +3,40 @@
 Every address a webhook's host resolves to is checked by the egress guard inside the connector's resolver
 (``GuardedResolver``), so the address checked is the address connected to (no second lookup for a rebinding DNS
 server to answer differently); a URL naming an IP literal (which aiohttp connects to without resolving) is checked
-before the request. Redirects are not followed: a 3xx answer is a failed delivery (a receiver that moved must be
-updated by its owner, and a redirect must not lead a signed request somewhere unchecked). Each send is bounded in
-time, and the receiver's answer is not read beyond a small cap.
+before the request, in the form aiohttp will use: yarl's canonical host (IDNA folds full-width digits and
+ideographic full stops, so ``https://１２７.０.０.１/`` is 127.0.0.1), and a host aiohttp takes for an address
+without resolving it must be one the guard can check. Redirects are not followed: a 3xx answer is a failed delivery
+(a receiver that moved must be updated by its owner, and a redirect must not lead a signed request somewhere
+unchecked). Each send is bounded in time, and the receiver's answer is not read beyond a small cap.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import logging
 import socket
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from urllib.parse import urlsplit
 
 import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
+from aiohttp.helpers import is_ip_address
 
-from scaivault.egress import EgressRefused, IPNetwork, check_address, resolve_and_check
+from scaivault.egress import EgressRefused, IPNetwork, check_address, client_host, resolve_and_check
 from scaivault.webhooks.signing import SignedRequest
+
+log = logging.getLogger(__name__)
 
 RESPONSE_READ_CAP = 1024
 MAX_ERROR_LENGTH = 500
+
+
+def _refusal(refused: EgressRefused) -> str:
+    """What a delivery records (its owner reads it): that the guard refused, never where the host resolved, which
+    would let a tenant map the internal network by name. The operator's log gets the whole story."""
+    log.warning("webhook delivery refused by the egress guard: %s", refused)
+    return refused.public_message
 
 
 class GuardedResolver(AbstractResolver):
@@ -102,11 +114,11 @@ class WebhookClient:
                 await response.content.read(RESPONSE_READ_CAP)
                 code = response.status
         except EgressRefused as refused:
-            return done(None, str(refused))
+            return done(None, _refusal(refused))
         except aiohttp.ClientConnectorError as exc:
             cause = exc.__cause__ or exc.os_error
             if isinstance(cause, EgressRefused):
-                return done(None, str(cause))
+                return done(None, _refusal(cause))
             return done(None, f"could not connect: {type(cause).__name__}: {cause}")
         except TimeoutError:
             return done(None, "timed out")
@@ -119,10 +131,21 @@ class WebhookClient:
         return done(code, f"the receiver answered HTTP {code}")
 
     def _check_literal(self, url: str) -> None:
-        host = (urlsplit(url).hostname or "").strip("[]")
-        try:
-            literal = ipaddress.ip_address(host)
-        except ValueError:
-            return
-        check_address(literal, self._allow, host=host)
+        check_literal_host(url, self._allow)
+
+
+def check_literal_host(url: str, allow: Sequence[IPNetwork]) -> None:
+    """Check the host of ``url`` if aiohttp would connect to it without resolving it (an IP literal, in whatever
+    form the URL spells it); a host name is left to ``GuardedResolver``."""
+    try:
+        host = client_host(url)
+    except ValueError:
+        raise EgressRefused("Refused to connect: the URL is malformed") from None
+    try:
+        literal = ipaddress.ip_address(host)
+    except ValueError:
+        if is_ip_address(host):  # aiohttp would not resolve it: it must be an address we can check
+            raise EgressRefused(f"Refused to connect: {host[:100]} is not an IP address in canonical form") from None
+        return
+    check_address(literal, allow, host=host)
 

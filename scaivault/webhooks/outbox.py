@@ -100,21 +100,24 @@ async def promote_heads(conn: asyncpg.Connection, lanes: Iterable[tuple[str, str
         await conn.execute(_PROMOTE, *(list(column) for column in zip(*distinct, strict=True)))
 
 
-_REPAIR = """
+_WAITING_HEADS = """
+SELECT DISTINCT ON (x.target_kind, x.target_id, x.ordering_key) x.delivery_id, x.ready
+FROM scaivault_webhook_deliveries x
+WHERE x.status = 'pending'
+ORDER BY x.target_kind, x.target_id, x.ordering_key, x.feed_position
+"""
+_REPAIR = f"""
 UPDATE scaivault_webhook_deliveries d SET ready = true
-FROM (
-    SELECT DISTINCT ON (x.target_kind, x.target_id, x.ordering_key) x.delivery_id, x.ready
-    FROM scaivault_webhook_deliveries x
-    WHERE x.status = 'pending'
-    ORDER BY x.target_kind, x.target_id, x.ordering_key, x.feed_position
-) head
+FROM ({_WAITING_HEADS}) head
 WHERE d.delivery_id = head.delivery_id AND NOT head.ready
 """
 
 
 async def repair_lanes(conn: asyncpg.Connection) -> int:
-    """Make every pending lane's head ready, holding every lane lock; returns how many were not (zero unless
-    something went wrong)."""
+    """Make every pending lane's head ready; returns how many were not (zero unless something went wrong). Looks
+    first without locks (the usual answer is: none), and repairs holding every lane lock."""
+    if not await conn.fetchval(f"SELECT EXISTS (SELECT 1 FROM ({_WAITING_HEADS}) head WHERE NOT head.ready)"):
+        return 0
     async with conn.transaction():
         await conn.execute(
             "SELECT pg_advisory_xact_lock($1::int, b) FROM generate_series(0, $2::int - 1) AS b ORDER BY b",

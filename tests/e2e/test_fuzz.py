@@ -283,7 +283,7 @@ def body_templates(tokens: dict[str, str | None]) -> dict[tuple[str, str], list[
         }],
         ("PATCH", "/v1/secrets/{path}/metadata"): [{
             "metadata": {"description": "patched", "team": "x"}, "secret_type": "kv", "max_versions": 3,
-            "expires_in": "1h", "expires_at": None, "rotation_policy_id": "rot_x", "secret_policy_id": "pol_x",
+            "expires_in": "1h", "expires_at": None, "rotation_policy_id": "rot_x", "secret_policy_id": "sp_x",
         }],
         ("POST", "/v1/secrets/batch"): [batch],
         ("POST", "/v1/secrets/batch/metadata"): [batch],

@@ -5,6 +5,7 @@ and the in-server scheduler rotating a due secret by itself."""
 from __future__ import annotations
 
 import asyncio
+import threading
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -14,6 +15,7 @@ from aiohttp.test_utils import TestClient
 
 from scaivault.bootstrap import Container
 from scaivault.config import Settings
+from scaivault.domain import generators
 from tests.e2e.conftest import ALL_SECRET_SCOPES, GENEROUS_RATE_LIMITS, OTHER_TENANT
 from tests.e2e.helpers import caller_token, error_document, error_of
 from tests.helpers import eventually
@@ -186,6 +188,19 @@ async def test_secrets_attach_by_put_or_assignment_and_detach(client: TestClient
     assert meta["rotation_policy_id"] is None
 
 
+async def test_an_explicit_null_in_a_metadata_patch_detaches(client: TestClient, container: Container) -> None:
+    await create(client, container, **QUARTERLY)
+    assert (await put(client, container, "app/db", {"password": "a"}, rotation_policy_id="rot_quarterly")).status == 201
+    url = "/v1/secrets/app/db/metadata"
+    kept = await client.patch(url, json={"metadata": {"team": "x"}}, headers=operator(container))
+    assert kept.status == 200 and (await kept.json())["rotation_policy_id"] == "rot_quarterly"
+    detached = await client.patch(url, json={"rotation_policy_id": None}, headers=operator(container))
+    assert detached.status == 200 and (await detached.json())["rotation_policy_id"] is None
+    assert (await (await client.get(url, headers=operator(container))).json())["rotation_policy_id"] is None
+    policy = await (await client.get("/v1/rotation/policies/rot_quarterly", headers=operator(container))).json()
+    assert policy["secrets_count"] == 0
+
+
 async def test_deleting_a_policy_detaches_its_secrets(client: TestClient, container: Container) -> None:
     await create(client, container, **QUARTERLY)
     for path in ("a/one", "a/two", "a/gone"):
@@ -332,3 +347,29 @@ async def test_auto_rotation_uses_the_secret_policy_recipe_and_reports_a_missing
     patch = await client.patch("/v1/secrets/keys/b/metadata", json={"rotation_policy_id": "rot_nowhere"},
                                headers=operator(container))
     assert await error_of(patch) == (404, "rotation_policy_not_found")
+
+
+async def test_auto_generation_runs_off_the_event_loop(
+    client: TestClient, container: Container, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Key pairs and bcrypt hashes take seconds of CPU: a rotation generating them must not stop every request."""
+    on_the_loop: list[bool] = []
+    real = generators.generate
+
+    def spy(*args: Any, **kwargs: Any) -> dict[str, Any]:
+        on_the_loop.append(threading.current_thread() is threading.main_thread())
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(generators, "generate", spy)
+    headers = caller_token(container, *ROTATION_SCOPES, *ALL_SECRET_SCOPES, "policies:read", "policies:write",
+                           identity="user:ops@acme.example", roles=("tenant_admin",))
+    recipe = [{"name": "private_key", "generator": "ec_keypair"}]
+    response = await client.post("/v1/secret-policies", json={"name": "keys", "policy_type": "ssh_key",
+                                                              "fields": recipe}, headers=headers)
+    secret_policy = await response.json()
+    assert response.status == 201, secret_policy
+    await create(client, container, name="ec", interval="30d", auto_generate=True, secret_policy_id=secret_policy["id"])
+    await put(client, container, "keys/ec", {"private_key": "x", "public_key": "y"}, rotation_policy_id="rot_ec")
+    (done,) = await (await client.post("/v1/rotation/policies/rot_ec/rotate", headers=operator(container))).json()
+    assert done["status"] == "success"
+    assert on_the_loop == [False]

@@ -138,7 +138,9 @@ async def test_bad_bodies_get_the_error_envelope(client: TestClient, container: 
 async def test_delete_is_refused_while_a_secret_uses_the_policy(client: TestClient, container: Container) -> None:
     unused = await create(client, admin(container))
     deleted = await client.delete(f"/v1/secret-policies/{unused['id']}", headers=admin(container))
-    assert deleted.status == 200 and await deleted.json() == {"id": unused["id"], "deleted": True, "linked_secrets": 0}
+    assert deleted.status == 200 and await deleted.json() == {
+        "id": unused["id"], "deleted": True, "linked_secrets": 0, "rotation_policy_ids": []
+    }
     assert await error_of(await client.get(f"/v1/secret-policies/{unused['id']}", headers=admin(container))) == (
         404, "secret_policy_not_found"
     )
@@ -156,6 +158,38 @@ async def test_delete_is_refused_while_a_secret_uses_the_policy(client: TestClie
     # The dangling link checks nothing any more: there is no recipe left.
     assert (await client.put("/v1/secrets/app/token", json={"data": {"token": "short"}},
                              headers=admin(container))).status == 200
+
+
+async def test_delete_is_refused_while_a_rotation_policy_generates_with_the_policy(
+    client: TestClient, container: Container
+) -> None:
+    headers = caller_token(container, "admin", "policies:read", "policies:write", identity="user:admin@acme.example",
+                           roles=("tenant_admin",))
+    used = await create(client, headers, [{"name": "token", "generator": "hex"}])
+    rotation_ids = []
+    for name in ("quarterly", "monthly"):
+        response = await client.post("/v1/rotation/policies", headers=headers, json={
+            "name": name, "interval": "30d", "auto_generate": True, "secret_policy_id": used["id"]})
+        assert response.status == 201, await response.text()
+        rotation_ids.append((await response.json())["id"])
+    elsewhere = caller_token(container, "admin", identity="user:admin@acme.example", roles=("tenant_admin",),
+                             tenant=OTHER_TENANT)  # another tenant's rotation policy naming the same id is not a use
+    assert (await client.post("/v1/rotation/policies", headers=elsewhere, json={
+        "name": "other", "interval": "30d", "secret_policy_id": used["id"]})).status == 201
+    refused = await client.delete(f"/v1/secret-policies/{used['id']}", headers=headers)
+    error = await error_document(refused)
+    assert (refused.status, error["code"]) == (409, "policy_in_use")
+    assert error["details"] == {
+        "secret_policy_id": used["id"], "secret_count": 0, "rotation_policy_ids": sorted(rotation_ids)
+    }
+    assert (await client.get(f"/v1/secret-policies/{used['id']}", headers=headers)).status == 200
+    forced = await client.delete(f"/v1/secret-policies/{used['id']}?force=true", headers=headers)
+    assert forced.status == 200 and await forced.json() == {
+        "id": used["id"], "deleted": True, "linked_secrets": 0, "rotation_policy_ids": sorted(rotation_ids)
+    }
+    # the rotation policies keep naming it: their auto-generated rotations fail until they name another recipe
+    kept = await client.get(f"/v1/rotation/policies/{rotation_ids[0]}", headers=headers)
+    assert (await kept.json())["secret_policy_id"] == used["id"]
 
 
 async def test_preview_generates_a_value_and_stores_nothing(client: TestClient, container: Container) -> None:
@@ -283,10 +317,32 @@ async def test_linking_through_metadata_needs_an_existing_policy(client: TestCli
     assert await error_of(await client.put("/v1/secrets/svc/new", headers=headers, json={
         "data": {"a": "b"}, "options": {"secret_policy_id": "pol_wrong_prefix"}})) == (422, "validation_error")
     created = await create(client, headers, API_KEY_FIELDS, policy_type="api_key")
+    assert await error_of(await client.patch(url, json={"secret_policy_id": "pol_wrong_prefix"}, headers=headers)) == (
+        422, "validation_error"
+    )
     linked = await client.patch(url, json={"secret_policy_id": created["id"]}, headers=headers)
     assert linked.status == 200 and (await linked.json())["secret_policy_id"] == created["id"]
     assert await error_of(await client.put("/v1/secrets/svc/key", json={"data": {"api_key": "x"}},
                                            headers=headers)) == (422, "validation_error")
+
+
+async def test_an_explicit_null_unlinks_and_a_missing_field_keeps(client: TestClient, container: Container) -> None:
+    headers = admin(container)
+    created = await create(client, headers, API_KEY_FIELDS, policy_type="api_key")
+    good = (await (await client.post(f"/v1/secret-policies/{created['id']}/preview", headers=headers)).json())["data"]
+    written = await client.put("/v1/secrets/svc/key", headers=headers, json={
+        "data": good, "options": {"secret_policy_id": created["id"]}})
+    assert written.status == 201, await written.text()
+    url = "/v1/secrets/svc/key/metadata"
+    kept = await client.patch(url, json={"metadata": {"team": "x"}}, headers=headers)
+    assert kept.status == 200 and (await kept.json())["secret_policy_id"] == created["id"]
+    unlinked = await client.patch(url, json={"secret_policy_id": None}, headers=headers)
+    assert unlinked.status == 200 and (await unlinked.json())["secret_policy_id"] is None
+    assert (await (await client.get(url, headers=headers)).json())["secret_policy_id"] is None
+    # no recipe checks the next write any more, and nothing is linked to the policy: it deletes without force
+    assert (await client.put("/v1/secrets/svc/key", json={"data": {"api_key": "x"}}, headers=headers)).status == 200
+    deleted = await client.delete(f"/v1/secret-policies/{created['id']}", headers=headers)
+    assert deleted.status == 200 and (await deleted.json())["linked_secrets"] == 0
 
 
 async def test_secret_policy_requests_are_audited_with_their_actions(

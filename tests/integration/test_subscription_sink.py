@@ -5,6 +5,7 @@ its subscription."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,6 +26,7 @@ from scaivault.auth.caller import Caller
 from scaivault.auth.principal import Principal
 from scaivault.bootstrap import Container, build_container
 from scaivault.config import Settings
+from tests.helpers import eventually
 
 TENANT, OTHER, PARTNER = "tnt_a", "tnt_b", "ptn_a"
 SECRET = "a-signing-secret-of-32-characters"
@@ -165,6 +167,34 @@ async def test_acknowledged_events_leave_the_queue_and_make_room(container: Cont
     assert await queued(pool, small) == [entries[1].event_id, more[0].event_id]
     state = await queries.queue_state(pool, small)
     assert state is not None and state["dropped_events"] == 0
+
+
+async def test_entries_removed_while_a_batch_waits_stay_uncounted(container: Container, pool: asyncpg.Pool) -> None:
+    """A poll removes an entry (hidden from the poller) and commits while the fan-out's batch waits for the queue's
+    state row: the batch's count, taken before the removal, must not put it back."""
+    subscription = await subscribe(container, ["**"], ["*"])
+    first = await feed(pool, ("secret.updated", "a"), ("secret.updated", "b"))
+    await fan_out(pool, first)
+    later = await feed(pool, ("secret.updated", "c"))
+    async with pool.acquire() as poller, pool.acquire() as fan_out_conn:
+        removal = poller.transaction()
+        await removal.start()
+        await queries.remove_positions(poller, subscription, [first[0].position])  # holds the state row
+
+        async def batch() -> None:
+            async with fan_out_conn.transaction():
+                await SubscriptionSink().fan_out(fan_out_conn, later)
+
+        batching = asyncio.create_task(batch())
+        fan_out_pid = fan_out_conn.get_server_pid()
+        await eventually(lambda: pool.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE pid = $1 AND NOT granted)", fan_out_pid
+        ), message="the batch did not wait for the state row")
+        await removal.commit()
+        await batching
+    assert await queued(pool, subscription) == [first[1].event_id, later[0].event_id]
+    state = await queries.queue_state(pool, subscription)
+    assert state is not None and state["queued"] == 2
 
 
 async def test_push_subscriptions_get_outbox_rows(container: Container, pool: asyncpg.Pool) -> None:

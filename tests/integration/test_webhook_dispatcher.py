@@ -25,6 +25,7 @@ from scaivault.crypto.signing_secrets import seal_signing_secret
 from scaivault.webhooks.client import WebhookClient
 from scaivault.webhooks.dispatcher import DeliveryDispatcher, RetryPolicy
 from scaivault.webhooks.outbox import queue_deliveries, repair_lanes
+from scaivault.webhooks.signing import sign
 from scaivault.webhooks.targets import SigningSecrets
 from tests.helpers import eventually
 from tests.webhook_receiver import receiving
@@ -290,9 +291,29 @@ async def test_the_egress_guard_refuses_addresses_the_operator_did_not_allow(con
             [refused_literal] = await eventually(lambda: all_finished(container.pool, literal, 1))
             [refused_name] = await eventually(lambda: all_finished(container.pool, by_name, 1))
         assert receiver.received == []
-        for row in (refused_literal, refused_name):
-            assert row["status"] == "failed" and row["response_code"] is None and "loopback" in row["error"]
-        assert "localhost resolves to 127.0.0.1" in refused_name["error"]
+        for row in (refused_literal, refused_name):  # refused, without saying where the name led
+            assert row["status"] == "failed" and row["response_code"] is None
+            assert row["error"].startswith("Refused to connect: the destination is not a publicly routable address")
+            assert "127.0.0.1" not in row["error"] and "loopback" not in row["error"]
+
+
+@pytest.mark.parametrize("host", [
+    "\uff11\uff12\uff17.\uff10.\uff10.\uff11",  # full-width digits: aiohttp (yarl) folds them to 127.0.0.1
+    "127\u30020\u30020\u30021",  # ideographic full stops
+    "127.1", "2130706433", "0177.0.0.1", "127.0.0.1.", "0x7f.1", "[::ffff:127.0.0.1]", "[::1]",
+])
+async def test_the_client_checks_the_host_it_connects_to_whatever_form_the_url_spells_it(host: str) -> None:
+    """A URL naming loopback in a form ``urlsplit`` does not read as an address never reaches the receiver."""
+    async with receiving() as receiver:
+        port = receiver.url.rsplit(":", 1)[1].split("/", 1)[0]
+        client = WebhookClient(())
+        try:
+            result = await client.send(f"http://{host}:{port}/hook", sign({"event_id": "evt_x", "event_type": "t"},
+                                                                         SECRET, 1))
+        finally:
+            await client.close()
+        assert receiver.received == []
+        assert not result.success and result.response_code is None and "Refused to connect" in (result.error or "")
 
 
 async def test_a_redirect_is_a_failed_delivery_and_is_not_followed(container: Container) -> None:

@@ -9,11 +9,13 @@ import inspect
 import random
 import re
 import string
+import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import bcrypt
+import orjson
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
@@ -131,6 +133,27 @@ def test_template_placeholders_have_their_documented_forms() -> None:
     assert violations(one("template", template="k_{{hex:4}}"), {"value": "k_ABCD"}) == {
         "value": "must match the template k_{{hex:4}}"
     }
+
+
+@pytest.mark.parametrize("template", [
+    "{{timestamp}}" * 12 + "x", "{{timestamp}}{{timestamp}}x", "{{timestamp}}1{{timestamp}}1{{timestamp}}x",
+    "-{{timestamp}}-{{timestamp}}-{{timestamp}}-{{timestamp}}-{{timestamp}}x",
+])
+def test_checking_a_long_run_of_digits_against_timestamps_takes_no_time(template: str) -> None:
+    """Adjacent unbounded digit runs backtrack polynomially (exponentially in their number): a value written by
+    anyone allowed to write the secret would hold the check (its thread and its transaction) for hours."""
+    recipe = one("template", template=template)
+    started = time.monotonic()
+    for digits in (30, 1000, 60_000):
+        assert violations(recipe, {"value": "1" * digits + "y"}) == {"value": f"must match the template {template}"}
+    assert time.monotonic() - started < 1.0
+    assert violations(recipe, generate(recipe, at=AT)) == {}
+
+
+def test_every_timestamp_of_a_template_is_the_same_number() -> None:
+    recipe = one("template", template="{{timestamp}}.{{timestamp}}")
+    assert violations(recipe, {"value": "1714478400.1714478400"}) == {}
+    assert violations(recipe, {"value": "1714478400.1714478401"}) != {}
 
 
 @pytest.mark.parametrize("template", ["{{nope}}", "{{random}}", "{{hex:0}}", "{{random:5000}}", "{{uuid:4}}",
@@ -258,6 +281,20 @@ def test_recipes_get_their_defaults_and_refuse_what_is_wrong() -> None:
     assert problems_of(too_many)[0]["field"] == "fields"
     costly = [one("ec_keypair", name=f"k{i}", public_key_field=f"p{i}")[0] for i in range(5)]
     assert problems_of(costly)[0]["message"] == "at most 4 key-pair and bcrypt fields"
+
+
+def test_a_recipe_makes_no_value_larger_than_a_written_one_may_be() -> None:
+    """32 templates of 273 ``{{random:1024}}`` would make a 9 MB value in seconds of CPU, per rotation or preview."""
+    huge = [one("template", name=f"f{i}", template="{{random:1024}}" * 273)[0] for i in range(generators.MAX_FIELDS)]
+    [problem] = problems_of(huge)
+    assert problem["field"] == "fields" and str(generators.MAX_VALUE_BYTES) in problem["message"]
+    wide = [one("random", name=f"f{i}", length=4096)[0] for i in range(16)]
+    assert problems_of(wide)[0]["field"] == "fields"
+    fitting = wide[:15]
+    assert len(orjson.dumps(generate(fitting, at=AT))) <= generators.MAX_VALUE_BYTES
+    pairs = [one("rsa_keypair", name=f"k{i}", bits=4096, public_key_field=f"p{i}")[0] for i in range(4)]
+    value = generate([*pairs, *one("static", name="s", value="x" * 4096)], at=AT)
+    assert len(orjson.dumps(value)) <= generators.MAX_VALUE_BYTES
 
 
 def test_output_keys_list_what_a_value_will_hold() -> None:

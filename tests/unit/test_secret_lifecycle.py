@@ -233,3 +233,26 @@ def test_versions_lost_to_a_new_cap_are_exactly_those_the_cap_in_force_would_kee
         _written(versions, cap), writing=writing, max_versions=None
     )
     assert _written(versions, cap).versions_lost_to_cap(new_cap, writing=writing) == expected
+
+
+def test_a_metadata_update_keeps_its_policy_links_unless_told_to_clear_them() -> None:
+    secret = _written(1, 3)
+
+    def update(rotation_policy_id: str | None = None, secret_policy_id: str | None = None, *,
+               clear_rotation_policy: bool = False, clear_secret_policy: bool = False) -> None:
+        secret.update_metadata(
+            at=START, actor="user:a", request_id=None, metadata_patch=None, secret_type=None, max_versions=None,
+            expires_in=None, clear_expiry=False, rotation_policy_id=rotation_policy_id,
+            secret_policy_id=secret_policy_id, clear_rotation_policy=clear_rotation_policy,
+            clear_secret_policy=clear_secret_policy,
+        )
+
+    update(rotation_policy_id="rot_q", secret_policy_id="sp_1")
+    update()
+    assert (secret.rotation_policy_id, secret.secret_policy_id) == ("rot_q", "sp_1")
+    update(clear_secret_policy=True)
+    assert (secret.rotation_policy_id, secret.secret_policy_id) == ("rot_q", None)
+    update(clear_rotation_policy=True)
+    assert (secret.rotation_policy_id, secret.secret_policy_id) == (None, None)
+    with pytest.raises(ValueError):
+        update(rotation_policy_id="rot_q", clear_rotation_policy=True)

@@ -1,5 +1,5 @@
 """The SecretPolicy aggregate (scaivault/domain/secret_policies.py): what it accepts, what it stores (recipes with
-their defaults), updates, and deletion while secrets are linked."""
+their defaults), updates, and deletion while secrets or rotation policies use it."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from scaivault.domain.errors import PolicyInUse, ValidationFailed
-from scaivault.domain.secret_policies import POLICY_TYPES, SecretPolicy
+from scaivault.domain.secret_policies import POLICY_TYPES, SecretPolicy, SecretPolicyUsers
 
 AT = datetime(2026, 12, 5, tzinfo=UTC)
 PASSWORD = [{"name": "password", "generator": "random", "config": {"length": 24, "charset": "safe"}}]
@@ -89,13 +89,19 @@ def test_update_replaces_everything_it_is_given() -> None:
     assert policy.name == "api keys"
 
 
-def test_delete_is_refused_while_secrets_are_linked_unless_forced() -> None:
-    policy = create()
-    with pytest.raises(PolicyInUse) as raised:
-        policy.delete(linked_secrets=2, force=False, at=AT, actor="user:a@x.example", request_id=None)
-    assert raised.value.details == {"secret_policy_id": "sp_1", "secret_count": 2} and not policy.deleted
-    policy.delete(linked_secrets=2, force=True, at=AT, actor="user:a@x.example", request_id=None)
-    assert policy.deleted
-    unlinked = create()
-    unlinked.delete(linked_secrets=0, force=False, at=AT, actor="user:a@x.example", request_id=None)
-    assert unlinked.deleted
+def test_delete_is_refused_while_anything_uses_the_policy_unless_forced() -> None:
+    delete = {"at": AT, "actor": "user:a@x.example", "request_id": None}
+    for users, details in [
+        (SecretPolicyUsers(secret_count=2), {"secret_count": 2, "rotation_policy_ids": []}),
+        (SecretPolicyUsers(rotation_policy_ids=("rot_a", "rot_b")),
+         {"secret_count": 0, "rotation_policy_ids": ["rot_a", "rot_b"]}),
+    ]:
+        policy = create()
+        with pytest.raises(PolicyInUse) as raised:
+            policy.delete(users=users, force=False, **delete)
+        assert raised.value.details == {"secret_policy_id": "sp_1", **details} and not policy.deleted
+        policy.delete(users=users, force=True, **delete)
+        assert policy.deleted
+    unused = create()
+    unused.delete(users=SecretPolicyUsers(), force=False, **delete)
+    assert unused.deleted

@@ -5,6 +5,7 @@ signing secret."""
 from __future__ import annotations
 
 import ipaddress
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -18,12 +19,14 @@ from scaivault.domain.notifications import type_matches
 from scaivault.domain.subscriptions import (
     DEFAULT_BUFFER_SIZE,
     MAX_BUFFER_SIZE,
+    MAX_PATHS,
     DeliveryRequest,
     Interest,
     SealedSecret,
     Subscription,
     administers,
     check_delivery,
+    check_paths,
     same_identity,
 )
 
@@ -163,6 +166,17 @@ def test_a_delivery_and_its_sealed_secret_go_together() -> None:
 def test_events_without_a_path_go_only_to_subscriptions_of_everything() -> None:
     assert Interest(("**",), ("policy.*",), {}).wants("policy.created", None, None, ())
     assert not Interest(("app/**",), ("policy.*",), {}).wants("policy.created", None, None, ())
+
+
+def test_the_largest_hostile_interest_costs_milliseconds_per_event() -> None:
+    """Anyone holding ``subscriptions:write`` chooses up to 100 globs of 512 characters, and the fan-out matches them
+    against every event of the tenant, in the server's event loop: that took a second per event and subscription."""
+    suffixes = ["".join("bcdefghijk"[int(d)] for d in f"{i:03d}") for i in range(MAX_PATHS)]
+    interest = Interest(tuple(check_paths([("*a" * 250 + "*" + s)[:512] for s in suffixes])), ("*",), {})
+    started = time.perf_counter()
+    for path in ("a" * 512, "/".join(["a" * 50] * 10)):
+        assert not interest.wants("secret.updated", path, None, ())
+    assert time.perf_counter() - started < 0.05
 
 
 def test_filters_narrow_what_paths_and_events_select() -> None:

@@ -66,6 +66,18 @@ def test_event_types_must_be_known(events: Any, field: str) -> None:
     assert refused_field(events=events) == field
 
 
+@pytest.mark.parametrize("url", [
+    "https://\uff11\uff12\uff17.\uff10.\uff10.\uff11/hook",  # full-width digits: 127.0.0.1 once IDNA folds them
+    "https://127\u30020\u30020\u30021/hook",  # ideographic full stops
+    "https://\uff11\uff16\uff19.\uff12\uff15\uff14.\uff11\uff16\uff19.\uff12\uff15\uff14/latest",
+    "https://\uff11\uff10.\uff10.\uff10.\uff11/",
+    "https://[fe80::1%25eth0]/hook", "https://[::ffff:127.0.0.1]/hook", "https://[0:0:0:0:0:0:0:1]/hook",
+])
+def test_addresses_spelt_in_other_forms_are_refused_as_the_client_would_read_them(url: str) -> None:
+    """The address check reads the host as the HTTP client will connect to it, not as ``urlsplit`` spells it."""
+    assert refused_field(url=url) == "url"
+
+
 def test_names_and_enabled_are_checked() -> None:
     assert refused_field(name="") == "name"
     assert refused_field(name="x" * 129) == "name"

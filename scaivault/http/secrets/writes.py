@@ -91,15 +91,18 @@ class SecretWritesApi:
         address, actor = await self._changing(request, "secrets:write")
         body = parse_body(MetadataPatchIn, await read_json_object(request))
         check_metadata_patch(body.metadata)
+        given = body.model_fields_set  # an explicit null clears; a field left out keeps
         command = UpdateSecretMetadata(
             address=address,
             metadata_patch=body.metadata,
             secret_type=check_secret_type(body.secret_type) if body.secret_type is not None else None,
             max_versions=body.max_versions,
             expires_in=_duration(body.expires_in, "expires_in"),
-            clear_expiry="expires_at" in body.model_fields_set,
+            clear_expiry="expires_at" in given,
             rotation_policy_id=body.rotation_policy_id,
             secret_policy_id=body.secret_policy_id,
+            clear_rotation_policy="rotation_policy_id" in given and body.rotation_policy_id is None,
+            clear_secret_policy="secret_policy_id" in given and body.secret_policy_id is None,
         )
         secret = await self._commands.update_metadata(command, actor, request[ACCESS])
         return json_response(_state_document(secret))
