@@ -97,3 +97,23 @@ class RotationLookup(Protocol):
 
     async def current_ciphertext(self, conn: asyncpg.Connection, stream_id: UUID, version: int) -> bytes | None:
         """The sealed value of a kept version (None once destroyed)."""
+
+
+class QuotaLookup(Protocol):
+    """How many of what a quota bounds exist now (``scaivault/domain/quotas.py``), read from the inline read models in
+    the creating command's transaction, after it took the quota's lock. Deleted ones are gone from the read models,
+    so they do not count."""
+
+    async def webhooks(self, conn: asyncpg.Connection, tenant_id: str) -> int: ...
+
+    async def subscriptions(self, conn: asyncpg.Connection, tenant_id: str, identity_id: str) -> tuple[int, int]:
+        """The tenant's subscriptions, and those of them the identity owns (identity ids compare as
+        ``same_identity`` does: trimmed, case-insensitive)."""
+
+
+class WebhookLookup(Protocol):
+    """The webhooks read model, as housekeeping asks it."""
+
+    async def previous_secrets_expired(self, conn: asyncpg.Connection, at: datetime, limit: int) -> list[UUID]:
+        """Streams of webhooks still keeping a previous signing secret whose overlap ended by ``at``, the
+        longest-expired first."""

@@ -110,6 +110,7 @@ class RotationCommands:
         async def work(uow: UnitOfWork) -> RotationPolicy:
             if await self._lookup.name_taken(uow.conn, owner.tenant_id, settings.name):
                 raise RotationPolicyExists(name=settings.name)
+            await self._check_recipe(uow, owner, settings.secret_policy_id)
             policy_id = id_from_name(settings.name)
             if policy_id is None or await uow.get(rotation_policy_stream_id(owner.tenant_id, policy_id)) is not None:
                 policy_id = new_id("rot_")
@@ -140,6 +141,8 @@ class RotationCommands:
             if settings.name != policy.name and await self._lookup.name_taken(uow.conn, owner.tenant_id,
                                                                                settings.name):
                 raise RotationPolicyExists(name=settings.name)
+            if settings.secret_policy_id != policy.secret_policy_id:
+                await self._check_recipe(uow, owner, settings.secret_policy_id)
             policy.update(settings, at=self._clock(), actor=actor.identity_id, request_id=actor.request_id)
             uow.add(policy)
             return policy
@@ -150,6 +153,14 @@ class RotationCommands:
             if exc.constraint_name == NAME_KEY:
                 raise RotationPolicyExists(name=str(changes.get("name"))) from None
             raise
+
+    async def _check_recipe(self, uow: UnitOfWork, owner: PolicyOwner, secret_policy_id: str | None) -> None:
+        """A policy may name only an active secret policy of its tenant (404 ``secret_policy_not_found``); one
+        deleted later with ``force`` makes its rotations fail (``rotation.failed``) until it is repointed."""
+        if secret_policy_id is not None and await self._recipes.active_recipe(
+            uow.conn, owner.tenant_id, secret_policy_id
+        ) is None:
+            raise SecretPolicyNotFound(secret_policy_id=secret_policy_id)
 
     async def delete(
         self, owner: PolicyOwner, policy_id: str, actor: Actor, access: AccessRecord | None = None

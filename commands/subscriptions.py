@@ -8,6 +8,10 @@ by the owner's policies (there is no caller at delivery time), while polled ones
 A push subscription's signing secret is sealed under a data key of the tenant in the command's transaction
 (``scaivault/crypto/signing_secrets.py``); the key of a secret replaced or of a deleted subscription is destroyed
 in the same transaction.
+
+Quotas: an identity owns at most ``SCAIVAULT_MAX_SUBSCRIPTIONS_PER_IDENTITY`` subscriptions in a tenant, and a tenant
+holds at most ``SCAIVAULT_MAX_SUBSCRIPTIONS_PER_TENANT`` (409 ``quota_exceeded``). Creators in one tenant take turns
+on the tenant's quota lock, so two of them never both take the last place.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from datetime import datetime
 from typing import Any
 
 from commands.actor import Actor
+from commands.ports import QuotaLookup
 from commands.unit_of_work import UnitOfWork, UnitOfWorkRunner, record_outcome
 from scaivault.audit.access_records import AccessRecord
 from scaivault.auth.caller import Caller
@@ -26,6 +31,7 @@ from scaivault.crypto.keyring import KeyRing
 from scaivault.crypto.signing_secrets import seal_signing_secret
 from scaivault.domain.errors import AccessDenied, SubscriptionNotFound
 from scaivault.domain.outcomes import Outcome
+from scaivault.domain.quotas import Quota
 from scaivault.domain.subscriptions import (
     WEBHOOK,
     DeliveryRequest,
@@ -58,12 +64,16 @@ class SubscriptionChanges:
 
 class SubscriptionCommands:
     def __init__(
-        self, runner: UnitOfWorkRunner, keyring: KeyRing, *, egress_allow: Sequence[IPNetwork] = (),
-        clock: Callable[[], datetime] = utcnow,
+        self, runner: UnitOfWorkRunner, keyring: KeyRing, counts: QuotaLookup, *, per_identity: Quota,
+        per_tenant: Quota, egress_allow: Sequence[IPNetwork] = (), clock: Callable[[], datetime] = utcnow,
     ) -> None:
-        """``egress_allow``: the networks a push delivery may reach over plain http (SCAIVAULT_EGRESS_ALLOW)."""
+        """``per_identity``, ``per_tenant``: the quotas (SCAIVAULT_MAX_SUBSCRIPTIONS_PER_IDENTITY, _PER_TENANT);
+        ``egress_allow``: the networks a push delivery may reach over plain http (SCAIVAULT_EGRESS_ALLOW)."""
         self._runner = runner
         self._keyring = keyring
+        self._counts = counts
+        self._per_identity = per_identity
+        self._per_tenant = per_tenant
         self._egress_allow = tuple(egress_allow)
         self._clock = clock
 
@@ -77,6 +87,7 @@ class SubscriptionCommands:
         subscription_id = new_id("sub_")
 
         async def work(uow: UnitOfWork) -> Subscription:
+            await uow.lock(f"quota:subscriptions:{tenant_id}")
             sealed = await self._seal(uow, request, tenant_id, subscription_id)
             subscription = Subscription.create(
                 subscription_id=subscription_id, tenant_id=tenant_id, partner_id=caller.partner_id or "",
@@ -84,6 +95,11 @@ class SubscriptionCommands:
                 delivery=request, sealed=sealed, at=self._clock(), actor=actor.identity_id,
                 request_id=actor.request_id,
             )
+            # Counted under the lock (a bad request is still told what is wrong with it first); the caller's own
+            # quota first: that one it can make room in itself.
+            in_tenant, owned = await self._counts.subscriptions(uow.conn, tenant_id, caller.identity_id)
+            self._per_identity.check_room_for_one(owned)
+            self._per_tenant.check_room_for_one(in_tenant)
             uow.add(subscription)
             record_outcome(access, Outcome.CREATED, subscription_id=subscription_id)
             return subscription

@@ -56,16 +56,23 @@ class UnitOfWork:
     async def get(self, stream_id: UUID) -> Any:
         """Load an aggregate, first queueing behind any other command on the same stream (until commit), so
         concurrent writers to one secret take turns instead of failing on each other."""
+        await self.lock(str(stream_id))
+        return await self._repository.get(self.conn, stream_id)
+
+    async def lock(self, name: str) -> None:
+        """Queue behind any other command holding the lock ``name``, and hold it until this one commits or rolls
+        back. A stream's lock is its id (``get``); a check over many streams that two commands must not both pass,
+        such as counting against a quota, names what it counts (``quota:webhooks:<tenant>``) and reads the inline
+        read models after taking it: a statement then sees what the previous holder committed."""
         if self._holds_read_model_lock:
-            await self.conn.execute("SELECT pg_advisory_xact_lock(hashtextextended($1::text, 0))", str(stream_id))
-        else:  # the first load also joins the inline read-model writers (see scaivault/eventstore/locks.py)
+            await self.conn.execute("SELECT pg_advisory_xact_lock(hashtextextended($1::text, 0))", name)
+        else:  # the first lock also joins the inline read-model writers (see scaivault/eventstore/locks.py)
             await self.conn.execute(
                 "SELECT pg_advisory_xact_lock_shared($1), pg_advisory_xact_lock(hashtextextended($2::text, 0))",
                 READ_MODEL_SWAP_KEY,
-                str(stream_id),
+                name,
             )
             self._holds_read_model_lock = True
-        return await self._repository.get(self.conn, stream_id)
 
     def add(self, *aggregates: Aggregate) -> None:
         for aggregate in aggregates:

@@ -1,8 +1,11 @@
-"""Webhook use cases: create, change (and rotate the signing secret), delete. One command = one transaction.
+"""Webhook use cases: create, change (and rotate the signing secret), delete, and housekeeping's forgetting of
+previous signing secrets whose overlap ended. One command = one transaction.
 
 Webhooks belong to a tenant; the edge requires the ``admin`` scope. A webhook of another tenant answers exactly like
 a missing one (``webhook_not_found``). Signing secrets are sealed here, in the command's transaction, under a new
-data key of the tenant; the data keys of secrets no longer kept are destroyed in the same transaction.
+data key of the tenant; the data keys of secrets no longer kept are destroyed in the same transaction. A tenant
+holds at most ``SCAIVAULT_MAX_WEBHOOKS_PER_TENANT`` webhooks (409 ``quota_exceeded``): creators of one tenant take
+turns on the quota's lock, so two of them never both take the last place.
 """
 
 from __future__ import annotations
@@ -11,8 +14,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
+from uuid import UUID
 
 from commands.actor import Actor
+from commands.ports import QuotaLookup, WebhookLookup
 from commands.unit_of_work import UnitOfWork, UnitOfWorkRunner, record_outcome
 from scaivault.audit.access_records import AccessRecord
 from scaivault.clock import utcnow
@@ -26,6 +31,7 @@ from scaivault.crypto.signing_secrets import (
 )
 from scaivault.domain.errors import ValidationFailed, WebhookNotFound
 from scaivault.domain.outcomes import Outcome
+from scaivault.domain.quotas import Quota
 from scaivault.domain.webhooks import Webhook, check_secret, webhook_stream_id
 from scaivault.egress import IPNetwork
 from scaivault.ids import new_id
@@ -33,6 +39,7 @@ from scaivault.ids import new_id
 UNSET: Any = object()  # a PATCH field that was not given
 # How long a replaced signing secret stays valid for receivers when the rotation does not say (the spec's example).
 DEFAULT_PREVIOUS_SECRET_TTL = timedelta(hours=24)
+HOUSEKEEPING_ACTOR = "system:housekeeping"
 
 
 @dataclass(frozen=True)
@@ -61,12 +68,16 @@ class WebhookChanges:
 
 class WebhookCommands:
     def __init__(
-        self, runner: UnitOfWorkRunner, keyring: KeyRing, *, http_allowed: Sequence[IPNetwork] = (),
-        clock: Callable[[], datetime] = utcnow,
+        self, runner: UnitOfWorkRunner, keyring: KeyRing, lookup: WebhookLookup, counts: QuotaLookup, *,
+        per_tenant: Quota, http_allowed: Sequence[IPNetwork] = (), clock: Callable[[], datetime] = utcnow,
     ) -> None:
-        """``http_allowed``: the networks of SCAIVAULT_EGRESS_ALLOW, the only addresses a plain-http URL may name."""
+        """``per_tenant``: the quota of webhooks per tenant (SCAIVAULT_MAX_WEBHOOKS_PER_TENANT); ``http_allowed``: the
+        networks of SCAIVAULT_EGRESS_ALLOW, the only addresses a plain-http URL may name."""
         self._runner = runner
         self._keyring = keyring
+        self._lookup = lookup
+        self._counts = counts
+        self._per_tenant = per_tenant
         self._http_allowed = tuple(http_allowed)
         self._clock = clock
 
@@ -78,6 +89,7 @@ class WebhookCommands:
         plain = check_secret(secret)
 
         async def work(uow: UnitOfWork) -> Webhook:
+            await uow.lock(f"quota:webhooks:{tenant_id}")
             sealed = await seal_signing_secret(self._keyring, uow.conn, plain, owner=tenant_id, target_id=webhook_id)
             webhook = Webhook.create(
                 webhook_id=webhook_id, tenant_id=tenant_id, partner_id=partner_id, name=name, url=url, events=events,
@@ -85,6 +97,8 @@ class WebhookCommands:
                 secret_key_id=sealed.data_key_id, at=self._clock(), actor=actor.identity_id,
                 request_id=actor.request_id, http_allowed=self._http_allowed,
             )
+            # Counted under the lock (a bad request is still told what is wrong with it first).
+            self._per_tenant.check_room_for_one(await self._counts.webhooks(uow.conn, tenant_id))
             uow.add(webhook)
             record_outcome(access, Outcome.CREATED, webhook_id=webhook_id)
             return webhook
@@ -158,6 +172,29 @@ class WebhookCommands:
             uow.add(webhook)
 
         await self._runner.run(work, access=access)
+
+    async def forget_expired_previous_secrets(self, *, limit: int = 500) -> int:
+        """Destroy the data keys of previous signing secrets whose overlap has ended, and forget them (a background
+        job; safe to run anywhere, in any number of processes): one transaction per webhook, under its stream lock,
+        so a rotation or delete of the same webhook takes turns with it. Returns how many were forgotten."""
+        async with self._runner.pool.acquire() as conn:
+            due = await self._lookup.previous_secrets_expired(conn, self._clock(), limit)
+        forgotten = 0
+        for stream_id in due:
+
+            async def work(uow: UnitOfWork, stream_id: UUID = stream_id) -> bool:
+                webhook: Webhook | None = await uow.get(stream_id)
+                if webhook is None or webhook.deleted:
+                    return False
+                key = webhook.forget_expired_previous_secret(at=self._clock(), actor=HOUSEKEEPING_ACTOR)
+                if key is None:  # rotated again meanwhile: a new overlap runs
+                    return False
+                await self._keyring.destroy_data_keys(uow.conn, [key])
+                uow.add(webhook)
+                return True
+
+            forgotten += await self._runner.run(work)
+        return forgotten
 
     @staticmethod
     async def _load(uow: UnitOfWork, tenant_id: str, webhook_id: str, access: AccessRecord | None) -> Webhook:

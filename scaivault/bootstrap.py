@@ -41,6 +41,7 @@ from projections.maintenance.retention import enforce_audit_retention
 from projections.policies.projection import PoliciesProjection
 from projections.policies.projector import project_policy_event
 from projections.policies.reader import PolicyReader
+from projections.quotas.lookup import PostgresQuotaLookup
 from projections.rotation.lookup import PostgresRotationLookup
 from projections.rotation.projection import RotationProjection
 from projections.rotation.projector import project_rotation_event
@@ -64,6 +65,7 @@ from projections.tenancy.lookup import PostgresTenancyLookup
 from projections.tenancy.projection import TenancyProjection
 from projections.tenancy.projector import project_tenancy
 from projections.webhooks.fanout import WebhookSink
+from projections.webhooks.lookup import PostgresWebhookLookup
 from projections.webhooks.projection import WebhooksProjection
 from projections.webhooks.projector import project_webhook_event
 from projections.webhooks.reader import WebhookReader
@@ -85,6 +87,12 @@ from scaivault.crypto.keyring import KeyRing
 from scaivault.crypto.root_keys import root_key_provider
 from scaivault.database import create_pool, embedded_postgres_url
 from scaivault.domain.durations import parse_duration
+from scaivault.domain.quotas import (
+    SUBSCRIPTIONS_PER_IDENTITY,
+    SUBSCRIPTIONS_PER_TENANT,
+    WEBHOOKS_PER_TENANT,
+    Quota,
+)
 from scaivault.egress import parse_allow_list
 from scaivault.eventstore.mapper import create_mapper
 from scaivault.eventstore.migrations import apply_migrations
@@ -237,13 +245,16 @@ class Container:
                 await listener.wait(REVOCATION_POLL_SECONDS)
 
     async def _housekeeping(self) -> None:
-        """Purge soft-deleted secrets past retention, revocations of tokens long expired and audit entries past
-        retention. Idempotent, so every server may run it."""
+        """Purge soft-deleted secrets past retention, webhooks' previous signing secrets whose overlap ended,
+        revocations of tokens long expired and audit entries past retention. Idempotent, so every server may run it."""
         while True:
             try:
                 purged = await self.secret_commands.purge_expired_deletions()
                 if purged:
                     log.info("purged secrets past their retention", extra={"count": purged})
+                forgotten = await self.webhook_commands.forget_expired_previous_secrets()
+                if forgotten:
+                    log.info("previous webhook signing secrets destroyed", extra={"count": forgotten})
                 async with self.pool.acquire() as conn:
                     await purge_expired_revocations(conn)
                 retention = await enforce_audit_retention(
@@ -258,6 +269,10 @@ class Container:
                 )
                 if trimmed.deliveries or trimmed.feed_entries:
                     log.info("outbox trimmed", extra={"deliveries": trimmed.deliveries, "feed": trimmed.feed_entries})
+                if trimmed.orphaned_queues or trimmed.orphaned_deliveries:
+                    log.info("leftovers of deleted receivers removed", extra={
+                        "queues": trimmed.orphaned_queues, "deliveries": trimmed.orphaned_deliveries,
+                    })
             except Exception as exc:  # noqa: BLE001 - a failed round is retried next time; the job must not die
                 log.warning("housekeeping failed: %s", type(exc).__name__)
             await asyncio.sleep(HOUSEKEEPING_SECONDS)
@@ -396,10 +411,11 @@ async def build_container(
         rotation_commands = RotationCommands(
             runner, keyring, rotation_lookup, PostgresSecretPolicyLookup(), secret_permissions
         )
-        subscription_reader = SubscriptionReader(pool)
+        subscription_reader = SubscriptionReader(pool, authorizer)
         feed_signal = FeedSignal()
         audit_exports = AuditExportCommands(runner, secret_permissions, PostgresAuditExportLookup())
         egress_allow = parse_allow_list(settings.egress_allow)
+        quota_counts = PostgresQuotaLookup()
         webhook_client = WebhookClient(egress_allow, timeout_seconds=settings.webhook_timeout_seconds)
         signing_secrets = SigningSecrets(keyring)
         webhook_dispatcher = DeliveryDispatcher(
@@ -458,7 +474,10 @@ async def build_container(
             ),
             secret_policy_commands=SecretPolicyCommands(runner, PostgresSecretPolicyLookup()),
             subscription_commands=SubscriptionCommands(
-                runner, keyring, egress_allow=parse_allow_list(settings.egress_allow)
+                runner, keyring, quota_counts,
+                per_identity=Quota(SUBSCRIPTIONS_PER_IDENTITY, settings.max_subscriptions_per_identity),
+                per_tenant=Quota(SUBSCRIPTIONS_PER_TENANT, settings.max_subscriptions_per_tenant),
+                egress_allow=parse_allow_list(settings.egress_allow),
             ),
             audit_exports=audit_exports,
             identity=identity,
@@ -467,7 +486,7 @@ async def build_container(
             audit_log=AuditLogReader(pool, keyring),
             policy_reader=PolicyReader(pool, authorizer),
             rotation_commands=rotation_commands,
-            rotation_reader=RotationReader(pool),
+            rotation_reader=RotationReader(pool, authorizer),
             rotation_scheduler=RotationScheduler(
                 rotation_commands, interval_seconds=parse_duration(settings.scheduler_interval).total_seconds()
             ),
@@ -475,7 +494,10 @@ async def build_container(
             subscription_reader=subscription_reader,
             subscription_polls=SubscriptionPolls(pool, subscription_reader, authorizer, feed_signal),
             feed_signal=feed_signal,
-            webhook_commands=WebhookCommands(runner, keyring, http_allowed=egress_allow),
+            webhook_commands=WebhookCommands(
+                runner, keyring, PostgresWebhookLookup(), quota_counts,
+                per_tenant=Quota(WEBHOOKS_PER_TENANT, settings.max_webhooks_per_tenant), http_allowed=egress_allow,
+            ),
             webhook_reader=WebhookReader(pool),
             webhook_deliveries=WebhookDeliveries(
                 pool, signing_secrets, webhook_client, wake_dispatcher=webhook_dispatcher.wake

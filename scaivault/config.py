@@ -67,6 +67,9 @@ ENVIRONMENT = {
     "SCAIVAULT_WEBHOOK_LEASE": "webhook_lease_seconds",
     "SCAIVAULT_WEBHOOK_CONCURRENCY": "webhook_concurrency",
     "SCAIVAULT_WEBHOOK_CONCURRENCY_PER_TARGET": "webhook_concurrency_per_target",
+    "SCAIVAULT_MAX_WEBHOOKS_PER_TENANT": "max_webhooks_per_tenant",
+    "SCAIVAULT_MAX_SUBSCRIPTIONS_PER_IDENTITY": "max_subscriptions_per_identity",
+    "SCAIVAULT_MAX_SUBSCRIPTIONS_PER_TENANT": "max_subscriptions_per_tenant",
     "SCAIVAULT_TRUSTED_PROXIES": "trusted_proxies",
     "SCAIVAULT_RATE_LIMITS": "rate_limits",
     "SCAIVAULT_REDIS_PREFIX": "redis_key_prefix",
@@ -151,6 +154,11 @@ class Settings(BaseModel):
     webhook_lease_seconds: float | None = Field(default=None, gt=0, le=3600)
     webhook_concurrency: int = Field(default=256, ge=1, le=10_000)
     webhook_concurrency_per_target: int = Field(default=32, ge=1, le=1000)
+    # Quotas (docs/api-decisions.md, 409 quota_exceeded): each webhook and subscription adds fan-out work to every
+    # event of its tenant. Subscriptions count per identity within a tenant, and per tenant.
+    max_webhooks_per_tenant: int = Field(default=100, ge=1, le=10_000)
+    max_subscriptions_per_identity: int = Field(default=100, ge=1, le=100_000)
+    max_subscriptions_per_tenant: int = Field(default=1000, ge=1, le=100_000)
     # Comma-separated CIDRs of reverse proxies whose X-Forwarded-For is believed (default: none; the TCP peer is the
     # client). Policy ip_ranges conditions and access records use the client address found this way.
     trusted_proxies: str = ""

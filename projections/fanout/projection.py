@@ -215,9 +215,9 @@ async def _append_to_feed(conn: asyncpg.Connection, pending: Sequence[_Pending])
         FeedEntry(
             position=positions[eid], event_id=eid, event_type=p.event_type, tenant_id=p.tenant_id,
             partner_id=p.partner_id, path=p.path, secret_type=p.secret_type, tags=p.tags, envelope=body,
-            recorded_at=p.at, routed_to=routed,
+            recorded_at=p.at, routed_to=routed, notification_id=n,
         )
-        for (_, eid, p, routed), body in zip(pending, envelopes, strict=True)
+        for (n, eid, p, routed), body in zip(pending, envelopes, strict=True)
         if eid in positions
     ]
 

@@ -2,6 +2,10 @@
 
 A caller sees its tenant's rotation policies only; any other id answers ``rotation_policy_not_found``. Listings
 page by id (policy ids in id order, history ids in time order); a cursor is bound to its listing's parameters.
+
+The due list names secrets: a caller without the ``admin`` scope sees only the paths it may list, decided as
+``GET /v1/secrets`` decides (the authorizer's listing plan: its role, or the rules of its policies granting ``list``
+whose conditions hold now; 403 when none could show anything).
 """
 
 from __future__ import annotations
@@ -13,14 +17,20 @@ from typing import Any, Literal
 import asyncpg
 from pydantic import Field
 
+from scaivault.auth.authorization import Authorizer
+from scaivault.auth.caller import Caller
 from scaivault.clock import utcnow
 from scaivault.domain.errors import RotationPolicyNotFound
+from scaivault.domain.policies import ListingPlan
 from scaivault.domain.rotation import HISTORY_FIELDS
 from scaivault.pagination import CursorState, decode_cursor, encode_cursor, page_of
 
 Row = Mapping[str, Any]
 HistoryStatus = Literal["success", "failed", "pending"]
 MAX_DUE = 1000
+# A caller who may list few of the due secrets: at most this many due rows are examined for its list.
+DUE_SCAN_BUDGET = 10_000
+ADMIN_SCOPE = "admin"
 
 _POLICY_COLUMNS = """p.policy_id, p.name, p.description, p.interval, p.interval_seconds, p.grace_period, p.warn_before,
     p.auto_generate, p.secret_policy_id, p.webhook_ids, p.is_active, p.created_at, p.created_by, p.updated_at,
@@ -70,8 +80,11 @@ def history_document(row: Row) -> dict[str, Any]:
 
 
 class RotationReader:
-    def __init__(self, pool: asyncpg.Pool, *, clock: Callable[[], datetime] = utcnow) -> None:
+    def __init__(
+        self, pool: asyncpg.Pool, authorizer: Authorizer, *, clock: Callable[[], datetime] = utcnow
+    ) -> None:
         self._pool = pool
+        self._authorizer = authorizer
         self._clock = clock
 
     async def policies(self, owner: str, *, active_only: bool, limit: int, cursor: str | None) -> dict[str, Any]:
@@ -116,23 +129,43 @@ class RotationReader:
         return page.document("data", history_document)
 
     async def due(
-        self, owner: str, *, within_hours: int, include_overdue: bool, policy_id: str | None
+        self, caller: Caller, *, within_hours: int, include_overdue: bool, policy_id: str | None
     ) -> dict[str, Any]:
-        """Secrets of active policies whose rotation falls due within ``within_hours`` (and, with
-        ``include_overdue``, those already past due), soonest first."""
+        """Secrets of the caller's tenant under active policies whose rotation falls due within ``within_hours``
+        (and, with ``include_overdue``, those already past due), soonest first, at most MAX_DUE: all of them for a
+        caller with the ``admin`` scope, else those the caller may list."""
+        owner = caller.require_tenant()
+        plan: ListingPlan | None = None
+        if not caller.principal.has_scope(ADMIN_SCOPE):
+            plan = await self._authorizer.listing(
+                caller.principal, caller.tenant_id, caller.partner_id, "", caller.context()
+            )
         at = self._clock()
-        rows = await self._pool.fetch(
-            """SELECT s.path, s.rotation_policy_id, p.name, s.rotation_due_at, s.last_rotated_at,
-                      s.rotation_pending_due_at, s.rotation_overdue, s.current_version
-               FROM scaivault_secret_schedules s
-               JOIN scaivault_rotation_policies p ON p.owner = s.owner AND p.policy_id = s.rotation_policy_id
-               WHERE s.owner = $1 AND s.live AND NOT s.deleted AND p.is_active AND s.rotation_due_at IS NOT NULL
-                 AND s.rotation_due_at <= $2 AND ($3 OR s.rotation_due_at > $4)
-                 AND ($5::text IS NULL OR s.rotation_policy_id = $5)
-               ORDER BY s.rotation_due_at, s.path LIMIT $6""",
-            owner, at + timedelta(hours=within_hours), include_overdue, at, policy_id, MAX_DUE,
-        )
-        return {"data": [_due_document(row, at) for row in rows], "as_of": at}
+        shown: list[Row] = []
+        after: tuple[datetime, str] | None = None
+        scanned = 0
+        while len(shown) < MAX_DUE and scanned < DUE_SCAN_BUDGET:
+            rows = await self._pool.fetch(
+                """SELECT s.path, s.rotation_policy_id, p.name, s.rotation_due_at, s.last_rotated_at,
+                          s.rotation_pending_due_at, s.rotation_overdue, s.current_version
+                   FROM scaivault_secret_schedules s
+                   JOIN scaivault_rotation_policies p ON p.owner = s.owner AND p.policy_id = s.rotation_policy_id
+                   WHERE s.owner = $1 AND s.live AND NOT s.deleted AND p.is_active AND s.rotation_due_at IS NOT NULL
+                     AND s.rotation_due_at <= $2 AND ($3 OR s.rotation_due_at > $4)
+                     AND ($5::text IS NULL OR s.rotation_policy_id = $5)
+                     AND ($7::text[] IS NULL
+                          OR EXISTS (SELECT 1 FROM unnest($7::text[]) AS r(start) WHERE starts_with(s.path, r.start)))
+                     AND ($8::timestamptz IS NULL OR (s.rotation_due_at, s.path) > ($8, $9::text))
+                   ORDER BY s.rotation_due_at, s.path LIMIT $6""",
+                owner, at + timedelta(hours=within_hours), include_overdue, at, policy_id, MAX_DUE,
+                None if plan is None else list(plan.ranges), *(after or (None, None)),
+            )
+            scanned += len(rows)
+            shown += [row for row in rows if plan is None or plan.visible(row["path"])]
+            if len(rows) < MAX_DUE:
+                break
+            after = (rows[-1]["rotation_due_at"], rows[-1]["path"])
+        return {"data": [_due_document(row, at) for row in shown[:MAX_DUE]], "as_of": at}
 
 
 def _due_document(row: Row, at: datetime) -> dict[str, Any]:

@@ -4,7 +4,10 @@ A caller sees its tenant's secret policies; another tenant's answers exactly lik
 (``secret_policy_not_found``). Listings page by id (ids sort by creation time); a cursor is bound to
 ``include_inactive``.
 
-A preview is generated in a worker thread: key pairs and bcrypt hashes take CPU time the event loop must not wait on.
+A preview is generated in a worker thread: key pairs and bcrypt hashes take CPU time the event loop must not wait on
+(up to seconds: four RSA-4096 key pairs or bcrypt hashes of cost 14). At most PREVIEW_CONCURRENCY previews of a
+process generate at once, the others wait their turn without a thread: the threads they would take are the default
+executor's, which secret writes (checking values against their recipe) and auto-generated rotations use too.
 Its value goes only into the response: no event, no read model, no log line, no access-record detail.
 """
 
@@ -21,11 +24,12 @@ from pydantic import Field
 from projections.secret_policies import queries
 from scaivault.auth.caller import Caller
 from scaivault.clock import utcnow
+from scaivault.domain import generators
 from scaivault.domain.errors import SecretPolicyNotFound
-from scaivault.domain.generators import generate
 from scaivault.pagination import CursorState, decode_cursor, encode_cursor, page_of
 
 Row = Mapping[str, Any]
+PREVIEW_CONCURRENCY = 2
 
 
 class SecretPolicyListCursor(CursorState):
@@ -53,6 +57,7 @@ class SecretPolicyReader:
     def __init__(self, pool: asyncpg.Pool, *, clock: Callable[[], datetime] = utcnow) -> None:
         self._pool = pool
         self._clock = clock
+        self._previews = asyncio.Semaphore(PREVIEW_CONCURRENCY)
 
     async def policies(
         self, caller: Caller, *, include_inactive: bool, limit: int, cursor: str | None
@@ -78,8 +83,9 @@ class SecretPolicyReader:
 
     async def preview_recipe(self, fields: Any) -> dict[str, Any]:
         """A sample of what a recipe not stored generates (``ValidationFailed`` for an invalid recipe)."""
-        at = self._clock()
-        data = await asyncio.to_thread(generate, fields, at=at)
+        async with self._previews:
+            at = self._clock()
+            data = await asyncio.to_thread(generators.generate, fields, at=at)
         return {"data": data, "generated_at": at}
 
     async def _visible(self, caller: Caller, policy_id: str) -> Row:

@@ -2,13 +2,15 @@
 what that means for them, in the fan-out's tracking transaction:
 
 - a polling subscription gets a queue entry; then the queue is held to its ``buffer_size``: the oldest entries give
-  way to the new ones and are counted in ``scaivault_subscription_queue_state.dropped_events`` (polls report it);
+  way to the new ones and are counted in ``scaivault_subscription_queue_state.dropped_events`` and, per path, in
+  ``scaivault_subscription_drops`` (polls and GET report them: visibility.py);
 - a push (webhook) subscription gets an outbox row in ``scaivault_webhook_deliveries`` (target_kind
   ``subscription``), which the webhook dispatcher delivers like a webhook's.
 
 Matching (``Interest.wants``: event type, path globs, filters) is done here, with the same glob code as access
-policies; the writes are a few set-based statements per batch, whatever its size. Queues left by subscriptions that
-switched to push delivery are removed here too (projector.py says why not there).
+policies, and only events committed from the subscription's creation on count (``since_creation``); the writes are
+a few set-based statements per batch, whatever its size. Queues left by subscriptions that switched to push delivery
+are removed here too (projector.py says why not there).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from dataclasses import dataclass, field
 
 import asyncpg
 
-from projections.fanout.sinks import FeedEntry
+from projections.fanout.sinks import FeedEntry, since_creation
 from projections.subscriptions.projector import drop_queues
 from projections.subscriptions.queries import interested_subscriptions
 from scaivault.domain.subscriptions import POLLING, Interest, interest_of
@@ -41,15 +43,17 @@ class SubscriptionSink:
             return
         subscriptions = await interested_subscriptions(conn, tenants)
         await _forget_push_queues(conn, subscriptions)
-        by_tenant: dict[str, list[tuple[str, bool, Interest]]] = {}
+        by_tenant: dict[str, list[tuple[str, bool, Interest, int | None]]] = {}
         for row in subscriptions:
             by_tenant.setdefault(row["tenant_id"], []).append(
-                (row["subscription_id"], row["delivery_type"] == POLLING, interest_of(row))
+                (row["subscription_id"], row["delivery_type"] == POLLING, interest_of(row), row["created_position"])
             )
         rows = _Rows()
         for entry in entries:
-            for subscription_id, polled, interest in by_tenant.get(entry.tenant_id or "", ()):
-                if interest.wants(entry.event_type, entry.path, entry.secret_type, entry.tags):
+            for subscription_id, polled, interest, created in by_tenant.get(entry.tenant_id or "", ()):
+                if since_creation(entry, created) and interest.wants(
+                    entry.event_type, entry.path, entry.secret_type, entry.tags
+                ):
                     if polled:
                         rows.queue.append((subscription_id, entry.position, entry.event_id))
                     else:
@@ -82,7 +86,9 @@ async def _enqueue(conn: asyncpg.Connection, queue: Sequence[tuple[str, int, str
 
 async def _hold_to_buffer_size(conn: asyncpg.Connection, added: Mapping[str, int]) -> None:
     """Drop the oldest entries beyond each queue's buffer size, count them, and keep each queue's length. Queue rows
-    are locked before state rows, as acknowledgements do (projections/subscriptions/queries.py).
+    are locked before state rows, as acknowledgements do (projections/subscriptions/queries.py). Drops are counted
+    in total (``scaivault_subscription_queue_state``, for administrators) and per path
+    (``scaivault_subscription_drops``: an owner who administers nothing is told only of the paths it may list).
 
     ``queued`` moves by what this transaction inserted and deleted, never to a count: a poll that removes entries
     and commits while this statement waits for the state row would be undone by a count taken from the statement's
@@ -105,8 +111,19 @@ async def _hold_to_buffer_size(conn: asyncpg.Connection, added: Mapping[str, int
            dropped AS (
                DELETE FROM scaivault_subscription_queue q USING doomed d
                WHERE q.subscription_id = d.subscription_id AND q.feed_position = d.feed_position
-               RETURNING q.subscription_id),
-           drops AS (SELECT subscription_id, count(*) AS n FROM dropped GROUP BY subscription_id)
+               RETURNING q.subscription_id, q.feed_position),
+           drops AS (SELECT subscription_id, count(*) AS n FROM dropped GROUP BY subscription_id),
+           by_path AS (
+               INSERT INTO scaivault_subscription_drops AS pd (subscription_id, path, dropped_events,
+                                                               last_dropped_at)
+               SELECT d.subscription_id, f.path, count(*), now()
+               FROM dropped d JOIN scaivault_event_feed f ON f.position = d.feed_position
+               WHERE f.path IS NOT NULL
+               GROUP BY d.subscription_id, f.path
+               ORDER BY d.subscription_id, f.path
+               ON CONFLICT (subscription_id, path) DO UPDATE SET
+                   dropped_events = pd.dropped_events + EXCLUDED.dropped_events,
+                   last_dropped_at = EXCLUDED.last_dropped_at)
            INSERT INTO scaivault_subscription_queue_state AS st (subscription_id, queued, dropped_events,
                                                                  last_dropped_at)
            SELECT c.subscription_id, c.added - coalesce(d.n, 0), coalesce(d.n, 0),

@@ -10,9 +10,10 @@ given), so what a consumer took but did not acknowledge comes again on its next 
 acknowledging removes entries from the queue.
 
 Policies: a subscriber never learns of a secret it may not list. At every poll each entry's path is checked as a
-listing would check it: the polling token must hold ``secrets:list`` and the caller's policies (or role) must allow
-``list`` on the path (the authorizer); entries it may not see are removed from the queue unseen. Events without a
-path (policy and identity events) go to the tenant's administrators only.
+listing would check it (``visibility.py``): the polling token must hold ``secrets:list`` and the caller's policies
+(or role) must allow ``list`` on the path (the authorizer); entries it may not see are removed from the queue unseen.
+Events without a path (policy and identity events) go to the tenant's administrators only. ``dropped_events``
+counts, for an owner who does not administer the tenant, only drops on paths it may list.
 """
 
 from __future__ import annotations
@@ -26,14 +27,13 @@ import asyncpg
 
 from projections.fanout.projection import FEED_CHANNEL
 from projections.subscriptions import queries
-from projections.subscriptions.reader import SubscriptionReader, caller_administers
+from projections.subscriptions.reader import SubscriptionReader
+from projections.subscriptions.visibility import EntryVisibility
 from scaivault.auth.authorization import Authorizer
 from scaivault.auth.caller import Caller
 from scaivault.domain.errors import AccessDenied, InvalidRequest
 from scaivault.domain.subscriptions import POLLING, same_identity
 from scaivault.eventstore.recorder import EventStoreListener
-
-LIST_SCOPE = "secrets:list"
 
 # Waiting polls look again this often even without a NOTIFY (a hint that a dropped connection may have missed).
 RECHECK_SECONDS = 5.0
@@ -81,7 +81,7 @@ class SubscriptionPolls:
     def __init__(self, pool: asyncpg.Pool, reader: SubscriptionReader, authorizer: Authorizer, signal: FeedSignal):
         self._pool = pool
         self._reader = reader
-        self._authorizer = authorizer
+        self._visibility = EntryVisibility(pool, authorizer)
         self._signal = signal
 
     async def poll(self, caller: Caller, subscription_id: str, request: PollRequest) -> dict[str, Any]:
@@ -98,11 +98,10 @@ class SubscriptionPolls:
             if events or remaining <= 0:
                 break
             await self._signal.wait(ticket, remaining)
-        state = await queries.queue_state(self._pool, subscription_id)
         return {
             "events": events,
             "has_more": has_more,
-            "dropped_events": state["dropped_events"] if state else 0,
+            "dropped_events": await self._visibility.dropped_events(caller, subscription_id),
         }
 
     async def acknowledge(self, caller: Caller, subscription_id: str, event_ids: Sequence[str]) -> dict[str, Any]:
@@ -143,7 +142,7 @@ class SubscriptionPolls:
                 if len(visible) == max_events:
                     more = True
                     break
-                if await self._may_see(caller, row["path"]):
+                if await self._visibility.may_see(caller, row["path"]):
                     visible.append(row)
                 else:
                     hidden.append(row["feed_position"])
@@ -157,14 +156,3 @@ class SubscriptionPolls:
                 if visible:
                     await queries.mark_delivered(conn, subscription_id, [row["feed_position"] for row in visible])
         return [row["envelope"] for row in visible], more
-
-    async def _may_see(self, caller: Caller, path: str | None) -> bool:
-        """As a listing would answer: the token's ``secrets:list`` scope and the caller's policies (or role)."""
-        if path is None:
-            return caller_administers(caller)
-        if not caller.principal.has_scope(LIST_SCOPE):
-            return False
-        decision = await self._authorizer.decide(
-            caller.principal, caller.tenant_id, caller.partner_id, path, "list", caller.context()
-        )
-        return decision.allowed

@@ -46,8 +46,10 @@ async def project_subscription_event(conn: asyncpg.Connection, domain_event: Any
 
 
 async def drop_queues(conn: asyncpg.Connection, subscription_ids: Sequence[str]) -> None:
+    """A queue with its counts (the total and the per-path drops)."""
     await conn.execute(
-        """WITH queue AS (DELETE FROM scaivault_subscription_queue WHERE subscription_id = ANY($1::text[]))
+        """WITH queue AS (DELETE FROM scaivault_subscription_queue WHERE subscription_id = ANY($1::text[])),
+                drops AS (DELETE FROM scaivault_subscription_drops WHERE subscription_id = ANY($1::text[]))
            DELETE FROM scaivault_subscription_queue_state WHERE subscription_id = ANY($1::text[])""",
         list(subscription_ids),
     )

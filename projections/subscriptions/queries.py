@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 import asyncpg
 
+from projections.fanout.sinks import created_position
 from scaivault.database import Queryable
 
 _COLUMNS = """s.subscription_id, s.tenant_id, s.partner_id, s.identity_id, s.name, s.paths, s.events, s.filters,
@@ -36,11 +37,13 @@ async def subscription_row(conn: Queryable, tenant_id: str, subscription_id: str
 
 
 async def interested_subscriptions(conn: Queryable, tenant_ids: Sequence[str]) -> list[asyncpg.Record]:
-    """What the fan-out matches events against: every subscription of these tenants."""
+    """What the fan-out matches events against: every active subscription of these tenants, with the log position
+    of its creation (``projections/fanout/sinks.py: since_creation``)."""
     return await conn.fetch(
-        """SELECT subscription_id, tenant_id, paths, events, filters, delivery_type
-           FROM scaivault_subscriptions WHERE tenant_id = ANY($1::text[]) AND status = 'active'
-           ORDER BY subscription_id""",
+        f"""SELECT subscription_id, tenant_id, paths, events, filters, delivery_type,
+                   {created_position("stream_id")} AS created_position
+            FROM scaivault_subscriptions WHERE tenant_id = ANY($1::text[]) AND status = 'active'
+            ORDER BY subscription_id""",
         list(tenant_ids),
     )
 
@@ -113,4 +116,24 @@ async def queue_state(conn: Queryable, subscription_id: str) -> asyncpg.Record |
         "SELECT queued, dropped_events, last_dropped_at FROM scaivault_subscription_queue_state"
         " WHERE subscription_id = $1",
         subscription_id,
+    )
+
+
+async def queued_by_path(conn: Queryable, subscription_ids: Sequence[str]) -> list[asyncpg.Record]:
+    """How many entries wait in each queue, per path (None: events without a path)."""
+    return await conn.fetch(
+        """SELECT q.subscription_id, f.path, count(*) AS n
+           FROM scaivault_subscription_queue q JOIN scaivault_event_feed f ON f.position = q.feed_position
+           WHERE q.subscription_id = ANY($1::text[])
+           GROUP BY q.subscription_id, f.path""",
+        list(subscription_ids),
+    )
+
+
+async def drops_by_path(conn: Queryable, subscription_ids: Sequence[str]) -> list[asyncpg.Record]:
+    """The entries each queue dropped, per path (entries without a path are counted in the total only)."""
+    return await conn.fetch(
+        """SELECT subscription_id, path, dropped_events, last_dropped_at FROM scaivault_subscription_drops
+           WHERE subscription_id = ANY($1::text[])""",
+        list(subscription_ids),
     )

@@ -8,7 +8,9 @@ import asyncpg
 
 from scaivault.domain.webhooks import Webhook
 
-WEBHOOK_EVENTS = (Webhook.Created, Webhook.Updated, Webhook.SecretRotated, Webhook.Deleted)
+WEBHOOK_EVENTS = (
+    Webhook.Created, Webhook.Updated, Webhook.SecretRotated, Webhook.PreviousSecretExpired, Webhook.Deleted,
+)
 
 
 async def project_webhook_event(conn: asyncpg.Connection, domain_event: Any) -> None:
@@ -34,6 +36,13 @@ async def project_webhook_event(conn: asyncpg.Connection, domain_event: Any) -> 
                    updated_at = $7, updated_by = $8 WHERE stream_id = $1""",
             e.originator_id, e.secret_ciphertext, e.secret_key_id, e.previous_secret_ciphertext,
             e.previous_secret_key_id, e.previous_secret_expires_at, e.at, e.actor,
+        )
+    elif isinstance(e, Webhook.PreviousSecretExpired):
+        # Its data key is destroyed in the same transaction: nothing of the previous secret is left.
+        await conn.execute(
+            """UPDATE scaivault_webhooks SET previous_secret_ciphertext = NULL, previous_secret_key_id = NULL,
+                   previous_secret_expires_at = NULL WHERE stream_id = $1""",
+            e.originator_id,
         )
     elif isinstance(e, Webhook.Deleted):
         # Its deliveries go with it: nothing may be sent for a deleted webhook, and nobody can list them any more.

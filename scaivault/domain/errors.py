@@ -247,6 +247,18 @@ class BindingExists(ScaiVaultError):
     default_message = "The identity is already bound to this policy"
 
 
+class QuotaExceeded(ScaiVaultError):
+    """Creating one more would pass an operator's quota (docs/api-decisions.md): 409, because the answer depends on
+    what already exists, not on the request. ``details``: ``resource`` (which quota, e.g.
+    ``webhooks_per_tenant``), ``limit`` and ``current`` (how many there are now)."""
+
+    code = "quota_exceeded"
+    default_message = "A quota would be exceeded; remove something first"
+
+    def __init__(self, message: str | None = None, *, resource: str, limit: int, current: int) -> None:
+        super().__init__(message, resource=resource, limit=limit, current=current)
+
+
 # ScaiKey webhook deliveries (401): an unsigned, forged or stale delivery is refused before it is read.
 class SignatureInvalid(ScaiVaultError):
     code = "signature_invalid"

@@ -36,6 +36,9 @@ EVERYTHING = "**"  # the one path glob that also takes events without a path (po
 DEFAULT_BUFFER_SIZE = 1000
 MAX_BUFFER_SIZE = 10_000
 MAX_PATHS = 100
+# The globs' characters together: each is matched against every event of the tenant in the fan-out, so what one
+# subscription may ask to be matched is bounded as a whole, not only glob by glob (512 characters each).
+MAX_PATHS_LENGTH = 4096
 MAX_EVENT_PATTERNS = 100
 
 _NAMESPACE = uuid5(NAMESPACE_URL, "https://scaivault.dev/streams/subscription")
@@ -57,8 +60,9 @@ def check_name(name: object) -> str:
     return webhooks.check_name(name)
 
 
-def check_paths(paths: object) -> list[str]:
-    """A non-empty list of path globs, as access policies write them (``invalid_glob`` names the bad one)."""
+def check_paths(paths: object, *, bounded: bool = True) -> list[str]:
+    """A non-empty list of path globs, as access policies write them (``invalid_glob`` names the bad one), of at most
+    MAX_PATHS_LENGTH characters together (``bounded``; unbounded: paths a subscription kept from before that rule)."""
     if not isinstance(paths, list) or not paths or len(paths) > MAX_PATHS:
         raise _invalid("paths", f"paths is a list of 1-{MAX_PATHS} path globs")
     for index, pattern in enumerate(paths):
@@ -71,7 +75,10 @@ def check_paths(paths: object) -> list[str]:
                 "A path glob is segments of a-z, 0-9, '-', '_' and the wildcards '*', '?' and '**' (a whole segment),"
                 " separated by '/'", field=f"paths.{index}", pattern=pattern[:512],
             ) from None
-    return list(dict.fromkeys(paths))
+    unique = list(dict.fromkeys(paths))
+    if bounded and sum(len(pattern) for pattern in unique) > MAX_PATHS_LENGTH:
+        raise _invalid("paths", f"the path globs hold at most {MAX_PATHS_LENGTH} characters together")
+    return unique
 
 
 def check_events(events: object) -> list[str]:
@@ -272,8 +279,10 @@ class Subscription(Aggregate):
             raise ValueError("a webhook delivery has a sealed secret, a polling one none")
         old = self.secret_key_id
         replaced = old if old is not None and (kept is None or kept.data_key_id != old) else None
+        # Paths kept as they are pass as they are (a subscription may predate MAX_PATHS_LENGTH).
         self._updated(
-            paths=check_paths(paths), events=check_events(events), delivery_type=delivery.type, url=delivery.url,
+            paths=check_paths(paths, bounded=paths != self.paths), events=check_events(events),
+            delivery_type=delivery.type, url=delivery.url,
             secret_ciphertext=kept.ciphertext if kept else None, secret_key_id=kept.data_key_id if kept else None,
             buffer_size=delivery.buffer_size, at=at, actor=actor, request_id=request_id,
         )

@@ -301,6 +301,31 @@ class Webhook(Aggregate):
         self.previous_secret_key_id = previous_secret_key_id
         self.previous_secret_expires_at = previous_secret_expires_at
 
+    def forget_expired_previous_secret(self, *, at: datetime, actor: str) -> str | None:
+        """Once the overlap of a rotation has ended, the previous signing secret is of no use to anyone (the server
+        signs with the current one only and verifies nothing with it): forget it. Returns its data key (the command
+        destroys it); None, changing nothing, while there is no previous secret or its overlap still runs."""
+        expires_at = self.previous_secret_expires_at
+        key = self.previous_secret_key_id
+        if key is None or expires_at is None or expires_at > at:
+            return None
+        self._previous_secret_expired(data_key_id=key, expired_at=expires_at, at=at, actor=actor, request_id=None)
+        return key
+
+    class PreviousSecretExpired(Aggregate.Event):
+        data_key_id: str
+        expired_at: datetime
+        at: datetime
+        actor: str
+        request_id: str | None
+
+    @event(PreviousSecretExpired)
+    def _previous_secret_expired(
+        self, data_key_id: str, expired_at: datetime, at: datetime, actor: str, request_id: str | None
+    ) -> None:
+        self.previous_secret_key_id = None
+        self.previous_secret_expires_at = None
+
     def delete(self, *, at: datetime, actor: str, request_id: str | None) -> list[str]:
         """Delete; returns the data keys of its secrets (the command destroys them)."""
         keys = [k for k in (self.secret_key_id, self.previous_secret_key_id) if k is not None]

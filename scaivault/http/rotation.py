@@ -3,7 +3,8 @@ reference/rotation, api-guides/rotation, core-concepts/rotation). Decisions wher
 docs/rotation.md.
 
 Scopes as the spec names them: managing policies needs ``admin``; rotating now ``secrets:rotate``; history
-``audit:read``; the due list ``secrets:rotate`` or ``admin``. Rotation policies belong to a tenant.
+``audit:read``; the due list ``secrets:rotate`` or ``admin`` (without ``admin`` it shows only the secrets the
+caller may list). Rotation policies belong to a tenant.
 """
 
 from __future__ import annotations
@@ -220,8 +221,7 @@ class RotationApi:
                                     required_scope=ROTATE_SCOPE)
         query = parse_query(DueQuery, request)
         return json_response(await self._reader.due(
-            who.require_tenant(), within_hours=query.within_hours, include_overdue=query.include_overdue,
-            policy_id=query.policy_id,
+            who, within_hours=query.within_hours, include_overdue=query.include_overdue, policy_id=query.policy_id,
         ))
 
     async def pending(self, request: web.Request) -> web.Response:

@@ -1,9 +1,12 @@
 """/v1/secret-policies: value-generation recipes (spec reference/secret-policies). Decisions where the spec is
 silent: docs/secret-policies.md.
 
-Reading and previews need ``policies:read``; changing needs ``policies:write`` *and* an admin role for the tenant
-(``commands/secret_policies.py``). Reads and previews go to the reader (``projections/secret_policies/reader.py``),
-changes to the commands; here requests are parsed and answers written.
+Reading and previewing a stored policy need ``policies:read``; previewing a recipe of the caller's own making (not
+stored) needs ``policies:write``, as writing one does: a preview may cost seconds of CPU, and a stored recipe's cost
+was accepted by the administrator who stored it. Changing needs ``policies:write`` *and* an admin role for the tenant
+(``commands/secret_policies.py``). Previews have a rate-limit category of their own (``secret_policy_preview``).
+Reads and previews go to the reader (``projections/secret_policies/reader.py``), changes to the commands; here
+requests are parsed and answers written.
 """
 
 from __future__ import annotations
@@ -111,8 +114,8 @@ class SecretPoliciesApi:
         return json_response(await self._reader.preview(who, _policy_id(request)))
 
     async def preview_recipe(self, request: web.Request) -> web.Response:
-        """A sample value of the recipe in the body, which is not stored."""
-        await self._callers.with_scope(request, READ_SCOPE)
+        """A sample value of the recipe in the body, which is not stored (``policies:write``: see above)."""
+        await self._callers.with_scope(request, WRITE_SCOPE)
         body = parse_body(RecipeIn, await read_json_object(request))
         return json_response(await self._reader.preview_recipe(body.fields))
 

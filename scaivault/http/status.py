@@ -52,6 +52,7 @@ STATUS_BY_CODE: dict[str, int] = {
     "identity_exists": 409,
     "policy_in_use": 409,
     "binding_exists": 409,
+    "quota_exceeded": 409,
     "payload_too_large": 413,
     "rate_limited": 429,
     "internal_error": 500,

@@ -48,8 +48,9 @@ class Limit:
 
 MINUTE = 60.0
 
-# The spec's 23 categories with their managed-service defaults, plus ``unauthenticated``: failed authentication,
-# charged per client IP (there is no identity to charge).
+# The spec's 23 categories with their managed-service defaults, plus two of ours: ``unauthenticated``, failed
+# authentication, charged per client IP (there is no identity to charge); ``secret_policy_preview``, previews of
+# secret policies, each of which may cost seconds of CPU (four RSA-4096 key pairs or bcrypt hashes of cost 14).
 DEFAULT_LIMITS: dict[str, Limit] = {
     "secrets_read": Limit(1000, MINUTE),
     "secrets_write": Limit(100, MINUTE),
@@ -75,9 +76,12 @@ DEFAULT_LIMITS: dict[str, Limit] = {
     "identity_sync": Limit(5, MINUTE),
     "auth": Limit(300, MINUTE),
     "unauthenticated": Limit(60, MINUTE),
+    "secret_policy_preview": Limit(10, MINUTE),
 }
 
 UNAUTHENTICATED = "unauthenticated"
+SECRET_POLICY_PREVIEW = "secret_policy_preview"
+OWN_CATEGORIES = frozenset({UNAUTHENTICATED, SECRET_POLICY_PREVIEW})  # not in the spec's table
 
 # A request of the key category also needs a non-empty bucket in each listed category, without taking from it: a
 # batch read is charged its returned reads afterwards (spec api-guides/batch-operations), which may leave the read
@@ -116,6 +120,8 @@ ROUTES: tuple[tuple[frozenset[str], str, str | None], ...] = (
     (ANY, "/v1/audit/**", "audit_query"),
     (ANY, "/v1/policies/test", "policy_test"),
     (ANY, "/v1/policies/**", "policies"),
+    (POST, "/v1/secret-policies/preview", SECRET_POLICY_PREVIEW),
+    (POST, "/v1/secret-policies/*/preview", SECRET_POLICY_PREVIEW),
     (ANY, "/v1/secret-policies/**", "policies"),
     (ANY, "/v1/auth/**", "auth"),
     # Rotation (no category of its own in the spec): rotating writes secrets; the rest is policy administration.

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
+import asyncpg
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
@@ -84,3 +87,21 @@ def bearer(token: str) -> dict[str, str]:
 def cli_env(database_url: str, settings: Settings, pool: object) -> dict[str, str]:
     """The test server's own configuration, so the CLI opens the same (emptied) database with the same root key."""
     return {**os.environ, "DATABASE_URL": database_url, "SCAIVAULT_DATA_DIR": str(settings.data_dir)}
+
+
+@pytest.fixture
+async def fresh_database(database_url: str) -> AsyncIterator[str]:
+    """A new, empty database on the suite's PostgreSQL, for servers a test starts itself; dropped afterwards
+    (whatever is still connected to it)."""
+    name = f"scaivault_own_{uuid.uuid4().hex[:16]}"
+    conn = await asyncpg.connect(database_url)
+    try:
+        await conn.execute(f"CREATE DATABASE {name}")
+    finally:
+        await conn.close()
+    yield urlunsplit(urlsplit(database_url)._replace(path=f"/{name}"))
+    conn = await asyncpg.connect(database_url)
+    try:
+        await conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    finally:
+        await conn.close()

@@ -12,11 +12,9 @@ import contextlib
 import os
 import signal
 import time
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 import asyncpg
@@ -37,23 +35,6 @@ START_SECONDS = 30.0
 TIMEOUT_SECONDS, LEASE_SECONDS = "2", "3"
 # Both servers are one deployment: the same public URL, so the tokens of its issuer are the same servers' tokens.
 BASE_URL = "https://vault.crash.test"
-
-
-@pytest.fixture
-async def fresh_database(database_url: str) -> AsyncIterator[str]:
-    """A new, empty database on the suite's PostgreSQL, for servers of the test's own; dropped afterwards."""
-    name = f"scaivault_crash_{uuid.uuid4().hex[:16]}"
-    conn = await asyncpg.connect(database_url)
-    try:
-        await conn.execute(f"CREATE DATABASE {name}")
-    finally:
-        await conn.close()
-    yield urlunsplit(urlsplit(database_url)._replace(path=f"/{name}"))
-    conn = await asyncpg.connect(database_url)
-    try:
-        await conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-    finally:
-        await conn.close()
 
 
 @dataclass

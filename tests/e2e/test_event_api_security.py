@@ -32,7 +32,7 @@ ENDPOINTS = [
     ("GET", f"{SUB}/sub_x", {"subscriptions:read"}), ("PATCH", f"{SUB}/sub_x", {"subscriptions:write"}),
     ("DELETE", f"{SUB}/sub_x", {"subscriptions:write"}), ("GET", f"{SUB}/sub_x/poll", {"subscriptions:read"}),
     ("POST", f"{SUB}/sub_x/ack", {"subscriptions:read"}),
-    ("GET", SP, {"policies:read"}), ("POST", SP, {"policies:write"}), ("POST", f"{SP}/preview", {"policies:read"}),
+    ("GET", SP, {"policies:read"}), ("POST", SP, {"policies:write"}), ("POST", f"{SP}/preview", {"policies:write"}),
     ("GET", f"{SP}/sp_x", {"policies:read"}), ("PUT", f"{SP}/sp_x", {"policies:write"}),
     ("PATCH", f"{SP}/sp_x", {"policies:write"}), ("DELETE", f"{SP}/sp_x", {"policies:write"}),
     ("POST", f"{SP}/sp_x/preview", {"policies:read"}),

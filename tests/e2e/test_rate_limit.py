@@ -86,6 +86,20 @@ async def test_every_charged_response_carries_the_headers_with_the_default_limit
         assert "X-Request-ID" in response.headers
 
 
+async def test_secret_policy_previews_have_a_category_of_their_own(client: TestClient, token: TokenFactory) -> None:
+    """A preview may cost seconds of CPU: 10 a minute by default, apart from the other policy operations (50)."""
+    t = token("policies:read", "policies:write")
+    recipe = {"fields": [{"name": "token", "generator": "hex"}]}
+    created = await client.post("/v1/secret-policies", headers=bearer(t),
+                                json={"name": "tokens", "policy_type": "api_key", **recipe})
+    assert created.status == 201 and rate_headers(created)["X-RateLimit-Limit"] == "50"
+    policy_id = (await created.json())["id"]
+    for response in (await client.post("/v1/secret-policies/preview", json=recipe, headers=bearer(t)),
+                     await client.post(f"/v1/secret-policies/{policy_id}/preview", headers=bearer(t))):
+        assert response.status == 200 and rate_headers(response)["X-RateLimit-Limit"] == "10"
+    assert rate_headers(response)["X-RateLimit-Remaining"] in ("8", "9")  # both taken from the preview bucket
+
+
 @limits("secrets_read=2/m")
 async def test_an_empty_bucket_answers_429_with_retry_after(
     client: TestClient, token: TokenFactory, container: Container

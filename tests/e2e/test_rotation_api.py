@@ -13,11 +13,12 @@ from urllib.parse import quote
 import pytest
 from aiohttp.test_utils import TestClient
 
+from projections.rotation import reader as rotation_reader
 from scaivault.bootstrap import Container
 from scaivault.config import Settings
 from scaivault.domain import generators
 from tests.e2e.conftest import ALL_SECRET_SCOPES, GENEROUS_RATE_LIMITS, OTHER_TENANT
-from tests.e2e.helpers import caller_token, error_document, error_of
+from tests.e2e.helpers import caller_token, error_document, error_of, grant
 from tests.helpers import eventually
 
 ROTATION_SCOPES = ("admin", "secrets:rotate", "audit:read")
@@ -303,6 +304,36 @@ async def test_due_and_the_deprecated_pending_alias(client: TestClient, containe
         assert response.status in (400, 422), query
 
 
+async def test_due_lists_only_what_a_caller_without_admin_may_list(
+    client: TestClient, container: Container, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await create(client, container, name="hourly", interval="1h")
+    paths = ["app/1/other", "app/2/other", "app/3/key", "app/4/other", "app/5/key", "app/6/key", "ops/root"]
+    for path in paths:  # due in this order: each an hour after its write
+        response = await put(client, container, path, {"v": "1"}, rotation_policy_id="rot_hourly")
+        assert response.status == 201, await response.text()
+    await grant(client, container, [{"path_pattern": "app/*/key", "permissions": ["list"]}], identity_id="sa:rotator")
+    governed = caller_token(container, "secrets:rotate", identity="sa:rotator")
+
+    async def due_paths(headers: dict[str, str], route: str = "/v1/rotation/due") -> list[str]:
+        response = await client.get(route, headers=headers)
+        body = await response.json()
+        assert response.status == 200, body
+        return [item["secret_path"] for item in body["data"]]
+
+    assert await due_paths(governed) == ["app/3/key", "app/5/key", "app/6/key"]
+    assert await due_paths(governed, "/v1/rotation/pending") == ["app/3/key", "app/5/key", "app/6/key"]
+    # The admin scope, or an admin role, sees every due secret.
+    assert await due_paths(caller_token(container, "admin", identity="sa:ops")) == paths
+    assert await due_paths(operator(container, None, "secrets:rotate")) == paths
+    # Whoever may list nothing is told so, as a listing tells it.
+    nothing = caller_token(container, "secrets:rotate", identity="sa:nobody")
+    assert await error_of(await client.get("/v1/rotation/due", headers=nothing)) == (403, "access_denied")
+    # However few it may see among the due secrets, the list keeps going until it has its fill.
+    monkeypatch.setattr(rotation_reader, "MAX_DUE", 2)
+    assert await due_paths(governed) == ["app/3/key", "app/5/key"]
+
+
 async def test_the_scheduler_rotates_a_due_secret_by_itself(client: TestClient, container: Container) -> None:
     await create(client, container, name="fast", interval="2s", grace_period="1h", auto_generate=True)
     await put(client, container, "fast/token", {"token": "first"}, rotation_policy_id="rot_fast")
@@ -330,7 +361,15 @@ async def test_auto_rotation_uses_the_secret_policy_recipe_and_reports_a_missing
     assert response.status == 201, secret_policy
     await create(client, container, name="keys", interval="30d", auto_generate=True,
                  secret_policy_id=secret_policy["id"])
-    await create(client, container, name="broken", interval="30d", auto_generate=True, secret_policy_id="sp_gone")
+    unknown = await client.post("/v1/rotation/policies", json={"name": "nowhere", "interval": "30d",
+                                                               "secret_policy_id": "sp_gone"}, headers=headers)
+    assert await error_of(unknown) == (404, "secret_policy_not_found")
+    response = await client.post("/v1/secret-policies", json={"name": "doomed", "policy_type": "api_key",
+                                                              "fields": recipe}, headers=headers)
+    doomed = await response.json()
+    await create(client, container, name="broken", interval="30d", auto_generate=True, secret_policy_id=doomed["id"])
+    gone = await client.delete(f"/v1/secret-policies/{doomed['id']}?force=true", headers=headers)
+    assert gone.status == 200, await gone.text()
     await put(client, container, "keys/a", {"api_key": "sk_0123abcd_" + "x" * 24}, rotation_policy_id="rot_keys")
     await put(client, container, "keys/b", {"api_key": "old"}, rotation_policy_id="rot_broken")
     (done,) = await (await client.post("/v1/rotation/policies/rot_keys/rotate", headers=operator(container))).json()

@@ -3,12 +3,18 @@ tenant isolation, previews that store nothing, and secret writes checked against
 
 from __future__ import annotations
 
+import asyncio
+import threading
+import time
 from typing import Any
 
+import pytest
 from aiohttp.test_utils import TestClient
 
 from projections.maintenance.rebuild import Rebuilder
+from projections.secret_policies.reader import PREVIEW_CONCURRENCY
 from scaivault.bootstrap import Container, read_models
+from scaivault.domain import generators
 from scaivault.domain.generators import violations
 from tests.e2e.conftest import FOREIGN_TENANT, OTHER_PARTNER, OTHER_TENANT
 from tests.e2e.helpers import admin, caller_token, error_document, error_of
@@ -173,9 +179,9 @@ async def test_delete_is_refused_while_a_rotation_policy_generates_with_the_poli
         assert response.status == 201, await response.text()
         rotation_ids.append((await response.json())["id"])
     elsewhere = caller_token(container, "admin", identity="user:admin@acme.example", roles=("tenant_admin",),
-                             tenant=OTHER_TENANT)  # another tenant's rotation policy naming the same id is not a use
-    assert (await client.post("/v1/rotation/policies", headers=elsewhere, json={
-        "name": "other", "interval": "30d", "secret_policy_id": used["id"]})).status == 201
+                             tenant=OTHER_TENANT)  # another tenant's rotation policy cannot name it at all
+    assert await error_of(await client.post("/v1/rotation/policies", headers=elsewhere, json={
+        "name": "other", "interval": "30d", "secret_policy_id": used["id"]})) == (404, "secret_policy_not_found")
     refused = await client.delete(f"/v1/secret-policies/{used['id']}", headers=headers)
     error = await error_document(refused)
     assert (refused.status, error["code"]) == (409, "policy_in_use")
@@ -203,7 +209,8 @@ async def test_preview_generates_a_value_and_stores_nothing(client: TestClient, 
     assert violations(API_KEY_FIELDS, preview["data"]) == {}
     again = await (await client.post(f"/v1/secret-policies/{created['id']}/preview", headers=reader)).json()
     assert again["data"] != preview["data"]
-    inline = await client.post("/v1/secret-policies/preview", headers=reader, json={"fields": [
+    writer = caller_token(container, "policies:read", "policies:write", identity="user:dev@acme.example")
+    inline = await client.post("/v1/secret-policies/preview", headers=writer, json={"fields": [
         {"name": "private_key", "generator": "ssh_keypair", "config": {"comment": "ci@acme"}}]})
     sample = await inline.json()
     assert inline.status == 200 and sample["data"]["public_key"].endswith(" ci@acme")
@@ -213,16 +220,64 @@ async def test_preview_generates_a_value_and_stores_nothing(client: TestClient, 
         "SELECT convert_from(state, 'UTF8') AS state FROM scaivault_events ORDER BY notification_id")]
     for secret_text in (preview["data"]["api_secret"], again["data"]["api_key"], sample["data"]["public_key"][12:60]):
         assert not any(secret_text in state for state in states)
-    bad = await error_document(await client.post("/v1/secret-policies/preview", headers=reader,
+    bad = await error_document(await client.post("/v1/secret-policies/preview", headers=writer,
                                                  json={"fields": [{"name": "x", "generator": "hex",
                                                                    "config": {"length": 2}}]}))
     assert bad["code"] == "validation_error" and bad["details"]["fields"][0]["field"] == "fields[0].config.length"
-    assert await error_of(await client.post("/v1/secret-policies/preview", headers=reader, json={})) == (
+    assert await error_of(await client.post("/v1/secret-policies/preview", headers=writer, json={})) == (
         422, "validation_error"
     )
     assert await error_of(await client.post("/v1/secret-policies/sp_missing/preview", headers=reader)) == (
         404, "secret_policy_not_found"
     )
+
+
+async def test_previewing_a_recipe_of_ones_own_needs_policies_write(client: TestClient, container: Container) -> None:
+    created = await create(client, admin(container), API_KEY_FIELDS, policy_type="api_key")
+    recipe = {"fields": [{"name": "token", "generator": "hex"}]}
+    reader = caller_token(container, "policies:read", identity="user:dev@acme.example")
+    assert await error_of(await client.post("/v1/secret-policies/preview", headers=reader, json=recipe)) == (
+        403, "insufficient_scope")
+    # A stored policy (whose cost an administrator accepted) is still previewed with policies:read.
+    assert (await client.post(f"/v1/secret-policies/{created['id']}/preview", headers=reader)).status == 200
+    # The scope is asked before the body is read: a reader learns nothing of what it sent.
+    assert await error_of(await client.post("/v1/secret-policies/preview", headers=reader, json={})) == (
+        403, "insufficient_scope")
+    writer = caller_token(container, "policies:write", identity="user:dev@acme.example")
+    response = await client.post("/v1/secret-policies/preview", headers=writer, json=recipe)
+    assert response.status == 200 and len((await response.json())["data"]["token"]) == 32
+
+
+async def test_previews_generate_off_the_event_loop_and_few_at_a_time(
+    client: TestClient, container: Container, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Generating may take seconds of CPU: never on the event loop, and never in more than PREVIEW_CONCURRENCY of the
+    threads that secret writes and auto-generated rotations share."""
+    created = await create(client, admin(container), API_KEY_FIELDS, policy_type="api_key")
+    real = generators.generate
+    on_the_loop: list[bool] = []
+    running = [0, 0]  # now, most at once
+    guard = threading.Lock()
+
+    def slow(*args: Any, **kwargs: Any) -> dict[str, Any]:
+        on_the_loop.append(threading.current_thread() is threading.main_thread())
+        with guard:
+            running[0] += 1
+            running[1] = max(running)
+        time.sleep(0.1)
+        with guard:
+            running[0] -= 1
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(generators, "generate", slow)
+    writer = caller_token(container, "policies:read", "policies:write", identity="user:dev@acme.example")
+    requests = [client.post(f"/v1/secret-policies/{created['id']}/preview", headers=writer) for _ in range(3)]
+    requests += [client.post("/v1/secret-policies/preview", headers=writer, json={"fields": API_KEY_FIELDS})
+                 for _ in range(3)]
+    responses = await asyncio.gather(*requests)
+    assert [response.status for response in responses] == [200] * 6
+    assert on_the_loop == [False] * 6
+    assert running[1] == PREVIEW_CONCURRENCY == 2
 
 
 async def test_who_may_read_and_change_secret_policies(client: TestClient, container: Container) -> None:

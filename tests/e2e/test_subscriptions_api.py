@@ -268,39 +268,70 @@ async def test_unacknowledged_events_come_again_until_acknowledged(client: TestC
     assert fetched["queue"]["queued"] == 0
 
 
+async def queue_of(client: TestClient, headers: dict[str, str], subscription_id: str) -> dict[str, Any]:
+    response = await client.get(f"/v1/subscriptions/{subscription_id}", headers=headers)
+    body = await response.json()
+    assert response.status == 200, body
+    return dict(body["queue"])
+
+
 async def test_a_subscriber_never_learns_of_secrets_it_may_not_list(client: TestClient, container: Container) -> None:
     await grant(client, container, [{"path_pattern": "app/**", "permissions": ["list"]}], "sa:svc")
     await caught_up(container)  # the grant's policy events are fanned out before the subscription exists
     mine = subscriber(container)
     created = await create(client, mine, events=["secret.*", "policy.*"])
 
-    async def queued() -> int:
-        body = await (await client.get(f"/v1/subscriptions/{created['id']}", headers=mine)).json()
-        return int(body["queue"]["queued"])
+    async def queued(headers: dict[str, str]) -> int:
+        return int((await queue_of(client, headers, created["id"]))["queued"])
 
     await put_secrets(client, container, "prod/db", "app/visible", "prod/other")
     await caught_up(container)  # all three are queued, and nothing else will be
-    assert await queued() == 3
+    assert await queued(tenant_admin(container)) == 3  # the queue holds them all; an administrator may list them
+    assert await queued(mine) == 1  # its owner is never told of the two it may not list, not even by a count
+    listed = await (await client.get("/v1/subscriptions", headers=mine)).json()
+    assert [s["queue"]["queued"] for s in listed["subscriptions"]] == [1]
     assert paths_of(await poll(client, mine, created["id"], "timeout=0")) == ["app/visible"]
     # the prod events were taken out of the queue unseen, whoever asks later
-    assert await queued() == 1
+    assert await queued(mine) == 1 and await queued(tenant_admin(container)) == 1
     assert paths_of(await poll(client, mine, created["id"], "timeout=0")) == ["app/visible"]
 
 
 async def test_a_token_that_may_not_list_secrets_learns_of_none(client: TestClient, container: Container) -> None:
     """Scopes intersect policies, as for listings: the policy grants list, the token lacks ``secrets:list``."""
     await grant(client, container, [{"path_pattern": "app/**", "permissions": ["list"]}], "sa:svc")
-    created = await create(client, subscriber(container))
+    mine = subscriber(container)
+    created = await create(client, mine)
     no_list = caller_token(container, "subscriptions:read", identity="sa:svc")
     await put_secrets(client, container, "app/visible")
 
-    async def queued() -> int:
-        body = await (await client.get(f"/v1/subscriptions/{created['id']}", headers=no_list)).json()
-        return int(body["queue"]["queued"])
+    async def queued(headers: dict[str, str]) -> int:
+        return int((await queue_of(client, headers, created["id"]))["queued"])
 
-    await eventually(queued, timeout=20, message="the event was not queued")
+    await eventually(lambda: queued(mine), timeout=20, message="the event was not queued")
+    assert await queued(no_list) == 0  # not even counted for a token that may not list it
     assert (await poll(client, no_list, created["id"], "timeout=0"))["events"] == []
-    assert await queued() == 0
+    assert await queued(mine) == 0
+
+
+async def test_dropped_events_count_only_what_the_subscriber_may_list(
+    client: TestClient, container: Container
+) -> None:
+    await grant(client, container, [{"path_pattern": "app/**", "permissions": ["list"]}], "sa:svc")
+    mine = subscriber(container)
+    created = await create(client, mine, delivery={"type": "polling", "buffer_size": 1})
+    await put_secrets(client, container, "prod/1", "app/1", "prod/2", "app/2")
+    await caught_up(container)  # the three oldest gave way to app/2
+    everything = await queue_of(client, tenant_admin(container), created["id"])
+    assert (everything["queued"], everything["dropped_events"]) == (1, 3)
+    seen = await queue_of(client, mine, created["id"])
+    assert (seen["queued"], seen["dropped_events"]) == (1, 1)  # app/1 only: prod/1 and prod/2 are not its business
+    assert seen["last_dropped_at"] is not None
+    listed = await (await client.get("/v1/subscriptions", headers=mine)).json()
+    assert [s["queue"] for s in listed["subscriptions"]] == [seen]
+    answer = await poll(client, mine, created["id"], "timeout=0")
+    assert paths_of(answer) == ["app/2"] and answer["dropped_events"] == 1
+    no_list = caller_token(container, "subscriptions:read", identity="sa:svc")
+    assert (await poll(client, no_list, created["id"], "timeout=0"))["dropped_events"] == 0
 
 
 async def test_a_full_queue_drops_its_oldest_and_the_poll_says_how_many(
@@ -323,6 +354,22 @@ async def test_a_full_queue_drops_its_oldest_and_the_poll_says_how_many(
     assert again["dropped_events"] == 2  # cumulative: a lost answer loses no count
 
 
+async def test_an_owner_reads_its_subscription_an_administrator_switched_to_push(
+    client: TestClient, container: Container
+) -> None:
+    mine = subscriber(container)
+    created = await create(client, mine)
+    push = {"type": "webhook", "url": "https://receiver.example/hook", "secret": SECRET}
+    response = await client.patch(f"/v1/subscriptions/{created['id']}", json={"delivery": push},
+                                  headers=tenant_admin(container))
+    assert response.status == 200, await response.text()
+    response = await client.get(f"/v1/subscriptions/{created['id']}", headers=mine)
+    body = await response.json()
+    assert response.status == 200 and "queue" not in body, body
+    listed = await (await client.get("/v1/subscriptions", headers=mine)).json()
+    assert [s["delivery"]["type"] for s in listed["subscriptions"]] == ["webhook"]
+
+
 async def test_events_without_a_path_reach_only_administrators(client: TestClient, container: Container) -> None:
     boss = tenant_admin(container)
     plain = subscriber(container)
@@ -336,9 +383,13 @@ async def test_events_without_a_path_reach_only_administrators(client: TestClien
         "policy.created", "policy.binding.created"
     }
     assert all("path" not in e for e in answer["events"])
-    queued = await (await client.get(f"/v1/subscriptions/{others['id']}", headers=plain)).json()
-    assert queued["queue"]["queued"] >= 1  # queued by the fan-out (same batch), hidden by the poll
+    await caught_up(container)
+    # queued by the fan-out (same batch): an administrator sees them counted, the owner does not, and its poll
+    # removes them unseen
+    assert (await queue_of(client, boss, others["id"]))["queued"] >= 1
+    assert (await queue_of(client, plain, others["id"]))["queued"] == 0
     assert (await poll(client, plain, others["id"], "timeout=1"))["events"] == []
+    assert (await queue_of(client, boss, others["id"]))["queued"] == 0
     assert (await poll(client, boss, narrow["id"], "timeout=0"))["events"] == []
 
 

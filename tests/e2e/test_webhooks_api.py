@@ -3,6 +3,7 @@ signing secret never shown, test sends, real events delivered to a real receiver
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -288,6 +289,61 @@ async def test_rotation_signs_with_the_new_secret_and_shows_the_overlap(
     expires = datetime.fromisoformat(explicit["previous_secret_expires_at"].replace("Z", "+00:00"))
     assert expires > datetime.now(UTC) + timedelta(hours=23)  # 24 h unless told
     await client.post(base + "/test", headers=headers)
+    assert receiver.received[-1].verifies_with(SECRET)
+
+
+async def test_housekeeping_destroys_a_previous_secret_once_its_overlap_ended(
+    client: TestClient, container: Container, receiver: Receiver
+) -> None:
+    headers = webhook_admin(container)
+    ending = await create_webhook(client, container, receiver.url)
+    lasting = await create_webhook(client, container, receiver.url, name="lasting")
+    rotated = await (await client.patch(f"/v1/webhooks/{ending['id']}", headers=headers,
+                                        json={"secret": NEW_SECRET, "previous_secret_ttl": "1s"})).json()
+    await client.patch(f"/v1/webhooks/{lasting['id']}", headers=headers,
+                       json={"secret": NEW_SECRET, "previous_secret_ttl": "1h"})
+    keys = """SELECT webhook_id, secret_key_id, previous_secret_key_id,
+                     previous_secret_ciphertext IS NOT NULL AS sealed, previous_secret_expires_at,
+                     EXISTS (SELECT 1 FROM scaivault_data_keys WHERE id = secret_key_id) AS current_kept,
+                     EXISTS (SELECT 1 FROM scaivault_data_keys WHERE id = previous_secret_key_id) AS previous_kept
+              FROM scaivault_webhooks WHERE webhook_id = $1"""
+    before = await container.pool.fetchrow(keys, ending["id"])
+    assert before["sealed"] and before["current_kept"] and before["previous_kept"]
+    expires = datetime.fromisoformat(rotated["previous_secret_expires_at"].replace("Z", "+00:00"))
+    await asyncio.sleep(max(0.0, (expires - datetime.now(UTC)).total_seconds()) + 0.05)
+
+    [housekeeping] = [job for job in container.background_jobs() if job.name == "housekeeping"]
+    await housekeeping.start()
+    try:
+        async def forgotten() -> bool:
+            row = await container.pool.fetchrow(keys, ending["id"])
+            return row["previous_secret_key_id"] is None
+
+        await eventually(forgotten, message="housekeeping did not forget the previous secret")
+    finally:
+        await housekeeping.stop()
+    after = await container.pool.fetchrow(keys, ending["id"])
+    assert (after["sealed"], after["previous_secret_expires_at"], after["current_kept"]) == (False, None, True)
+    assert not await container.pool.fetchval("SELECT EXISTS (SELECT 1 FROM scaivault_data_keys WHERE id = $1)",
+                                             before["previous_secret_key_id"])
+    untouched = await container.pool.fetchrow(keys, lasting["id"])
+    assert untouched["sealed"] and untouched["previous_kept"]  # its overlap still runs
+    # What the forgetting was is in the log; the rebuilt read model agrees with the live one.
+    state = await container.pool.fetchval(
+        "SELECT state FROM scaivault_events WHERE topic = 'scaivault.domain.webhooks:Webhook.PreviousSecretExpired'"
+    )
+    assert b'"system:housekeeping"' in bytes(state) and NEW_SECRET.encode() not in bytes(state)
+    [model] = [m for m in read_models(container.keyring) if m.name == "webhooks"]
+    rebuilder = Rebuilder(container.database_url, container.store, container.repository.mapper)
+    assert (await rebuilder.verify(model))["identical"]
+    # The webhook signs with its current secret as before, and rotates again as usual.
+    shown = await (await client.get(f"/v1/webhooks/{ending['id']}", headers=headers)).json()
+    assert shown["previous_secret_expires_at"] is None
+    await client.post(f"/v1/webhooks/{ending['id']}/test", headers=headers)
+    assert receiver.received[-1].verifies_with(NEW_SECRET)
+    again = await client.patch(f"/v1/webhooks/{ending['id']}", headers=headers, json={"secret": SECRET})
+    assert again.status == 200 and (await again.json())["previous_secret_expires_at"] is not None
+    await client.post(f"/v1/webhooks/{ending['id']}/test", headers=headers)
     assert receiver.received[-1].verifies_with(SECRET)
 
 

@@ -13,12 +13,10 @@ import os
 import signal
 import socket
 import time
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 import asyncpg
@@ -64,28 +62,6 @@ def children(pid: int) -> set[int]:
 
 
 # ---- a server of the test's own ------------------------------------------------------------------------------------
-
-def _on_database(url: str, name: str) -> str:
-    parts = urlsplit(url)
-    return urlunsplit(parts._replace(path=f"/{name}"))
-
-
-@pytest.fixture
-async def fresh_database(database_url: str) -> AsyncIterator[str]:
-    """A new, empty database on the suite's PostgreSQL, dropped afterwards (whatever is still connected to it)."""
-    name = f"scaivault_workers_{uuid.uuid4().hex[:16]}"
-    conn = await asyncpg.connect(database_url)
-    try:
-        await conn.execute(f"CREATE DATABASE {name}")
-    finally:
-        await conn.close()
-    yield _on_database(database_url, name)
-    conn = await asyncpg.connect(database_url)
-    try:
-        await conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-    finally:
-        await conn.close()
-
 
 @dataclass
 class Server:

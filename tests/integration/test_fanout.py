@@ -14,9 +14,13 @@ from commands.actor import Actor
 from commands.secrets import UpdateSecretMetadata, WriteSecret
 from projections.fanout.projection import FanOutProjection
 from projections.fanout.retention import Trimmed, trim_outbox
-from projections.fanout.sinks import FeedEntry
+from projections.fanout.sinks import FanOutSink, FeedEntry
 from projections.runner import ProjectionRunner, record_position
+from projections.subscriptions.fanout import SubscriptionSink
+from projections.webhooks.fanout import WebhookSink
 from scaivault.audit.access_records import AccessRecord
+from scaivault.auth.caller import Caller
+from scaivault.auth.principal import Principal
 from scaivault.bootstrap import Container, build_container
 from scaivault.config import Settings
 from scaivault.domain.secrets import SecretAddress
@@ -25,6 +29,11 @@ from tests.helpers import eventually
 ADDRESS = SecretAddress(owner="tnt_a", partner_id="ptn_a", tenant_id="tnt_a", path="app/db")
 ELSEWHERE = SecretAddress(owner="tnt_b", partner_id="ptn_a", tenant_id="tnt_b", path="app/db")
 ACTOR = Actor(identity_id="user:a@x.example", request_id="req_fanout")
+SUBSCRIBER = Caller(Principal(
+    identity_id="sa:subscriber", identity_type="service_account", display_name=None, tenant_id="tnt_a",
+    partner_id="ptn_a", scopes=frozenset({"subscriptions:write"}), roles=frozenset(), groups=(),
+    mfa_verified_at=None, expires_at=None, issued_at=None, token_kind="jwt", token_id="tok_x",
+), "tnt_a", "ptn_a")
 
 
 class CollectingSink:
@@ -57,13 +66,20 @@ async def container(pool: asyncpg.Pool, database_url: str, tmp_path: Path) -> As
         await container.close()
 
 
-async def run_fan_out(container: Container, database_url: str, sink: CollectingSink, until: int) -> None:
+async def run_fan_out(
+    container: Container, database_url: str, sink: CollectingSink, until: int, others: Sequence[FanOutSink] = ()
+) -> None:
+    """Run the fan-out until ``sink`` has seen ``until`` entries and their batch has committed (a sink sees its
+    entries inside the tracking transaction, before the commit)."""
     runner = ProjectionRunner(
-        database_url, container.store, container.repository.mapper, [FanOutProjection([sink])], poll_seconds=0.05
+        database_url, container.store, container.repository.mapper, [FanOutProjection([sink, *others])],
+        poll_seconds=0.05,
     )
+    head = await container.store.max_notification_id(container.pool)
     await runner.start()
     try:
         await eventually(lambda: len(sink.entries) >= until, timeout=10)
+        await eventually(lambda: runner.states["fanout"].position >= head, timeout=10)
     finally:
         await runner.stop()
 
@@ -101,6 +117,46 @@ async def test_secret_events_reach_the_feed_in_order_with_the_spec_envelope(
     assert sink.entries[2].tags == ("db", "prod")  # the facets follow the metadata change
     assert [e.position for e in sink.entries] == sorted(e.position for e in sink.entries)
     assert all(b"s3cr3t" not in repr(e.envelope).encode() for e in sink.entries)
+
+
+async def test_receivers_get_no_event_committed_before_they_were_created(
+    container: Container, pool: asyncpg.Pool, database_url: str
+) -> None:
+    """The fan-out lags (here it is not running at all): when it reaches an event committed before a webhook or a
+    subscription was created, that receiver exists, yet the event is not for it."""
+
+    async def create_receivers() -> tuple[str, str]:
+        hook = await container.webhook_commands.create(
+            tenant_id="tnt_a", partner_id="ptn_a", name="hook", url="https://receiver.example/hook",
+            events=["secret.*"], filters=None, enabled=True, secret="a-signing-secret-of-32-characters", actor=ACTOR,
+        )
+        subscription = await container.subscription_commands.create(
+            SUBSCRIBER, name="s", paths=["**"], events=["secret.*"], filters=None, delivery={"type": "polling"},
+            actor=Actor(SUBSCRIBER.identity_id, None, SUBSCRIBER),
+        )
+        return hook.webhook_id, subscription.subscription_id
+
+    early_hook, early_subscription = await create_receivers()
+    await container.secret_commands.write(WriteSecret(address=ADDRESS, data={"p": "1"}), ACTOR)
+    late_hook, late_subscription = await create_receivers()
+    await container.secret_commands.write(WriteSecret(address=ADDRESS, data={"p": "2"}), ACTOR)
+    sink = CollectingSink()
+    await run_fan_out(container, database_url, sink, until=2, others=[SubscriptionSink(), WebhookSink()])
+    created, updated = (e.event_id for e in sink.entries)
+
+    async def received(target: str) -> list[str]:
+        rows = await pool.fetch(
+            """SELECT event_id, feed_position FROM scaivault_webhook_deliveries WHERE target_id = $1
+               UNION ALL SELECT event_id, feed_position FROM scaivault_subscription_queue WHERE subscription_id = $1
+               ORDER BY feed_position""",
+            target,
+        )
+        return [row["event_id"] for row in rows]
+
+    assert await received(early_hook) == [created, updated]
+    assert await received(early_subscription) == [created, updated]
+    assert await received(late_hook) == [updated]
+    assert await received(late_subscription) == [updated]
 
 
 async def test_a_replayed_batch_queues_nothing_twice(
@@ -166,8 +222,22 @@ async def test_reads_and_denials_become_public_only_when_asked_for(
     assert violation["event_type"] == "policy.violation" and violation["data"]["error_code"] == "access_denied"
 
 
+async def polling_subscription(pool: asyncpg.Pool, subscription_id: str, tenant_id: str = "t") -> None:
+    """A polling subscription's row, as the subscriptions read model would hold it."""
+    await pool.execute(
+        """INSERT INTO scaivault_subscriptions (subscription_id, stream_id, tenant_id, partner_id, identity_id, name,
+               paths, events, filters, delivery_type, buffer_size, status, created_at, created_by, updated_at,
+               updated_by)
+           VALUES ($1, gen_random_uuid(), $2, 'ptn_a', 'sa:x', 's', '{**}', '{*}', '{}', 'polling', 10, 'active',
+                   now(), 'test', now(), 'test')""",
+        subscription_id, tenant_id,
+    )
+
+
 async def test_trimming_keeps_what_a_delivery_or_queue_still_points_at(pool: asyncpg.Pool) -> None:
     old, now = datetime(2020, 1, 1, tzinfo=UTC), datetime.now(UTC)
+    await wants(pool, "t", ["*"])  # wh_t
+    await polling_subscription(pool, "sub_1")
     for n, at in enumerate((old, old, old, now), start=1):
         await pool.execute(
             """INSERT INTO scaivault_event_feed (event_id, notification_id, event_type, envelope, recorded_at)
@@ -177,8 +247,8 @@ async def test_trimming_keeps_what_a_delivery_or_queue_still_points_at(pool: asy
     await pool.execute(
         """INSERT INTO scaivault_webhook_deliveries (delivery_id, target_kind, target_id, tenant_id, event_id,
                event_type, feed_position, ordering_key, status, created_at)
-           VALUES ('del_pending', 'webhook', 'wh_1', 't', 'evt_1', 'secret.created', 1, 'p', 'pending', $1),
-                  ('del_done_long_ago', 'webhook', 'wh_1', 't', 'evt_3', 'secret.created', 3, 'p', 'success', $1)""",
+           VALUES ('del_pending', 'webhook', 'wh_t', 't', 'evt_1', 'secret.created', 1, 'p', 'pending', $1),
+                  ('del_done_long_ago', 'webhook', 'wh_t', 't', 'evt_3', 'secret.created', 3, 'p', 'success', $1)""",
         old,
     )
     await pool.execute(

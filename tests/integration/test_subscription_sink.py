@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +16,7 @@ import pytest
 
 from commands.actor import Actor
 from commands.subscriptions import SubscriptionChanges
+from projections.fanout.retention import trim_outbox
 from projections.fanout.sinks import FeedEntry
 from projections.maintenance.rebuild import ReadModel, Rebuilder
 from projections.subscriptions import queries
@@ -72,11 +73,13 @@ _counter = 0
 
 async def feed(
     pool: asyncpg.Pool, *events: tuple[str, str | None], tenant: str = TENANT, secret_type: str | None = "kv",
-    tags: tuple[str, ...] = (),
+    tags: tuple[str, ...] = (), notification_id: int | None = None,
 ) -> list[FeedEntry]:
-    """Feed entries for (event type, path) pairs, stored as the fan-out stores them, in order."""
+    """Feed entries for (event type, path) pairs, stored as the fan-out stores them, in order, as if from events at
+    the log's head (after every subscription created so far), or at ``notification_id``."""
     global _counter
     entries = []
+    head = await log_head(pool) if notification_id is None else notification_id
     for event_type, path in events:
         _counter += 1
         event_id = f"evt_{_counter:026d}"
@@ -87,12 +90,16 @@ async def feed(
         position = await pool.fetchval(
             """INSERT INTO scaivault_event_feed (event_id, notification_id, tenant_id, partner_id, event_type, path,
                    secret_type, tags, envelope, recorded_at)
-               VALUES ($1, 1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING position""",
-            event_id, tenant, PARTNER, event_type, path, secret_type, list(tags), envelope, at,
+               VALUES ($1, $10, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING position""",
+            event_id, tenant, PARTNER, event_type, path, secret_type, list(tags), envelope, at, head,
         )
         entries.append(FeedEntry(position, event_id, event_type, tenant, PARTNER, path, secret_type, tags, envelope,
-                                 at))
+                                 at, notification_id=head))
     return entries
+
+
+async def log_head(pool: asyncpg.Pool) -> int:
+    return int(await pool.fetchval("SELECT coalesce(max(notification_id), 0) FROM scaivault_events"))
 
 
 async def fan_out(pool: asyncpg.Pool, entries: list[FeedEntry]) -> None:
@@ -251,6 +258,63 @@ async def test_a_queue_goes_with_its_subscription_or_its_polling(container: Cont
     assert await queued(pool, switched) == [] and await queries.queue_state(pool, switched) is None
     remaining = await pool.fetch("SELECT subscription_id, delivery_type FROM scaivault_subscriptions")
     assert [(r["subscription_id"], r["delivery_type"]) for r in remaining] == [(switched, "webhook")]
+
+
+async def test_a_subscription_gets_no_event_committed_before_it(container: Container, pool: asyncpg.Pool) -> None:
+    """A lagging fan-out reaches events committed before a subscription was created after it was: not for it."""
+    older = await subscribe(container, ["**"], ["*"])
+    before = await log_head(pool)  # an event committed here, before the next subscription
+    newer = await subscribe(container, ["**"], ["*"])
+    pushed = await subscribe(container, ["**"], ["*"], who=ADMIN, delivery={
+        "type": "webhook", "url": "https://receiver.example/hook", "secret": SECRET,
+    })
+    history = await feed(pool, ("secret.updated", "a"), notification_id=before)
+    news = await feed(pool, ("secret.updated", "b"))
+    await fan_out(pool, history + news)  # one batch, as a lagging fan-out takes them
+    assert await queued(pool, older) == [history[0].event_id, news[0].event_id]
+    assert await queued(pool, newer) == [news[0].event_id]
+    pushed_events = await pool.fetch(
+        "SELECT event_id FROM scaivault_webhook_deliveries WHERE target_id = $1 ORDER BY feed_position", pushed
+    )
+    assert [row["event_id"] for row in pushed_events] == [news[0].event_id]
+
+
+async def test_a_queue_that_outlived_its_subscription_is_removed_by_housekeeping(
+    container: Container, pool: asyncpg.Pool
+) -> None:
+    """The fan-out read the subscription before its deletion committed and queued after the deletion removed the
+    queue: housekeeping removes what it left, so its feed entries can be trimmed."""
+    gone = await subscribe(container, ["**"], ["*"], delivery={"type": "polling", "buffer_size": 1})
+    switched = await subscribe(container, ["**"], ["*"], who=ADMIN)
+    kept = await subscribe(container, ["keep/**"], ["*"])
+    push = {"type": "webhook", "url": "https://receiver.example/", "secret": SECRET}
+    pushed = await subscribe(container, ["a"], ["*"], who=ADMIN, delivery=push)
+    entries = await feed(pool, ("secret.updated", "a"), ("secret.updated", "keep/b"))
+    owner, admin = caller(), Actor(ADMIN.identity_id, None, ADMIN)
+    async with pool.acquire() as conn:
+        batch = conn.transaction()
+        await batch.start()
+        await SubscriptionSink().fan_out(conn, entries)  # the batch has read the subscriptions ...
+        await container.subscription_commands.delete(owner, gone, Actor(owner.identity_id, None, owner))
+        await batch.commit()  # ... and commits after the deletion
+    # and no event of the tenant follows: the sink never looks at the switched one again
+    await container.subscription_commands.change(ADMIN, switched, SubscriptionChanges(delivery=push), admin)
+    await container.subscription_commands.delete(ADMIN, pushed, admin)  # its pending delivery stays for the dispatcher
+    assert await queued(pool, gone) == [entries[1].event_id]  # what the race leaves (and the drop it counted)
+    assert await queries.queue_state(pool, gone) is not None
+    assert await pool.fetchval("SELECT count(*) FROM scaivault_subscription_drops WHERE subscription_id = $1", gone)
+    assert await queued(pool, switched) == [e.event_id for e in entries]
+    later = datetime.now(UTC) + timedelta(minutes=1)
+    trimmed = await trim_outbox(pool, feed_before=later, deliveries_before=later)
+    assert (trimmed.orphaned_queues, trimmed.orphaned_deliveries) == (2, 1)
+    assert not await pool.fetchval("SELECT count(*) FROM scaivault_webhook_deliveries")
+    assert await queued(pool, gone) == [] and await queries.queue_state(pool, gone) is None
+    assert not await pool.fetchval("SELECT count(*) FROM scaivault_subscription_drops WHERE subscription_id = $1", gone)
+    assert await queued(pool, switched) == [] and await queries.queue_state(pool, switched) is None
+    assert await queued(pool, kept) == [entries[1].event_id]  # a live queue is left alone, with what it points at
+    remaining = await pool.fetch("SELECT event_id FROM scaivault_event_feed")
+    assert [row["event_id"] for row in remaining] == [entries[1].event_id]
+    assert (await trim_outbox(pool, feed_before=later, deliveries_before=later)).orphaned_queues == 0
 
 
 async def test_rebuilding_the_read_model_leaves_live_queues_alone(container: Container, pool: asyncpg.Pool) -> None:

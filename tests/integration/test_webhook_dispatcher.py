@@ -8,7 +8,7 @@ import asyncio
 import contextlib
 import ipaddress
 from collections.abc import AsyncIterator, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +17,7 @@ import pytest
 from aiohttp import web
 
 from commands.actor import Actor
+from projections.fanout.retention import trim_outbox
 from projections.fanout.sinks import FeedEntry
 from projections.webhooks.fanout import WebhookSink
 from scaivault.bootstrap import Container, build_container
@@ -62,18 +63,27 @@ _position = 0
 
 
 async def publish(pool: asyncpg.Pool, *events: tuple[str, str | None], tenant: str = TENANT,
-                  secret_type: str | None = "json", tags: tuple[str, ...] = ()) -> list[FeedEntry]:
+                  secret_type: str | None = "json", tags: tuple[str, ...] = (),
+                  notification_id: int | None = None) -> list[FeedEntry]:
     """Public events (type, path) stored in the feed as the fan-out stores them, then given to the webhook sink in
-    one tracking-like transaction."""
+    one tracking-like transaction. They come from the log's head (after every webhook created so far), or from
+    ``notification_id``."""
     async with pool.acquire() as conn, conn.transaction():
-        return await stage(conn, *events, tenant=tenant, secret_type=secret_type, tags=tags)
+        return await stage(conn, *events, tenant=tenant, secret_type=secret_type, tags=tags,
+                           notification_id=notification_id)
+
+
+async def log_head(conn: asyncpg.Connection | asyncpg.Pool) -> int:
+    return int(await conn.fetchval("SELECT coalesce(max(notification_id), 0) FROM scaivault_events"))
 
 
 async def stage(conn: asyncpg.Connection, *events: tuple[str, str | None], tenant: str = TENANT,
-                secret_type: str | None = "json", tags: tuple[str, ...] = ()) -> list[FeedEntry]:
+                secret_type: str | None = "json", tags: tuple[str, ...] = (),
+                notification_id: int | None = None) -> list[FeedEntry]:
     """``publish`` within the caller's transaction."""
     global _position
     entries = []
+    head = await log_head(conn) if notification_id is None else notification_id
     for event_type, path in events:
         _position += 1
         event_id = f"evt_test{_position:010d}"
@@ -84,10 +94,10 @@ async def stage(conn: asyncpg.Connection, *events: tuple[str, str | None], tenan
             """INSERT INTO scaivault_event_feed (event_id, notification_id, tenant_id, partner_id, event_type,
                    path, secret_type, tags, envelope, recorded_at)
                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, now()) RETURNING position""",
-            event_id, _position, tenant, PARTNER, event_type, path, secret_type, list(tags), envelope,
+            event_id, head, tenant, PARTNER, event_type, path, secret_type, list(tags), envelope,
         )
         entries.append(FeedEntry(position, event_id, event_type, tenant, PARTNER, path, secret_type, tags,
-                                 envelope, datetime.now(UTC)))
+                                 envelope, datetime.now(UTC), notification_id=head))
     await WebhookSink().fan_out(conn, entries)
     return entries
 
@@ -343,6 +353,67 @@ async def test_a_deleted_webhook_takes_its_deliveries_with_it(container: Contain
     await publish(container.pool, ("secret.created", "app/gone"))
     assert len(await deliveries(container.pool, webhook_id)) == 1
     await container.webhook_commands.delete(TENANT, webhook_id, ACTOR)
+    assert await deliveries(container.pool, webhook_id) == []
+
+
+async def test_a_webhook_gets_no_event_committed_before_it(container: Container) -> None:
+    """A lagging fan-out reaches events committed before a webhook was created after it was: not for it."""
+    url = "http://127.0.0.1:9/hook"
+    older = await webhook(container, url)
+    before = await log_head(container.pool)  # an event committed here, before the next webhook
+    newer = await webhook(container, url)
+    async with container.pool.acquire() as conn, conn.transaction():  # one batch, as a lagging fan-out takes it
+        history = await stage(conn, ("secret.created", "app/a"), notification_id=before)
+        news = await stage(conn, ("secret.created", "app/b"))
+    assert [r["event_id"] for r in await deliveries(container.pool, older)] == [
+        history[0].event_id, news[0].event_id]
+    assert [r["event_id"] for r in await deliveries(container.pool, newer)] == [news[0].event_id]
+
+
+async def deleted_mid_batch(container: Container, webhook_id: str, *events: tuple[str, str | None]) -> None:
+    """A fan-out batch that read the webhook before its deletion committed, and commits after it."""
+    async with container.pool.acquire() as conn:
+        batch = conn.transaction()
+        await batch.start()
+        await stage(conn, *events)
+        await container.webhook_commands.delete(TENANT, webhook_id, ACTOR)
+        await batch.commit()
+
+
+async def test_deliveries_queued_for_a_webhook_deleted_mid_batch_drain(container: Container) -> None:
+    """The dispatcher removes the ready head of a deleted webhook's lane and readies the next, which it removes in
+    turn: the whole lane drains, nothing is sent."""
+    async with receiving() as receiver:
+        webhook_id = await webhook(container, receiver.url)
+        await deleted_mid_batch(container, webhook_id, *[("secret.updated", "app/x")] * 3)
+        assert [r["ready"] for r in await deliveries(container.pool, webhook_id)] == [True, False, False]
+
+        async def drained() -> bool:
+            return await deliveries(container.pool, webhook_id) == []
+
+        async with dispatching(container):
+            await eventually(drained, message="the deleted webhook's lane did not drain")
+        assert receiver.received == []
+
+
+async def test_rows_behind_a_head_the_deletion_removed_go_with_housekeeping(container: Container) -> None:
+    """The deletion removed the lane's head while the batch queued rows behind it: nothing readies them but the
+    dispatcher's lane repair, so housekeeping removes them (and then the feed entries they held)."""
+    webhook_id = await webhook(container, "http://127.0.0.1:9/hook")
+    await publish(container.pool, ("secret.created", "app/x"))  # the lane's head, committed before the batch
+    await deleted_mid_batch(container, webhook_id, ("secret.updated", "app/x"), ("secret.updated", "app/x"))
+    rows = await deliveries(container.pool, webhook_id)
+    assert [(r["status"], r["ready"]) for r in rows] == [("pending", False)] * 2
+    client = WebhookClient(LOOPBACK)
+    try:
+        idle = DeliveryDispatcher(container.pool, SigningSecrets(container.keyring), client,
+                                  dsn=container.database_url)
+        assert await idle.dispatch_once() == 0  # nothing of the lane is ready
+    finally:
+        await client.close()
+    later = datetime.now(UTC) + timedelta(minutes=1)
+    trimmed = await trim_outbox(container.pool, feed_before=later, deliveries_before=later)
+    assert trimmed.orphaned_deliveries == 2 and trimmed.feed_entries == 3
     assert await deliveries(container.pool, webhook_id) == []
 
 

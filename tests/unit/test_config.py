@@ -66,3 +66,18 @@ def test_an_unset_pool_size_is_shared_by_the_workers_and_a_set_one_is_per_proces
     default = Settings.from_env({})
     assert [default.pool_size(n) for n in (1, 2, 4, 16)] == [20, 10, 5, 5]
     assert Settings.from_env({"SCAIVAULT_DB_POOL_SIZE": "30"}).pool_size(4) == 30
+
+
+def test_quotas_have_sane_defaults_and_bounds() -> None:
+    settings = Settings.from_env({})
+    assert (settings.max_webhooks_per_tenant, settings.max_subscriptions_per_identity,
+            settings.max_subscriptions_per_tenant) == (100, 100, 1000)
+    assert Settings.from_env({"SCAIVAULT_MAX_WEBHOOKS_PER_TENANT": "5", "SCAIVAULT_MAX_SUBSCRIPTIONS_PER_IDENTITY": "7",
+                              "SCAIVAULT_MAX_SUBSCRIPTIONS_PER_TENANT": "9"}).model_dump(
+        include={"max_webhooks_per_tenant", "max_subscriptions_per_identity", "max_subscriptions_per_tenant"}
+    ) == {"max_webhooks_per_tenant": 5, "max_subscriptions_per_identity": 7, "max_subscriptions_per_tenant": 9}
+    for variable in ("SCAIVAULT_MAX_WEBHOOKS_PER_TENANT", "SCAIVAULT_MAX_SUBSCRIPTIONS_PER_IDENTITY",
+                     "SCAIVAULT_MAX_SUBSCRIPTIONS_PER_TENANT"):
+        for invalid in ("0", "-1", "many", "1000000"):
+            with pytest.raises(ConfigurationError, match=variable):
+                Settings.from_env({variable: invalid})

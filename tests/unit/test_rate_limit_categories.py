@@ -7,6 +7,7 @@ import pytest
 from scaivault.config import ConfigurationError, Settings
 from scaivault.ratelimit.categories import (
     DEFAULT_LIMITS,
+    OWN_CATEGORIES,
     ROUTES,
     UNAUTHENTICATED,
     InvalidRateLimits,
@@ -47,10 +48,11 @@ SPEC_DEFAULTS = {
 
 def test_the_spec_categories_have_the_spec_defaults() -> None:
     assert len(SPEC_DEFAULTS) == 23
-    assert {name: limit for name, limit in DEFAULT_LIMITS.items() if name != UNAUTHENTICATED} == {
+    assert {name: limit for name, limit in DEFAULT_LIMITS.items() if name not in OWN_CATEGORIES} == {
         name: Limit(requests, 60.0) for name, requests in SPEC_DEFAULTS.items()
     }
     assert DEFAULT_LIMITS[UNAUTHENTICATED] == Limit(60, 60.0)
+    assert DEFAULT_LIMITS["secret_policy_preview"] == Limit(10, 60.0)
 
 
 def test_a_bucket_holds_one_window_and_refills_at_the_nominal_rate() -> None:
@@ -114,6 +116,12 @@ PLACED_ROUTES = [
     ("POST", "/v1/policies/{policy_id}/bindings", "policies"),
     ("DELETE", "/v1/policies/{id}/bindings/{binding_id}", "policies"),
     ("POST", "/v1/policies/test", "policy_test"),
+    ("GET", "/v1/secret-policies/{policy_id}", "policies"),
+    ("POST", "/v1/secret-policies", "policies"),
+    ("POST", "/v1/secret-policies/preview", "secret_policy_preview"),
+    ("POST", "/v1/secret-policies/{policy_id}/preview", "secret_policy_preview"),
+    ("POST", "/v1/t/{tenant_id}/secret-policies/preview", "secret_policy_preview"),
+    ("POST", "/v1/t/{tenant_id}/secret-policies/{policy_id}/preview", "secret_policy_preview"),
     ("POST", "/v1/t/{tenant_id}/policies/test", "policy_test"),
     ("GET", "/v1/identity/partners", "identity_read"),
     ("GET", "/v1/identity/tenants/{tenant_id}/users", "identity_read"),

@@ -104,6 +104,7 @@ STORED_FIELDS |= {
         "secret_ciphertext", "secret_key_id", "previous_secret_ciphertext", "previous_secret_key_id",
         "previous_secret_expires_at", *STAMP,
     ),
+    WEBHOOKS + "Webhook.PreviousSecretExpired": ("data_key_id", "expired_at", *STAMP),
     WEBHOOKS + "Webhook.Deleted": STAMP,
 }
 AGGREGATES += (Webhook,)

@@ -164,6 +164,29 @@ def test_rotation_keeps_the_previous_secret_until_it_expires_and_names_the_keys_
         )
 
 
+def test_a_previous_secret_is_forgotten_only_once_its_overlap_ended() -> None:
+    webhook = create()
+    assert webhook.forget_expired_previous_secret(at=AT, actor="system:housekeeping") is None  # none to forget
+    webhook.rotate_secret(
+        secret_ciphertext=b"new", secret_key_id="dk_2", previous_secret_ciphertext=b"old",
+        previous_secret_key_id="dk_3", previous_secret_expires_at=AT + timedelta(hours=24), at=AT, actor="user:a",
+        request_id=None,
+    )
+    webhook.collect_events()
+    assert webhook.forget_expired_previous_secret(at=AT + timedelta(hours=23), actor="system:housekeeping") is None
+    assert webhook.collect_events() == []  # nothing happened while the overlap runs
+    assert webhook.forget_expired_previous_secret(at=AT + timedelta(hours=24), actor="system:housekeeping") == "dk_3"
+    (forgotten,) = webhook.collect_events()
+    assert isinstance(forgotten, Webhook.PreviousSecretExpired)
+    assert (forgotten.data_key_id, forgotten.expired_at, forgotten.actor) == (
+        "dk_3", AT + timedelta(hours=24), "system:housekeeping")
+    assert (webhook.secret_key_id, webhook.previous_secret_key_id, webhook.previous_secret_expires_at) == (
+        "dk_2", None, None)
+    assert webhook.forget_expired_previous_secret(at=AT + timedelta(days=9), actor="system:housekeeping") is None
+    # Nothing is left to destroy later: a rotation replaces only the current secret, a deletion holds only it.
+    assert webhook.delete(at=AT, actor="user:a", request_id=None) == ["dk_2"]
+
+
 def test_the_events_carry_no_plaintext_secret() -> None:
     webhook = create()
     webhook.rotate_secret(
