@@ -46,6 +46,7 @@ from scaivault.domain.errors import (
     TimeWindowViolation,
 )
 from scaivault.domain.globs import InvalidGlob, glob_matches, glob_prefix, parse_glob
+from scaivault.domain.labels import MAX_DESCRIPTION_LENGTH, MAX_NAME_LENGTH, clean_name, is_description
 from scaivault.domain.paths import parse_path
 
 PERMISSIONS = ("read", "write", "delete", "list", "rotate", "admin")
@@ -57,8 +58,6 @@ IDENTITY_TYPES = ("user", "service_account", "group")
 IDENTITY_PREFIXES = {"user": ("user:",), "service_account": ("sa:", "dynamic:", "system:"), "group": ("group:",)}
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
-MAX_NAME_LENGTH = 128
-MAX_DESCRIPTION_LENGTH = 1024
 MAX_RULES = 100
 MAX_IP_RANGES = 100
 MAX_TIME_WINDOWS = 20
@@ -69,7 +68,6 @@ DEFAULT_MFA_MAX_AGE = timedelta(hours=12)
 
 _IDENTITY_ID = re.compile(r"[a-z_]+:[^\s\x00-\x1f\x7f]{1,300}")
 _CLOCK = re.compile(r"([01][0-9]|2[0-3]):([0-5][0-9])|24:00")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _NAMESPACE = uuid5(NAMESPACE_URL, "https://scaivault.dev/streams/policy")
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -92,15 +90,14 @@ def _invalid(message: str, field: str) -> InvalidPolicy:
 
 
 def check_name(name: object, field: str = "name") -> str:
-    if not isinstance(name, str) or not name.strip() or len(name) > MAX_NAME_LENGTH or _CONTROL.search(name):
+    cleaned = clean_name(name)
+    if cleaned is None:
         raise _invalid(f"A policy name is 1-{MAX_NAME_LENGTH} printable characters", field)
-    return name.strip()
+    return cleaned
 
 
 def check_description(description: object, field: str = "description") -> str | None:
-    if description is None:
-        return None
-    if not isinstance(description, str) or len(description) > MAX_DESCRIPTION_LENGTH:
+    if not is_description(description):
         raise _invalid(f"A description is at most {MAX_DESCRIPTION_LENGTH} characters", field)
     return description
 

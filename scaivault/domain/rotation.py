@@ -25,18 +25,16 @@ from eventsourcing.domain import Aggregate, event
 
 from scaivault.domain.durations import parse_duration
 from scaivault.domain.errors import InvalidDuration, InvalidRequest
+from scaivault.domain.labels import MAX_DESCRIPTION_LENGTH, MAX_NAME_LENGTH, clean_name, is_description
 
 DEFAULT_GRACE_PERIOD = "48h"
 DEFAULT_NOTIFY_BEFORE = ("30d", "7d", "1d")
 SCHEDULER_IDENTITY = "system:rotation-scheduler"
-MAX_NAME_LENGTH = 128
-MAX_DESCRIPTION_LENGTH = 1024
 MAX_THRESHOLDS = 10
 MAX_WEBHOOKS = 20
 _ID_BODY = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 _SECRET_POLICY_ID = re.compile(r"^sp_[A-Za-z0-9_-]{1,64}$")
 _WEBHOOK_ID = re.compile(r"^wh_[A-Za-z0-9_-]{1,64}$")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _NAMESPACE = uuid5(NAMESPACE_URL, "https://scaivault.dev/streams/rotation-policy")
 
 Threshold = tuple[str, timedelta]
@@ -165,13 +163,14 @@ HISTORY_FIELDS = (
 
 
 def _check_name(name: object) -> str:
-    if not isinstance(name, str) or not name.strip() or len(name) > MAX_NAME_LENGTH or _CONTROL.search(name):
+    cleaned = clean_name(name)
+    if cleaned is None:
         raise InvalidRequest(f"A rotation policy name is 1-{MAX_NAME_LENGTH} printable characters", field="name")
-    return name.strip()
+    return cleaned
 
 
 def _check_description(description: object) -> str | None:
-    if description is not None and (not isinstance(description, str) or len(description) > MAX_DESCRIPTION_LENGTH):
+    if not is_description(description):
         raise InvalidRequest(f"A description is at most {MAX_DESCRIPTION_LENGTH} characters", field="description")
     return description
 

@@ -8,7 +8,6 @@ a policy generates never changes under it when a default does. A recipe is confi
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -16,13 +15,11 @@ from uuid import NAMESPACE_URL, UUID, uuid5
 
 from eventsourcing.domain import Aggregate, event
 
-from scaivault.domain.errors import PolicyInUse, ValidationFailed
+from scaivault.domain.errors import PolicyInUse
 from scaivault.domain.generators import normalize_recipe
+from scaivault.domain.labels import MAX_DESCRIPTION_LENGTH, MAX_NAME_LENGTH, clean_name, field_error, is_description
 
 POLICY_TYPES = ("password", "api_key", "oauth_client", "ssh_key", "custom")
-MAX_NAME_LENGTH = 128
-MAX_DESCRIPTION_LENGTH = 1024
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _NAMESPACE = uuid5(NAMESPACE_URL, "https://scaivault.dev/streams/secret-policy")
 
 
@@ -42,14 +39,14 @@ class SecretPolicyUsers:
         return bool(self.secret_count or self.rotation_policy_ids)
 
 
-def _invalid(field: str, message: str) -> ValidationFailed:
-    return ValidationFailed(fields=[{"field": field, "message": message}])
+_invalid = field_error
 
 
 def check_name(name: object) -> str:
-    if not isinstance(name, str) or not name.strip() or len(name) > MAX_NAME_LENGTH or _CONTROL.search(name):
+    cleaned = clean_name(name)
+    if cleaned is None:
         raise _invalid("name", f"1-{MAX_NAME_LENGTH} printable characters")
-    return name.strip()
+    return cleaned
 
 
 def check_policy_type(policy_type: object) -> str:
@@ -59,9 +56,7 @@ def check_policy_type(policy_type: object) -> str:
 
 
 def check_description(description: object) -> str | None:
-    if description is None:
-        return None
-    if not isinstance(description, str) or len(description) > MAX_DESCRIPTION_LENGTH:
+    if not is_description(description):
         raise _invalid("description", f"a string of at most {MAX_DESCRIPTION_LENGTH} characters")
     return description
 

@@ -24,6 +24,7 @@ import scaivault.domain.event_catalog  # noqa: F401 - registers the public event
 from scaivault.domain import webhooks
 from scaivault.domain.errors import ValidationFailed
 from scaivault.domain.globs import InvalidGlob, glob_matches, parse_glob
+from scaivault.domain.labels import field_error
 from scaivault.domain.notifications import type_matches, valid_type_pattern
 from scaivault.egress import IPNetwork
 
@@ -49,8 +50,7 @@ def subscription_stream_id(subscription_id: str) -> UUID:
     return uuid5(_NAMESPACE, subscription_id)
 
 
-def _invalid(field: str, message: str) -> ValidationFailed:
-    return ValidationFailed(fields=[{"field": field, "message": message}])
+_invalid = field_error
 
 
 # ---- validation: raw values in, canonical values out ----------------------------------------------------------------

@@ -16,7 +16,6 @@ matches, across filters all must match; an event without the facet a filter name
 from __future__ import annotations
 
 import ipaddress
-import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -27,12 +26,11 @@ from uuid import UUID, uuid5
 from eventsourcing.domain import Aggregate, event
 
 import scaivault.domain.event_catalog  # noqa: F401 - registers the public event types webhooks may ask for
-from scaivault.domain.errors import ValidationFailed
+from scaivault.domain.labels import CONTROL_CHARACTERS, MAX_NAME_LENGTH, clean_name, field_error
 from scaivault.domain.notifications import type_matches, valid_type_pattern
 from scaivault.egress import EgressRefused, IPNetwork, check_address, client_host
 
 _NAMESPACE = UUID("5b0e9a52-4f63-4f0c-9f36-7d3c2c0e8a11")
-MAX_NAME_LENGTH = 128
 MAX_URL_LENGTH = 2048
 MIN_SECRET_LENGTH = 16
 MAX_SECRET_LENGTH = 512
@@ -40,21 +38,21 @@ MAX_EVENT_PATTERNS = 100
 MAX_FILTER_VALUES = 50
 MAX_FILTER_VALUE_LENGTH = 512
 FILTER_KEYS = ("path_prefix", "secret_type", "tags")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_CONTROL = CONTROL_CHARACTERS
 
 
 def webhook_stream_id(webhook_id: str) -> UUID:
     return uuid5(_NAMESPACE, webhook_id)
 
 
-def _invalid(field: str, message: str) -> ValidationFailed:
-    return ValidationFailed(fields=[{"field": field, "message": message}])
+_invalid = field_error
 
 
 def check_name(name: object) -> str:
-    if not isinstance(name, str) or not name.strip() or len(name) > MAX_NAME_LENGTH or _CONTROL.search(name):
+    cleaned = clean_name(name)
+    if cleaned is None:
         raise _invalid("name", f"a name is 1-{MAX_NAME_LENGTH} printable characters")
-    return name.strip()
+    return cleaned
 
 
 def check_url(url: object, http_allowed: Sequence[IPNetwork] = ()) -> str:

@@ -12,10 +12,9 @@ import pytest
 
 from commands.actor import Actor
 from commands.secrets import UpdateSecretMetadata, WriteSecret
-from projections.fanout.projection import FanOutProjection
 from projections.fanout.retention import Trimmed, trim_outbox
-from projections.fanout.sinks import FanOutSink, FeedEntry
-from projections.runner import ProjectionRunner, record_position
+from projections.fanout.sinks import FeedEntry
+from projections.runner import record_position
 from projections.subscriptions.fanout import SubscriptionSink
 from projections.webhooks.fanout import WebhookSink
 from scaivault.audit.access_records import AccessRecord
@@ -24,7 +23,7 @@ from scaivault.auth.principal import Principal
 from scaivault.bootstrap import Container, build_container
 from scaivault.config import Settings
 from scaivault.domain.secrets import SecretAddress
-from tests.helpers import eventually
+from tests.integration.fanout_runs import run_fan_out
 
 ADDRESS = SecretAddress(owner="tnt_a", partner_id="ptn_a", tenant_id="tnt_a", path="app/db")
 ELSEWHERE = SecretAddress(owner="tnt_b", partner_id="ptn_a", tenant_id="tnt_b", path="app/db")
@@ -66,24 +65,6 @@ async def container(pool: asyncpg.Pool, database_url: str, tmp_path: Path) -> As
         await container.close()
 
 
-async def run_fan_out(
-    container: Container, database_url: str, sink: CollectingSink, until: int, others: Sequence[FanOutSink] = ()
-) -> None:
-    """Run the fan-out until ``sink`` has seen ``until`` entries and their batch has committed (a sink sees its
-    entries inside the tracking transaction, before the commit)."""
-    runner = ProjectionRunner(
-        database_url, container.store, container.repository.mapper, [FanOutProjection([sink, *others])],
-        poll_seconds=0.05,
-    )
-    head = await container.store.max_notification_id(container.pool)
-    await runner.start()
-    try:
-        await eventually(lambda: len(sink.entries) >= until, timeout=10)
-        await eventually(lambda: runner.states["fanout"].position >= head, timeout=10)
-    finally:
-        await runner.stop()
-
-
 async def test_secret_events_reach_the_feed_in_order_with_the_spec_envelope(
     container: Container, pool: asyncpg.Pool, database_url: str
 ) -> None:
@@ -96,7 +77,7 @@ async def test_secret_events_reach_the_feed_in_order_with_the_spec_envelope(
     await commands.delete(ADDRESS, ACTOR)
     await commands.write(WriteSecret(address=ELSEWHERE, data={"p": "x"}), ACTOR)  # nobody in tnt_b listens
     sink = CollectingSink()
-    await run_fan_out(container, database_url, sink, until=3)
+    await run_fan_out(container, database_url, [sink], seen=3)
 
     assert [e.event_type for e in sink.entries] == ["secret.created", "secret.updated", "secret.deleted"]
     created, updated, deleted = (e.envelope for e in sink.entries)
@@ -141,7 +122,7 @@ async def test_receivers_get_no_event_committed_before_they_were_created(
     late_hook, late_subscription = await create_receivers()
     await container.secret_commands.write(WriteSecret(address=ADDRESS, data={"p": "2"}), ACTOR)
     sink = CollectingSink()
-    await run_fan_out(container, database_url, sink, until=2, others=[SubscriptionSink(), WebhookSink()])
+    await run_fan_out(container, database_url, [sink, SubscriptionSink(), WebhookSink()], seen=2)
     created, updated = (e.event_id for e in sink.entries)
 
     async def received(target: str) -> list[str]:
@@ -166,7 +147,7 @@ async def test_a_replayed_batch_queues_nothing_twice(
     await container.secret_commands.write(WriteSecret(address=ADDRESS, data={"p": "1"}), ACTOR)
     await container.secret_commands.write(WriteSecret(address=ADDRESS, data={"p": "2"}), ACTOR)
     first = CollectingSink()
-    await run_fan_out(container, database_url, first, until=2)
+    await run_fan_out(container, database_url, [first], seen=2)
     ids = [e.event_id for e in first.entries]
 
     # As if the tracking transaction had been lost after the feed rows committed (it cannot, but replay must cope).
@@ -174,15 +155,7 @@ async def test_a_replayed_batch_queues_nothing_twice(
     async with pool.acquire() as conn:
         await record_position(conn, "fanout", 0)
     again = CollectingSink()
-    runner = ProjectionRunner(
-        database_url, container.store, container.repository.mapper, [FanOutProjection([again])], poll_seconds=0.05
-    )
-    await runner.start()
-    try:
-        head = await container.store.max_notification_id(pool)
-        await eventually(lambda: runner.states["fanout"].position >= head, timeout=10)
-    finally:
-        await runner.stop()
+    await run_fan_out(container, database_url, [again])
     assert again.entries == []
     feed = await pool.fetch("SELECT event_id FROM scaivault_event_feed ORDER BY position")
     assert [r["event_id"] for r in feed] == ids
@@ -214,7 +187,7 @@ async def test_reads_and_denials_become_public_only_when_asked_for(
     finally:
         await container.access_recorder.close()
     sink = CollectingSink()
-    await run_fan_out(container, database_url, sink, until=2)
+    await run_fan_out(container, database_url, [sink], seen=2)
     assert [e.event_type for e in sink.entries] == ["secret.accessed", "policy.violation"]
     accessed, violation = (e.envelope for e in sink.entries)
     assert accessed["event_type"] == "secret.accessed" and accessed["identity_id"] == "sa:reader"

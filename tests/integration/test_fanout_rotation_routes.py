@@ -14,14 +14,12 @@ import pytest
 from commands.actor import Actor
 from commands.rotation import PolicyOwner
 from commands.secrets import WriteSecret
-from projections.fanout.projection import FanOutProjection
 from projections.fanout.sinks import FeedEntry
-from projections.runner import ProjectionRunner
 from projections.webhooks.fanout import WebhookSink
 from scaivault.bootstrap import Container, build_container
 from scaivault.config import Settings
 from scaivault.domain.secrets import SecretAddress
-from tests.helpers import eventually
+from tests.integration.fanout_runs import run_fan_out
 
 OWNER = PolicyOwner(tenant_id="tnt_a", partner_id="ptn_a")
 ACTOR = Actor(identity_id="user:ops@x.example", request_id="req_routes")
@@ -67,15 +65,7 @@ async def container(pool: asyncpg.Pool, database_url: str, tmp_path: Path) -> As
 
 async def fan_out_everything(container: Container, database_url: str, pool: asyncpg.Pool) -> Collecting:
     sink = Collecting()
-    runner = ProjectionRunner(
-        database_url, container.store, container.repository.mapper, [FanOutProjection([sink])], poll_seconds=0.05
-    )
-    await runner.start()
-    try:
-        head = await container.store.max_notification_id(pool)
-        await eventually(lambda: runner.states["fanout"].position >= head, timeout=10)
-    finally:
-        await runner.stop()
+    await run_fan_out(container, database_url, [sink])
     return sink
 
 
