@@ -5,6 +5,7 @@ adapters live beside what they read (``projections/<area>/lookup.py: Postgres<Ar
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, Protocol
 from uuid import UUID
@@ -12,6 +13,7 @@ from uuid import UUID
 import asyncpg
 
 from scaivault.auth.caller import Caller
+from scaivault.database import Queryable
 from scaivault.domain.identities import MirrorState
 from scaivault.domain.rotation import RotationTerms
 from scaivault.domain.secrets import SecretAddress
@@ -117,3 +119,58 @@ class WebhookLookup(Protocol):
     async def previous_secrets_expired(self, conn: asyncpg.Connection, at: datetime, limit: int) -> list[UUID]:
         """Streams of webhooks still keeping a previous signing secret whose overlap ended by ``at``, the
         longest-expired first."""
+
+
+class DnsProviderLookup(Protocol):
+    """The DNS providers' read model, as their commands ask it (under the tenant's lock, in their transaction)."""
+
+    async def name_taken(
+        self, conn: asyncpg.Connection, tenant_id: str, name: str, *, other_than: str | None = None
+    ) -> bool: ...
+
+    async def active_zones(
+        self, conn: asyncpg.Connection, tenant_id: str, *, other_than: str | None = None
+    ) -> dict[str, list[str]]:
+        """The managed zones of each active provider of the tenant (``other_than`` left out)."""
+
+
+class PkiLookup(Protocol):
+    """What PKI commands read from the PKI read models (``projections/pki/lookup.py``)."""
+
+    async def ca(self, conn: Queryable, owner: str, ca_id: str) -> Mapping[str, Any] | None: ...
+
+    async def ca_name_taken(self, conn: Queryable, owner: str, name: str) -> bool: ...
+
+    async def role(self, conn: Queryable, owner: str, name: str) -> Mapping[str, Any] | None:
+        """The role's row (``role_id``, ``ca_id``, ``settings``, ``updated_at``), None if there is none."""
+
+    async def certificate_stream(self, conn: Queryable, owner: str, certificate_id: str) -> UUID | None: ...
+
+    async def revoked_entries(
+        self, conn: Queryable, ca_id: str, partition: str | None, at: datetime
+    ) -> list[tuple[str, datetime, str]]:
+        """(serial, revoked_at, reason) of the CA's revoked certificates not yet expired at ``at``: all of them,
+        or one CRL partition's."""
+
+    async def published_partitions(self, conn: Queryable, ca_id: str) -> list[str]: ...
+
+    async def child_cas(self, conn: Queryable, ca_id: str) -> list[str]: ...
+
+    async def live_certificates(self, conn: Queryable, ca_id: str) -> int:
+        """How many certificates the CA signed are not revoked (what its revocation revokes)."""
+
+    async def due(self, conn: Queryable, at: datetime, limit: int) -> list[tuple[str, UUID]]:
+        """Scheduled PKI work due at ``at``: ``("crl", ca stream)`` for CRLs to re-sign before their next update,
+        ``("renew", certificate stream)`` and ``("warn", certificate stream)``."""
+
+
+class PkiRequestLookup(Protocol):
+    """What the CSR workflow and trust-anchor commands read (``projections/pki_requests/lookup.py``)."""
+
+    async def role_id(self, conn: Queryable, owner: str, role_name: str) -> str | None:
+        """The id of the owner's role of that name now (a role deleted and created again has a new id)."""
+
+    async def trust_anchor_stream(self, conn: Queryable, owner: str, anchor_id: str) -> UUID | None: ...
+
+    async def trust_anchor_taken(self, conn: Queryable, owner: str, name: str, fingerprint_sha256: str) -> str | None:
+        """``"name"`` or ``"certificate"`` when one of the owner's anchors has that name or that certificate."""

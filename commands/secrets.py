@@ -96,52 +96,61 @@ class SecretCommands:
         may_lower_cap = await self._may_destroy_history(actor, cmd.address, cmd.max_versions)
 
         async def work(uow: UnitOfWork) -> tuple[Secret, bool]:
-            address = cmd.address
-            secret = await uow.get(address.stream_id)
-            if secret is None:
-                secret = Secret(
-                    owner=address.owner, path=address.path, partner_id=address.partner_id, tenant_id=address.tenant_id
-                )
-            now = self._clock()
-            created = not secret.live or secret.purge_if_retention_expired(
-                at=now, actor=actor.identity_id, request_id=actor.request_id
-            )
-            secret.check_writable(at=now, cas=cmd.cas, actor=actor.identity_id, request_id=actor.request_id)
-            _check_cap(secret, cmd.max_versions, writing=True, may_destroy_versions=may_lower_cap)
-            await enforce_secret_policy(
-                self._secret_policies, uow.conn, address.owner, cmd.secret_policy_id or secret.secret_policy_id,
-                cmd.data, linking=cmd.secret_policy_id is not None,
-            )
-            await self._check_rotation_policy(uow, address, cmd.rotation_policy_id)
-            version = secret.next_version
-            data_key = await self._keyring.new_data_key(uow.conn, address.owner)
-            ciphertext = seal_value(data_key.key, cmd.data, owner=address.owner, path=address.path, version=version)
-            secret.write(
-                version=version,
-                ciphertext=ciphertext,
-                data_key_id=data_key.id,
-                at=self._clock(),
-                actor=actor.identity_id,
-                request_id=actor.request_id,
-                secret_type=cmd.secret_type,
-                metadata=cmd.metadata,
-                max_versions=cmd.max_versions,
-                default_max_versions=self._default_max_versions,
-                expires_in=cmd.expires_in,
-                rotation_policy_id=cmd.rotation_policy_id,
-                cas=cmd.cas,
-            )
-            if cmd.secret_policy_id is not None and cmd.secret_policy_id != secret.secret_policy_id:
-                secret.update_metadata(
-                    at=self._clock(), actor=actor.identity_id, request_id=actor.request_id, metadata_patch=None,
-                    secret_type=None, max_versions=None, expires_in=None, clear_expiry=False,
-                    rotation_policy_id=None, secret_policy_id=cmd.secret_policy_id,
-                )
+            secret, created = await self.write_in(uow, cmd, actor, may_lower_cap=may_lower_cap)
             record_outcome(access, Outcome.CREATED if created else Outcome.OK)
-            await self._commit(uow, secret)
             return secret, created
 
         return await self._runner.run(work, access=access)
+
+    async def write_in(
+        self, uow: UnitOfWork, cmd: WriteSecret, actor: Actor, *, may_lower_cap: bool = True
+    ) -> tuple[Secret, bool]:
+        """The write inside a unit of work another command runs (an ACME order writes its certificate in the
+        transaction that completes it). No policy check: the caller of this has decided (``write`` asks first;
+        the server writing for itself asks no one)."""
+        address = cmd.address
+        secret = await uow.get(address.stream_id)
+        if secret is None:
+            secret = Secret(
+                owner=address.owner, path=address.path, partner_id=address.partner_id, tenant_id=address.tenant_id
+            )
+        now = self._clock()
+        created = not secret.live or secret.purge_if_retention_expired(
+            at=now, actor=actor.identity_id, request_id=actor.request_id
+        )
+        secret.check_writable(at=now, cas=cmd.cas, actor=actor.identity_id, request_id=actor.request_id)
+        _check_cap(secret, cmd.max_versions, writing=True, may_destroy_versions=may_lower_cap)
+        await enforce_secret_policy(
+            self._secret_policies, uow.conn, address.owner, cmd.secret_policy_id or secret.secret_policy_id,
+            cmd.data, linking=cmd.secret_policy_id is not None,
+        )
+        await self._check_rotation_policy(uow, address, cmd.rotation_policy_id)
+        version = secret.next_version
+        data_key = await self._keyring.new_data_key(uow.conn, address.owner)
+        ciphertext = seal_value(data_key.key, cmd.data, owner=address.owner, path=address.path, version=version)
+        secret.write(
+            version=version,
+            ciphertext=ciphertext,
+            data_key_id=data_key.id,
+            at=self._clock(),
+            actor=actor.identity_id,
+            request_id=actor.request_id,
+            secret_type=cmd.secret_type,
+            metadata=cmd.metadata,
+            max_versions=cmd.max_versions,
+            default_max_versions=self._default_max_versions,
+            expires_in=cmd.expires_in,
+            rotation_policy_id=cmd.rotation_policy_id,
+            cas=cmd.cas,
+        )
+        if cmd.secret_policy_id is not None and cmd.secret_policy_id != secret.secret_policy_id:
+            secret.update_metadata(
+                at=self._clock(), actor=actor.identity_id, request_id=actor.request_id, metadata_patch=None,
+                secret_type=None, max_versions=None, expires_in=None, clear_expiry=False,
+                rotation_policy_id=None, secret_policy_id=cmd.secret_policy_id,
+            )
+        await self._commit(uow, secret)
+        return secret, created
 
     async def update_metadata(
         self, cmd: UpdateSecretMetadata, actor: Actor, access: AccessRecord | None = None

@@ -50,8 +50,18 @@ class UnitOfWork:
         self._repository = repository
         self._projectors = projectors
         self.aggregates: list[Aggregate] = []
-        self.access: AccessRecord | None = None
+        # The access records of the requests this transaction answers: one, or several for a batch of requests
+        # committed together (certificate issuance), each committed with its outcome.
+        self.accesses: list[AccessRecord] = []
         self._holds_read_model_lock = False
+
+    @property
+    def access(self) -> AccessRecord | None:
+        return self.accesses[0] if self.accesses else None
+
+    @access.setter
+    def access(self, record: AccessRecord | None) -> None:
+        self.accesses = [] if record is None else [record]
 
     async def get(self, stream_id: UUID) -> Any:
         """Load an aggregate, first queueing behind any other command on the same stream (until commit), so
@@ -74,6 +84,15 @@ class UnitOfWork:
             )
             self._holds_read_model_lock = True
 
+    async def lock_shared(self, name: str) -> None:
+        """Hold ``name`` shared until commit: many holders at once, none while a ``lock(name)`` holder runs. What
+        must not change under a command without being one of its aggregates (the CA a certificate is issued
+        under, which a revocation locks exclusively) is guarded so."""
+        if not self._holds_read_model_lock:
+            await self.conn.execute(SHARED_READ_MODEL_LOCK, READ_MODEL_SWAP_KEY)
+            self._holds_read_model_lock = True
+        await self.conn.execute("SELECT pg_advisory_xact_lock_shared(hashtextextended($1::text, 0))", name)
+
     def add(self, *aggregates: Aggregate) -> None:
         for aggregate in aggregates:
             if all(aggregate is not known for known in self.aggregates):
@@ -85,19 +104,21 @@ class UnitOfWork:
         events: list[DomainEventProtocol[UUID]] = [
             e for aggregate in self.aggregates for e in aggregate.collect_events()
         ]
-        if not self._holds_read_model_lock and (events or self.access is not None):
+        if not self._holds_read_model_lock and (events or self.accesses):
             await self.conn.execute(SHARED_READ_MODEL_LOCK, READ_MODEL_SWAP_KEY)
             self._holds_read_model_lock = True
         for domain_event in events:
             for project in self._projectors:
                 await project(self.conn, domain_event)
-        if self.access is not None:
-            # Committing means the request succeeds: record it as the success it is about to be.
-            self.access.settle(Outcome.OK)
-            self.access.duration_ms = int((utcnow() - self.access.recorded_at).total_seconds() * 1000)
-            access_event = self.access.event()
-            await touch_last_access(self.conn, [(access_event.timestamp, access_event.accessed_streams)])
-            events = [*events, access_event]
+        if self.accesses:
+            access_events = []
+            for access in self.accesses:
+                # Committing means the request succeeds: record it as the success it is about to be.
+                access.settle(Outcome.OK)
+                access.duration_ms = int((utcnow() - access.recorded_at).total_seconds() * 1000)
+                access_events.append(access.event())
+            await touch_last_access(self.conn, [(e.timestamp, e.accessed_streams) for e in access_events])
+            events = [*events, *access_events]
         await self._repository.save_and_commit(self.conn, events, self.aggregates)
         return events
 
@@ -121,15 +142,20 @@ class UnitOfWorkRunner:
         self._conflict_keys = conflict_keys
         self._timed = timed
 
-    async def run(self, work: Callable[[UnitOfWork], Awaitable[T]], *, access: AccessRecord | None = None) -> T:
-        """Run ``work`` in a transaction and commit what it did; retry it from scratch on a concurrent write."""
+    async def run(
+        self, work: Callable[[UnitOfWork], Awaitable[T]], *, access: AccessRecord | None = None,
+        accesses: Sequence[AccessRecord] = (),
+    ) -> T:
+        """Run ``work`` in a transaction and commit what it did; retry it from scratch on a concurrent write.
+        ``accesses``: the records of several requests answered by this one transaction (instead of ``access``)."""
+        records = list(accesses) if accesses else ([] if access is None else [access])
         for attempt in range(MAX_ATTEMPTS):
             try:
                 with self._timed():
-                    result, uow = await self._attempt(work, access)
+                    result, uow = await self._attempt(work, records)
                 self.repository.committed(uow.aggregates)
-                if access is not None:
-                    access.persisted = True
+                for record in uow.accesses:  # the work may have left some requests out of its batch
+                    record.persisted = True
                 return result
             except (EventStoreConflict, asyncpg.UniqueViolationError) as exc:
                 # An inline read model can notice the concurrent writer first (same version row): same conflict.
@@ -139,7 +165,7 @@ class UnitOfWorkRunner:
         raise VersionConflict("The secret kept changing concurrently; re-read it and retry")
 
     async def _attempt(
-        self, work: Callable[[UnitOfWork], Awaitable[T]], access: AccessRecord | None
+        self, work: Callable[[UnitOfWork], Awaitable[T]], records: list[AccessRecord]
     ) -> tuple[T, UnitOfWork]:
         async with self.pool.acquire() as conn:
             # Begun here and committed by the append's own message (``UnitOfWork.commit``): the event store's table
@@ -148,7 +174,7 @@ class UnitOfWorkRunner:
             await conn.execute("BEGIN")
             try:
                 uow = UnitOfWork(conn, self.repository, self.projectors)
-                uow.access = access
+                uow.accesses = list(records)
                 result = await work(uow)
                 await uow.commit()
             except BaseException:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
@@ -12,7 +13,11 @@ from typing import Any
 import aiohttp
 import asyncpg
 
+from commands.acme import AcmeCommands
 from commands.audit_exports import AuditExportCommands
+from commands.dns_providers import DnsProviderCommands
+from commands.pki import PkiCommands, PublicationUrls
+from commands.pki_requests import CsrRequestCommands, TrustAnchorCommands
 from commands.policies import PolicyCommands
 from commands.rotation import RotationCommands
 from commands.secret_policies import SecretPolicyCommands
@@ -22,12 +27,20 @@ from commands.tenancy import TenancyCommands
 from commands.tokens import TokenCommands
 from commands.unit_of_work import UnitOfWorkRunner
 from commands.webhooks import WebhookCommands
+from projections.acme.lookup import PostgresAcmeLookup
+from projections.acme.projection import AcmeProjection
+from projections.acme.projector import project_acme_event
+from projections.acme.reader import AcmeReader
 from projections.audit.projector import AuditLogProjection
 from projections.audit.reader import AuditLogReader
 from projections.audit_exports.lookup import PostgresAuditExportLookup
 from projections.audit_exports.projection import AuditExportsProjection
 from projections.audit_exports.projector import project_audit_export
 from projections.audit_exports.reader import AuditExportReader
+from projections.dns_providers.lookup import PostgresDnsProviderLookup
+from projections.dns_providers.projection import DnsProvidersProjection
+from projections.dns_providers.projector import project_dns_provider_event
+from projections.dns_providers.reader import DnsProviderReader
 from projections.event_index import EventIndexProjection
 from projections.fanout.projection import FanOutProjection
 from projections.fanout.retention import trim_outbox
@@ -38,6 +51,14 @@ from projections.identity.queries import policy_groups
 from projections.identity.roles import MirroredRoles
 from projections.maintenance.rebuild import ReadModel
 from projections.maintenance.retention import enforce_audit_retention
+from projections.pki.lookup import PostgresPkiLookup
+from projections.pki.projection import PkiProjection
+from projections.pki.projector import project_pki_event
+from projections.pki.reader import PkiReader
+from projections.pki_requests.lookup import PostgresPkiRequestLookup
+from projections.pki_requests.projection import PkiRequestsProjection
+from projections.pki_requests.projector import project_pki_request_event
+from projections.pki_requests.reader import PkiRequestReader
 from projections.policies.projection import PoliciesProjection
 from projections.policies.projector import project_policy_event
 from projections.policies.reader import PolicyReader
@@ -69,6 +90,9 @@ from projections.webhooks.lookup import PostgresWebhookLookup
 from projections.webhooks.projection import WebhooksProjection
 from projections.webhooks.projector import project_webhook_event
 from projections.webhooks.reader import WebhookReader
+from scaivault.acme.challenges import TlsAlpn01Responder
+from scaivault.acme.client import AcmeClient
+from scaivault.acme.worker import AcmeOrderWorker
 from scaivault.audit.access_records import AccessRecorder
 from scaivault.audit.chain import CHAIN_KEY_NAME
 from scaivault.audit.exports.credentials import RequesterCredentials
@@ -83,9 +107,12 @@ from scaivault.auth.revocation import purge_expired as purge_expired_revocations
 from scaivault.auth.secret_permissions import AuthorizedSecretPermissions
 from scaivault.clock import utcnow
 from scaivault.config import Settings
+from scaivault.crypto.ca_keys import CaKeys
 from scaivault.crypto.keyring import KeyRing
 from scaivault.crypto.root_keys import root_key_provider
 from scaivault.database import create_pool, embedded_postgres_url
+from scaivault.dns.factory import verify_provider
+from scaivault.dns.service import DnsProviderService
 from scaivault.domain.durations import parse_duration
 from scaivault.domain.quotas import (
     SUBSCRIPTIONS_PER_IDENTITY,
@@ -188,6 +215,21 @@ class Container:
     webhook_deliveries: WebhookDeliveries
     webhook_dispatcher: DeliveryDispatcher
     webhook_client: WebhookClient
+    # DNS providers (ACME DNS-01): management, reads, and the clients ACME opens for a name
+    dns_provider_commands: DnsProviderCommands
+    dns_provider_reader: DnsProviderReader
+    dns_providers: DnsProviderService
+    # the internal PKI: CAs, roles, certificates, CRLs and OCSP
+    pki_commands: PkiCommands
+    pki_reader: PkiReader
+    # ACME: accounts and orders, and the worker that drives orders (one per process; orders claimed by lock)
+    acme_commands: AcmeCommands
+    acme_reader: AcmeReader
+    acme_worker: AcmeOrderWorker
+    # the PKI's CSR workflow and trust anchors
+    csr_request_commands: CsrRequestCommands
+    trust_anchor_commands: TrustAnchorCommands
+    pki_request_reader: PkiRequestReader
     # background work
     export_worker: AuditExportWorker
     rotation_scheduler: RotationScheduler
@@ -219,6 +261,7 @@ class Container:
         jobs.append(forever("authorization-sync", lambda: self.authorizer.run_sync(self.database_url)))
         jobs.append(forever("subscription-feed", lambda: self.feed_signal.run(self.database_url)))
         jobs.append(forever("webhook-deliveries", self.webhook_dispatcher.run))
+        jobs.append(forever("acme-orders", self.acme_worker.run))
         return jobs
 
     @contextlib.asynccontextmanager
@@ -316,7 +359,9 @@ def read_models(keyring: KeyRing) -> list[ReadModel]:
               ReadModel(PoliciesProjection(), inline=True), ReadModel(IdentityProjection(), inline=True),
               ReadModel(RotationProjection(), inline=True),
               ReadModel(SecretPoliciesProjection(), inline=True), ReadModel(SubscriptionsProjection(), inline=True),
-              ReadModel(WebhooksProjection(), inline=True)]
+              ReadModel(WebhooksProjection(), inline=True), ReadModel(DnsProvidersProjection(), inline=True),
+              ReadModel(PkiProjection(), inline=True), ReadModel(PkiRequestsProjection(), inline=True),
+              ReadModel(AcmeProjection(), inline=True)]
     return inline + [ReadModel(projection, inline=False) for projection in catch_up_projections(keyring)]
 
 
@@ -347,7 +392,8 @@ async def build_container(
             pool, repository,
             [project_secret_event, project_tenancy, project_audit_export, project_identity_event, project_policy_event,
              project_secret_policy_event, project_subscription_event, project_webhook_event,
-             project_rotation_event],
+             project_rotation_event, project_dns_provider_event, project_pki_event,
+             project_pki_request_event, project_acme_event],
             conflict_keys=SecretsProjection.concurrent_write_keys,
             timed=lambda: metrics.stage["command"],
         )
@@ -418,6 +464,28 @@ async def build_container(
         quota_counts = PostgresQuotaLookup()
         webhook_client = WebhookClient(egress_allow, timeout_seconds=settings.webhook_timeout_seconds)
         signing_secrets = SigningSecrets(keyring)
+        ca_keys = CaKeys(keyring)
+        pki_commands = PkiCommands(runner, PostgresPkiLookup(), keyring, ca_keys, PublicationUrls(settings.public_url))
+        secret_commands = SecretCommands(
+            runner,
+            keyring,
+            PostgresSecretLookup(),
+            secret_permissions,
+            delete_retention=parse_duration(settings.delete_retention),
+            default_max_versions=settings.default_max_versions,
+            secret_policies=PostgresSecretPolicyLookup(),
+            rotation=rotation_lookup,
+        )
+        dns_providers = DnsProviderService(pool, keyring, allow=egress_allow)
+        acme_client = AcmeClient(egress_allow)
+        acme_lookup = PostgresAcmeLookup()
+        acme_commands = AcmeCommands(runner, keyring, acme_client, secret_commands, acme_lookup, dns_providers)
+        tls_alpn = None
+        if settings.acme_tls_alpn_address:
+            alpn_host, _, alpn_port = settings.acme_tls_alpn_address.rpartition(":")
+            tls_alpn = TlsAlpn01Responder(alpn_host, int(alpn_port))
+        acme_worker = AcmeOrderWorker(pool, acme_commands, acme_client, acme_lookup, dns_providers, tls_alpn=tls_alpn)
+        acme_commands.wake_with(acme_worker.wake)
         webhook_dispatcher = DeliveryDispatcher(
             pool, signing_secrets, webhook_client, dsn=url,
             retry=RetryPolicy(
@@ -457,16 +525,7 @@ async def build_container(
             authorizer=authorizer,
             rate_limiter=rate_limiter,
             health=HealthChecks(pool, keyring, rate_limiter, projections, worker),
-            secret_commands=SecretCommands(
-                runner,
-                keyring,
-                PostgresSecretLookup(),
-                secret_permissions,
-                delete_retention=parse_duration(settings.delete_retention),
-                default_max_versions=settings.default_max_versions,
-                secret_policies=PostgresSecretPolicyLookup(),
-                rotation=rotation_lookup,
-            ),
+            secret_commands=secret_commands,
             tenancy_commands=tenancy_commands,
             token_commands=TokenCommands(runner, issuer, PostgresTenancyLookup()),
             policy_commands=PolicyCommands(
@@ -488,7 +547,8 @@ async def build_container(
             rotation_commands=rotation_commands,
             rotation_reader=RotationReader(pool, authorizer),
             rotation_scheduler=RotationScheduler(
-                rotation_commands, interval_seconds=parse_duration(settings.scheduler_interval).total_seconds()
+                rotation_commands, interval_seconds=parse_duration(settings.scheduler_interval).total_seconds(),
+                also=[pki_commands.run_due, acme_commands.run_due],
             ),
             secret_policy_reader=SecretPolicyReader(pool),
             subscription_reader=subscription_reader,
@@ -504,6 +564,20 @@ async def build_container(
             ),
             webhook_dispatcher=webhook_dispatcher,
             webhook_client=webhook_client,
+            dns_provider_commands=DnsProviderCommands(
+                runner, keyring, PostgresDnsProviderLookup(),
+                functools.partial(verify_provider, allow=egress_allow), http_allowed=egress_allow,
+            ),
+            dns_provider_reader=DnsProviderReader(pool),
+            dns_providers=dns_providers,
+            pki_commands=pki_commands,
+            pki_reader=PkiReader(pool, ca_keys),
+            acme_commands=acme_commands,
+            acme_reader=AcmeReader(pool),
+            acme_worker=acme_worker,
+            csr_request_commands=CsrRequestCommands(runner, PostgresPkiRequestLookup(), pki_commands),
+            trust_anchor_commands=TrustAnchorCommands(runner, PostgresPkiRequestLookup()),
+            pki_request_reader=PkiRequestReader(pool),
             export_worker=export_worker,
             worker=worker,
         )

@@ -60,6 +60,7 @@ ENVIRONMENT = {
     "SCAIVAULT_EVENT_LOOP": "event_loop",
     "SCAIVAULT_EXPORT_DIR": "export_dir",
     "SCAIVAULT_EGRESS_ALLOW": "egress_allow",
+    "SCAIVAULT_ACME_TLS_ALPN_ADDRESS": "acme_tls_alpn_address",
     "SCAIVAULT_WEBHOOK_MAX_ATTEMPTS": "webhook_max_attempts",
     "SCAIVAULT_WEBHOOK_RETRY_BASE": "webhook_retry_base_seconds",
     "SCAIVAULT_WEBHOOK_RETRY_MAX": "webhook_retry_max_seconds",
@@ -143,6 +144,9 @@ class Settings(BaseModel):
     export_dir: Path | None = None
     # Comma-separated CIDRs that outbound connections aimed by API callers may reach although non-public.
     egress_allow: str = ""
+    # Where the ACME tls-alpn-01 responder listens (HOST:PORT; port 443 of every name must reach it): off when unset
+    # (docs/acme.md). Only the processes that run it take tls-alpn-01 orders.
+    acme_tls_alpn_address: str | None = None
     # Webhook deliveries (docs/webhooks.md): tries before the dead letter, the retry backoff's base and cap (seconds,
     # full jitter), each send's time limit, and sends in flight per server and per receiver.
     webhook_max_attempts: int = Field(default=8, ge=1, le=100)
@@ -185,6 +189,11 @@ class Settings(BaseModel):
     @classmethod
     def _host_port_or_off(cls, value: str) -> str:
         return value if value == "off" else _check_host_port(value)
+
+    @field_validator("acme_tls_alpn_address")
+    @classmethod
+    def _optional_host_port(cls, value: str | None) -> str | None:
+        return value if not value else _check_host_port(value)
 
     @field_validator("database_url")
     @classmethod

@@ -47,7 +47,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -334,9 +334,12 @@ def _provision(url: str, root: str, audit_log: Path) -> str:
 
 
 @contextlib.contextmanager
-def openbao(storage: str, workdir: Path, *, bao: Path, postgres_admin_url: str | None = None
-            ) -> Iterator[OpenBaoServer]:
-    """A running, unsealed, provisioned OpenBao on ``storage`` ("raft" or "postgresql"); stopped on the way out."""
+def openbao(storage: str, workdir: Path, *, bao: Path, postgres_admin_url: str | None = None,
+            setup: Callable[[str, str], None] | None = None) -> Iterator[OpenBaoServer]:
+    """A running, unsealed, provisioned OpenBao on ``storage`` ("raft" or "postgresql"); stopped on the way out.
+
+    ``setup(url, root_token)``: more provisioning (another secrets engine, its own policy and token: bench/pki.py),
+    the only use of the root token outside this module."""
     if storage not in STORAGES:
         raise ValueError(f"storage must be one of {STORAGES}, not {storage!r}")
     workdir.mkdir(parents=True, exist_ok=True)
@@ -358,7 +361,10 @@ def openbao(storage: str, workdir: Path, *, bao: Path, postgres_admin_url: str |
         deadline = time.monotonic() + START_TIMEOUT
         proc = stack.enter_context(_process([str(bao), "server", f"-config={home / 'config.hcl'}"], log))
         try:
-            token = _provision(url, _bring_up(url, proc, deadline), audit_log)
+            root = _bring_up(url, proc, deadline)
+            token = _provision(url, root, audit_log)
+            if setup is not None:
+                setup(url, root)
         except (RuntimeError, OSError) as error:
             tail = log.read_text(errors="replace")[-3000:]
             raise RuntimeError(f"OpenBao ({storage}) did not start: {error}\n---- {log} (tail) ----\n{tail}") from None

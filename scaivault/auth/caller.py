@@ -28,6 +28,11 @@ class Caller:
         if not self.principal.has_scope(scope):
             raise InsufficientScope(f"This request needs the scope {scope}", required_scope=scope)
 
+    def require_any_scope(self, *scopes: str) -> None:
+        if not any(self.principal.has_scope(scope) for scope in scopes):
+            raise InsufficientScope(f"This request needs one of the scopes {', '.join(scopes)}",
+                                    required_scope=scopes[0], accepted_scopes=list(scopes))
+
     def require_tenant(self) -> str:
         if self.tenant_id is None:
             raise InvalidRequest("No tenant: use /v1/t/{tenant_id}/... or the X-Tenant-ID header")

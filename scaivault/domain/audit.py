@@ -20,6 +20,16 @@ ACTIONS = frozenset(
         "webhook_create", "webhook_read", "webhook_update", "webhook_delete", "webhook_test", "webhook_redeliver",
         "subscription_create", "subscription_read", "subscription_update", "subscription_delete",
         "subscription_poll", "subscription_ack",
+        "dns_provider_create", "dns_provider_read", "dns_provider_update", "dns_provider_delete",
+        "dns_provider_verify",
+        "pki_read", "pki_csr_submit", "pki_csr_approve", "pki_csr_reject", "pki_trust_anchor_create",
+        "pki_trust_anchor_delete",
+        "pki_ca_read", "pki_ca_import", "pki_crl_publish", "pki_role_create", "pki_role_read", "pki_role_update",
+        "pki_role_delete",
+        "secret_policy_create", "secret_policy_read", "secret_policy_update", "secret_policy_delete",
+        "secret_policy_preview",
+        "acme_account_create", "acme_account_read", "acme_account_delete", "acme_order_create", "acme_order_read",
+        "acme_order_cancel",
     }
 )
 IdentityType = Literal["user", "service_account", "group"]

@@ -211,6 +211,91 @@ class RotationPolicyExists(ScaiVaultError):
     default_message = "The tenant already has a rotation policy with that name"
 
 
+# PKI (spec reference/pki, reference/error-codes)
+class InvalidCsr(ScaiVaultError):
+    code = "invalid_csr"
+    default_message = "The certificate signing request could not be read or its signature did not verify"
+
+
+class InvalidCertificate(ScaiVaultError):
+    code = "invalid_certificate"
+    default_message = "The certificate could not be read or does not fit where it was given"
+
+
+class CaNotFound(ScaiVaultError):
+    code = "ca_not_found"
+    default_message = "No certificate authority with that id"
+
+
+class CertificateNotFound(ScaiVaultError):
+    code = "certificate_not_found"
+    default_message = "No certificate with that id"
+
+
+class CsrNotFound(ScaiVaultError):
+    code = "csr_not_found"
+    default_message = "No certificate signing request with that id"
+
+
+class TrustAnchorNotFound(ScaiVaultError):
+    code = "trust_anchor_not_found"
+    default_message = "No trust anchor with that id"
+
+
+class CsrNotPending(ScaiVaultError):
+    """Approving or rejecting a CSR request that was decided already."""
+
+    code = "csr_not_pending"
+    default_message = "The CSR request was approved or rejected already"
+
+
+class TrustAnchorExists(ScaiVaultError):
+    code = "trust_anchor_exists"
+    default_message = "The tenant already has a trust anchor with that name or certificate"
+
+
+class AcmeAccountNotFound(ScaiVaultError):
+    code = "acme_account_not_found"
+    default_message = "No ACME account with that id"
+
+
+class AcmeOrderNotFound(ScaiVaultError):
+    code = "acme_order_not_found"
+    default_message = "No ACME order with that id"
+
+
+class RoleNotFound(ScaiVaultError):
+    code = "role_not_found"
+    default_message = "No role with that name"
+
+
+class CaExists(ScaiVaultError):
+    code = "ca_exists"
+    default_message = "The tenant already has a certificate authority with that name"
+
+
+class RoleExists(ScaiVaultError):
+    code = "role_exists"
+    default_message = "The tenant already has a role with that name"
+
+
+class CaNotActive(ScaiVaultError):
+    """The CA cannot sign: revoked, expired, or an intermediate still waiting for its signed certificate."""
+
+    code = "ca_not_active"
+    default_message = "The certificate authority cannot sign certificates"
+
+
+class DnsProviderNotFound(ScaiVaultError):
+    code = "dns_provider_not_found"
+    default_message = "No DNS provider with that id"
+
+
+class DnsProviderExists(ScaiVaultError):
+    code = "dns_provider_exists"
+    default_message = "The tenant already has a DNS provider with that name"
+
+
 class RouteNotFound(ScaiVaultError):
     code = "not_found"
     default_message = "No such endpoint"

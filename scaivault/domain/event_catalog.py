@@ -20,6 +20,7 @@ from scaivault.domain.notifications import (
     names_subject,
     translates,
 )
+from scaivault.domain.pki import Certificate, CertificateAuthority
 from scaivault.domain.policies import Policy
 from scaivault.domain.secrets import Secret
 from scaivault.serialization import format_timestamp
@@ -285,15 +286,67 @@ def _expired(e: Secret.Expired, subject: Subject) -> Iterator[PublicEvent]:
                       **_secret_facets(subject))
 
 
+# ----------------------------------------------------------------------------------------------------- certificates
+declare_event_types("certificate.issued", "certificate.renewed", "certificate.revoked", "certificate.expiring")
+
+
+@names_subject(Certificate.Issued)
+def _certificate_subject(e: Certificate.Issued) -> Subject:
+    return Subject(tenant_id=e.tenant_id, partner_id=e.partner_id, name=e.certificate_id)
+
+
+@names_subject(CertificateAuthority.Created)
+def _ca_subject(e: CertificateAuthority.Created) -> Subject:
+    return Subject(tenant_id=e.tenant_id, partner_id=e.partner_id, name=e.ca_id)
+
+
+@translates(Certificate.Issued)
+def _certificate_issued(e: Certificate.Issued, subject: Subject) -> Iterator[PublicEvent]:
+    data: dict[str, Any] = {
+        "certificate_id": e.certificate_id, "serial_number": e.serial_number, "common_name": e.common_name,
+        "alt_names": list(e.dns_names), "ip_sans": list(e.ip_sans), "ca_id": e.ca_id, "role": e.role_name,
+        "not_before": iso(e.not_before), "not_after": iso(e.not_after), "source": e.source,
+        "issued_by": e.actor,
+    }
+    if e.renewal_of is not None:
+        yield PublicEvent("certificate.renewed", {**data, "renewal_of": e.renewal_of}, e.actor, e.at, e.request_id)
+    else:
+        yield PublicEvent("certificate.issued", data, e.actor, e.at, e.request_id)
+
+
+@translates(Certificate.Revoked)
+def _certificate_revoked(e: Certificate.Revoked, subject: Subject) -> Iterator[PublicEvent]:
+    data = {"certificate_id": subject.name, "reason": e.reason, "revoked_by": e.actor, "revoked_at": iso(e.at)}
+    yield PublicEvent("certificate.revoked", data, e.actor, e.at, e.request_id)
+
+
+@translates(CertificateAuthority.Revoked)
+def _ca_revoked(e: CertificateAuthority.Revoked, subject: Subject) -> Iterator[PublicEvent]:
+    """A CA's revocation revokes everything under it as one fact: one event names the CA (``ca_id``, no
+    ``certificate_id``) rather than one per certificate."""
+    data = {
+        "ca_id": subject.name, "certificate_authority": True, "reason": e.reason, "cascade_from": e.cascade_from,
+        "revoked_by": e.actor, "revoked_at": iso(e.at),
+    }
+    yield PublicEvent("certificate.revoked", data, e.actor, e.at, e.request_id)
+
+
+@translates(Certificate.ExpiryWarned)
+def _certificate_expiring(e: Certificate.ExpiryWarned, subject: Subject) -> Iterator[PublicEvent]:
+    remaining = e.expires_at - e.at
+    data = {
+        "certificate_id": subject.name, "expires_at": iso(e.expires_at),
+        "days_remaining": max(0, remaining.days), "seconds_remaining": max(0, int(remaining.total_seconds())),
+    }
+    yield PublicEvent("certificate.expiring", data, e.actor, e.at, None)
+
+
 # ------------------------------------------------------------------------------------------ areas not built yet
 # Types the spec names for areas that have no aggregates yet. They are declared so that webhooks and subscriptions
 # may ask for them (and for ``certificate.*``, ``lease.*``) today; each area adds its translators when it lands.
 # The spec describes lease grant and revocation events without naming them: ``lease.granted``/``lease.revoked`` are
 # ScaiVault's names for them.
 AWAITING_AREA: dict[str, tuple[str, ...]] = {
-    "certificates (PKI and ACME)": (
-        "certificate.issued", "certificate.renewed", "certificate.revoked", "certificate.expiring",
-    ),
     "dynamic secrets": ("lease.granted", "lease.revoked"),
 }
 declare_event_types(*(name for names in AWAITING_AREA.values() for name in names))

@@ -14,14 +14,18 @@ from scaivault.auth.authenticator import MAX_TOKEN_LENGTH
 from scaivault.bootstrap import BackgroundJob, Container
 from scaivault.egress import parse_allow_list
 from scaivault.http import secrets
+from scaivault.http.acme import AcmeApi
 from scaivault.http.audit import AuditApi
 from scaivault.http.audit_exports import AuditExportsApi
 from scaivault.http.auth import AuthApi
 from scaivault.http.context import Callers
+from scaivault.http.dns_providers import DnsProvidersApi
 from scaivault.http.health import HealthApi
 from scaivault.http.identity import IdentityManagementApi, IdentityReadsApi, IdentitySyncApi, ScaiKeyWebhookApi
 from scaivault.http.metrics import MetricsApi, start_internal_address
 from scaivault.http.middleware import FrontDoor
+from scaivault.http.pki import PkiApi
+from scaivault.http.pki_requests import PkiRequestsApi
 from scaivault.http.policies import PoliciesApi
 from scaivault.http.responses import MAX_BODY_BYTES
 from scaivault.http.rotation import RotationApi
@@ -72,6 +76,11 @@ def create_app(container: Container, *, internal_address: bool = False) -> web.A
         callers, container.webhook_commands, container.webhook_reader, container.webhook_deliveries
     ).add_routes(table)
     SecretPoliciesApi(callers, container.secret_policy_commands, container.secret_policy_reader).add_routes(table)
+    DnsProvidersApi(callers, container.dns_provider_commands, container.dns_provider_reader).add_routes(table)
+    PkiApi(callers, container.pki_commands, container.pki_reader, charges).add_routes(table)
+    AcmeApi(callers, container.acme_commands, container.acme_reader).add_routes(table)
+    PkiRequestsApi(callers, container.csr_request_commands, container.trust_anchor_commands,
+                   container.pki_request_reader).add_routes(table)
     SubscriptionsApi(
         callers, container.subscription_commands, container.subscription_reader, container.subscription_polls
     ).add_routes(table)

@@ -78,6 +78,12 @@ class Callers:
         who.require_scope(scope)
         return who
 
+    async def with_any_scope(self, request: web.Request, *scopes: str) -> Caller:
+        """The caller, who must hold one of ``scopes``."""
+        who = await self.caller(request)
+        who.require_any_scope(*scopes)
+        return who
+
     async def in_tenant(self, request: web.Request, scope: str) -> tuple[Caller, str]:
         """The caller, holding ``scope``, and the tenant it acts in (a request that resolves to none is refused)."""
         who = await self.with_scope(request, scope)

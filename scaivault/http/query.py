@@ -8,7 +8,7 @@ here take text strictly: a whole number is ASCII digits only (no sign, no ``_``,
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Annotated, TypeVar, cast
 
 import annotated_types
@@ -16,7 +16,8 @@ from aiohttp import web
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 from pydantic.fields import FieldInfo
 
-from scaivault.domain.errors import InvalidRequest
+from scaivault.domain.durations import parse_duration
+from scaivault.domain.errors import InvalidDuration, InvalidRequest
 from scaivault.domain.timestamps import parse_timestamp
 
 Q = TypeVar("Q", bound="QueryModel")
@@ -53,6 +54,17 @@ WholeNumber = Annotated[int, BeforeValidator(digits), Field(ge=1, le=MAX_INT32)]
 Limit = Annotated[int, BeforeValidator(digits), Field(ge=1, le=1000)]
 Flag = Annotated[bool, BeforeValidator(_flag)]
 Timestamp = Annotated[datetime, BeforeValidator(_timestamp)]
+
+
+def _within(raw: object) -> timedelta:
+    try:
+        return parse_duration(raw)
+    except InvalidDuration:
+        raise InvalidDuration(str(raw), field="expiring_within") from None
+
+
+# ``?expiring_within=30d``: what expires between now and then (a bad duration is 400 invalid_duration).
+ExpiringWithin = Annotated[timedelta, BeforeValidator(_within)]
 
 
 _DEFAULTS: dict[type[QueryModel], QueryModel] = {}

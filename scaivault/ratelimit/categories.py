@@ -48,9 +48,10 @@ class Limit:
 
 MINUTE = 60.0
 
-# The spec's 23 categories with their managed-service defaults, plus two of ours: ``unauthenticated``, failed
+# The spec's 23 categories with their managed-service defaults, plus three of ours: ``unauthenticated``, failed
 # authentication, charged per client IP (there is no identity to charge); ``secret_policy_preview``, previews of
-# secret policies, each of which may cost seconds of CPU (four RSA-4096 key pairs or bcrypt hashes of cost 14).
+# secret policies, each of which may cost seconds of CPU (four RSA-4096 key pairs or bcrypt hashes of cost 14);
+# ``pki_public``, what relying parties fetch without a token (CA certificates, CRLs, OCSP), per client IP.
 DEFAULT_LIMITS: dict[str, Limit] = {
     "secrets_read": Limit(1000, MINUTE),
     "secrets_write": Limit(100, MINUTE),
@@ -77,11 +78,13 @@ DEFAULT_LIMITS: dict[str, Limit] = {
     "auth": Limit(300, MINUTE),
     "unauthenticated": Limit(60, MINUTE),
     "secret_policy_preview": Limit(10, MINUTE),
+    "pki_public": Limit(6000, MINUTE),
 }
 
 UNAUTHENTICATED = "unauthenticated"
 SECRET_POLICY_PREVIEW = "secret_policy_preview"
-OWN_CATEGORIES = frozenset({UNAUTHENTICATED, SECRET_POLICY_PREVIEW})  # not in the spec's table
+PKI_PUBLIC = "pki_public"
+OWN_CATEGORIES = frozenset({UNAUTHENTICATED, SECRET_POLICY_PREVIEW, PKI_PUBLIC})  # not in the spec's table
 
 # A request of the key category also needs a non-empty bucket in each listed category, without taking from it: a
 # batch read is charged its returned reads afterwards (spec api-guides/batch-operations), which may leave the read
@@ -133,11 +136,23 @@ ROUTES: tuple[tuple[frozenset[str], str, str | None], ...] = (
     (ANY, "/v1/identity/**", "identity_read"),
     # Endpoints not served yet (PKI, ACME, webhooks, subscriptions, federation, dynamic secrets, leases): their rows
     # are here so adding the route is all it takes.
+    # What relying parties fetch without a token (CA certificates, CRLs, OCSP), charged per client IP: generous,
+    # since a fleet behind one NAT address checks revocation often, but bounded (each OCSP answer is a signature).
+    # ACME http-01 answers, fetched by CAs' validation servers without a token: the same per-address budget.
+    (READ, "/.well-known/acme-challenge/*", PKI_PUBLIC),
+    (READ, "/v1/pki/ca/*/certificate", PKI_PUBLIC),
+    (READ, "/v1/pki/ca/*/certificate/der", PKI_PUBLIC),
+    (READ, "/v1/pki/ca/*/crl", PKI_PUBLIC),
+    (READ, "/v1/pki/ca/*/crl/*", PKI_PUBLIC),
+    (ANY, "/v1/pki/ca/*/ocsp", PKI_PUBLIC),
+    (ANY, "/v1/pki/ca/*/ocsp/**", PKI_PUBLIC),
     (POST, "/v1/pki/issue/**", "pki_issue"),
     (POST, "/v1/pki/sign/**", "pki_issue"),
     (ANY, "/v1/pki/acme/**", "acme_order"),
     (ANY, "/v1/pki/**", "pki_admin"),
     (ANY, "/v1/acme/**", "acme_order"),
+    # DNS providers (ACME DNS-01) are PKI administration; a verify calls the provider, which is the cost to bound.
+    (ANY, "/v1/dns/**", "pki_admin"),
     (ANY, "/v1/webhooks/**", "webhooks"),
     (READ, "/v1/subscriptions/*/poll", "subscription_poll"),
     (ANY, "/v1/subscriptions/**", "subscriptions"),

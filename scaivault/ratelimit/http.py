@@ -79,6 +79,14 @@ class RequestCharges:
         if self._limiter.enabled:
             await self._charge(request, f"ip/{request[CLIENT_IP] or 'unknown'}", UNAUTHENTICATED)
 
+    async def charge_anonymous(self, request: web.Request) -> None:
+        """Charge a request that needs no token (a CA's certificate, CRLs, OCSP: what relying parties fetch) to its
+        client IP's bucket of the request's category."""
+        if self._limiter.enabled:
+            category = request_category(request)
+            if category is not None:
+                await self._charge(request, f"ip/{request[CLIENT_IP] or 'unknown'}", category)
+
     async def _charge(self, request: web.Request, identity: str, category: str) -> None:
         outcome = await self._limiter.charge(identity, category)
         if outcome is None:

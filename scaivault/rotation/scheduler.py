@@ -1,5 +1,6 @@
 """The rotation and expiry scheduler: an APScheduler interval job inside the server that scans the schedule read
-model for secrets whose next step may be due and runs each step as a command (``RotationCommands.step``).
+model for secrets whose next step may be due and runs each step as a command (``RotationCommands.step``), and as
+well the other areas' scheduled steps (``also``: the PKI's CRL re-signing, certificate renewals and expiry notices).
 
 The schedule only says *when to look*; whether a step is still needed is decided by the Secret aggregate under its
 stream lock, so any number of schedulers on one database give each step exactly once. The first scan runs at start:
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
@@ -21,20 +23,25 @@ log = logging.getLogger(__name__)
 SCAN_BATCH = 200
 
 
+Scan = Callable[..., Awaitable[int]]  # ``run_due(limit=...)``: steps taken, fewer than ``limit`` when done
+
+
 class RotationScheduler:
-    def __init__(self, commands: RotationCommands, *, interval_seconds: float) -> None:
-        self._commands = commands
+    def __init__(self, commands: RotationCommands, *, interval_seconds: float, also: Sequence[Scan] = ()) -> None:
+        self._scans: list[Scan] = [commands.run_due, *also]
         self._interval = interval_seconds
         self._scanning: asyncio.Task[object] | None = None
 
     async def scan(self) -> int:
         """Take every step due now, batch after batch; returns how many secrets changed."""
         changed = 0
-        while True:
-            batch = await self._commands.run_due(limit=SCAN_BATCH)
-            changed += batch
-            if batch < SCAN_BATCH:
-                return changed
+        for run_due in self._scans:
+            while True:
+                batch = await run_due(limit=SCAN_BATCH)
+                changed += batch
+                if batch < SCAN_BATCH:
+                    break
+        return changed
 
     async def run(self) -> None:
         """Scan now and then every interval until cancelled (one scan at a time; missed runs coalesce)."""

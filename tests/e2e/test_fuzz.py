@@ -73,13 +73,19 @@ SERVER_LOGGERS = ("scaivault.http", "aiohttp.server")
 ENVELOPE_FIELDS = frozenset({"code", "message", "details", "request_id"})
 WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
-# Events background jobs append on their own after an earlier request was accepted (an export's run, a sync's end).
+# Events background jobs append on their own after an earlier request was accepted (an export's run, a sync's end,
+# the scheduler's expiry and rotation steps: its scan every SCAIVAULT_SCHEDULER_INTERVAL warns of a secret the sweep
+# wrote with "expires_in": "1h", which failed a refused request whenever a sweep outlasted the interval).
 BACKGROUND_TOPICS = (
     "scaivault.domain.audit_exports:AuditExport.Started",
     "scaivault.domain.audit_exports:AuditExport.Completed",
     "scaivault.domain.audit_exports:AuditExport.Failed",
     "scaivault.domain.identities:IdentitySync.Completed",
     "scaivault.domain.identities:IdentitySync.Failed",
+    "scaivault.domain.secrets:Secret.ExpiryWarned",
+    "scaivault.domain.secrets:Secret.Expired",
+    "scaivault.domain.secrets:Secret.RotationDue",
+    "scaivault.domain.secrets:Secret.RotationOverdue",
 )
 
 

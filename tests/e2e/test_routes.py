@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from aiohttp.test_utils import TestClient
 
+from scaivault.domain.audit import ACTIONS
 from scaivault.http.app import ROUTE_ACTIONS
 from scaivault.http.routing import UNKNOWN_ACTION
 from scaivault.ratelimit.categories import Unmapped, category_of
@@ -29,3 +30,10 @@ def test_every_route_declares_its_audit_action(client: TestClient) -> None:
         if actions.get(route, UNKNOWN_ACTION) == UNKNOWN_ACTION
     ]
     assert undeclared == []
+
+
+def test_every_audited_action_can_be_filtered_on(client: TestClient) -> None:
+    """``GET /v1/audit/logs?action=`` accepts every action a route records (ACTIONS), else its entries can be seen
+    but not asked for."""
+    recorded = {action for action in client.app[ROUTE_ACTIONS].values() if isinstance(action, str)}
+    assert sorted(recorded - ACTIONS - {UNKNOWN_ACTION}) == []

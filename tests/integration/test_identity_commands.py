@@ -71,7 +71,9 @@ async def test_a_creation_waits_for_a_concurrent_one_of_the_same_address(command
 
         async def ours_waits() -> bool:
             assert not ours.done(), "the creation did not wait for the name lock"
-            waiting = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+            # This database's only: other runs and xdist workers take advisory locks of their own on the server.
+            waiting = """SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted
+                         AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"""
             return bool(await pool.fetchval(waiting))
 
         await eventually(ours_waits)

@@ -29,6 +29,7 @@ from scaivault.domain.notifications import (
     type_matches,
     valid_type_pattern,
 )
+from scaivault.domain.pki import Certificate, CertificateAuthority
 from scaivault.domain.policies import Policy
 from scaivault.domain.secrets import Secret
 
@@ -120,6 +121,15 @@ def sample(cls: type, **given: Any) -> Any:
 
 
 SECRET = Subject("tnt_a", "ptn_a", "app/db", version=3, secret_type="json", tags=("db",))
+CERTIFICATE = Subject("tnt_a", "ptn_a", name="cert_1")
+CA = Subject("tnt_a", "ptn_a", name="ca_1")
+_CERTIFICATE: dict[str, Any] = {
+    "certificate_id": "cert_1", "serial_number": "01:02", "common_name": "api.svc.local",
+    "dns_names": ["api.svc.local"], "ip_sans": [], "ca_id": "ca_1", "role_name": "svc", "not_before": AT,
+    "not_after": AT + timedelta(days=7), "source": "issue", "renewal_of": None,
+}
+CERTIFICATE_ISSUED = {"certificate_id", "serial_number", "common_name", "alt_names", "ip_sans", "ca_id", "role",
+                      "not_before", "not_after", "source", "issued_by"}
 POLICY = Subject("tnt_a", "ptn_a", name="pol_1")
 USER = Subject("tnt_a", None, name="usr_1")
 GROUP = Subject("tnt_a", None, name="grp_1")
@@ -192,6 +202,17 @@ CASES: list[tuple[str, Any, Subject, list[tuple[str, set[str]]]]] = [
      [("identity.group.member_added", {"group_id", "user_id", "source"})]),
     ("member removed", sample(Group.MemberRemoved), GROUP,
      [("identity.group.member_removed", {"group_id", "user_id", "source"})]),
+    ("certificate issued", sample(Certificate.Issued, **_CERTIFICATE), CERTIFICATE,
+     [("certificate.issued", CERTIFICATE_ISSUED)]),
+    ("certificate renewed", sample(Certificate.Issued, **{**_CERTIFICATE, "renewal_of": "cert_0"}), CERTIFICATE,
+     [("certificate.renewed", CERTIFICATE_ISSUED | {"renewal_of"})]),
+    ("certificate revoked", sample(Certificate.Revoked, reason="key_compromise"), CERTIFICATE,
+     [("certificate.revoked", {"certificate_id", "reason", "revoked_by", "revoked_at"})]),
+    ("CA revoked", sample(CertificateAuthority.Revoked, reason="retired", cascade_from=None), CA,
+     [("certificate.revoked", {"ca_id", "certificate_authority", "reason", "cascade_from", "revoked_by",
+                               "revoked_at"})]),
+    ("certificate expiring", sample(Certificate.ExpiryWarned, expires_at=AT + timedelta(days=6)), CERTIFICATE,
+     [("certificate.expiring", {"certificate_id", "expires_at", "days_remaining", "seconds_remaining"})]),
 ]
 
 
@@ -210,7 +231,7 @@ def test_each_translation_gives_its_types_with_their_payload_keys(
 def test_every_class_the_fan_out_reads_has_a_case() -> None:
     covered = {type(case[1]) for case in CASES}
     only_name_a_subject = {cls for cls in translated_classes() if cls not in covered}
-    assert only_name_a_subject == {Secret.Created}
+    assert only_name_a_subject == {Secret.Created, CertificateAuthority.Created}
     assert subject_named_by(sample(Secret.Created)) == Subject("tnt_a", "ptn_a", "app/db")
 
 

@@ -4,7 +4,7 @@ api-guides/batch-operations). Authorization, decryption and access notes happen 
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Annotated, TypeVar
 
 from aiohttp import web
@@ -13,13 +13,11 @@ from pydantic import BeforeValidator
 from projections.secrets.history import parse_as_of
 from projections.secrets.reader import BatchOptions, SecretReader
 from scaivault.auth.caller import Caller
-from scaivault.domain.durations import parse_duration
-from scaivault.domain.errors import InvalidDuration
 from scaivault.domain.paths import parse_prefix
 from scaivault.domain.secrets import SecretAddress
 from scaivault.http.context import Callers
 from scaivault.http.keys import ACCESS
-from scaivault.http.query import Flag, Limit, QueryModel, WholeNumber, parse_query
+from scaivault.http.query import ExpiringWithin, Flag, Limit, QueryModel, WholeNumber, parse_query
 from scaivault.http.responses import json_response, read_json_object
 from scaivault.http.schemas import BatchReadIn, parse_body
 from scaivault.http.secrets.addressing import address_of, owner_of
@@ -28,12 +26,6 @@ from scaivault.serialization import format_timestamp
 
 DEFAULT_LIST_LIMIT = 100
 
-
-def _within(raw: object) -> timedelta:
-    try:
-        return parse_duration(raw)
-    except InvalidDuration:
-        raise InvalidDuration(str(raw), field="expiring_within") from None
 
 AsOf = Annotated[datetime, BeforeValidator(lambda raw: parse_as_of(str(raw)))]
 
@@ -55,7 +47,7 @@ class ListQuery(QueryModel):
     cursor: str | None = None
     include_deleted: Flag = False
     # Secrets expiring within this duration from now (``30d``), expired ones included (the CLI's secrets expiring).
-    expiring_within: Annotated[timedelta, BeforeValidator(lambda raw: _within(raw))] | None = None
+    expiring_within: ExpiringWithin | None = None
 
 
 def _batch_options(body: BatchReadIn) -> BatchOptions:
