@@ -19,7 +19,8 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from commands.actor import Actor
-from commands.pki import issuing_tenant, managed_tenant
+from commands.pki import issuing_tenant
+from commands.policies import managed_tenant
 from commands.secrets import SecretCommands, WriteSecret
 from commands.unit_of_work import UnitOfWork, UnitOfWorkRunner, record_outcome
 from scaivault.acme.challenges import dns01_record
@@ -188,7 +189,7 @@ class AcmeCommands:
     ) -> AcmeAccount:
         """Register with the CA now (nothing is stored when it refuses: 400 ``invalid_config`` with its reason),
         then keep the account with its key sealed."""
-        tenant_id = managed_tenant(actor)
+        tenant_id = managed_tenant(actor, "the PKI")
         partner_id = (actor.caller.partner_id if actor.caller is not None else None) or ""
         name = clean_name(new.name)
         problems: list[dict[str, str]] = []
@@ -235,7 +236,7 @@ class AcmeCommands:
     async def deactivate_account(self, account_id: str, actor: Actor, access: AccessRecord | None = None) -> None:
         """Deactivate at the CA, then forget the key (its data key is destroyed in the same transaction as the
         event). A CA that cannot be reached leaves the account as it was (400 ``invalid_config``)."""
-        tenant_id = managed_tenant(actor)
+        tenant_id = managed_tenant(actor, "the PKI")
         account = await self._account(self._runner.pool, tenant_id, account_id)
         info = await self.account_info(account)
         try:

@@ -23,7 +23,7 @@ from typing import Any
 import asyncpg
 
 from commands.actor import Actor
-from commands.policies import PolicyAccess
+from commands.policies import managed_tenant
 from commands.ports import DnsProviderLookup
 from commands.unit_of_work import UnitOfWork, UnitOfWorkRunner, record_outcome
 from scaivault.audit.access_records import AccessRecord
@@ -41,7 +41,7 @@ from scaivault.domain.dns_providers import (
     dns_provider_stream_id,
     zones_of,
 )
-from scaivault.domain.errors import AccessDenied, DnsProviderExists, DnsProviderNotFound, ValidationFailed
+from scaivault.domain.errors import DnsProviderExists, DnsProviderNotFound, ValidationFailed
 from scaivault.domain.outcomes import Outcome
 from scaivault.egress import IPNetwork
 from scaivault.ids import new_id
@@ -78,15 +78,6 @@ class DnsProviderChanges:
     verify: bool = False
 
 
-def managed_tenant(actor: Actor) -> str:
-    """The tenant whose DNS providers the actor changes, if it may (``AccessDenied`` otherwise)."""
-    caller = actor.caller
-    if caller is None:
-        raise AccessDenied("DNS providers are changed on behalf of a caller")
-    tenant_id = caller.require_tenant()
-    if tenant_id not in PolicyAccess.of(caller).manageable:
-        raise AccessDenied("Changing DNS providers needs the tenant_admin or partner_admin role")
-    return tenant_id
 
 
 class DnsProviderCommands:
@@ -105,7 +96,7 @@ class DnsProviderCommands:
         self._clock = clock
 
     async def create(self, new: NewDnsProvider, actor: Actor, access: AccessRecord | None = None) -> DnsProvider:
-        tenant_id = managed_tenant(actor)
+        tenant_id = managed_tenant(actor, "DNS providers")
         partner_id = actor.caller.partner_id if actor.caller is not None else None
         provider_type = check_provider_type(new.provider_type)
         name = check_name(new.name)
@@ -137,7 +128,7 @@ class DnsProviderCommands:
     async def change(
         self, provider_id: str, changes: DnsProviderChanges, actor: Actor, access: AccessRecord | None = None
     ) -> DnsProvider:
-        tenant_id = managed_tenant(actor)
+        tenant_id = managed_tenant(actor, "DNS providers")
         current = await self._current(tenant_id, provider_id)
         provider_type = current.provider_type
         name = current.name if changes.name is UNSET else check_name(changes.name)
@@ -188,7 +179,7 @@ class DnsProviderCommands:
         return await self._unique(self._runner.run(work, access=access), name)
 
     async def delete(self, provider_id: str, actor: Actor, access: AccessRecord | None = None) -> None:
-        tenant_id = managed_tenant(actor)
+        tenant_id = managed_tenant(actor, "DNS providers")
 
         async def work(uow: UnitOfWork) -> None:
             provider = await self._load(uow, tenant_id, provider_id, access)
@@ -202,7 +193,7 @@ class DnsProviderCommands:
 
     async def verify(self, provider_id: str, actor: Actor, access: AccessRecord | None = None) -> list[str]:
         """Try the stored credentials now: the managed zones found, or ``InvalidConfig``. Nothing is stored."""
-        tenant_id = managed_tenant(actor)
+        tenant_id = managed_tenant(actor, "DNS providers")
         provider = await self._current(tenant_id, provider_id)
         if access is not None:
             access.extra["dns_provider_id"] = provider_id

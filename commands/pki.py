@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives import serialization
 
 from commands.actor import Actor
 from commands.group_commit import BatchScope, GroupCommit
-from commands.policies import PolicyAccess
+from commands.policies import managed_tenant
 from commands.ports import PkiLookup
 from commands.unit_of_work import UnitOfWork, UnitOfWorkRunner, record_outcome
 from scaivault.audit.access_records import AccessRecord
@@ -216,14 +216,6 @@ class PublicationUrls:
         return f"{self.base_url.rstrip('/')}/v1/pki/ca/{ca_id}/crl/{partition}"
 
 
-def managed_tenant(actor: Actor) -> str:
-    caller = actor.caller
-    if caller is None:
-        raise AccessDenied("PKI changes are made on behalf of a caller")
-    tenant_id = caller.require_tenant()
-    if tenant_id not in PolicyAccess.of(caller).manageable:
-        raise AccessDenied("Managing the PKI needs the tenant_admin or partner_admin role")
-    return tenant_id
 
 
 def issuing_tenant(actor: Actor) -> str:
@@ -311,7 +303,7 @@ class PkiCommands:
     # ---- certificate authorities ----------------------------------------------------------------------------------
 
     async def create_ca(self, new: NewCa, actor: Actor, access: AccessRecord | None = None) -> CertificateAuthority:
-        tenant_id = managed_tenant(actor)
+        tenant_id = managed_tenant(actor, "the PKI")
         partner_id = actor.caller.partner_id if actor.caller is not None else None
         name = _check_common_name(new.name, "name")
         common_name = _check_common_name(new.common_name)
@@ -392,7 +384,7 @@ class PkiCommands:
         access: AccessRecord | None = None,
     ) -> CertificateAuthority:
         """The certificate an external root signed for an intermediate created with ``signed_externally``."""
-        tenant_id = managed_tenant(actor)
+        tenant_id = managed_tenant(actor, "the PKI")
         try:
             certificate = x509_builder.load_certificate(certificate_pem)
             chain = x509_builder.load_certificate_chain(chain_pem) if chain_pem else []
@@ -425,7 +417,7 @@ class PkiCommands:
     ) -> int:
         """Revoke the CA and, with it, every certificate and CA below it. Returns how many certificates that
         revoked. The parent's CRL lists the CA's own certificate."""
-        tenant_id = managed_tenant(actor)
+        tenant_id = managed_tenant(actor, "the PKI")
         note = (reason or "").strip()[:512] or "unspecified"
 
         async def work(uow: UnitOfWork) -> int:
@@ -470,7 +462,7 @@ class PkiCommands:
 
     async def publish_crl(self, ca_id: str, actor: Actor, access: AccessRecord | None = None) -> PublishedCrl:
         """Sign the CA's complete CRL now, and every partition it has published, with fresh dates."""
-        tenant_id = managed_tenant(actor)
+        tenant_id = managed_tenant(actor, "the PKI")
 
         async def work(uow: UnitOfWork) -> PublishedCrl:
             ca = await self._load_ca(uow, tenant_id, ca_id)
@@ -504,7 +496,7 @@ class PkiCommands:
         self, name: object, ca_id: object, settings: Mapping[str, Any], actor: Actor,
         access: AccessRecord | None = None,
     ) -> PkiRole:
-        tenant_id = managed_tenant(actor)
+        tenant_id = managed_tenant(actor, "the PKI")
         partner_id = actor.caller.partner_id if actor.caller is not None else None
         role_name = check_role_name(name)
         if not isinstance(ca_id, str) or not ca_id:
@@ -532,7 +524,7 @@ class PkiCommands:
         self, name: str, ca_id: str | None, settings: Mapping[str, Any], actor: Actor,
         access: AccessRecord | None = None,
     ) -> PkiRole:
-        tenant_id = managed_tenant(actor)
+        tenant_id = managed_tenant(actor, "the PKI")
 
         async def work(uow: UnitOfWork) -> PkiRole:
             role = await self._load_role(uow, tenant_id, name)
@@ -550,7 +542,7 @@ class PkiCommands:
 
     async def delete_role(self, name: str, actor: Actor, access: AccessRecord | None = None) -> None:
         """Certificates issued under the role stay valid: revoke them if they should not."""
-        tenant_id = managed_tenant(actor)
+        tenant_id = managed_tenant(actor, "the PKI")
 
         async def work(uow: UnitOfWork) -> None:
             role = await self._load_role(uow, tenant_id, name)
@@ -732,7 +724,7 @@ class PkiCommands:
     ) -> bool:
         """Revoke one certificate and re-sign the CRLs that list it (its partition's and the CA's complete one).
         False when it was revoked already (nothing changes)."""
-        tenant_id = managed_tenant(actor)
+        tenant_id = managed_tenant(actor, "the PKI")
         code = reason or "unspecified"
         if code not in REVOCATION_REASONS:
             raise field_error("reason", f"one of {', '.join(REVOCATION_REASONS)}")

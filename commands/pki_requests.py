@@ -17,7 +17,8 @@ from datetime import datetime
 from cryptography import x509
 
 from commands.actor import Actor
-from commands.pki import IssuedCertificate, LeafRequest, PkiCommands, issuing_tenant, managed_tenant
+from commands.pki import IssuedCertificate, LeafRequest, PkiCommands, issuing_tenant
+from commands.policies import managed_tenant
 from commands.ports import PkiRequestLookup
 from commands.unit_of_work import UnitOfWork, UnitOfWorkRunner, record_outcome
 from scaivault.audit.access_records import AccessRecord
@@ -150,7 +151,7 @@ class CsrRequestCommands:
     ) -> IssuedCertificate:
         """Sign the request's CSR under its role (checked again, as the role is now) and record the approval with
         the certificate, in one transaction. ``ttl`` replaces the lifetime the request asked for."""
-        tenant_id = managed_tenant(actor)
+        tenant_id = managed_tenant(actor, "the PKI")
         # Refused before the signing work when it can be told now; checked again under the stream's lock.
         request = await self._visible(tenant_id, csr_id)
         request.check_can_approve(actor.identity_id)
@@ -175,7 +176,7 @@ class CsrRequestCommands:
     async def reject(
         self, csr_id: str, reason: object, actor: Actor, access: AccessRecord | None = None
     ) -> CsrRequest:
-        tenant_id = managed_tenant(actor)
+        tenant_id = managed_tenant(actor, "the PKI")
         why = check_reason(reason)
 
         async def work(uow: UnitOfWork) -> CsrRequest:
@@ -222,7 +223,7 @@ class TrustAnchorCommands:
         self._clock = clock
 
     async def add(self, new: NewTrustAnchor, actor: Actor, access: AccessRecord | None = None) -> TrustAnchor:
-        tenant_id = managed_tenant(actor)
+        tenant_id = managed_tenant(actor, "the PKI")
         name = check_anchor_name(new.name)
         description = check_note(new.description, "description")
         read = read_anchor_certificate(new.certificate_pem)
@@ -253,7 +254,7 @@ class TrustAnchorCommands:
         return await self._runner.run(work, access=access)
 
     async def remove(self, anchor_id: str, actor: Actor, access: AccessRecord | None = None) -> None:
-        tenant_id = managed_tenant(actor)
+        tenant_id = managed_tenant(actor, "the PKI")
 
         async def work(uow: UnitOfWork) -> None:
             stream = await self._lookup.trust_anchor_stream(uow.conn, tenant_id, anchor_id)

@@ -214,3 +214,16 @@ class PolicyCommands:
         owner, result = await self._runner.run(work, access=access)
         self._on_change(owner)
         return result
+
+
+def managed_tenant(actor: Actor, what: str) -> str:
+    """The tenant whose ``what`` (secret policies, DNS providers, the PKI) the actor changes, if it may: a caller with
+    an admin role for it (``AccessDenied`` otherwise). Such settings decide what others' requests get, so changing
+    them is an administrator's, as changing access policies is."""
+    caller = actor.caller
+    if caller is None:
+        raise AccessDenied(f"Changes to {what} are made on behalf of a caller")
+    tenant_id = caller.require_tenant()
+    if tenant_id not in PolicyAccess.of(caller).manageable:
+        raise AccessDenied(f"Changing {what} needs the tenant_admin or partner_admin role")
+    return tenant_id

@@ -16,12 +16,12 @@ from typing import Any
 import asyncpg
 
 from commands.actor import Actor
-from commands.policies import PolicyAccess
+from commands.policies import managed_tenant
 from commands.ports import SecretPolicyLookup
 from commands.unit_of_work import UnitOfWork, UnitOfWorkRunner, record_outcome
 from scaivault.audit.access_records import AccessRecord
 from scaivault.clock import utcnow
-from scaivault.domain.errors import AccessDenied, SecretPolicyNotFound, ValidationFailed
+from scaivault.domain.errors import SecretPolicyNotFound, ValidationFailed
 from scaivault.domain.generators import violations
 from scaivault.domain.outcomes import Outcome
 from scaivault.domain.secret_policies import SecretPolicy, SecretPolicyUsers, secret_policy_stream_id
@@ -50,15 +50,6 @@ class SecretPolicyChanges:
     is_active: Any = UNSET
 
 
-def managed_tenant(actor: Actor) -> str:
-    """The tenant whose secret policies the actor changes, if it may (``AccessDenied`` otherwise)."""
-    caller = actor.caller
-    if caller is None:
-        raise AccessDenied("Secret policies are changed on behalf of a caller")
-    tenant_id = caller.require_tenant()
-    if tenant_id not in PolicyAccess.of(caller).manageable:
-        raise AccessDenied("Changing secret policies needs the tenant_admin or partner_admin role")
-    return tenant_id
 
 
 async def enforce_secret_policy(
@@ -101,7 +92,7 @@ class SecretPolicyCommands:
         self._clock = clock
 
     async def create(self, new: NewSecretPolicy, actor: Actor, access: AccessRecord | None = None) -> SecretPolicy:
-        tenant_id = managed_tenant(actor)
+        tenant_id = managed_tenant(actor, "secret policies")
         policy_id = new_id("sp_")
         partner_id = actor.caller.partner_id if actor.caller is not None else None
 
@@ -120,7 +111,7 @@ class SecretPolicyCommands:
     async def change(
         self, policy_id: str, changes: SecretPolicyChanges, actor: Actor, access: AccessRecord | None = None
     ) -> SecretPolicy:
-        tenant_id = managed_tenant(actor)
+        tenant_id = managed_tenant(actor, "secret policies")
 
         async def work(uow: UnitOfWork) -> SecretPolicy:
             policy = await self._load(uow, tenant_id, policy_id)
@@ -143,7 +134,7 @@ class SecretPolicyCommands:
         self, policy_id: str, *, force: bool, actor: Actor, access: AccessRecord | None = None
     ) -> SecretPolicyUsers:
         """Delete the policy; returns what still used it (anything only with ``force``)."""
-        tenant_id = managed_tenant(actor)
+        tenant_id = managed_tenant(actor, "secret policies")
 
         async def work(uow: UnitOfWork) -> SecretPolicyUsers:
             policy = await self._load(uow, tenant_id, policy_id)
