@@ -167,9 +167,12 @@ class AcmeCommands:
     def __init__(
         self, runner: UnitOfWorkRunner, keyring: KeyRing, client: AcmeClient, secrets: SecretCommands,
         lookup: AcmeLookup, dns: DnsProviders, *, clock: Callable[[], datetime] = utcnow,
-        on_order: Callable[[], None] | None = None,
+        on_order: Callable[[], None] | None = None, own_hosts: frozenset[str] = frozenset(),
     ) -> None:
-        """``on_order``: called after an order is committed (wakes this process's worker)."""
+        """``on_order``: called after an order is committed (wakes this process's worker). ``own_hosts``: this
+        server's own host names, for which no http-01 or tls-alpn-01 order is taken (this server answers those
+        challenges itself, so any tenant could otherwise obtain a certificate for the server's own name)."""
+        self._own_hosts = frozenset(host.lower() for host in own_hosts)
         self._runner = runner
         self._keyring = keyring
         self._client = client
@@ -278,7 +281,10 @@ class AcmeCommands:
     # ---- orders ---------------------------------------------------------------------------------------------------
 
     async def request_order(self, new: NewOrder, actor: Actor, access: AccessRecord | None = None) -> AcmeOrder:
-        tenant_id = issuing_tenant(actor)
+        """A publicly trusted certificate for names the tenant controls: ordering one is a tenant administrator's
+        (no PKI role bounds ACME names: the CA's validation does), and writing its result to ``secret_path`` needs
+        the caller's ``write`` permission there, as any secret write does."""
+        tenant_id = managed_tenant(actor, "ACME orders")
         partner_id = (actor.caller.partner_id if actor.caller is not None else None) or ""
         names = list(check_names([new.common_name, *new.alt_names]))
         if new.challenge_type not in CHALLENGE_TYPES:
@@ -291,7 +297,12 @@ class AcmeCommands:
             raise field_error("renew_before", "a duration such as 30d or 12h") from None
         if renew_before <= timedelta(0):
             raise field_error("renew_before", "a positive duration")
+        if new.challenge_type != "dns-01" and self._own_hosts.intersection(names):
+            raise field_error("common_name", "this server's own host name is not ordered through http-01 or "
+                                             "tls-alpn-01 (it answers those challenges itself)")
         path = parse_path(new.secret_path if new.secret_path is not None else default_secret_path(names[0]))
+        await self._secrets.authorize(actor, SecretAddress(
+            owner=tenant_id, partner_id=partner_id, tenant_id=tenant_id, path=path), "write")
         await self._account(self._runner.pool, tenant_id, new.account_id)
         dns_provider_id = await self._dns_provider(tenant_id, names, new) if new.challenge_type == "dns-01" else None
         key_pem: str | None = None

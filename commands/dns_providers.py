@@ -138,6 +138,14 @@ class DnsProviderCommands:
             changes.managed_zones)
         new_credentials = None if changes.credentials is UNSET else check_credentials(
             provider_type, changes.credentials, self._http_allowed)
+        moved = sorted(key for key in set(config) | set(current.config)
+                       if key.endswith(("_url", "_endpoint")) and config.get(key) != current.config.get(key))
+        if moved and new_credentials is None:
+            # Stored credentials go only where they were given for: pointing them at another endpoint (where
+            # whoever runs it would receive them) takes giving them again.
+            raise ValidationFailed(fields=[{
+                "field": "credentials", "message": f"required when {moved[0]} changes",
+            }])
         verified_key = None
         if changes.verify:
             credentials = new_credentials

@@ -262,6 +262,8 @@ def _requested_names(request: LeafRequest) -> tuple[str | None, list[str], list[
 def _check_names(settings: Mapping[str, Any], common_name: str | None, dns_names: list[str], ips: list[str]) -> None:
     if settings["require_cn"] and not common_name:
         raise field_error("common_name", "the role requires a common name")
+    if not common_name and not dns_names and not ips:
+        raise field_error("alt_names", "a certificate must name something: a common name, alt_names or ip_sans")
     problems = name_violations(
         name_rules(settings), common_name=common_name, dns_names=dns_names, ip_addresses=ips
     )
@@ -269,10 +271,19 @@ def _check_names(settings: Mapping[str, Any], common_name: str | None, dns_names
         raise ValidationFailed("The role does not allow these names", fields=problems)
 
 
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
 def _leaf_names(common_name: str | None, dns_names: list[str]) -> list[str]:
     """The SANs of a leaf: the requested names, with a hostname CN among them (clients ignore the CN)."""
     names = list(dns_names)
-    if common_name and "." in common_name and " " not in common_name and common_name.lower() not in names:
+    if common_name and "." in common_name and " " not in common_name and "@" not in common_name \
+            and not _is_ip(common_name) and common_name.lower() not in names:
         names.insert(0, common_name.lower())
     return names
 
@@ -346,11 +357,14 @@ class PkiCommands:
                     raise field_error("validity_days", "an intermediate cannot outlive its parent "
                                                        f"(valid until {parent.not_after.isoformat()})")
                 parent_key = await self._ca_key(uow.conn, parent)
-                certificate = x509_builder.sign_intermediate(
-                    x509_builder.load_certificate(parent.certificate_pem), parent_key, key.public_key(),
-                    common_name=common_name, not_before=at, not_after=at + validity,
-                    publication=self._urls.for_ca(parent.ca_id),
-                )
+                try:
+                    certificate = x509_builder.sign_intermediate(
+                        x509_builder.load_certificate(parent.certificate_pem), parent_key, key.public_key(),
+                        common_name=common_name, not_before=at, not_after=at + validity,
+                        publication=self._urls.for_ca(parent.ca_id),
+                    )
+                except x509_builder.InvalidProfile as exc:  # e.g. a parent whose path length allows no CA
+                    raise ValidationFailed(str(exc)[:200]) from None
                 chain = [parent.certificate_pem, *parent.chain_pems]
             else:
                 csr_pem = x509_builder.build_ca_csr(key, common_name=common_name).public_bytes(
@@ -650,9 +664,12 @@ class PkiCommands:
             not_before=not_before, not_after=not_after,
         )
         ca_certificate = x509_builder.load_certificate(ca["certificate_pem"])
-        certificate = x509_builder.sign_leaf(
-            ca_certificate, ca_key, public_key, profile, publication=self._urls.for_ca(ca["ca_id"], partition)
-        )
+        try:
+            certificate = x509_builder.sign_leaf(
+                ca_certificate, ca_key, public_key, profile, publication=self._urls.for_ca(ca["ca_id"], partition)
+            )
+        except x509_builder.InvalidProfile as exc:  # what the role checks let through but X.509 cannot hold
+            raise ValidationFailed(str(exc)[:200]) from None
         warn_at, renew_at = self._schedule(settings, at, not_after)
         prepared = PreparedIssue(
             tenant_id=tenant_id, partner_id=partner_id, actor=actor, access=access, role_name=role_name,
@@ -812,6 +829,9 @@ class PkiCommands:
             _check_names(settings, certificate.common_name, list(certificate.dns_names), list(certificate.ip_sans))
             old = x509_builder.load_certificate(certificate.certificate_pem)
             spec = key_spec_of(old.public_key())
+            refused = key_allowed(settings, spec.key_type, spec.key_bits)
+            if refused:  # the role was tightened since: the old key is not certified again
+                raise ValidationFailed(refused)
             issued = await self._certify(
                 certificate.owner, actor, None, certificate.role_name, role, ca, old.public_key(), spec,
                 certificate.common_name, list(certificate.dns_names), list(certificate.ip_sans), lifetime,

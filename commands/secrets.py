@@ -92,7 +92,7 @@ class SecretCommands:
 
     async def write(self, cmd: WriteSecret, actor: Actor, access: AccessRecord | None = None) -> tuple[Secret, bool]:
         """Write a new version; returns the secret and whether this write created it."""
-        await self._authorize(actor, cmd.address, "write")
+        await self.authorize(actor, cmd.address, "write")
         may_lower_cap = await self._may_destroy_history(actor, cmd.address, cmd.max_versions)
 
         async def work(uow: UnitOfWork) -> tuple[Secret, bool]:
@@ -155,7 +155,7 @@ class SecretCommands:
     async def update_metadata(
         self, cmd: UpdateSecretMetadata, actor: Actor, access: AccessRecord | None = None
     ) -> Secret:
-        await self._authorize(actor, cmd.address, "write")
+        await self.authorize(actor, cmd.address, "write")
         may_lower_cap = await self._may_destroy_history(actor, cmd.address, cmd.max_versions)
 
         async def work(uow: UnitOfWork) -> Secret:
@@ -185,7 +185,7 @@ class SecretCommands:
         return await self._runner.run(work, access=access)
 
     async def delete(self, address: SecretAddress, actor: Actor, access: AccessRecord | None = None) -> Secret:
-        await self._authorize(actor, address, "delete")
+        await self.authorize(actor, address, "delete")
 
         async def work(uow: UnitOfWork) -> Secret:
             secret = await self._existing(uow, address)
@@ -198,7 +198,7 @@ class SecretCommands:
         return await self._runner.run(work, access=access)
 
     async def restore(self, address: SecretAddress, actor: Actor, access: AccessRecord | None = None) -> Secret:
-        await self._authorize(actor, address, "delete")
+        await self.authorize(actor, address, "delete")
 
         async def work(uow: UnitOfWork) -> Secret:
             secret = await self._existing(uow, address)
@@ -211,7 +211,7 @@ class SecretCommands:
     async def destroy_version(
         self, address: SecretAddress, version: int, actor: Actor, access: AccessRecord | None = None
     ) -> Secret:
-        await self._authorize(actor, address, "delete")
+        await self.authorize(actor, address, "delete")
 
         async def work(uow: UnitOfWork) -> Secret:
             secret = await self._existing(uow, address)
@@ -223,7 +223,7 @@ class SecretCommands:
 
     async def destroy(self, address: SecretAddress, actor: Actor, access: AccessRecord | None = None) -> list[int]:
         """Permanently delete every version; returns the version numbers destroyed."""
-        await self._authorize(actor, address, "delete")
+        await self.authorize(actor, address, "delete")
 
         async def work(uow: UnitOfWork) -> list[int]:
             secret = await self._existing(uow, address)
@@ -251,7 +251,7 @@ class SecretCommands:
             purged += await self._runner.run(work)
         return purged
 
-    async def _authorize(self, actor: Actor, address: SecretAddress, permission: str) -> None:
+    async def authorize(self, actor: Actor, address: SecretAddress, permission: str) -> None:
         """The caller's policies must allow ``permission`` on the path (checked before anything is looked up, so a
         denied caller learns nothing about it); partner secrets change only by partner admins."""
         if actor.caller is None:

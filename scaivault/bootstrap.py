@@ -9,6 +9,7 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 import asyncpg
@@ -479,7 +480,10 @@ async def build_container(
         dns_providers = DnsProviderService(pool, keyring, allow=egress_allow)
         acme_client = AcmeClient(egress_allow)
         acme_lookup = PostgresAcmeLookup()
-        acme_commands = AcmeCommands(runner, keyring, acme_client, secret_commands, acme_lookup, dns_providers)
+        acme_commands = AcmeCommands(
+            runner, keyring, acme_client, secret_commands, acme_lookup, dns_providers,
+            own_hosts=frozenset({urlsplit(settings.public_url).hostname or ""}) - {""},
+        )
         tls_alpn = None
         if settings.acme_tls_alpn_address:
             alpn_host, _, alpn_port = settings.acme_tls_alpn_address.rpartition(":")

@@ -168,7 +168,7 @@ async def test_http01_order_end_to_end(client: TestClient, container: Container,
     admin = pki_admin(container)
     account = await register(client, admin, pebble)
     issuer = pki_issuer(container)
-    created = await order(client, issuer, account["id"], "www.acme.test", alt_names=["api.acme.test"],
+    created = await order(client, admin, account["id"], "www.acme.test", alt_names=["api.acme.test"],
                           challenge_type="http-01", key_type="rsa")
     assert created["id"].startswith("acmeo_") and created["status"] == "pending"
     assert created["secret_path"] == "certificates/www_acme_test" and created["auto_renew"] is True
@@ -211,7 +211,7 @@ async def test_order_errors_scopes_and_isolation(client: TestClient, container: 
     account = await register(client, admin, pebble)
     issuer = pki_issuer(container)
 
-    async def refused(body: dict[str, Any], status: int, code: str, headers: dict[str, str] = issuer) -> list[str]:
+    async def refused(body: dict[str, Any], status: int, code: str, headers: dict[str, str] = admin) -> list[str]:
         response = await client.post(ORDERS, json={"account_id": account["id"], **body}, headers=headers)
         return fields_of(await error_of(response, status, code))
 
@@ -235,7 +235,9 @@ async def test_order_errors_scopes_and_isolation(client: TestClient, container: 
     other = pki_admin(container, tenant=OTHER_TENANT)
     await refused({"common_name": "a.acme.test", "challenge_type": "http-01"}, 404, "acme_account_not_found", other)
 
-    created = await order(client, issuer, account["id"], "c.acme.test", challenge_type="http-01")
+    # Ordering a publicly trusted certificate (and writing it to a secret) is a tenant administrator's.
+    await refused({"common_name": "a.acme.test", "challenge_type": "http-01"}, 403, "access_denied", issuer)
+    created = await order(client, admin, account["id"], "c.acme.test", challenge_type="http-01")
     await error_of(await client.get(f"{ORDERS}/{created['id']}", headers=other), 404, "acme_order_not_found")
     await error_of(await client.post(f"{ORDERS}/{created['id']}/cancel", headers=other), 404, "acme_order_not_found")
     await error_of(await client.get(f"{ORDERS}/acmeo_missing", headers=issuer), 404, "acme_order_not_found")

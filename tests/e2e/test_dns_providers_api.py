@@ -420,3 +420,22 @@ async def test_replacing_and_deleting_destroy_the_data_keys(client: TestClient, 
     assert not await key_exists(first) and await key_exists(second)
     assert (await client.delete(f"{BASE}/{provider['id']}", headers=headers)).status == 204
     assert not await key_exists(second)
+
+
+async def test_stored_credentials_are_never_sent_to_a_new_endpoint(
+    client: TestClient, container: Container, cloudflare: StandIn
+) -> None:
+    """Pointing a provider at another API endpoint takes giving its credentials again: otherwise whoever may change
+    the config could send the stored token to a server of their own (``verify`` or the next order would)."""
+    headers = admin(container)
+    created = await create(client, container, cloudflare_body(cloudflare))
+    moved = {"config": {"api_base_url": "https://attacker.example/client/v4"}, "verify": True}
+    response = await client.patch(f"{BASE}/{created['id']}", json=moved, headers=headers)
+    error = await error_document(response)
+    assert (response.status, error["code"]) == (422, "validation_error"), error
+    assert error["details"]["fields"][0]["field"] == "credentials"
+    unchanged = await client.get(f"{BASE}/{created['id']}", headers=headers)
+    assert (await unchanged.json())["config"] == created["config"]
+    with_token = {**moved, "verify": False, "credentials": {"api_token": "a-new-token-0123456789"}}
+    response = await client.patch(f"{BASE}/{created['id']}", json=with_token, headers=headers)
+    assert response.status == 200, await response.json()

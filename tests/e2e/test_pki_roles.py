@@ -19,6 +19,7 @@ from scaivault.bootstrap import Container
 from scaivault.domain.durations import format_duration, parse_duration
 from scaivault.domain.pki_roles import DEFAULTS
 from tests.e2e.pki_helpers import (
+    build_hierarchy,
     create_ca,
     create_role,
     error_of,
@@ -361,3 +362,12 @@ async def test_unusable_csrs(client: TestClient, container: Container, damage: s
     response = await client.post("/v1/pki/sign/svc", json={"csr_pem": csr_pem}, headers=pki_issuer(container))
     await error_of(response, 400, "invalid_csr")
     assert await event_count(container) == before
+
+
+async def test_a_certificate_naming_nothing_is_refused_not_a_500(client: TestClient, container: Container) -> None:
+    headers = pki_admin(container)
+    _, intermediate = await build_hierarchy(client, headers)
+    await create_role(client, headers, "no-cn", intermediate["id"], allowed_domains=["*.svc.cluster.local"],
+                      require_cn=False)
+    response = await client.post("/v1/pki/issue/no-cn", json={}, headers=headers)
+    assert fields_of(await error_of(response, 422, "validation_error")) == ["alt_names"]
