@@ -755,6 +755,8 @@ class PkiCommands:
             ca = None
             if certificate.ca_id is not None:
                 ca = await uow.get(ca_stream_id(certificate.ca_id))  # revocations of one CA take turns
+            if ca is not None and ca.status == REVOKED:
+                return False  # revoked with its CA already (ca_compromise), which its own revocation must not blur
             if not certificate.revoke(reason=code, at=at, actor=actor.identity_id, request_id=actor.request_id):
                 return False
             uow.add(certificate)

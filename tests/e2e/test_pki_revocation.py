@@ -372,3 +372,18 @@ async def test_revoking_a_root_revokes_everything_under_it(client: TestClient, c
     assert (await get(client, f"/v1/pki/ca/{unrelated['root']['id']}", admin))["is_active"] is True
     listed = await get(client, "/v1/pki/certificates", admin)
     assert [c["id"] for c in listed["certificates"]] == [survivor["id"]]
+
+
+async def test_revoking_a_certificate_its_ca_revoked_already_changes_nothing(
+    client: TestClient, container: Container
+) -> None:
+    headers = pki_admin(container)
+    ca = await create_ca(client, headers, "lone", key_type="ec")
+    await create_role(client, headers, "svc", ca["id"], allowed_domains=["*.svc.local"])
+    issued = await post(client, "/v1/pki/issue/svc", headers, {"common_name": "a.svc.local"}, status=200)
+    await post(client, f"/v1/pki/ca/{ca['id']}/revoke", headers, {"reason": "retired"}, status=200)
+    before = await event_count(container)
+    again = await post(client, f"/v1/pki/certificates/{issued['id']}/revoke", headers, {"reason": "superseded"},
+                       status=200)
+    assert again["status"] == "revoked" and again["revocation_reason"] == "ca_compromise"
+    assert await event_count(container) == before
