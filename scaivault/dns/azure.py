@@ -14,7 +14,7 @@ from typing import Any
 from urllib.parse import quote, urlsplit
 
 from scaivault.dns.http import GuardedHttp
-from scaivault.dns.port import DnsProviderError, fqdn_of, zone_containing
+from scaivault.dns.port import DnsProviderError, WholeRecordSetRecords, fqdn_of, zone_containing
 from scaivault.egress import IPNetwork
 
 API_BASE_URL = "https://management.azure.com"
@@ -25,7 +25,7 @@ MAX_PAGES = 100
 ATTEMPTS = 3
 
 
-class AzureRecords:
+class AzureRecords(WholeRecordSetRecords):
     def __init__(
         self, *, subscription_id: str, resource_group: str, tenant_id: str, client_id: str, client_secret: str,
         api_base_url: str | None = None, login_base_url: str | None = None, allow: Sequence[IPNetwork] = (),
@@ -115,14 +115,6 @@ class AzureRecords:
             if status != 412:
                 return
         raise DnsProviderError("Azure DNS: the TXT record set kept changing concurrently")
-
-    async def set_txt(self, fqdn: str, value: str, *, ttl: int = 60) -> None:
-        async with self._lock:
-            await self._change(fqdn, value, ttl, adding=True)
-
-    async def remove_txt(self, fqdn: str, value: str) -> None:
-        async with self._lock:
-            await self._change(fqdn, value, None, adding=False)
 
     async def aclose(self) -> None:
         await self._http.aclose()

@@ -20,7 +20,7 @@ from urllib.parse import quote
 import jwt
 
 from scaivault.dns.http import GuardedHttp
-from scaivault.dns.port import DnsProviderError, fqdn_of, quoted, unquoted, zone_containing
+from scaivault.dns.port import DnsProviderError, WholeRecordSetRecords, fqdn_of, quoted, unquoted, zone_containing
 from scaivault.egress import IPNetwork
 
 API_BASE_URL = "https://dns.googleapis.com/dns/v1"
@@ -30,7 +30,7 @@ MAX_PAGES = 100
 ATTEMPTS = 3
 
 
-class GoogleRecords:
+class GoogleRecords(WholeRecordSetRecords):
     def __init__(
         self, *, project_id: str, service_account_json: str, api_base_url: str | None = None,
         token_url: str | None = None, allow: Sequence[IPNetwork] = (),
@@ -119,14 +119,6 @@ class GoogleRecords:
             if status == 200:
                 return
         raise DnsProviderError("Google Cloud DNS: the TXT record set kept changing concurrently")
-
-    async def set_txt(self, fqdn: str, value: str, *, ttl: int = 60) -> None:
-        async with self._lock:
-            await self._change(fqdn, value, ttl, adding=True)
-
-    async def remove_txt(self, fqdn: str, value: str) -> None:
-        async with self._lock:
-            await self._change(fqdn, value, None, adding=False)
 
     async def aclose(self) -> None:
         await self._http.aclose()

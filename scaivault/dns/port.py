@@ -8,6 +8,8 @@ there (cleanup after a failed order must be safe to repeat).
 
 from __future__ import annotations
 
+import asyncio
+from abc import ABC, abstractmethod
 from typing import Protocol
 
 
@@ -81,3 +83,22 @@ def unquoted(text: str) -> str:
         elif inside:
             current.append(char)
     return "".join(parts)
+
+
+class WholeRecordSetRecords(ABC):
+    """Providers whose API writes a name's whole TXT record set (Azure DNS, Google Cloud DNS, Route 53): adding or
+    removing one value reads the set and writes it back changed, so a client's changes take turns (``_lock``, which
+    the provider's ``__init__`` creates) and each ``_change`` retries when the set moved under it."""
+
+    _lock: asyncio.Lock
+
+    @abstractmethod
+    async def _change(self, fqdn: str, value: str, ttl: int | None, adding: bool) -> None: ...
+
+    async def set_txt(self, fqdn: str, value: str, *, ttl: int = 60) -> None:
+        async with self._lock:
+            await self._change(fqdn, value, ttl, adding=True)
+
+    async def remove_txt(self, fqdn: str, value: str) -> None:
+        async with self._lock:
+            await self._change(fqdn, value, None, adding=False)

@@ -15,14 +15,14 @@ from collections.abc import Sequence
 from typing import Any
 
 from scaivault import egress
-from scaivault.dns.port import DnsProviderError, fqdn_of, quoted, unquoted, zone_containing
+from scaivault.dns.port import DnsProviderError, WholeRecordSetRecords, fqdn_of, quoted, unquoted, zone_containing
 
 CONNECT_TIMEOUT_SECONDS = 5
 READ_TIMEOUT_SECONDS = 20
 MAX_PAGES = 100
 
 
-class Route53Records:
+class Route53Records(WholeRecordSetRecords):
     def __init__(
         self, *, access_key_id: str | None = None, secret_access_key: str | None = None,
         session_token: str | None = None, region: str = "us-east-1", endpoint_url: str | None = None,
@@ -130,14 +130,6 @@ class Route53Records:
             change = {"Action": "DELETE", "ResourceRecordSet": current}
         await self._call("changing the TXT record set", "change_resource_record_sets", HostedZoneId=zone_id,
                          ChangeBatch={"Comment": "ScaiVault ACME DNS-01", "Changes": [change]})
-
-    async def set_txt(self, fqdn: str, value: str, *, ttl: int = 60) -> None:
-        async with self._lock:
-            await self._change(fqdn, value, ttl, adding=True)
-
-    async def remove_txt(self, fqdn: str, value: str) -> None:
-        async with self._lock:
-            await self._change(fqdn, value, None, adding=False)
 
     async def aclose(self) -> None:
         for resource in self._closing:

@@ -26,11 +26,10 @@ from eventsourcing.domain import Aggregate, event
 from scaivault.domain.errors import ValidationFailed
 from scaivault.domain.labels import (
     CONTROL_CHARACTERS,
-    MAX_DESCRIPTION_LENGTH,
-    MAX_NAME_LENGTH,
-    clean_name,
+    check_description,
+    check_is_active,
+    check_name,
     field_error,
-    is_description,
 )
 from scaivault.domain.webhooks import check_url
 from scaivault.egress import IPNetwork
@@ -91,25 +90,6 @@ CONFIG: dict[str, dict[str, FieldRule]] = {
     "digitalocean": {**_COMMON_CONFIG, "api_base_url": FieldRule(kind="url")},
     "powerdns": {**_COMMON_CONFIG},
 }
-
-
-def check_name(name: object) -> str:
-    cleaned = clean_name(name)
-    if cleaned is None:
-        raise _invalid("name", f"1-{MAX_NAME_LENGTH} printable characters")
-    return cleaned
-
-
-def check_description(description: object) -> str | None:
-    if not is_description(description):
-        raise _invalid("description", f"a string of at most {MAX_DESCRIPTION_LENGTH} characters")
-    return description
-
-
-def check_is_active(is_active: object) -> bool:
-    if not isinstance(is_active, bool):
-        raise _invalid("is_active", "must be true or false")
-    return is_active
 
 
 def check_provider_type(provider_type: object) -> str:

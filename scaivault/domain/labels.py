@@ -30,3 +30,23 @@ def is_description(value: object) -> TypeGuard[str | None]:
 def field_error(field: str, message: str) -> ValidationFailed:
     """422 ``validation_error`` naming one field."""
     return ValidationFailed(fields=[{"field": field, "message": message}])
+
+
+def check_name(name: object) -> str:
+    """A managed object's name, cleaned, or 422 naming ``name``."""
+    cleaned = clean_name(name)
+    if cleaned is None:
+        raise field_error("name", f"1-{MAX_NAME_LENGTH} printable characters")
+    return cleaned
+
+
+def check_description(description: object) -> str | None:
+    if not is_description(description):
+        raise field_error("description", f"a string of at most {MAX_DESCRIPTION_LENGTH} characters")
+    return description
+
+
+def check_is_active(is_active: object) -> bool:
+    if not isinstance(is_active, bool):
+        raise field_error("is_active", "must be true or false")
+    return is_active

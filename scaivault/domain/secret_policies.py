@@ -17,7 +17,12 @@ from eventsourcing.domain import Aggregate, event
 
 from scaivault.domain.errors import PolicyInUse
 from scaivault.domain.generators import normalize_recipe
-from scaivault.domain.labels import MAX_DESCRIPTION_LENGTH, MAX_NAME_LENGTH, clean_name, field_error, is_description
+from scaivault.domain.labels import (
+    check_description,
+    check_is_active,
+    check_name,
+    field_error,
+)
 
 POLICY_TYPES = ("password", "api_key", "oauth_client", "ssh_key", "custom")
 _NAMESPACE = uuid5(NAMESPACE_URL, "https://scaivault.dev/streams/secret-policy")
@@ -42,29 +47,10 @@ class SecretPolicyUsers:
 _invalid = field_error
 
 
-def check_name(name: object) -> str:
-    cleaned = clean_name(name)
-    if cleaned is None:
-        raise _invalid("name", f"1-{MAX_NAME_LENGTH} printable characters")
-    return cleaned
-
-
 def check_policy_type(policy_type: object) -> str:
     if not isinstance(policy_type, str) or policy_type not in POLICY_TYPES:
         raise _invalid("policy_type", f"must be one of {', '.join(POLICY_TYPES)}")
     return policy_type
-
-
-def check_description(description: object) -> str | None:
-    if not is_description(description):
-        raise _invalid("description", f"a string of at most {MAX_DESCRIPTION_LENGTH} characters")
-    return description
-
-
-def check_is_active(is_active: object) -> bool:
-    if not isinstance(is_active, bool):
-        raise _invalid("is_active", "must be true or false")
-    return is_active
 
 
 class SecretPolicy(Aggregate):
