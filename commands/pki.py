@@ -13,6 +13,7 @@ the certificate was built from.
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -232,6 +233,10 @@ def _check_validity_days(value: object, ca_type: str) -> int:
     return value
 
 
+# A CA's certificate, parsed once per process rather than on every issuance (certificates are immutable).
+_ca_certificate = functools.lru_cache(maxsize=256)(x509_builder.load_certificate)
+
+
 def _check_common_name(value: object, field_name: str = "common_name") -> str:
     cleaned = clean_name(value)
     if cleaned is None:
@@ -359,7 +364,7 @@ class PkiCommands:
                 parent_key = await self._ca_key(uow.conn, parent)
                 try:
                     certificate = x509_builder.sign_intermediate(
-                        x509_builder.load_certificate(parent.certificate_pem), parent_key, key.public_key(),
+                        _ca_certificate(parent.certificate_pem), parent_key, key.public_key(),
                         common_name=common_name, not_before=at, not_after=at + validity,
                         publication=self._urls.for_ca(parent.ca_id),
                     )
@@ -663,7 +668,7 @@ class PkiCommands:
             key_usage=tuple(settings["key_usage"]), ext_key_usage=tuple(settings["ext_key_usage"]),
             not_before=not_before, not_after=not_after,
         )
-        ca_certificate = x509_builder.load_certificate(ca["certificate_pem"])
+        ca_certificate = _ca_certificate(ca["certificate_pem"])
         try:
             certificate = x509_builder.sign_leaf(
                 ca_certificate, ca_key, public_key, profile, publication=self._urls.for_ca(ca["ca_id"], partition)
@@ -865,7 +870,7 @@ class PkiCommands:
         next_update = this_update + self._crl_lifetime
         assert ca.certificate_pem is not None
         crl = build_crl(
-            x509_builder.load_certificate(ca.certificate_pem), key, entries, crl_number=number,
+            _ca_certificate(ca.certificate_pem), key, entries, crl_number=number,
             this_update=this_update, next_update=next_update,
             distribution_point=self._urls.crl_url(ca.ca_id, partition) if partition else None,
         )
@@ -909,12 +914,12 @@ class PkiCommands:
         return await self._ca_keys.private_key(conn, ca.owner, ca.ca_id, sealed)
 
     async def _signing_ca(self, uow: UnitOfWork, tenant_id: str, ca_id: str, at: datetime) -> CertificateAuthority:
-        ca = await self._load_ca(uow, tenant_id, ca_id, field_name="parent_ca_id")
+        ca = await self._load_ca(uow, tenant_id, ca_id)
         ca.check_can_sign(at)
         return ca
 
     async def _load_ca(
-        self, uow: UnitOfWork, tenant_id: str, ca_id: str, *, field_name: str | None = None
+        self, uow: UnitOfWork, tenant_id: str, ca_id: str
     ) -> CertificateAuthority:
         ca = await uow.get(ca_stream_id(ca_id))
         if ca is None or ca.owner != tenant_id:  # another tenant's CA answers exactly like a missing one
