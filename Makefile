@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 BIND_ADDRESS ?= 127.0.0.1:8443
 
-.PHONY: run test lint install bench bench-peer bench-pki clean system-deps
+.PHONY: run test lint install bench bench-peer bench-pki bench-dynamic clean system-deps
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -54,6 +54,10 @@ bench-peer: $(STAMP)
 bench-pki: $(STAMP)
 	command -v cfssl >/dev/null || (apt-get install -y golang-cfssl || (apt-get update && apt-get install -y golang-cfssl))
 	$(BIN)/python -m bench.pki
+
+## Dynamic PostgreSQL credentials: lease issue/revoke against direct SQL and OpenBao, and 10,000 leases expiring.
+bench-dynamic: $(STAMP)
+	$(BIN)/python -m bench.dynamic
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis

@@ -174,3 +174,41 @@ class PkiRequestLookup(Protocol):
 
     async def trust_anchor_taken(self, conn: Queryable, owner: str, name: str, fingerprint_sha256: str) -> str | None:
         """``"name"`` or ``"certificate"`` when one of the owner's anchors has that name or that certificate."""
+
+
+class DynamicLookup(Protocol):
+    """What dynamic-secrets commands read from their read models (``projections/dynamic/lookup.py``)."""
+
+    async def engine_id(self, conn: Queryable, tenant_id: str, name: str) -> str | None: ...
+
+    async def open_leases(self, conn: Queryable, tenant_id: str, engine_id: str, role_name: str) -> tuple[int, int]:
+        """Leases not yet revoked: of the role, and of the tenant."""
+
+    async def open_leases_of_engine(self, conn: Queryable, engine_id: str, role_name: str | None = None) -> int: ...
+
+    async def lock_lease(self, conn: asyncpg.Connection, tenant_id: str, lease_id: str) -> UUID | None:
+        """Lock the lease's row until the transaction ends; its stream id, or None when the tenant has no such
+        lease."""
+
+    async def claim_due(self, conn: asyncpg.Connection, now: datetime, limit: int) -> list[UUID]:
+        """Lock leases due for revocation that no one else holds (``SKIP LOCKED``); their stream ids."""
+
+    async def claim_prefix(
+        self, conn: asyncpg.Connection, tenant_id: str, engine: str, role: str | None, limit: int
+    ) -> list[UUID]: ...
+
+    async def next_due(self, conn: Queryable) -> datetime | None: ...
+
+    async def engines_due_root_rotation(self, conn: Queryable, now: datetime, limit: int) -> list[tuple[str, str]]: ...
+
+
+class RootCredentials(Protocol):
+    """An engine's root credentials, read as the engine's own identity (``dynamic:<engine name>``) through the
+    policies bound to it, as the spec's tutorial sets up (``scaivault/dynamic/root_credentials.py``)."""
+
+    async def read(self, tenant_id: str, partner_id: str, engine_name: str, path: str) -> tuple[dict[str, Any], int]:
+        """The secret's data and version; ``InvalidConfig`` saying why when the engine may not read it or it is
+        missing."""
+
+    async def may_rotate(self, tenant_id: str, partner_id: str, engine_name: str, path: str) -> None:
+        """Raise ``InvalidConfig`` unless the engine's identity holds ``rotate`` on the root secret."""

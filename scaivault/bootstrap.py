@@ -17,6 +17,7 @@ import asyncpg
 from commands.acme import AcmeCommands
 from commands.audit_exports import AuditExportCommands
 from commands.dns_providers import DnsProviderCommands
+from commands.dynamic import REVOKE_FIRST, DynamicCommands
 from commands.pki import PkiCommands, PublicationUrls
 from commands.pki_requests import CsrRequestCommands, TrustAnchorCommands
 from commands.policies import PolicyCommands
@@ -42,6 +43,10 @@ from projections.dns_providers.lookup import PostgresDnsProviderLookup
 from projections.dns_providers.projection import DnsProvidersProjection
 from projections.dns_providers.projector import project_dns_provider_event
 from projections.dns_providers.reader import DnsProviderReader
+from projections.dynamic.lookup import PostgresDynamicLookup
+from projections.dynamic.projection import DynamicProjection
+from projections.dynamic.projector import project_dynamic_event
+from projections.dynamic.reader import DynamicReader
 from projections.event_index import EventIndexProjection
 from projections.fanout.projection import FanOutProjection
 from projections.fanout.retention import trim_outbox
@@ -116,11 +121,14 @@ from scaivault.dns.factory import verify_provider
 from scaivault.dns.service import DnsProviderService
 from scaivault.domain.durations import parse_duration
 from scaivault.domain.quotas import (
+    LEASES_PER_TENANT,
     SUBSCRIPTIONS_PER_IDENTITY,
     SUBSCRIPTIONS_PER_TENANT,
     WEBHOOKS_PER_TENANT,
     Quota,
 )
+from scaivault.dynamic.expiry import LeaseExpiryWorker
+from scaivault.dynamic.root_credentials import PolicyBoundRootCredentials
 from scaivault.egress import parse_allow_list
 from scaivault.eventstore.mapper import create_mapper
 from scaivault.eventstore.migrations import apply_migrations
@@ -231,6 +239,11 @@ class Container:
     csr_request_commands: CsrRequestCommands
     trust_anchor_commands: TrustAnchorCommands
     pki_request_reader: PkiRequestReader
+    # dynamic secrets: engines, roles, leases, and the worker revoking expired leases (one per process; claims skip
+    # what another holds)
+    dynamic_commands: DynamicCommands
+    dynamic_reader: DynamicReader
+    lease_expiry: LeaseExpiryWorker
     # background work
     export_worker: AuditExportWorker
     rotation_scheduler: RotationScheduler
@@ -263,6 +276,7 @@ class Container:
         jobs.append(forever("subscription-feed", lambda: self.feed_signal.run(self.database_url)))
         jobs.append(forever("webhook-deliveries", self.webhook_dispatcher.run))
         jobs.append(forever("acme-orders", self.acme_worker.run))
+        jobs.append(forever("lease-expiry", self.lease_expiry.run))
         return jobs
 
     @contextlib.asynccontextmanager
@@ -362,7 +376,7 @@ def read_models(keyring: KeyRing) -> list[ReadModel]:
               ReadModel(SecretPoliciesProjection(), inline=True), ReadModel(SubscriptionsProjection(), inline=True),
               ReadModel(WebhooksProjection(), inline=True), ReadModel(DnsProvidersProjection(), inline=True),
               ReadModel(PkiProjection(), inline=True), ReadModel(PkiRequestsProjection(), inline=True),
-              ReadModel(AcmeProjection(), inline=True)]
+              ReadModel(AcmeProjection(), inline=True), ReadModel(DynamicProjection(), inline=True)]
     return inline + [ReadModel(projection, inline=False) for projection in catch_up_projections(keyring)]
 
 
@@ -394,7 +408,7 @@ async def build_container(
             [project_secret_event, project_tenancy, project_audit_export, project_identity_event, project_policy_event,
              project_secret_policy_event, project_subscription_event, project_webhook_event,
              project_rotation_event, project_dns_provider_event, project_pki_event,
-             project_pki_request_event, project_acme_event],
+             project_pki_request_event, project_acme_event, project_dynamic_event],
             conflict_keys=SecretsProjection.concurrent_write_keys,
             timed=lambda: metrics.stage["command"],
         )
@@ -499,6 +513,12 @@ async def build_container(
             concurrency=settings.webhook_concurrency, per_target=settings.webhook_concurrency_per_target,
             lease_seconds=settings.webhook_lease,
         )
+        dynamic_commands = DynamicCommands(
+            runner, keyring, PostgresDynamicLookup(),
+            PolicyBoundRootCredentials(secret_reader, authorizer, access_recorder), secret_commands,
+            secret_permissions, per_tenant=Quota(LEASES_PER_TENANT, settings.max_leases_per_tenant, REVOKE_FIRST),
+            egress_allow=egress_allow,
+        )
         export_worker = AuditExportWorker(
             dsn=url,
             pool=pool,
@@ -552,7 +572,7 @@ async def build_container(
             rotation_reader=RotationReader(pool, authorizer),
             rotation_scheduler=RotationScheduler(
                 rotation_commands, interval_seconds=parse_duration(settings.scheduler_interval).total_seconds(),
-                also=[pki_commands.run_due, acme_commands.run_due],
+                also=[pki_commands.run_due, acme_commands.run_due, dynamic_commands.rotate_due_roots],
             ),
             secret_policy_reader=SecretPolicyReader(pool),
             subscription_reader=subscription_reader,
@@ -582,6 +602,9 @@ async def build_container(
             csr_request_commands=CsrRequestCommands(runner, PostgresPkiRequestLookup(), pki_commands),
             trust_anchor_commands=TrustAnchorCommands(runner, PostgresPkiRequestLookup()),
             pki_request_reader=PkiRequestReader(pool),
+            dynamic_commands=dynamic_commands,
+            dynamic_reader=DynamicReader(pool),
+            lease_expiry=LeaseExpiryWorker(dynamic_commands),
             export_worker=export_worker,
             worker=worker,
         )

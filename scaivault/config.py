@@ -69,6 +69,7 @@ ENVIRONMENT = {
     "SCAIVAULT_WEBHOOK_CONCURRENCY": "webhook_concurrency",
     "SCAIVAULT_WEBHOOK_CONCURRENCY_PER_TARGET": "webhook_concurrency_per_target",
     "SCAIVAULT_MAX_WEBHOOKS_PER_TENANT": "max_webhooks_per_tenant",
+    "SCAIVAULT_MAX_LEASES_PER_TENANT": "max_leases_per_tenant",
     "SCAIVAULT_MAX_SUBSCRIPTIONS_PER_IDENTITY": "max_subscriptions_per_identity",
     "SCAIVAULT_MAX_SUBSCRIPTIONS_PER_TENANT": "max_subscriptions_per_tenant",
     "SCAIVAULT_TRUSTED_PROXIES": "trusted_proxies",
@@ -161,6 +162,8 @@ class Settings(BaseModel):
     # Quotas (docs/api-decisions.md, 409 quota_exceeded): each webhook and subscription adds fan-out work to every
     # event of its tenant. Subscriptions count per identity within a tenant, and per tenant.
     max_webhooks_per_tenant: int = Field(default=100, ge=1, le=10_000)
+    # The lease explosion guard: open dynamic-secret leases per tenant (roles may set a lower max_leases each).
+    max_leases_per_tenant: int = Field(default=10_000, ge=1, le=10_000_000)
     max_subscriptions_per_identity: int = Field(default=100, ge=1, le=100_000)
     max_subscriptions_per_tenant: int = Field(default=1000, ge=1, le=100_000)
     # Comma-separated CIDRs of reverse proxies whose X-Forwarded-For is believed (default: none; the TCP peer is the

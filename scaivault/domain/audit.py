@@ -30,6 +30,9 @@ ACTIONS = frozenset(
         "secret_policy_preview",
         "acme_account_create", "acme_account_read", "acme_account_delete", "acme_order_create", "acme_order_read",
         "acme_order_cancel",
+        "dynamic_engine_create", "dynamic_engine_read", "dynamic_engine_update", "dynamic_engine_delete",
+        "dynamic_engine_health", "dynamic_rotate_root", "dynamic_role_create", "dynamic_role_read",
+        "dynamic_role_write", "dynamic_role_update", "dynamic_role_delete", "dynamic_lease_read",
     }
 )
 IdentityType = Literal["user", "service_account", "group"]

@@ -269,6 +269,36 @@ class RoleNotFound(ScaiVaultError):
     default_message = "No role with that name"
 
 
+class EngineNotFound(ScaiVaultError):
+    code = "engine_not_found"
+    default_message = "No dynamic-secrets engine with that name"
+
+
+class EngineExists(ScaiVaultError):
+    code = "engine_exists"
+    default_message = "The tenant already has an engine with that name"
+
+
+class EngineInUse(ScaiVaultError):
+    """An engine (or role) with active leases: revoke them first (``revoke-prefix``), so no credential outlives the
+    configuration that could remove it."""
+
+    code = "engine_in_use"
+    default_message = "The engine has active leases; revoke them first"
+
+
+class LeaseNotFound(ScaiVaultError):
+    code = "lease_not_found"
+    default_message = "No lease with that id"
+
+
+class LeaseNotRenewable(ScaiVaultError):
+    """409: the lease is revoked, expired, or of a credential that carries its own lifetime."""
+
+    code = "lease_not_renewable"
+    default_message = "The lease cannot be renewed"
+
+
 class CaExists(ScaiVaultError):
     code = "ca_exists"
     default_message = "The tenant already has a certificate authority with that name"

@@ -16,6 +16,9 @@ from scaivault.domain.errors import QuotaExceeded
 WEBHOOKS_PER_TENANT = "webhooks_per_tenant"
 SUBSCRIPTIONS_PER_IDENTITY = "subscriptions_per_identity"
 SUBSCRIPTIONS_PER_TENANT = "subscriptions_per_tenant"
+# The lease explosion guard (docs/dynamic-secrets.md): open leases of a tenant, and of one role.
+LEASES_PER_TENANT = "leases_per_tenant"
+LEASES_PER_ROLE = "leases_per_role"
 
 
 @dataclass(frozen=True)
@@ -24,6 +27,7 @@ class Quota:
 
     resource: str
     limit: int
+    remedy: str = "delete one first"
 
     def __post_init__(self) -> None:
         if self.limit < 1:
@@ -34,6 +38,6 @@ class Quota:
         limit below what already exists: nothing is removed, but nothing is added either)."""
         if current >= self.limit:
             raise QuotaExceeded(
-                f"The quota of {self.limit} {self.resource.replace('_', ' ')} is reached; delete one first",
+                f"The quota of {self.limit} {self.resource.replace('_', ' ')} is reached; {self.remedy}",
                 resource=self.resource, limit=self.limit, current=current,
             )

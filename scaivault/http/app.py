@@ -20,6 +20,7 @@ from scaivault.http.audit_exports import AuditExportsApi
 from scaivault.http.auth import AuthApi
 from scaivault.http.context import Callers
 from scaivault.http.dns_providers import DnsProvidersApi
+from scaivault.http.dynamic import DynamicApi
 from scaivault.http.health import HealthApi
 from scaivault.http.identity import IdentityManagementApi, IdentityReadsApi, IdentitySyncApi, ScaiKeyWebhookApi
 from scaivault.http.metrics import MetricsApi, start_internal_address
@@ -81,6 +82,7 @@ def create_app(container: Container, *, internal_address: bool = False) -> web.A
     AcmeApi(callers, container.acme_commands, container.acme_reader).add_routes(table)
     PkiRequestsApi(callers, container.csr_request_commands, container.trust_anchor_commands,
                    container.pki_request_reader).add_routes(table)
+    DynamicApi(callers, container.dynamic_commands, container.dynamic_reader).add_routes(table)
     SubscriptionsApi(
         callers, container.subscription_commands, container.subscription_reader, container.subscription_polls
     ).add_routes(table)

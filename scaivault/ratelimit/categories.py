@@ -134,8 +134,7 @@ ROUTES: tuple[tuple[frozenset[str], str, str | None], ...] = (
     (POST, "/v1/identity/webhooks/**", None),
     (POST, "/v1/identity/sync", "identity_sync"),
     (ANY, "/v1/identity/**", "identity_read"),
-    # Endpoints not served yet (PKI, ACME, webhooks, subscriptions, federation, dynamic secrets, leases): their rows
-    # are here so adding the route is all it takes.
+    # Endpoints not served yet (federation): their rows are here so adding the route is all it takes.
     # What relying parties fetch without a token (CA certificates, CRLs, OCSP), charged per client IP: generous,
     # since a fleet behind one NAT address checks revocation often, but bounded (each OCSP answer is a signature).
     # ACME http-01 answers, fetched by CAs' validation servers without a token: the same per-address budget.
@@ -158,7 +157,11 @@ ROUTES: tuple[tuple[frozenset[str], str, str | None], ...] = (
     (ANY, "/v1/subscriptions/**", "subscriptions"),
     (ANY, "/v1/federation/**", "federation"),
     (POST, "/v1/dynamic/engines/*/creds/*", "dynamic_credentials"),
+    # Leases are served at /v1/dynamic/leases and, as the spec's rate-limit table names them, at /v1/leases.
+    (ANY, "/v1/dynamic/leases", "leases"),
+    (ANY, "/v1/dynamic/leases/**", "leases"),
     (ANY, "/v1/dynamic/**", "dynamic_admin"),
+    (ANY, "/v1/leases", "leases"),
     (ANY, "/v1/leases/**", "leases"),
 )
 

@@ -16,6 +16,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from scaivault.domain.access import AccessRecorded
+from scaivault.domain.dynamic import Lease
 from scaivault.domain.event_catalog import AWAITING_AREA
 from scaivault.domain.identities import Group, User
 from scaivault.domain.notifications import (
@@ -130,6 +131,12 @@ _CERTIFICATE: dict[str, Any] = {
 }
 CERTIFICATE_ISSUED = {"certificate_id", "serial_number", "common_name", "alt_names", "ip_sans", "ca_id", "role",
                       "not_before", "not_after", "source", "issued_by"}
+LEASE = Subject("tnt_a", "ptn_a", "dynamic/support-db/creds/readonly", name="lease_1")
+_LEASE: dict[str, Any] = {
+    "lease_id": "lease_1", "engine_id": "dyn_1", "engine_name": "support-db", "engine_type": "database.postgresql",
+    "role_name": "readonly", "username": "v_readonly_abc", "issued_at": AT, "expires_at": AT + timedelta(hours=1),
+    "max_expires_at": AT + timedelta(hours=8), "renewable": True, "requested_by": "sa:svc",
+}
 POLICY = Subject("tnt_a", "ptn_a", name="pol_1")
 USER = Subject("tnt_a", None, name="usr_1")
 GROUP = Subject("tnt_a", None, name="grp_1")
@@ -213,6 +220,16 @@ CASES: list[tuple[str, Any, Subject, list[tuple[str, set[str]]]]] = [
                                "revoked_at"})]),
     ("certificate expiring", sample(Certificate.ExpiryWarned, expires_at=AT + timedelta(days=6)), CERTIFICATE,
      [("certificate.expiring", {"certificate_id", "expires_at", "days_remaining", "seconds_remaining"})]),
+    ("lease granted", sample(Lease.Granted, **_LEASE), LEASE,
+     [("lease.granted", {"lease_id", "engine", "role", "engine_type", "username", "issued_at", "expires_at",
+                         "renewable", "requested_by"})]),
+    ("lease renewed", sample(Lease.Renewed, expires_at=AT + timedelta(hours=2)), LEASE,
+     [("lease.renewed", {"lease_id", "expires_at", "renewed_by"})]),
+    ("lease revoked", sample(Lease.Revoked, reason="expired"), LEASE,
+     [("lease.revoked", {"lease_id", "reason", "revoked_by", "revoked_at"})]),
+    ("lease revocation failed", sample(Lease.RevocationFailed, reason="expired", error="connection refused",
+                                       attempts=2, next_attempt_at=AT + timedelta(seconds=10)), LEASE,
+     [("lease.revocation_failed", {"lease_id", "reason", "error", "attempts", "next_attempt_at"})]),
 ]
 
 

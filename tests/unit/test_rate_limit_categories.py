@@ -149,6 +149,9 @@ PLACED_ROUTES = [
     ("POST", "/v1/dynamic/engines/{engine}/creds/{role}", "dynamic_credentials"),
     ("POST", "/v1/dynamic/engines", "dynamic_admin"),
     ("POST", "/v1/leases/{lease_id}/renew", "leases"),
+    ("POST", "/v1/dynamic/leases/{lease_id}/revoke", "leases"),
+    ("GET", "/v1/dynamic/leases", "leases"),
+    ("GET", "/v1/t/{tenant_id}/dynamic/engines/{engine}/roles/{role}", "dynamic_admin"),
     ("DELETE", "/v1/leases/{lease_id}", "leases"),
 ]
 
