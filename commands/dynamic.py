@@ -61,6 +61,7 @@ from scaivault.domain.dynamic import (
     render_username,
     renewable_of,
     root_credentials_path,
+    same_target,
     seconds,
 )
 from scaivault.domain.errors import (
@@ -284,8 +285,16 @@ class DynamicCommands:
             await self._verify(tenant_id, current.partner_id, name, current.engine_type, config,
                                await self._ca_key(current))
 
+        moved = not same_target(current.config, config)
+
         async def work(uow: UnitOfWork) -> DynamicEngine:
             engine = await self._load(uow, tenant_id, name, access)
+            if moved:
+                await uow.lock(f"dynamic_leases:{tenant_id}")
+                open_leases = await self._lookup.open_leases_of_engine(uow.conn, engine.engine_id)
+                if open_leases:
+                    raise EngineInUse(f"The engine has {open_leases} open leases on its current target; revoke them "
+                                      "before pointing it elsewhere", open_leases=open_leases)
             if engine.config != current.config:
                 raise ValidationFailed(fields=[{"field": "config", "message": "changed meanwhile; try again"}])
             engine.update(description=description, config=config, default_ttl=int(default_ttl.total_seconds()),
@@ -321,9 +330,10 @@ class DynamicCommands:
         engine_id = await self._runner.run(work, access=access)
         await self._retire(engine_id)
 
-    async def health(self, tenant_id: str, name: str) -> dict[str, Any]:
+    async def health(self, name: str, actor: Actor) -> dict[str, Any]:
         """Connect to the target now, with the root credentials as stored now; nothing is recorded but the read of
-        the root credentials."""
+        the root credentials. An administrator's, as it uses them."""
+        tenant_id = managed_tenant(actor, "dynamic-secrets engines")
         engine = await self.engine(tenant_id, name)
         started = time.perf_counter()
         try:
@@ -335,10 +345,25 @@ class DynamicCommands:
         return {"engine": name, "status": "healthy", "latency_ms": round((time.perf_counter() - started) * 1000, 1),
                 "checked_at": self._clock()}
 
-    async def rotate_root(self, tenant_id: str, name: str, actor: Actor, access: AccessRecord | None = None) -> int:
+    async def rotate_root(
+        self, name: str, actor: Actor, access: AccessRecord | None = None, *, tenant_id: str | None = None
+    ) -> int:
         """Give the root account a new password on the target and store it as a new version of the root secret,
         written by the engine's identity (which needs ``rotate`` on it); returns that version. Afterwards only the
-        server knows the root password."""
+        server knows the root password. ``tenant_id``: the scheduler's (it acts for no caller); a caller must be an
+        administrator of the tenant. One rotation of an engine at a time, across servers."""
+        if tenant_id is None:
+            tenant_id = managed_tenant(actor, "dynamic-secrets engines")
+        async with self._runner.pool.acquire() as lock_conn:
+            key = f"dynamic_root_rotation:{tenant_id}:{name}"
+            if not await lock_conn.fetchval("SELECT pg_try_advisory_lock(hashtextextended($1::text, 0))", key):
+                raise ServiceUnavailable("A rotation of this engine's root credentials is in progress; try again")
+            try:
+                return await self._rotate_root(tenant_id, name, actor, access)
+            finally:
+                await lock_conn.execute("SELECT pg_advisory_unlock(hashtextextended($1::text, 0))", key)
+
+    async def _rotate_root(self, tenant_id: str, name: str, actor: Actor, access: AccessRecord | None) -> int:
         engine = await self.engine(tenant_id, name)
         path = root_credentials_path(engine.config)
         if path is None:
@@ -386,7 +411,7 @@ class DynamicCommands:
         for tenant_id, name in due:
             actor = Actor(identity_id=ROTATION_ACTOR, request_id=new_request_id())
             try:
-                await self.rotate_root(tenant_id, name, actor)
+                await self.rotate_root(name, actor, tenant_id=tenant_id)
                 rotated += 1
             except (InvalidConfig, ServiceUnavailable, EngineNotFound) as exc:
                 log.warning("scheduled root rotation of a dynamic engine failed", extra={
@@ -470,6 +495,8 @@ class DynamicCommands:
         try:
             async def grant(uow: UnitOfWork) -> Lease:
                 await uow.lock(f"dynamic_leases:{tenant_id}")
+                if not await self._lookup.role_exists(uow.conn, engine.engine_id, role_name):
+                    raise RoleNotFound(f"The engine {engine_name} has no role named {role_name}", role=role_name)
                 for_role, for_tenant = await self._lookup.open_leases(uow.conn, tenant_id, engine.engine_id, role_name)
                 if role["max_leases"] is not None:
                     Quota(LEASES_PER_ROLE, role["max_leases"], REVOKE_FIRST).check_room_for_one(for_role)
@@ -495,6 +522,7 @@ class DynamicCommands:
                 await self._retire(engine.engine_id, only=open_backend)
                 await self._end_failed_creation(lease.lease_id, tenant_id, actor)
                 raise _target_error(exc, "The credential could not be created") from None
+            await self._still_granted(lease, engine, open_backend, role_name, role)
         finally:
             open_backend.users -= 1
             await self._close_if_retired(open_backend)
@@ -508,6 +536,10 @@ class DynamicCommands:
 
         async def work(uow: UnitOfWork) -> Lease:
             lease = await self._locked_lease(uow, tenant_id, lease_id, actor, may_manage, access)
+            if not may_manage and actor.caller is not None:  # a holder whose grant was taken away renews no more
+                await self._permissions.require(
+                    actor.caller, creds_address(tenant_id, actor.caller.partner_id, lease.engine_name, lease.role_name),
+                    "read")
             before = lease.expires_at
             new_expiry = lease.renew(wanted, at=self._clock(), actor=actor.identity_id, request_id=actor.request_id)
             if new_expiry != before:
@@ -690,6 +722,10 @@ class DynamicCommands:
             await open_backend.backend.close()
 
     async def _restore_root(self, engine: DynamicEngine, now_root: dict[str, Any], old_root: dict[str, Any]) -> None:
+        if not engine.engine_type.startswith("database."):
+            # An aws rotation deleted the old key already; another rotation would only make a third.
+            log.error("the new root credentials of engine %s could not be stored", engine.name)
+            return
         backend = self._build(self._target(engine.engine_type, engine.config, now_root, None))
         try:
             password = old_root.get("password")
@@ -739,6 +775,23 @@ class DynamicCommands:
             access.extra.update(lease_id=lease_id, engine=lease.engine_name, role=lease.role_name)
         return lease
 
+    async def _still_granted(
+        self, lease: Lease, engine: DynamicEngine, open_backend: _OpenBackend, role_name: str, role: dict[str, Any]
+    ) -> None:
+        """After the credential was created: was the lease revoked meanwhile (expired already, or revoked by its
+        holder while the target was slow)? That revocation found no user to remove, so remove it now, and answer
+        that there is no credential. ``FOR SHARE`` waits for a revocation in progress to commit."""
+        async with self._runner.pool.acquire() as conn:
+            state = await self._lookup.lease_state(conn, lease.tenant_id, lease.lease_id)
+        if state == "active":
+            return
+        try:
+            await open_backend.backend.revoke(_recipe(role_name, role), lease.username, {})
+        except TargetError as exc:
+            log.error("a credential created after its lease was revoked could not be removed",
+                      extra={"lease_id": lease.lease_id, "engine": engine.name, "reason": str(exc)})
+        raise ServiceUnavailable("The lease was revoked while its credential was being created; request a new one")
+
     async def _end_failed_creation(self, lease_id: str, tenant_id: str, actor: Actor) -> None:
         async def work(uow: UnitOfWork) -> None:
             stream = await self._lookup.lock_lease(uow.conn, tenant_id, lease_id)
@@ -773,7 +826,9 @@ class DynamicCommands:
 
         errors = await asyncio.gather(*(attempt(lease) for lease in pending))
         now = self._clock()
-        for lease, error in zip(pending, errors, strict=True):
+        # Staged by role: each batch then updates the per-role counts in one order, and two never deadlock on them.
+        outcomes = sorted(zip(pending, errors, strict=True), key=lambda o: (o[0].engine_id, o[0].role_name))
+        for lease, error in outcomes:
             if error is None:
                 lease.revoke(reason, at=now, actor=actor.identity_id, request_id=actor.request_id)
                 batch.revoked += 1

@@ -186,6 +186,11 @@ class DynamicLookup(Protocol):
 
     async def open_leases_of_engine(self, conn: Queryable, engine_id: str, role_name: str | None = None) -> int: ...
 
+    async def role_exists(self, conn: Queryable, engine_id: str, role_name: str) -> bool: ...
+
+    async def lease_state(self, conn: Queryable, tenant_id: str, lease_id: str) -> str | None:
+        """The lease's state, after any transaction changing it has ended (``FOR SHARE``)."""
+
     async def lock_lease(self, conn: asyncpg.Connection, tenant_id: str, lease_id: str) -> UUID | None:
         """Lock the lease's row until the transaction ends; its stream id, or None when the tenant has no such
         lease."""

@@ -22,6 +22,12 @@ class PostgresDynamicLookup:
     async def open_leases_of_engine(self, conn: Queryable, engine_id: str, role_name: str | None = None) -> int:
         return await queries.open_leases_of_engine(conn, engine_id, role_name)
 
+    async def role_exists(self, conn: Queryable, engine_id: str, role_name: str) -> bool:
+        return await queries.role_row(conn, engine_id, role_name) is not None
+
+    async def lease_state(self, conn: Queryable, tenant_id: str, lease_id: str) -> str | None:
+        return await queries.lease_state(conn, tenant_id, lease_id)
+
     async def lock_lease(self, conn: asyncpg.Connection, tenant_id: str, lease_id: str) -> UUID | None:
         row = await queries.lock_lease(conn, tenant_id, lease_id)
         return None if row is None else row["stream_id"]

@@ -88,6 +88,14 @@ async def open_leases_of_engine(conn: Queryable, engine_id: str, role_name: str 
     ))
 
 
+async def lease_state(conn: Queryable, tenant_id: str, lease_id: str) -> str | None:
+    value = await conn.fetchval(
+        "SELECT state FROM scaivault_dynamic_leases WHERE tenant_id = $1 AND lease_id = $2 FOR SHARE",
+        tenant_id, lease_id,
+    )
+    return None if value is None else str(value)
+
+
 async def lock_lease(conn: asyncpg.Connection, tenant_id: str, lease_id: str) -> asyncpg.Record | None:
     """The lease's row, locked until the transaction ends: every command that revokes or renews a lease takes this
     lock first (then the stream's), so two never act on the target for one lease at once."""

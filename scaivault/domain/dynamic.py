@@ -51,7 +51,7 @@ NOT_YET_SUPPORTED = {
 URL_SCHEMES = {
     "database.postgresql": ("postgresql", "postgres"),
     "database.mysql": ("mysql", "mariadb"),
-    "database.redis": ("redis",),
+    "database.redis": ("redis", "rediss"),
 }
 # The longest user name each target accepts (PostgreSQL NAMEDATALEN-1, MariaDB 80 (MySQL 32), Redis: no limit of
 # note, IAM 64).
@@ -143,11 +143,13 @@ def check_ttl(
     if isinstance(value, bool):
         raise field_error(field, "a duration such as 1h, or seconds")
     if isinstance(value, int):
+        if not 1 <= value <= int(MAX_TTL.total_seconds()):
+            raise field_error(field, f"between 1s and {format_duration(ceiling)}")
         duration = timedelta(seconds=value)
     elif isinstance(value, str):
         try:
             duration = parse_duration(value)
-        except InvalidDuration:
+        except (InvalidDuration, OverflowError):
             raise InvalidDuration(value[:64], field=field) from None
     else:
         raise field_error(field, "a duration such as 1h, or seconds")
@@ -181,7 +183,11 @@ def _text(value: object, field: str, *, limit: int = MAX_CONFIG_VALUE) -> str:
 
 def _endpoint(value: object, field: str) -> str:
     text = _text(value, field)
-    parts = urlsplit(text)
+    try:
+        parts = urlsplit(text)
+        _ = parts.port
+    except ValueError:
+        raise field_error(field, "an http(s) URL") from None
     if parts.scheme not in ("https", "http") or not parts.hostname or parts.username or parts.password:
         raise field_error(field, "an http(s) URL without credentials")
     return text.rstrip("/")
@@ -191,14 +197,18 @@ def _connection_url(engine_type: str, value: object) -> str:
     """The template: its scheme fits the plugin, its credentials are the ``{{username}}``/``{{password}}``
     placeholders (never literal credentials: those belong in the root secret, not in an event)."""
     text = _text(value, "config.connection_url")
-    parts = urlsplit(text.replace("{{username}}", "u").replace("{{password}}", "p"))
+    try:
+        parts = urlsplit(text.replace("{{username}}", "u").replace("{{password}}", "p"))
+        _ = parts.port
+    except ValueError:
+        raise field_error("config.connection_url", "not a valid URL (host or port)") from None
     schemes = URL_SCHEMES[engine_type]
     if parts.scheme not in schemes:
         raise field_error("config.connection_url", f"a {schemes[0]}:// URL")
-    try:
-        _ = parts.port
-    except ValueError:
-        raise field_error("config.connection_url", "has an invalid port") from None
+    after_userinfo = text.split("://", 1)[-1].split("@", 1)[-1] if "@" in text else text.split("://", 1)[-1]
+    if "{{" in after_userinfo:
+        # A placeholder in the host would send the root password to whoever answers DNS for it.
+        raise field_error("config.connection_url", "{{username}} and {{password}} belong before the @ only")
     if not parts.hostname:
         raise field_error("config.connection_url", "names no host")
     userinfo = text.split("://", 1)[1].split("@", 1)[0] if "@" in text.split("://", 1)[1].split("/", 1)[0] else ""
@@ -264,6 +274,19 @@ def _root_path(value: object) -> str:
         return parse_path(value)
     except Exception:  # noqa: BLE001 - any invalid path is one field error
         raise field_error("config.root_credentials_path", "a valid secret path") from None
+
+
+def same_target(before: Mapping[str, Any], after: Mapping[str, Any]) -> bool:
+    """Whether two configs of an engine reach the same server and database (or account): its open leases' users
+    live there, and revoking them elsewhere would remove nothing."""
+    def where(config: Mapping[str, Any]) -> tuple[Any, ...]:
+        url = config.get("connection_url")
+        if isinstance(url, str):
+            parts = urlsplit(url.replace("{{username}}", "u").replace("{{password}}", "p"))
+            return (parts.scheme, (parts.hostname or "").lower(), parts.port, parts.path)
+        return (config.get("root_credentials_path"), config.get("iam_endpoint"), config.get("region"))
+
+    return where(before) == where(after)
 
 
 def root_credentials_path(config: Mapping[str, Any]) -> str | None:
@@ -387,12 +410,18 @@ def check_role_settings(engine_type: str, settings: Mapping[str, Any]) -> dict[s
         checked["cert_type"] = cert_type
         principal = re.compile(r"[A-Za-z0-9._@*-]{1,255}")
         allowed = _string_list(settings.get("allowed_users"), "allowed_users", pattern=principal)
-        if not allowed:
+        if not allowed and cert_type == "user":
             raise field_error("allowed_users", "the principals certificates may name (\"*\" for any)")
         checked["allowed_users"] = allowed
         default_user = settings.get("default_user")
         if default_user is not None:
             checked["default_user"] = _string_list([default_user], "default_user", pattern=principal)[0]
+        domains = _string_list(settings.get("allowed_domains"), "allowed_domains",
+                               pattern=re.compile(r"\*|[A-Za-z0-9._-]{1,253}"))
+        if domains:
+            checked["allowed_domains"] = domains
+        if cert_type == "host" and not domains:
+            raise field_error("allowed_domains", "the host names host certificates may name (\"*\" for any)")
         for key in ("extensions", "critical_options"):
             mapping = _string_map(settings.get(key), key)
             if mapping is not None:
@@ -402,7 +431,7 @@ def check_role_settings(engine_type: str, settings: Mapping[str, Any]) -> dict[s
 
 ROLE_SETTING_KEYS = {
     "aws": ("credential_type", "policy_arns", "policy_document", "iam_groups", "permissions_boundary_arn", "role_arn"),
-    "ssh": ("cert_type", "allowed_users", "default_user", "extensions", "critical_options"),
+    "ssh": ("cert_type", "allowed_users", "allowed_domains", "default_user", "extensions", "critical_options"),
 }
 
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
-from scaivault.dynamic.port import TargetRefused
+from scaivault.dynamic.port import EngineTarget, TargetRefused
 from scaivault.egress import EgressRefused, IPNetwork, resolve_and_check
 
 DEFAULT_PORTS = {
@@ -173,3 +173,34 @@ def refuse_unknown_options(parsed: ParsedUrl, known: Iterable[str], engine: str)
     if unknown:
         names = ", ".join(name[:40] for name in unknown[:5])
         raise TargetRefused(f"the {engine} connection_url has unsupported options: {names}")
+
+
+class UrlBackend:
+    """What the database backends share: the engine's connection URL filled in with its root credentials (or with
+    the password a rotation has just set), and the secrets to scrub from any message."""
+
+    SCHEMES: tuple[str, ...] = ()
+    OPTIONS: tuple[str, ...] = ()
+    LABEL = ""
+
+    def __init__(self, target: EngineTarget) -> None:
+        self._target = target
+        self._root_password_override: str | None = None
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(engine_type={self._target.engine_type!r})"
+
+    def _url(self) -> ParsedUrl:
+        root = dict(self._target.root)
+        if self._root_password_override is not None:
+            root["password"] = self._root_password_override
+        parsed = target_url(self._target.config, root, self.SCHEMES)
+        refuse_unknown_options(parsed, self.OPTIONS, self.LABEL)
+        return parsed
+
+    def _secrets(self, *extra: str) -> tuple[str, ...]:
+        password = self._target.root.get("password")
+        found = [password] if isinstance(password, str) else []
+        if self._root_password_override is not None:
+            found.append(self._root_password_override)
+        return (*found, *extra)

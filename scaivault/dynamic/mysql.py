@@ -23,10 +23,8 @@ import aiomysql
 import pymysql
 
 from scaivault.dynamic.connection_urls import (
-    ParsedUrl,
+    UrlBackend,
     checked_address,
-    refuse_unknown_options,
-    target_url,
     tls_context,
     unencrypted_context,
 )
@@ -66,31 +64,16 @@ _UNKNOWN_THREAD = 1094
 _UNAVAILABLE = (1040, 1053, 1969, 3024)
 
 
-class MySqlBackend:
+class MySqlBackend(UrlBackend):
     """One engine's MariaDB/MySQL server. A connection per operation: the operations are rare, and a pool would
     keep the root user logged in between them."""
 
+    SCHEMES = _SCHEMES
+    OPTIONS = _OPTIONS
+    LABEL = "MariaDB/MySQL"
+
     def __init__(self, target: EngineTarget) -> None:
-        self._target = target
-        self._root_password_override: str | None = None
-
-    def __repr__(self) -> str:
-        return f"MySqlBackend(engine_type={self._target.engine_type!r})"
-
-    def _url(self) -> ParsedUrl:
-        root = dict(self._target.root)
-        if self._root_password_override is not None:
-            root["password"] = self._root_password_override
-        parsed = target_url(self._target.config, root, _SCHEMES)
-        refuse_unknown_options(parsed, _OPTIONS, "MariaDB/MySQL")
-        return parsed
-
-    def _secrets(self, *extra: str) -> tuple[str, ...]:
-        password = self._target.root.get("password")
-        found = [password] if isinstance(password, str) else []
-        if self._root_password_override is not None:
-            found.append(self._root_password_override)
-        return (*found, *extra)
+        super().__init__(target)
 
     @asynccontextmanager
     async def _connection(self) -> AsyncIterator[aiomysql.Connection]:

@@ -18,9 +18,8 @@ import asyncpg
 
 from scaivault.dynamic.connection_urls import (
     ParsedUrl,
+    UrlBackend,
     checked_address,
-    refuse_unknown_options,
-    target_url,
     tls_context,
 )
 from scaivault.dynamic.port import (
@@ -51,32 +50,17 @@ _DRIVER_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, Timeou
 _ROOT_REFUSED = "PostgreSQL refused the root credentials"
 
 
-class PostgresBackend:
+class PostgresBackend(UrlBackend):
     """One engine's PostgreSQL. The pool is created on first use and holds at most ``max_open_connections``."""
 
+    SCHEMES = _SCHEMES
+    OPTIONS = _OPTIONS
+    LABEL = "PostgreSQL"
+
     def __init__(self, target: EngineTarget) -> None:
-        self._target = target
-        self._root_password_override: str | None = None
+        super().__init__(target)
         self._pool: asyncpg.Pool | None = None
         self._pool_lock = asyncio.Lock()
-
-    def __repr__(self) -> str:
-        return f"PostgresBackend(engine_type={self._target.engine_type!r})"
-
-    def _url(self) -> ParsedUrl:
-        root = dict(self._target.root)
-        if self._root_password_override is not None:
-            root["password"] = self._root_password_override
-        parsed = target_url(self._target.config, root, _SCHEMES)
-        refuse_unknown_options(parsed, _OPTIONS, "PostgreSQL")
-        return parsed
-
-    def _secrets(self) -> tuple[str, ...]:
-        password = self._target.root.get("password")
-        found = [password] if isinstance(password, str) else []
-        if self._root_password_override is not None:
-            found.append(self._root_password_override)
-        return tuple(found)
 
     async def _get_pool(self) -> asyncpg.Pool:
         async with self._pool_lock:

@@ -26,9 +26,8 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from scaivault.dynamic.connection_urls import (
     ParsedUrl,
+    UrlBackend,
     checked_address,
-    refuse_unknown_options,
-    target_url,
     tls_context,
     unencrypted_context,
 )
@@ -72,32 +71,17 @@ def check_rules(statements: Sequence[str]) -> list[str]:
     return rules
 
 
-class RedisAclBackend:
+class RedisAclBackend(UrlBackend):
     """One engine's Redis. One client, created on first use, with its own small pool."""
 
+    SCHEMES = _SCHEMES
+    OPTIONS = _OPTIONS
+    LABEL = "Redis"
+
     def __init__(self, target: EngineTarget) -> None:
-        self._target = target
-        self._root_password_override: str | None = None
+        super().__init__(target)
         self._client: redis.Redis | None = None
         self._lock = asyncio.Lock()
-
-    def __repr__(self) -> str:
-        return f"RedisAclBackend(engine_type={self._target.engine_type!r})"
-
-    def _url(self) -> ParsedUrl:
-        root = dict(self._target.root)
-        if self._root_password_override is not None:
-            root["password"] = self._root_password_override
-        parsed = target_url(self._target.config, root, _SCHEMES)
-        refuse_unknown_options(parsed, _OPTIONS, "Redis")
-        return parsed
-
-    def _secrets(self, *extra: str) -> tuple[str, ...]:
-        password = self._target.root.get("password")
-        found = [password] if isinstance(password, str) else []
-        if self._root_password_override is not None:
-            found.append(self._root_password_override)
-        return (*found, *extra)
 
     async def _get_client(self) -> redis.Redis:
         async with self._lock:

@@ -190,15 +190,15 @@ class DynamicApi:
         return committed_response(request)
 
     async def engine_health(self, request: web.Request) -> web.Response:
-        _, tenant_id = await self._callers.in_tenant(request, MANAGE)
+        who, _ = await self._callers.in_tenant(request, MANAGE)
         name = _engine(request)
         request[ACCESS].extra["engine"] = name
-        return json_response(await self._commands.health(tenant_id, name))
+        return json_response(await self._commands.health(name, actor_of(request, who)))
 
     async def rotate_root(self, request: web.Request) -> web.Response:
         who, tenant_id = await self._callers.in_tenant(request, MANAGE)
         name = _engine(request)
-        version = await self._commands.rotate_root(tenant_id, name, actor_of(request, who), request[ACCESS])
+        version = await self._commands.rotate_root(name, actor_of(request, who), request[ACCESS])
         engine = await self._reader.engine(tenant_id, name)
         return committed_response(request, {
             "engine": name, "root_credentials_path": engine["config"].get("root_credentials_path"),

@@ -162,7 +162,7 @@ async def test_revocations_keep_arriving_while_the_revocation_listener_is_refuse
 SINGLETONS = {"projections", "housekeeping", "audit-exports", "rotation-scheduler"}
 PER_PROCESS = [
     "access-records", "rate-limit-redis-probe", "revocation-sync", "authorization-sync", "subscription-feed",
-    "webhook-deliveries", "acme-orders",
+    "webhook-deliveries", "acme-orders", "lease-expiry",
 ]
 
 

@@ -176,6 +176,10 @@ def test_aws_and_ssh_roles() -> None:
     assert ssh["settings"]["cert_type"] == "user" and not renewable_of("ssh", ssh)
     with pytest.raises(ValidationFailed):
         check_role("ssh", {}, timedelta(hours=1))
+    host = check_role("ssh", {"cert_type": "host", "allowed_domains": ["internal.example"]}, timedelta(hours=1))
+    assert host["settings"]["allowed_domains"] == ["internal.example"]
+    with pytest.raises(ValidationFailed):
+        check_role("ssh", {"cert_type": "host"}, timedelta(hours=1))
 
 
 def test_roles_live_in_their_engine() -> None:

@@ -42,31 +42,41 @@ def connection_url(target: dict[str, Any], host: str | None = None, port: int | 
             f"{target['database']}")
 
 
+async def create_engine(
+    client: TestClient, headers: dict[str, str], body: dict[str, Any], root: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The engine of ``body``; with ``root``, first its root secret at ``infra/<name>/root`` (named in the body's
+    config) and a policy bound to the engine's identity that may read and rotate it, as the tutorial does."""
+    name = body["name"]
+    if root is not None:
+        path = f"infra/{name}/root"
+        body = {**body, "config": {**body.get("config", {}), "root_credentials_path": path}}
+        response = await client.put(f"/v1/secrets/{path}", headers=headers, json={"data": root, "secret_type": "json"})
+        assert response.status in (200, 201), await response.text()
+        response = await client.post("/v1/policies", headers=headers, json={
+            "name": f"engine-{name}", "rules": [{"path_pattern": path, "permissions": ["read", "rotate"]}]})
+        policy = await response.json()
+        assert response.status == 201, policy
+        response = await client.post(f"/v1/policies/{policy['id']}/bindings", headers=headers,
+                                     json={"identity_type": "service_account", "identity_id": f"dynamic:{name}"})
+        assert response.status == 201, await response.text()
+    response = await client.post("/v1/dynamic/engines", headers=headers, json=body)
+    engine = await response.json()
+    assert response.status == 201, engine
+    return dict(engine)
+
+
 async def set_up_engine(
     client: TestClient, container: Container, target: dict[str, Any], *, name: str = "reporting-db",
     role: dict[str, Any] | None = None, url: str | None = None, headers: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """Root secret, the engine's policy and binding, the engine, and the role ``readonly``: the tutorial's steps
-    2-4 (the engine document is returned)."""
+    2-4 on the reporting database (the engine document is returned)."""
     headers = headers or admin_headers(container)
-    root = f"infra/postgres/{name}/root"
-    response = await client.put(f"/v1/secrets/{root}", headers=headers, json={
-        "data": {"username": target["admin"], "password": BOOTSTRAP_PASSWORD}, "secret_type": "json"})
-    assert response.status in (200, 201), await response.text()
-    response = await client.post("/v1/policies", headers=headers, json={
-        "name": f"engine-{name}", "rules": [{"path_pattern": root, "permissions": ["read", "rotate"]}]})
-    policy = await response.json()
-    assert response.status == 201, policy
-    response = await client.post(f"/v1/policies/{policy['id']}/bindings", headers=headers,
-                                 json={"identity_type": "service_account", "identity_id": f"dynamic:{name}"})
-    assert response.status == 201, await response.text()
-    response = await client.post("/v1/dynamic/engines", headers=headers, json={
+    engine = await create_engine(client, headers, {
         "name": name, "type": "database",
-        "config": {"plugin": "postgresql", "root_credentials_path": root,
-                   "connection_url": url or connection_url(target)},
-    })
-    engine = await response.json()
-    assert response.status == 201, engine
+        "config": {"plugin": "postgresql", "connection_url": url or connection_url(target)},
+    }, {"username": target["admin"], "password": BOOTSTRAP_PASSWORD})
     response = await client.put(f"/v1/dynamic/engines/{name}/roles/readonly", headers=headers,
                                 json=role or READONLY_ROLE)
     assert response.status == 201, await response.text()

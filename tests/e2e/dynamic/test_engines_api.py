@@ -34,7 +34,7 @@ async def test_create_get_list_patch_delete(
     created = await set_up_engine(client, container, reporting)
     assert created["id"].startswith("dyn_") and created["identity"] == "dynamic:reporting-db"
     assert created["config"] == {"plugin": "postgresql", "connection_url": connection_url(reporting),
-                                 "root_credentials_path": "infra/postgres/reporting-db/root",
+                                 "root_credentials_path": "infra/reporting-db/root",
                                  "max_open_connections": 4}
     one = await (await client.get(f"{ENGINES}/reporting-db", headers=headers)).json()
     assert one["roles"] == ["readonly"]
@@ -70,7 +70,7 @@ async def test_wrong_credentials_or_url_store_nothing(
 ) -> None:
     headers = admin_headers(container)
     await set_up_engine(client, container, reporting)
-    root = "infra/postgres/reporting-db/root"
+    root = "infra/reporting-db/root"
     await client.put(f"/v1/secrets/{root}", headers=headers, json={
         "data": {"username": reporting["admin"], "password": "not-the-password"}, "secret_type": "json"})
     body = {"name": "second", "type": "database",
@@ -118,6 +118,17 @@ async def test_types_not_served_are_refused_with_a_reason(
                                                    "connection_url": "postgresql://admin:pw@db:5432/x"}},
      422, "validation_error"),
     ({"name": "x", "type": "ssh", "root_rotation_period": "1d"}, 422, "validation_error"),
+    ({"name": "x", "type": "ssh", "default_ttl": 10**15}, 422, "validation_error"),
+    ({"name": "x", "type": "ssh", "max_ttl": "9999999999y"}, 400, "invalid_duration"),
+    ({"name": "x", "type": "database", "config": {"plugin": "postgresql", "root_credentials_path": "a/b",
+                                                   "connection_url": "postgresql://{{username}}@[abc/x"}},
+     422, "validation_error"),
+    # A placeholder in the host would send the root password to whoever answers DNS for that name.
+    ({"name": "x", "type": "database", "config": {"plugin": "postgresql", "root_credentials_path": "a/b",
+                                                   "connection_url": "postgresql://{{username}}@{{password}}.evil/x"}},
+     422, "validation_error"),
+    ({"name": "x", "type": "aws", "config": {"root_credentials_path": "a/b", "iam_endpoint": "http://[abc"}},
+     422, "validation_error"),
     ({"type": "ssh"}, 422, "validation_error"),
 ])
 async def test_bad_engines_get_the_error_envelope(
@@ -152,6 +163,10 @@ async def test_who_may_manage_and_read(client: TestClient, container: Container,
     # dynamic:manage without an admin role for the tenant.
     manager = caller_token(container, "dynamic:manage", identity="sa:not-admin")
     assert await error_of(await client.delete(f"{ENGINES}/reporting-db", headers=manager)) == (403, "access_denied")
+    assert await error_of(await client.post(f"{ENGINES}/reporting-db/rotate-root", headers=manager)) == (
+        403, "access_denied")
+    assert await error_of(await client.get(f"{ENGINES}/reporting-db/health", headers=manager)) == (
+        403, "access_denied")
     assert await error_of(await client.put(f"{ENGINES}/reporting-db/roles/other", headers=manager,
                                            json=READONLY_ROLE)) == (403, "access_denied")
     nobody = caller_token(container, "secrets:read", identity="sa:nobody")

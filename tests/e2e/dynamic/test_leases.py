@@ -138,6 +138,10 @@ async def test_revoke_by_prefix_and_engine_in_use(
         409, "engine_in_use")
     assert await error_of(await client.delete("/v1/dynamic/engines/reporting-db", headers=headers)) == (
         409, "engine_in_use")
+    # Pointed at another database while its users live in this one: refused (revoking there would remove nothing).
+    moved = connection_url({**reporting, "database": "postgres"})
+    assert await error_of(await client.patch("/v1/dynamic/engines/reporting-db", headers=headers,
+                                             json={"config": {"connection_url": moved}})) == (409, "engine_in_use")
     assert await error_of(await client.post(f"{LEASES}/revoke-prefix", headers=me, json={"prefix": "reporting-db"})) \
         == (403, "insufficient_scope")
     response = await client.post(f"{LEASES}/revoke-prefix", headers=headers, json={"prefix": "reporting-db/readonly"})
@@ -293,3 +297,22 @@ async def test_no_password_in_events_audit_or_read_models(
             event = mapper.to_domain_event(StoredEvent(row["originator_id"], row["originator_version"],
                                                        row["topic"], bytes(row["state"])))
             assert password not in repr(event.__dict__)
+
+
+async def test_a_lease_revoked_while_its_credential_is_created_leaves_no_user(
+    client: TestClient, container: Container, reporting: dict[str, Any]
+) -> None:
+    """The lease (1 s) expires while the target is still creating its user (2 s): the expiry worker's revocation
+    finds no user; the server removes the user once it exists and answers that there is no credential."""
+    slow = {"creation_statements": [
+        "SELECT pg_sleep(2);",
+        "CREATE ROLE \"{{name}}\" WITH LOGIN PASSWORD '{{password}}' VALID UNTIL '{{expiration}}';",
+    ]}
+    await set_up_engine(client, container, reporting, role=slow)
+    me = await service(client, container)
+    response = await client.post("/v1/dynamic/engines/reporting-db/creds/readonly", headers=me, json={"ttl": 1})
+    assert await error_of(response) == (503, "service_unavailable")
+    leases = await (await client.get(f"{LEASES}?state=all", headers=admin_headers(container))).json()
+    [lease] = leases["leases"]
+    assert (lease["state"], lease["revoke_reason"]) == ("revoked", "expired")
+    assert not await role_exists(reporting, lease["username"])
