@@ -732,7 +732,9 @@ class DynamicCommands:
             if isinstance(password, str):
                 await backend.rotate_root(password)
         except TargetError as exc:
-            log.error("the previous root password of engine %s could not be restored: %s", engine.name, exc)
+            # The class only: a driver's text about a failed password change is no place to trust with one.
+            log.error("the previous root password of engine %s could not be restored (%s)", engine.name,
+                      type(exc).__name__)
         finally:
             await backend.close()
 
@@ -870,7 +872,9 @@ class DynamicCommands:
         except (InvalidConfig, ServiceUnavailable, RoleNotFound) as exc:
             return exc.message
         except Exception as exc:  # noqa: BLE001 - one lease's failure must not undo the batch's other revocations
-            log.exception("unexpected failure revoking a lease", extra={"lease_id": lease.lease_id})
+            # The class only, no traceback: an exception no backend translated may carry a driver's raw text.
+            log.error("unexpected failure revoking a lease", extra={"lease_id": lease.lease_id,
+                                                                    "error": type(exc).__name__})
             return f"unexpected failure ({type(exc).__name__})"
         return None
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 from uuid import NAMESPACE_URL, UUID, uuid5
@@ -29,6 +29,7 @@ from scaivault.domain.durations import format_duration, parse_duration
 from scaivault.domain.errors import (
     InvalidConfig,
     InvalidDuration,
+    InvalidRole,
     LeaseNotRenewable,
     RoleExists,
     RoleNotFound,
@@ -109,8 +110,6 @@ def check_engine_name(name: object, field: str = "name") -> str:
 def check_role_name(name: object) -> str:
     """A role's name; it may appear in generated user names, so it keeps to a set that needs no quoting."""
     if not isinstance(name, str) or not _NAME.fullmatch(name):
-        from scaivault.domain.errors import InvalidRole
-
         raise InvalidRole("A role name is 1-63 characters: a-z, 0-9, '-' and '_'", role=str(name)[:64])
     return name
 
@@ -555,7 +554,6 @@ class DynamicEngine(Aggregate):
         self.ca_key_id = ca_key_id
         self.roles: dict[str, dict[str, Any]] = {}
         self.root_rotated_at: datetime | None = None
-        self.created_at = at
         self.deleted = False
 
     def update(
@@ -660,12 +658,6 @@ class DynamicEngine(Aggregate):
     @event(RootRotated)
     def _root_rotated(self, root_version: int, at: datetime, actor: str, request_id: str | None) -> None:
         self.root_rotated_at = at
-
-    def root_rotation_due(self, at: datetime) -> bool:
-        if self.root_rotation_period is None or self.deleted:
-            return False
-        last = self.root_rotated_at or self.created_at
-        return at >= last + timedelta(seconds=self.root_rotation_period)
 
     def delete(self, *, at: datetime, actor: str, request_id: str | None) -> str | None:
         """Delete; returns the data key of the ssh CA key, if any (the command destroys it)."""
@@ -815,6 +807,3 @@ class Lease(Aggregate):
         self.attempts = attempts
         self.revoke_reason = reason
 
-
-def utc(at: datetime) -> datetime:
-    return at.astimezone(UTC)

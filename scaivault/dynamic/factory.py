@@ -6,15 +6,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from types import MappingProxyType
 
+from scaivault.domain.dynamic import NOT_YET_SUPPORTED, SUPPORTED_TYPES
 from scaivault.dynamic.port import CredentialBackend, EngineTarget
 
-SUPPORTED_ENGINE_TYPES: tuple[str, ...] = ("database.postgresql", "database.mysql", "database.redis", "aws", "ssh")
-UNSUPPORTED_ENGINE_TYPES: Mapping[str, str] = MappingProxyType({
-    "database.mongodb": "the database.mongodb engine is not yet supported by this server",
-    "azure": "the azure engine is not yet supported by this server",
-    "gcp": "the gcp engine is not yet supported by this server",
-    "custom": "the custom engine is not yet supported by this server",
-})
+# One list, the domain's: what an engine's ``type`` may be, and the words refusing the types not served.
+SUPPORTED_ENGINE_TYPES: tuple[str, ...] = SUPPORTED_TYPES
+UNSUPPORTED_ENGINE_TYPES: Mapping[str, str] = MappingProxyType(NOT_YET_SUPPORTED)
 ENGINE_TYPES: tuple[str, ...] = SUPPORTED_ENGINE_TYPES + tuple(UNSUPPORTED_ENGINE_TYPES)
 
 

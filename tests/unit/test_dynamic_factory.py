@@ -6,6 +6,7 @@ import importlib
 
 import pytest
 
+from scaivault.domain.dynamic import NOT_YET_SUPPORTED
 from scaivault.dynamic.factory import (
     ENGINE_TYPES,
     SUPPORTED_ENGINE_TYPES,
@@ -35,7 +36,9 @@ def test_the_lists() -> None:
 def test_unsupported_types_are_refused_with_their_message(engine_type: str) -> None:
     with pytest.raises(UnsupportedEngine) as refused:
         build_backend(EngineTarget(engine_type, {}, {}))
-    assert str(refused.value) == f"the {engine_type} engine is not yet supported by this server"
+    assert str(refused.value) == NOT_YET_SUPPORTED[engine_type]  # the words the API answers with
+    assert engine_type.rpartition(".")[2] in str(refused.value)
+    assert str(refused.value).endswith("is not yet supported by this server")
     assert unsupported_reason(engine_type) == str(refused.value)
     assert isinstance(refused.value, ValueError)
 
